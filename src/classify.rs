@@ -1,0 +1,166 @@
+//! Turns a failed call into exactly one error kind, in DESIGN.md §4's order: first the provider's
+//! own code in the body (OpenAI's `insufficient_quota` arrives as HTTP 429 but is
+//! `quota_exhausted`), then the HTTP status, then the transport (connect, DNS, TLS, reset).
+
+use crate::vocab::ErrorKind;
+use serde_json::Value as Json;
+use std::time::Duration;
+
+/// Body codes that name the failure better than the status does. Matched against the
+/// `error.code`, `error.type`, `code` and `type` fields, case-insensitively.
+const BODY_CODES: &[(&str, ErrorKind)] = &[
+    // OpenAI and compatibles (DeepSeek, Qwen compatible mode, Moonshot …)
+    ("insufficient_quota", ErrorKind::QuotaExhausted),
+    ("billing_hard_limit_reached", ErrorKind::QuotaExhausted),
+    ("insufficient_balance", ErrorKind::QuotaExhausted),
+    ("invalid_api_key", ErrorKind::AuthExpired),
+    ("invalid_authentication", ErrorKind::AuthExpired),
+    ("authentication_error", ErrorKind::AuthExpired),
+    ("content_filter", ErrorKind::ContentBlocked),
+    ("content_policy_violation", ErrorKind::ContentBlocked),
+    ("data_inspection_failed", ErrorKind::ContentBlocked),
+    ("sensitive_content", ErrorKind::ContentBlocked),
+    ("rate_limit_exceeded", ErrorKind::RateLimited),
+    ("throttling", ErrorKind::RateLimited),
+    // Volcengine Ark (Doubao)
+    ("accountoverdue", ErrorKind::QuotaExhausted),
+    ("accountoverdueerror", ErrorKind::QuotaExhausted),
+    ("inputtextsensitivecontentdetected", ErrorKind::ContentBlocked),
+    ("outputtextsensitivecontentdetected", ErrorKind::ContentBlocked),
+    // Zhipu: 1302/1303 concurrency and frequency limits, 1113 arrears, 1301 unsafe content
+    ("1302", ErrorKind::RateLimited),
+    ("1303", ErrorKind::RateLimited),
+    ("1113", ErrorKind::QuotaExhausted),
+    ("1301", ErrorKind::ContentBlocked),
+    // Publishing platforms: expired or invalid access tokens
+    ("access_token_expired", ErrorKind::AuthExpired),
+    ("access_token_invalid", ErrorKind::AuthExpired),
+    ("token_expired", ErrorKind::AuthExpired),
+    ("invalid_token", ErrorKind::AuthExpired),
+    ("40001", ErrorKind::AuthExpired),
+    ("42001", ErrorKind::AuthExpired),
+];
+
+fn body_code(body: &Json) -> Option<(ErrorKind, String)> {
+    let err = body.get("error").unwrap_or(body);
+    let fields = [err.get("code"), err.get("type"), body.get("code"), body.get("type"), body.get("error_code")];
+    for v in fields.into_iter().flatten() {
+        let code = match v {
+            Json::String(s) => s.to_ascii_lowercase(),
+            Json::Number(n) => n.to_string(),
+            _ => continue,
+        };
+        if let Some((_, kind)) = BODY_CODES.iter().find(|(c, _)| *c == code) {
+            return Some((*kind, code));
+        }
+    }
+    None
+}
+
+/// The human part of an error body: `error.message`, `message`, `msg`, or the start of the text.
+pub fn body_message(body: &[u8]) -> String {
+    if let Ok(json) = serde_json::from_slice::<Json>(body) {
+        let err = json.get("error").unwrap_or(&json);
+        for k in ["message", "msg", "error_description", "errmsg"] {
+            if let Some(m) = err.get(k).or_else(|| json.get(k)).and_then(|m| m.as_str()) {
+                return m.to_owned();
+            }
+        }
+        if let Some(s) = json.get("error").and_then(|e| e.as_str()) {
+            return s.to_owned();
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    text.chars().take(200).collect()
+}
+
+/// Classifies an HTTP answer that is not a success. `side_effect` nodes (publishing) report a
+/// rejected request as `publish_failed`.
+pub fn classify_status(status: u16, body: &[u8], side_effect: bool) -> (ErrorKind, String) {
+    let message = body_message(body);
+    if let Ok(json) = serde_json::from_slice::<Json>(body)
+        && let Some((kind, code)) = body_code(&json)
+    {
+        return (kind, format!("HTTP {status}, code {code}: {message}"));
+    }
+    let kind = match status {
+        401 => ErrorKind::AuthExpired,
+        402 => ErrorKind::QuotaExhausted,
+        408 => ErrorKind::Timeout,
+        429 => ErrorKind::RateLimited,
+        500..=599 => ErrorKind::Upstream5xx,
+        _ if side_effect => ErrorKind::PublishFailed,
+        _ => ErrorKind::Upstream4xx,
+    };
+    (kind, format!("HTTP {status}: {message}"))
+}
+
+/// A body code in a successful (HTTP 200) answer, as some APIs answer errors.
+pub fn classify_ok_body(body: &Json) -> Option<(ErrorKind, String)> {
+    body_code(body).map(|(kind, code)| (kind, format!("code {code} in a 200 answer: {}", body_message(body.to_string().as_bytes()))))
+}
+
+/// Classifies a transport failure.
+pub fn classify_transport(err: &reqwest::Error) -> (ErrorKind, String) {
+    let mut msg = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    // Never show a URL's query string: it may carry a token.
+    let msg = strip_query(&msg);
+    if err.is_timeout() { (ErrorKind::Timeout, msg) } else { (ErrorKind::Network, msg) }
+}
+
+fn strip_query(msg: &str) -> String {
+    let re = regex::Regex::new(r"(https?://[^\s?)]+)\?[^\s)]*").expect("static regex");
+    re.replace_all(msg, "$1?…").into_owned()
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is treated as absent).
+pub fn retry_after(value: Option<&str>) -> Option<Duration> {
+    value?.trim().parse::<f64>().ok().filter(|s| *s >= 0.0 && *s < 3600.0).map(Duration::from_secs_f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_code_beats_status() {
+        let body = br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#;
+        assert_eq!(classify_status(429, body, false).0, ErrorKind::QuotaExhausted);
+        assert_eq!(classify_status(429, br#"{"error":{"message":"slow down"}}"#, false).0, ErrorKind::RateLimited);
+        assert_eq!(classify_status(429, br#"{"error":{"code":"1302","message":"concurrency"}}"#, false).0, ErrorKind::RateLimited);
+        assert_eq!(classify_status(400, br#"{"error":{"code":"1301","message":"unsafe"}}"#, false).0, ErrorKind::ContentBlocked);
+        assert_eq!(classify_status(403, br#"{"error":{"code":"AccountOverdue"}}"#, false).0, ErrorKind::QuotaExhausted);
+    }
+
+    #[test]
+    fn status_then_side_effect() {
+        assert_eq!(classify_status(401, b"", false).0, ErrorKind::AuthExpired);
+        assert_eq!(classify_status(402, b"", false).0, ErrorKind::QuotaExhausted);
+        assert_eq!(classify_status(503, b"<html>", false).0, ErrorKind::Upstream5xx);
+        assert_eq!(classify_status(404, b"", false).0, ErrorKind::Upstream4xx);
+        assert_eq!(
+            classify_status(422, br#"{"message":"title too long"}"#, true),
+            (ErrorKind::PublishFailed, "HTTP 422: title too long".into())
+        );
+    }
+
+    #[test]
+    fn retry_after_seconds() {
+        assert_eq!(retry_after(Some("2")), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+    }
+
+    #[test]
+    fn query_strings_are_hidden() {
+        assert_eq!(
+            strip_query("error sending request for url (http://h/x?access_token=abc)"),
+            "error sending request for url (http://h/x?…)"
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! The command line: parse, load, call into the library, print. Exit codes (DESIGN.md §4):
+//! 0 succeeded or recovered; 1 failed, timed out or interrupted; 2 usage, config or flow error;
+//! 3 waiting for a human; 4 refused because the flow is blocked.
+
+mod demo;
+mod init;
+mod query;
+mod run;
+pub mod table;
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::flow::{Diagnostics, Flow};
+use crate::nodes::Registry;
+use crate::store::Store;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(name = "flowguard", version, about = "Run AI content pipelines unattended, and know the minute they break.")]
+pub struct Cli {
+    /// The config file.
+    #[arg(long, global = true, default_value = "flowguard.yaml", env = "FLOWGUARD_CONFIG")]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a starter project (config, the example flow, a word list) that passes `check`.
+    Init {
+        /// Where to write it.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check the config and every flow; report all problems at once.
+    Check {
+        /// Also open the database.
+        #[arg(long)]
+        db: bool,
+    },
+    /// Run a flow once, in this process.
+    Run {
+        /// The flow's name.
+        flow: String,
+        /// A run input, `key=value` (repeatable; a value that parses as JSON is taken as JSON).
+        #[arg(long = "input", short = 'i', value_name = "KEY=VALUE")]
+        inputs: Vec<String>,
+        /// Run inputs from a JSON file (an object).
+        #[arg(long)]
+        input_json: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// List recorded runs, newest first.
+    Runs {
+        #[arg(long)]
+        flow: Option<String>,
+        /// One of the run statuses (succeeded, recovered, failed, timed_out, …).
+        #[arg(long)]
+        status: Option<String>,
+        /// A duration back from now (`24h`, `7d`) or a date (`2026-11-01`).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show one run with every node attempt.
+    Show {
+        /// The run id (or a unique prefix of it).
+        run_id: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Statistics per flow and per node.
+    Stats {
+        #[arg(long)]
+        flow: Option<String>,
+        /// A duration back from now (`24h`, `7d`) or a date (`2026-11-01`).
+        #[arg(long, default_value = "7d")]
+        since: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Run the example flow against the simulator, with no configuration.
+    Demo {
+        /// Where the demo keeps its project and database.
+        #[arg(long, default_value = "flowguard-demo")]
+        dir: PathBuf,
+        /// How many runs.
+        #[arg(long, default_value_t = 40)]
+        runs: u32,
+        /// Runs at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+}
+
+/// An error with the exit code it ends the process with.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        let error = e.into();
+        let code = if error.downcast_ref::<Diagnostics>().is_some() { 2 } else { 1 };
+        Failure { code, error }
+    }
+}
+
+pub fn usage(msg: impl Into<String>) -> Failure {
+    Failure { code: 2, error: anyhow::anyhow!(msg.into()) }
+}
+
+/// Everything a command needs, loaded from the config.
+pub struct App {
+    pub config: Config,
+    pub registry: Arc<Registry>,
+    pub flows: BTreeMap<String, Arc<Flow>>,
+}
+
+impl App {
+    /// Loads the config and every flow; all problems are reported together.
+    pub fn load(config: &Path) -> Result<App, Failure> {
+        let cfg = Config::load(config).map_err(|d| Failure { code: 2, error: d.into() })?;
+        let registry = Arc::new(Registry::from_config(&cfg)?);
+        let flows = crate::flow::load_dir(&cfg.flows_dir(), &registry).map_err(|d| Failure { code: 2, error: d.into() })?;
+        Ok(App { config: cfg, registry, flows })
+    }
+
+    pub async fn store(&self) -> Result<Store, Failure> {
+        Ok(Store::open(&self.config.storage_url(), self.config.storage.max_connections, self.config.write_patience()).await?)
+    }
+
+    pub async fn engine(&self, clock: SharedClock) -> Result<Engine, Failure> {
+        Ok(Engine::new(self.store().await?, self.registry.clone(), clock, self.config.storage.max_payload_bytes))
+    }
+
+    pub fn flow(&self, name: &str) -> Result<Arc<Flow>, Failure> {
+        self.flows.get(name).cloned().ok_or_else(|| {
+            let hint = crate::flow::suggest(name, self.flows.keys().map(String::as_str))
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            usage(format!(
+                "no flow named `{name}`{hint}; flows in {}: {}",
+                self.config.flows_dir().display(),
+                self.flows.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+}
+
+/// Store-only commands do not need the flows to be valid: open the store from the config alone.
+pub async fn open_store(config: &Path) -> Result<(Config, Store), Failure> {
+    let cfg = Config::load(config).map_err(|d| Failure { code: 2, error: d.into() })?;
+    let store = Store::open(&cfg.storage_url(), cfg.storage.max_connections, cfg.write_patience()).await?;
+    Ok((cfg, store))
+}
+
+pub async fn main(cli: Cli) -> Result<i32, Failure> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    match cli.command {
+        Command::Init { dir, force } => init::init(&dir, force, init::Profile::Starter).map(|_| 0),
+        Command::Check { db } => check(&cli.config, db).await,
+        Command::Run { flow, inputs, input_json, format } => {
+            run::run(&cli.config, &flow, &inputs, input_json.as_deref(), format, clock).await
+        }
+        Command::Runs { flow, status, since, limit, format } => query::runs(&cli.config, flow, status, since, limit, format).await,
+        Command::Show { run_id, format } => query::show(&cli.config, &run_id, format).await,
+        Command::Stats { flow, since, format } => query::stats(&cli.config, flow, &since, format).await,
+        Command::Demo { dir, runs, concurrency } => demo::demo(&dir, runs, concurrency, clock).await,
+    }
+}
+
+async fn check(config: &Path, db: bool) -> Result<i32, Failure> {
+    let app = App::load(config)?;
+    for (name, flow) in &app.flows {
+        println!("ok  {name}  ({} nodes, {})", flow.nodes.len(), flow.file.display());
+    }
+    if db {
+        let store = app.store().await?;
+        println!("ok  database: {} at {}", store.backend().name(), crate::store::describe_target(&app.config.storage_url()));
+    }
+    println!("config {} is valid: {} flow(s)", config.display(), app.flows.len());
+    Ok(0)
+}
+
+/// `24h`, `7d` back from now, or a date / RFC 3339 time.
+pub fn parse_since(s: &str, now_ms: i64, tz: &jiff::tz::TimeZone) -> Result<i64, Failure> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(now_ms - d.as_millis() as i64);
+    }
+    if let Ok(ts) = s.parse::<jiff::Timestamp>() {
+        return Ok(ts.as_millisecond());
+    }
+    if let Ok(date) = s.parse::<jiff::civil::Date>() {
+        let zoned = date.to_zoned(tz.clone()).map_err(|e| usage(format!("bad date `{s}`: {e}")))?;
+        return Ok(zoned.timestamp().as_millisecond());
+    }
+    Err(usage(format!("cannot read `{s}` as a time: write a duration back from now (`24h`, `7d`) or a date (`2026-11-01`)")))
+}

@@ -1,0 +1,125 @@
+//! `flowguard run FLOW`: one run in this process, with live progress and a final summary.
+
+use super::{App, Failure, Format, table, usage};
+use crate::clock::SharedClock;
+use crate::engine::{Event, RunOutcome, RunRequest};
+use crate::store::AttemptRecord;
+use crate::vocab::AttemptStatus;
+use serde_json::{Map, Value as Json, json};
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+pub fn parse_inputs(pairs: &[String], file: Option<&Path>) -> Result<Map<String, Json>, Failure> {
+    let mut inputs = Map::new();
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f).map_err(|e| usage(format!("cannot read {}: {e}", f.display())))?;
+        match serde_json::from_str::<Json>(&text) {
+            Ok(Json::Object(m)) => inputs.extend(m),
+            Ok(_) => return Err(usage(format!("{}: the inputs must be a JSON object", f.display()))),
+            Err(e) => return Err(usage(format!("{}: not valid JSON: {e}", f.display()))),
+        }
+    }
+    for p in pairs {
+        let Some((k, v)) = p.split_once('=') else {
+            return Err(usage(format!("--input `{p}`: write key=value")));
+        };
+        let value = serde_json::from_str::<Json>(v).ok().filter(|j| !j.is_string()).unwrap_or_else(|| Json::String(v.to_owned()));
+        inputs.insert(k.trim().to_owned(), value);
+    }
+    Ok(inputs)
+}
+
+/// One line for a finished attempt.
+pub fn attempt_line(a: &AttemptRecord) -> String {
+    let mark = match a.status {
+        AttemptStatus::Succeeded => "✓",
+        AttemptStatus::Skipped => "·",
+        AttemptStatus::Defaulted => "~",
+        _ => "✗",
+    };
+    let mut s = format!("  {mark} {:<14} {:>7}", a.node_id, table::ms(Some(a.duration_ms)));
+    if a.attempt > 1 {
+        s.push_str(&format!("  attempt {}", a.attempt));
+    }
+    if let Some(m) = &a.model {
+        s.push_str(&format!("  [{m}]"));
+    }
+    if let Some(k) = &a.error_kind {
+        s.push_str(&format!("  {k}: {}", a.error_message.as_deref().unwrap_or("")));
+    }
+    if let Some(act) = a.action.as_deref().filter(|a| *a == "retry" || *a == "next_model") {
+        s.push_str(&format!("  → {}", act.replace('_', " ")));
+    }
+    s
+}
+
+pub fn summary(o: &RunOutcome) -> String {
+    let mut s = format!("run {} {} {} in {}", o.run_id, o.flow, o.status, table::ms(Some(o.duration_ms)));
+    if let Some(k) = o.error_kind {
+        s.push_str(&format!(
+            "\n  failed at `{}`: {k} (severity {}): {}",
+            o.failed_node.as_deref().unwrap_or("-"),
+            k.default_severity(),
+            o.error_message.as_deref().unwrap_or("")
+        ));
+    }
+    s
+}
+
+pub async fn run(
+    config: &Path,
+    flow: &str,
+    pairs: &[String],
+    input_json: Option<&Path>,
+    format: Format,
+    clock: SharedClock,
+) -> Result<i32, Failure> {
+    let app = App::load(config)?;
+    let flow = app.flow(flow)?;
+    let inputs = parse_inputs(pairs, input_json)?;
+    let mut engine = app.engine(clock).await?;
+    if format == Format::Table {
+        let live = std::io::stdout().is_terminal();
+        engine = engine.with_observer(Arc::new(move |e: &Event| progress(e, live)));
+    }
+    let req = RunRequest { flow, inputs, trigger: "cli".into(), canary: false };
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let outcome = engine.run_until(req, ctrl_c).await?;
+    engine.store.close().await;
+    match format {
+        Format::Json => table::json(&json!({
+            "run_id": outcome.run_id,
+            "flow": outcome.flow,
+            "status": outcome.status,
+            "duration_ms": outcome.duration_ms,
+            "failed_node": outcome.failed_node,
+            "error_kind": outcome.error_kind,
+            "error_message": outcome.error_message,
+            "outputs": outcome.outputs,
+        })),
+        Format::Table => println!("{}", summary(&outcome)),
+    }
+    Ok(outcome.status.exit_code())
+}
+
+fn progress(e: &Event, live: bool) {
+    let mut out = std::io::stdout().lock();
+    let _ = match e {
+        Event::RunStarted { run_id, flow } => writeln!(out, "run {run_id} {flow} started"),
+        Event::NodeStarted { node, attempt, model, .. } if live => {
+            let m = model.as_deref().map(|m| format!(" [{m}]")).unwrap_or_default();
+            let a = if *attempt > 1 { format!(" attempt {attempt}") } else { String::new() };
+            write!(out, "\r\x1b[2K  … {node}{a}{m}").and_then(|_| out.flush())
+        }
+        Event::AttemptFinished(a) if live => writeln!(out, "\r\x1b[2K{}", attempt_line(a)),
+        Event::AttemptFinished(a) => writeln!(out, "{}", attempt_line(a)),
+        Event::LatencyWarning { threshold_ms, .. } => {
+            let clear = if live { "\r\x1b[2K" } else { "" };
+            writeln!(out, "{clear}  ⚠ latency warning: the run is still going after {}", table::ms(Some(*threshold_ms)))
+        }
+        _ => Ok(()),
+    };
+}

@@ -1,0 +1,408 @@
+//! Flow files: the YAML a user writes, parsed into a checked [`Flow`] whose templates are compiled
+//! and whose node kinds are built. Every problem is collected, with file:line:column and field.
+
+pub mod diag;
+pub mod retry;
+pub mod template;
+pub mod yaml;
+
+pub use diag::{Diagnostic, Diagnostics, suggest};
+pub use retry::{RetryPolicy, RetrySpec, parse_duration};
+
+use crate::nodes::{self, BuildCx, NodeKind};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use template::{Templates, Tmpl};
+use yaml::{Node, PathSeg, Pos};
+
+/// A loaded, checked flow.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub name: String,
+    pub description: String,
+    pub file: PathBuf,
+    /// First 16 hex digits of the SHA-256 of the file: which version of the flow a run ran.
+    pub hash: String,
+    pub timeout: Option<Duration>,
+    pub latency_warning: Option<Duration>,
+    /// Default values of the run inputs.
+    pub inputs: serde_json::Map<String, Json>,
+    pub nodes: Vec<NodeSpec>,
+    pub templates: Templates,
+}
+
+impl Flow {
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+}
+
+/// One node of a flow, with its guards.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub id: String,
+    pub kind: String,
+    pub pos: Pos,
+    pub timeout: Duration,
+    pub retry: Option<RetryPolicy>,
+    /// The node changes the world (publishing): a timeout is retried only when `idempotent`.
+    pub side_effect: bool,
+    /// Its target honours the idempotency key flowguard sends.
+    pub idempotent: bool,
+    /// Run the node once per item of this list.
+    pub foreach: Option<Tmpl>,
+    pub max_iterations: usize,
+    /// Jump to this node when this one finishes (forward only).
+    pub next: Option<String>,
+    pub node: Arc<dyn NodeKind>,
+}
+
+/// Fields every node has; the rest belong to its kind.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommonFields {
+    id: String,
+    kind: String,
+    #[serde(default)]
+    description: Option<String>,
+    timeout: Option<String>,
+    retry: Option<RetrySpec>,
+    #[serde(default)]
+    side_effect: bool,
+    #[serde(default)]
+    idempotent: bool,
+    foreach: Option<String>,
+    max_iterations: Option<usize>,
+    next: Option<String>,
+}
+
+const COMMON: &[&str] =
+    &["id", "kind", "description", "timeout", "retry", "side_effect", "idempotent", "foreach", "max_iterations", "next"];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlowFields {
+    name: String,
+    #[serde(default)]
+    description: String,
+    timeout: Option<String>,
+    latency_warning: Option<String>,
+    #[serde(default)]
+    inputs: serde_json::Map<String, Json>,
+    nodes: Vec<Json>,
+}
+
+/// Deserializes a subtree; an error points at the field where it broke.
+pub fn from_tree<T: DeserializeOwned>(tree: &Node, file: &Path, prefix: &[PathSeg], known: &[&str]) -> Result<T, Diagnostic> {
+    let json = tree.to_json();
+    serde_path_to_error::deserialize::<_, T>(json).map_err(|e| {
+        let mut path: Vec<PathSeg> = e
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                serde_path_to_error::Segment::Seq { index } => Some(PathSeg::Index(*index)),
+                serde_path_to_error::Segment::Map { key } => Some(PathSeg::Key(key.clone())),
+                serde_path_to_error::Segment::Enum { variant } => Some(PathSeg::Key(variant.clone())),
+                serde_path_to_error::Segment::Unknown => None,
+            })
+            .collect();
+        let inner = e.into_inner().to_string();
+        // serde names an unknown field in the message, not in the path.
+        let mut message = inner.clone();
+        if let Some(field) = inner.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+            let parent = tree.locate(&path);
+            let pos = parent.key_pos(field).unwrap_or(parent.pos);
+            let expected = inner.split("expected one of ").nth(1).unwrap_or("");
+            let mut candidates: Vec<&str> = expected.split(", ").map(|c| c.trim_matches('`')).collect();
+            candidates.extend_from_slice(known);
+            message = format!("unknown field `{field}`");
+            if let Some(s) = suggest(field, candidates.iter().copied()) {
+                message.push_str(&format!(" (did you mean `{s}`?)"));
+            }
+            path.push(PathSeg::Key(field.to_owned()));
+            return Diagnostic { file: file.into(), pos, field: dotted(prefix, &path), message };
+        }
+        if let Some(variant) = inner.strip_prefix("unknown variant `").and_then(|r| r.split('`').next()) {
+            let expected = inner.split("expected one of ").nth(1).unwrap_or("");
+            if let Some(s) = suggest(variant, expected.split(", ").map(|c| c.trim_matches('`'))) {
+                message.push_str(&format!(" (did you mean `{s}`?)"));
+            }
+        }
+        Diagnostic { file: file.into(), pos: tree.locate(&path).pos, field: dotted(prefix, &path), message }
+    })
+}
+
+pub fn dotted(prefix: &[PathSeg], path: &[PathSeg]) -> String {
+    let mut s = String::new();
+    for seg in prefix.iter().chain(path) {
+        match seg {
+            PathSeg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            PathSeg::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+/// Loads and checks one flow file. `cx` carries what the config declares (models, endpoints).
+pub fn load(file: &Path, cx: &nodes::Registry) -> Result<Flow, Diagnostics> {
+    let text = std::fs::read(file).map_err(|e| one(file, Pos::default(), "", format!("cannot read: {e}")))?;
+    let text = String::from_utf8(text)
+        .map_err(|e| one(file, Pos::default(), "", format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to())))?;
+    parse(file, &text, cx)
+}
+
+fn one(file: &Path, pos: Pos, field: &str, message: String) -> Diagnostics {
+    let mut d = Diagnostics::default();
+    d.push(file, pos, field, message);
+    d
+}
+
+/// Parses and checks flow text; `file` names it in errors.
+pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Diagnostics> {
+    let tree = yaml::parse(text).map_err(|m| one(file, Pos::default(), "", m))?;
+    let top: FlowFields = from_tree(&tree, file, &[], &[]).map_err(|d| Diagnostics(vec![d]))?;
+    let mut diags = Diagnostics::default();
+    let hash = hex16(&Sha256::digest(text.as_bytes()));
+    let key = |k: &str| vec![PathSeg::Key(k.into())];
+
+    let duration = |field: &str, v: &Option<String>, diags: &mut Diagnostics| -> Option<Duration> {
+        let s = v.as_ref()?;
+        parse_duration(s).map_err(|m| diags.push(file, tree.locate(&key(field)).pos, field, m)).ok()
+    };
+    let timeout = duration("timeout", &top.timeout, &mut diags);
+    let latency_warning = duration("latency_warning", &top.latency_warning, &mut diags);
+    if let (Some(w), Some(t)) = (latency_warning, timeout)
+        && w >= t
+    {
+        diags.push(file, tree.locate(&key("latency_warning")).pos, "latency_warning", "must be shorter than the run `timeout`");
+    }
+    if !is_ident(&top.name) {
+        diags.push(
+            file,
+            tree.locate(&key("name")).pos,
+            "name",
+            format!("`{}` is not a valid flow name (letters, digits, `_` and `-`)", top.name),
+        );
+    }
+
+    let nodes_tree = tree.get("nodes");
+    let mut builder = template::TemplateBuilder::new();
+    let mut specs: Vec<NodeSpec> = Vec::new();
+    let mut refs: Vec<(usize, Vec<String>, Pos)> = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let base_dir = file.parent().unwrap_or(Path::new("."));
+
+    for (i, _) in top.nodes.iter().enumerate() {
+        let Some(node_tree) = nodes_tree.map(|n| n.locate(&[PathSeg::Index(i)])) else { continue };
+        let prefix = vec![PathSeg::Key("nodes".into()), PathSeg::Index(i)];
+        let field_of = |k: &str| format!("{}.{k}", dotted(&prefix, &[]));
+        let pos_of = |k: &str| node_tree.get(k).map(|n| n.pos).unwrap_or(node_tree.pos);
+
+        // Split the node's fields into the common ones and its kind's parameters.
+        let yaml::Yaml::Map(entries) = &node_tree.value else {
+            diags.push(file, node_tree.pos, dotted(&prefix, &[]), "a node must be a mapping with `id` and `kind`");
+            continue;
+        };
+        let mut common_tree = node_tree.clone();
+        let mut params_tree = node_tree.clone();
+        common_tree.value =
+            yaml::Yaml::Map(entries.iter().filter(|(k, _)| k.as_str().is_some_and(|k| COMMON.contains(&k))).cloned().collect());
+        params_tree.value =
+            yaml::Yaml::Map(entries.iter().filter(|(k, _)| !k.as_str().is_some_and(|k| COMMON.contains(&k))).cloned().collect());
+
+        let common: CommonFields = match from_tree(&common_tree, file, &prefix, &[]) {
+            Ok(c) => c,
+            Err(d) => {
+                diags.0.push(d);
+                continue;
+            }
+        };
+        if !is_ident(&common.id) || common.id.contains('-') {
+            diags.push(
+                file,
+                pos_of("id"),
+                field_of("id"),
+                format!("`{}` is not a valid node id (letters, digits and `_`, not starting with a digit)", common.id),
+            );
+        }
+        if let Some(first) = seen.insert(common.id.clone(), i) {
+            diags.push(file, pos_of("id"), field_of("id"), format!("duplicate node id `{}` (first used by nodes[{first}])", common.id));
+        }
+        let Some(factory) = reg.kind(&common.kind) else {
+            let hint = suggest(&common.kind, reg.kind_names()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+            diags.push(
+                file,
+                pos_of("kind"),
+                field_of("kind"),
+                format!("unknown node kind `{}`{hint}; known kinds: {}", common.kind, reg.kind_names().collect::<Vec<_>>().join(", ")),
+            );
+            continue;
+        };
+
+        let mark = builder.mark();
+        let mut cx = BuildCx { templates: &mut builder, registry: reg, base_dir, errors: Vec::new() };
+        let raw = nodes::Raw { tree: &params_tree, file, prefix: &prefix, common: COMMON };
+        let node = match factory(raw, &mut cx) {
+            Ok(n) => Some(n),
+            Err(d) => {
+                diags.0.push(d);
+                None
+            }
+        };
+        for (field, msg) in std::mem::take(&mut cx.errors) {
+            diags.push(file, pos_of(&field), field_of(&field), msg);
+        }
+
+        let node_timeout = match &common.timeout {
+            Some(s) => parse_duration(s).map_err(|m| diags.push(file, pos_of("timeout"), field_of("timeout"), m)).ok(),
+            None => None,
+        }
+        .unwrap_or(reg.default_node_timeout);
+        let retry = match &common.retry {
+            Some(spec) => spec.build().map_err(|m| diags.push(file, pos_of("retry"), field_of("retry"), m)).ok(),
+            None => None,
+        };
+        let foreach = match &common.foreach {
+            Some(s) => builder.string(s).map_err(|m| diags.push(file, pos_of("foreach"), field_of("foreach"), m)).ok(),
+            None => None,
+        };
+        if common.idempotent && !common.side_effect {
+            diags.push(file, pos_of("idempotent"), field_of("idempotent"), "`idempotent` only applies to a node with `side_effect: true`");
+        }
+        refs.push((i, builder.references_since(mark), node_tree.pos));
+        let _ = common.description;
+        if let Some(node) = node {
+            specs.push(NodeSpec {
+                id: common.id,
+                kind: common.kind,
+                pos: node_tree.pos,
+                timeout: node_timeout,
+                retry,
+                side_effect: common.side_effect,
+                idempotent: common.idempotent,
+                foreach,
+                max_iterations: common.max_iterations.unwrap_or(100),
+                next: common.next,
+                node,
+            });
+        }
+    }
+    if top.nodes.is_empty() {
+        diags.push(file, tree.locate(&key("nodes")).pos, "nodes", "a flow needs at least one node");
+    }
+
+    // References between nodes: templates may read only earlier nodes; jumps go forward only.
+    let order: HashMap<&str, usize> =
+        top.nodes.iter().enumerate().filter_map(|(i, n)| n.get("id").and_then(|v| v.as_str()).map(|id| (id, i))).collect();
+    for (i, vars, pos) in &refs {
+        for var in vars {
+            let mut parts = var.split('.');
+            let root = parts.next().unwrap_or("");
+            let field = format!("nodes[{i}]");
+            if !template::ROOTS.contains(&root)
+                && !["range", "dict", "namespace", "debug", "loop", "self", "true", "false", "none"].contains(&root)
+            {
+                let hint = suggest(root, template::ROOTS.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                diags.push(
+                    file,
+                    *pos,
+                    field,
+                    format!("template uses unknown variable `{root}`{hint}; available: {}", template::ROOTS.join(", ")),
+                );
+                continue;
+            }
+            if root != "nodes" {
+                continue;
+            }
+            let Some(target) = parts.next() else { continue };
+            match order.get(target) {
+                None => {
+                    let hint = suggest(target, order.keys().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                    diags.push(file, *pos, field, format!("template refers to unknown node `{target}`{hint}"));
+                }
+                Some(j) if j >= i => {
+                    diags.push(file, *pos, field, format!("template refers to node `{target}`, which does not run before this one"))
+                }
+                _ => {}
+            }
+        }
+    }
+    for (i, spec) in specs.iter().enumerate() {
+        let here = order.get(spec.id.as_str()).copied().unwrap_or(i);
+        for (what, target) in spec.node.jumps().into_iter().map(|t| ("branch", t)).chain(spec.next.iter().map(|t| ("next", t.clone()))) {
+            match order.get(target.as_str()) {
+                None => {
+                    let hint = suggest(&target, order.keys().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                    diags.push(file, spec.pos, format!("nodes[{here}].{what}"), format!("jump to unknown node `{target}`{hint}"));
+                }
+                Some(j) if *j <= here => diags.push(
+                    file,
+                    spec.pos,
+                    format!("nodes[{here}].{what}"),
+                    format!("jump back to `{target}` would make a cycle; jumps go forward (use `foreach` or `retry` to repeat)"),
+                ),
+                _ => {}
+            }
+        }
+    }
+
+    let templates = builder.finish();
+    diags.into_result(Flow {
+        name: top.name,
+        description: top.description,
+        file: file.to_path_buf(),
+        hash,
+        timeout,
+        latency_warning,
+        inputs: top.inputs,
+        nodes: specs,
+        templates,
+    })
+}
+
+pub fn is_ident(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+pub fn hex16(bytes: &[u8]) -> String {
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every flow file of a directory, by flow name. Problems of all files are collected together.
+pub fn load_dir(dir: &Path, reg: &nodes::Registry) -> Result<BTreeMap<String, Arc<Flow>>, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let mut flows = BTreeMap::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => return Err(one(dir, Pos::default(), "", format!("cannot read the flows directory: {e}"))),
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    for f in files {
+        match load(&f, reg) {
+            Ok(flow) => {
+                if let Some(prev) = flows.get(&flow.name).map(|p: &Arc<Flow>| p.file.clone()) {
+                    diags.push(&f, Pos::default(), "name", format!("flow name `{}` is also used by {}", flow.name, prev.display()));
+                } else {
+                    flows.insert(flow.name.clone(), Arc::new(flow));
+                }
+            }
+            Err(d) => diags.extend(d),
+        }
+    }
+    diags.into_result(flows)
+}

@@ -1,0 +1,81 @@
+//! Shared test helpers: the built binary, throwaway projects, and fake servers that speak the
+//! real protocols of services we cannot reach.
+
+pub mod fake_openai;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tempfile::TempDir;
+
+/// The flowguard binary built for this test run.
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_flowguard"));
+    c.env_remove("FLOWGUARD_CONFIG").env("NO_COLOR", "1");
+    c
+}
+
+/// Runs the binary with `args` in `dir`.
+pub fn run_in(dir: &Path, args: &[&str]) -> Output {
+    bin().current_dir(dir).args(args).output().expect("spawn flowguard")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A project directory with a config and flows, deleted when dropped.
+pub struct Project {
+    pub dir: TempDir,
+}
+
+impl Project {
+    /// The starter project `flowguard init` writes.
+    pub fn starter() -> Project {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let o = run_in(dir.path(), &["init", "."]);
+        assert!(o.status.success(), "init failed: {}", stderr(&o));
+        Project { dir }
+    }
+
+    /// An empty project with this config text.
+    pub fn with_config(config: &str) -> Project {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("flows")).expect("flows dir");
+        std::fs::write(dir.path().join("flowguard.yaml"), config).expect("write config");
+        Project { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("flowguard.yaml")
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        run_in(self.path(), args)
+    }
+
+    /// `flowguard --format json …` parsed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--format", "json"]);
+        let o = self.run(&all);
+        assert!(o.status.success(), "{args:?} failed: {}{}", stdout(&o), stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", stdout(&o)))
+    }
+}
