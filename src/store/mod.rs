@@ -8,7 +8,7 @@
 
 mod db;
 
-pub use db::{Arg, Backend, Pool, Ty, Val};
+pub use db::{Arg, Backend, Pool, Stmt, Ty, Val};
 
 use crate::vocab::{AttemptStatus, RunStatus};
 use anyhow::{Context, anyhow};
@@ -17,8 +17,20 @@ use std::borrow::Cow;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-const MIGRATIONS: &[(i64, &str, &str, &str)] =
-    &[(1, include_str!("migrations/sqlite.sql"), include_str!("migrations/mysql.sql"), include_str!("migrations/postgres.sql"))];
+/// Schema versions: (version, SQLite, MySQL/MariaDB, PostgreSQL). Each area of flowguard owns its
+/// versions; a version is applied when the database lacks it, so they need not arrive in order.
+macro_rules! migration {
+    ($v:literal, $name:literal) => {
+        (
+            $v,
+            include_str!(concat!("migrations/", $name, "_sqlite.sql")),
+            include_str!(concat!("migrations/", $name, "_mysql.sql")),
+            include_str!(concat!("migrations/", $name, "_postgres.sql")),
+        )
+    };
+}
+
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[migration!(1, "v1")];
 
 /// One run, as stored.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -102,7 +114,7 @@ enum Write {
 
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool,
+    pub(crate) pool: Pool,
     writes: mpsc::UnboundedSender<Write>,
 }
 
@@ -184,7 +196,7 @@ impl Store {
     }
 
     /// Commits statements together; returns once they are durable.
-    async fn write(&self, stmts: Vec<db::Stmt>) -> anyhow::Result<()> {
+    pub(crate) async fn write(&self, stmts: Vec<db::Stmt>) -> anyhow::Result<()> {
         let (tx, rx) = oneshot::channel();
         self.writes.send(Write::Batch(stmts, tx)).map_err(|_| anyhow!("the store's writer has stopped"))?;
         rx.await.map_err(|_| anyhow!("the store's writer has stopped"))?.map_err(|e| anyhow!(e))
