@@ -2,6 +2,8 @@
 //! real protocols of services we cannot reach.
 
 pub mod fake_openai;
+pub mod fake_publisher;
+pub mod harness;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
