@@ -14,7 +14,9 @@ use std::time::Duration;
 /// Runs a one-node llm flow (no retries) against a fake answering `reply`; returns the kind.
 async fn llm_kind(reply: Reply, json_mode: bool) -> (ErrorKind, Option<i64>) {
     let fake = FakeOpenAi::start(vec![reply]).await;
-    let flow = format!("name: f\nnodes:\n  - id: s\n    kind: llm\n    model: m\n    prompt: hi\n    json: {json_mode}\n    retry: {{ policy: none }}\n");
+    let flow = format!(
+        "name: f\nnodes:\n  - id: s\n    kind: llm\n    model: m\n    prompt: hi\n    json: {json_mode}\n    retry: {{ policy: none }}\n"
+    );
     let h = harness(&openai_config(&fake.base_url), &flow).await;
     let o = h.run().await;
     assert_eq!(o.status, RunStatus::Failed);
@@ -74,7 +76,9 @@ async fn a_refused_connection_is_network() {
 }
 
 fn publish_flow(extra: &str) -> String {
-    format!("name: f\nnodes:\n  - id: publish\n    kind: http\n    endpoint: p\n    path: /v1/videos\n    body: {{ title: t }}\n    side_effect: true\n{extra}")
+    format!(
+        "name: f\nnodes:\n  - id: publish\n    kind: http\n    endpoint: p\n    path: /v1/videos\n    body: {{ title: t }}\n    side_effect: true\n{extra}"
+    )
 }
 
 fn publisher_config(base: &str) -> String {
@@ -84,7 +88,13 @@ fn publisher_config(base: &str) -> String {
 #[tokio::test]
 async fn a_rejected_publication_is_publish_failed_and_retried_once_with_the_same_key() {
     let fake = FakePublisher::start(vec![Answer::Status(422, json!({"message": "title too long"}))]).await;
-    let h = harness_with(&publisher_config(&fake.base_url), &publish_flow("    idempotent: true\n"), &[("PUBLISH_TOKEN", "tok-123456789")], None).await;
+    let h = harness_with(
+        &publisher_config(&fake.base_url),
+        &publish_flow("    idempotent: true\n"),
+        &[("PUBLISH_TOKEN", "tok-123456789")],
+        None,
+    )
+    .await;
     let o = h.run().await;
     assert_eq!(o.error_kind, Some(ErrorKind::PublishFailed));
     assert!(o.error_message.unwrap().contains("title too long"));
@@ -97,7 +107,8 @@ async fn a_rejected_publication_is_publish_failed_and_retried_once_with_the_same
 #[tokio::test]
 async fn an_expired_token_code_in_the_body_is_auth_expired() {
     let fake = FakePublisher::start(vec![Answer::Status(400, json!({"code": "access_token_expired", "message": "token expired"}))]).await;
-    let h = harness(&publisher_config(&fake.base_url).replace("${PUBLISH_TOKEN}", "x"), &publish_flow("    retry: { policy: none }\n")).await;
+    let h =
+        harness(&publisher_config(&fake.base_url).replace("${PUBLISH_TOKEN}", "x"), &publish_flow("    retry: { policy: none }\n")).await;
     assert_eq!(h.run().await.error_kind, Some(ErrorKind::AuthExpired));
 }
 
@@ -136,7 +147,11 @@ async fn an_empty_knowledge_base_answer_is_data_empty_and_low() {
 #[tokio::test]
 async fn a_non_utf8_answer_is_a_clear_error() {
     let fake = FakePublisher::start(vec![Answer::NotUtf8]).await;
-    let h = harness(&publisher_config(&fake.base_url).replace("${PUBLISH_TOKEN}", "x"), "name: f\nnodes:\n  - id: t\n    kind: http\n    endpoint: p\n    path: /topics\n").await;
+    let h = harness(
+        &publisher_config(&fake.base_url).replace("${PUBLISH_TOKEN}", "x"),
+        "name: f\nnodes:\n  - id: t\n    kind: http\n    endpoint: p\n    path: /topics\n",
+    )
+    .await;
     let o = h.run().await;
     assert_eq!(o.status, RunStatus::Failed);
     assert!(o.error_message.unwrap().contains("not UTF-8"));

@@ -3,6 +3,6 @@
 
 mod support;
 
-mod cli;
 mod classify;
+mod cli;
 mod engine;
