@@ -31,6 +31,9 @@ pub struct Config {
     pub models: BTreeMap<String, ModelConfig>,
     #[serde(default)]
     pub endpoints: BTreeMap<String, EndpointConfig>,
+    /// Token providers for endpoints (OAuth2 client credentials).
+    #[serde(default)]
+    pub auth: BTreeMap<String, crate::auth::AuthConfig>,
     /// Alert channels (filled by the alerting part).
     #[serde(default)]
     pub channels: BTreeMap<String, Json>,
@@ -125,6 +128,8 @@ pub struct EndpointConfig {
     /// Sent with every request (values may be `${SECRETS}`; they are redacted everywhere).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// A provider from `auth:` whose token is sent as `Authorization: Bearer …`.
+    pub auth: Option<String>,
     /// Answer in-process instead of over the network (the demo's knowledge base and publisher).
     pub simulate: Option<crate::sim::SimEndpointConfig>,
 }
@@ -234,6 +239,16 @@ impl Config {
             }
         }
         for (name, e) in &self.endpoints {
+            if let Some(a) = &e.auth
+                && !self.auth.contains_key(a)
+            {
+                diags.push(
+                    file,
+                    at(&["endpoints", name, "auth"]),
+                    format!("endpoints.{name}.auth"),
+                    format!("unknown auth provider `{a}`"),
+                );
+            }
             if e.base_url.is_none() && e.simulate.is_none() {
                 diags.push(file, at(&["endpoints", name]), format!("endpoints.{name}"), "an endpoint needs `base_url` or `simulate`");
             }

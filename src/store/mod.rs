@@ -7,6 +7,9 @@
 //! writes, and the engine fails the run with kind `internal`.
 
 mod db;
+mod manual;
+
+pub use manual::{FlowBlock, ManualAction, ManualTask};
 
 pub use db::{Arg, Backend, Pool, Stmt, Ty, Val};
 
@@ -30,7 +33,7 @@ macro_rules! migration {
     };
 }
 
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[migration!(1, "v1")];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[migration!(1, "v1"), migration!(2, "v2")];
 
 /// One run, as stored.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -230,19 +233,17 @@ impl Store {
     /// Records a run's end (and any last attempts) in one transaction.
     pub async fn finish_run(&self, run_id: &str, end: &RunEnd, attempts: &[AttemptRecord]) -> anyhow::Result<()> {
         let mut stmts: Vec<db::Stmt> = attempts.iter().map(attempt_stmt).collect();
-        stmts.push((
-            Cow::Borrowed("UPDATE runs SET status = ?, ended_at = ?, duration_ms = ?, failed_node = ?, error_kind = ?, error_message = ?, severity = ? WHERE id = ?"),
-            vec![
-                end.status.map(|s| s.as_str()).into(),
-                end.ended_at.into(),
-                end.duration_ms.into(),
-                end.failed_node.clone().into(),
-                end.error_kind.clone().into(),
-                end.error_message.clone().into(),
-                end.severity.clone().into(),
-                run_id.into(),
-            ],
-        ));
+        stmts.push(finish_stmt(run_id, end));
+        self.write(stmts).await
+    }
+
+    /// Records an attempt and, for a node that produced output, keeps the full output so the run
+    /// can be resumed; one transaction.
+    pub async fn record_attempt(&self, a: &AttemptRecord, keep_output: Option<&str>) -> anyhow::Result<()> {
+        let mut stmts = vec![attempt_stmt(a)];
+        if let Some(out) = keep_output {
+            stmts.extend(manual::output_stmts(&a.run_id, &a.node_id, out));
+        }
         self.write(stmts).await
     }
 
@@ -339,6 +340,24 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await
     }
+}
+
+pub(crate) fn finish_stmt(run_id: &str, end: &RunEnd) -> db::Stmt {
+    (
+        Cow::Borrowed(
+            "UPDATE runs SET status = ?, ended_at = ?, duration_ms = ?, failed_node = ?, error_kind = ?, error_message = ?, severity = ? WHERE id = ?",
+        ),
+        vec![
+            end.status.map(|s| s.as_str()).into(),
+            end.ended_at.into(),
+            end.duration_ms.into(),
+            end.failed_node.clone().into(),
+            end.error_kind.clone().into(),
+            end.error_message.clone().into(),
+            end.severity.clone().into(),
+            run_id.into(),
+        ],
+    )
 }
 
 fn attempt_stmt(a: &AttemptRecord) -> db::Stmt {

@@ -6,3 +6,4 @@ mod support;
 mod classify;
 mod cli;
 mod engine;
+mod policy;
