@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::flow::{Diagnostics, Flow};
 use crate::nodes::Registry;
-use crate::store::Store;
+use crate::store::{Store, StoreOptions};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -148,7 +148,7 @@ impl App {
     }
 
     pub async fn store(&self) -> Result<Store, Failure> {
-        Ok(Store::open(&self.config.storage_url(), self.config.storage.max_connections, self.config.write_patience()).await?)
+        Ok(Store::open_with(&self.config.storage_url(), &StoreOptions::from_config(&self.config)).await?)
     }
 
     pub async fn engine(&self, clock: SharedClock) -> Result<Engine, Failure> {
@@ -172,7 +172,7 @@ impl App {
 /// Store-only commands do not need the flows to be valid: open the store from the config alone.
 pub async fn open_store(config: &Path) -> Result<(Config, Store), Failure> {
     let cfg = Config::load(config).map_err(|d| Failure { code: 2, error: d.into() })?;
-    let store = Store::open(&cfg.storage_url(), cfg.storage.max_connections, cfg.write_patience()).await?;
+    let store = Store::open_with(&cfg.storage_url(), &StoreOptions::from_config(&cfg)).await?;
     Ok((cfg, store))
 }
 
@@ -198,7 +198,13 @@ async fn check(config: &Path, db: bool) -> Result<i32, Failure> {
     }
     if db {
         let store = app.store().await?;
-        println!("ok  database: {} at {}", store.backend().name(), crate::store::describe_target(&app.config.storage_url()));
+        println!(
+            "ok  database: {} at {} (server {}, schema up to date)",
+            store.backend().name(),
+            crate::store::describe_target(&app.config.storage_url()),
+            store.server_version()
+        );
+        store.close().await;
     }
     println!("config {} is valid: {} flow(s)", config.display(), app.flows.len());
     Ok(0)

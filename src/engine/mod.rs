@@ -211,7 +211,14 @@ impl Engine {
             error_message: message.clone(),
             severity: kind.filter(|k| *k != ErrorKind::Cancelled).map(|k| k.default_severity().as_str().to_owned()),
         };
-        self.store.finish_run(&run_id, &end, &last).await?;
+        if let Err(e) = self.store.finish_run(&run_id, &end, &last).await {
+            // The database is away: say how the run ended, since its row cannot.
+            let how = match (&failed_node, kind, &message) {
+                (node, Some(k), Some(m)) => format!(" at `{}` with {k}: {m}", node.as_deref().unwrap_or("-")),
+                _ => String::new(),
+            };
+            return Err(e.context(format!("run {run_id} of `{}` ended {status}{how}; recording its end failed", flow.name)));
+        }
         let outcome = RunOutcome {
             run_id,
             flow: flow.name.clone(),

@@ -1,6 +1,7 @@
 //! Shared test helpers: the built binary, throwaway projects, and fake servers that speak the
 //! real protocols of services we cannot reach.
 
+pub mod db;
 pub mod fake_openai;
 
 use std::path::{Path, PathBuf};
