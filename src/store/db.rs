@@ -137,7 +137,17 @@ macro_rules! decode_row {
         let mut vals = Vec::with_capacity($tys.len());
         for (i, ty) in $tys.iter().enumerate() {
             vals.push(match ty {
-                Ty::I64 => Val::I64(row.try_get::<Option<i64>, _>(i)?),
+                // PostgreSQL does not widen INT4/INT2/BOOL to INT8 on decode; we do.
+                Ty::I64 => Val::I64(match row.try_get::<Option<i64>, _>(i) {
+                    Ok(v) => v,
+                    Err(e) => match row.try_get::<Option<i32>, _>(i) {
+                        Ok(v) => v.map(i64::from),
+                        Err(_) => match row.try_get::<Option<bool>, _>(i) {
+                            Ok(v) => v.map(i64::from),
+                            Err(_) => return Err(e),
+                        },
+                    },
+                }),
                 Ty::Str => Val::Str(row.try_get::<Option<String>, _>(i)?),
             });
         }
@@ -275,7 +285,11 @@ impl Pool {
             let pool = MySqlPoolOptions::new().max_connections(max).acquire_timeout(timeout).connect_with(opts).await?;
             Ok(Pool::MySql(pool))
         } else {
-            let opts = PgConnectOptions::from_str(url)?.disable_statement_logging();
+            let mut opts = PgConnectOptions::from_str(url)?.disable_statement_logging();
+            if opts.get_application_name().is_none() {
+                // Lets a DBA tell flowguard's sessions apart in pg_stat_activity.
+                opts = opts.application_name("flowguard");
+            }
             probe(opts.connect(), timeout).await?;
             let pool = PgPoolOptions::new().max_connections(max).acquire_timeout(timeout).connect_with(opts).await?;
             Ok(Pool::Postgres(pool))

@@ -93,11 +93,6 @@ impl TestDb {
         &self.url
     }
 
-    /// The admin URL (the server, no database), for tests that act on the server.
-    pub fn admin_url(&self) -> Option<&str> {
-        self.admin.as_deref()
-    }
-
     /// flowguard's store on this database (migrated), with a short write patience.
     pub async fn open(&self) -> Store {
         self.open_with(&StoreOptions { write_patience: Duration::from_secs(5), ..Default::default() }).await
@@ -108,13 +103,86 @@ impl TestDb {
     }
 
     /// Runs statements as the admin on the server (MySQL, PostgreSQL).
+    #[allow(dead_code)]
     pub async fn admin_exec(&self, sql: &[&str]) -> Result<(), sqlx::Error> {
         admin_exec(self.kind, self.admin.as_deref().expect("a networked backend"), sql).await
     }
 
-    /// The YAML `storage:` block of a project on this database.
-    pub fn storage_yaml(&self) -> String {
-        format!("storage:\n  url: \"{}\"\n", self.url)
+    /// A number from one query on its own connection to this database (not through a Store, so
+    /// it survives [`TestDb::kill_connections`]).
+    pub async fn query_i64(&self, sql: &str) -> i64 {
+        let r: Result<i64, sqlx::Error> = match self.kind {
+            Kind::MySql => {
+                async {
+                    let mut c = sqlx::MySqlConnection::connect(&self.url).await?;
+                    let v: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut c).await?;
+                    c.close().await?;
+                    Ok(v)
+                }
+                .await
+            }
+            Kind::Postgres => {
+                async {
+                    let mut c = sqlx::PgConnection::connect(&self.url).await?;
+                    let v: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut c).await?;
+                    c.close().await?;
+                    Ok(v)
+                }
+                .await
+            }
+            Kind::Sqlite => {
+                async {
+                    let mut c = sqlx::SqliteConnection::connect(&self.url).await?;
+                    let v: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut c).await?;
+                    c.close().await?;
+                    Ok(v)
+                }
+                .await
+            }
+        };
+        r.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Kills every session connected to this database (MySQL `KILL`, PostgreSQL
+    /// `pg_terminate_backend`), as a DBA or a failover would; returns how many.
+    pub async fn kill_connections(&self) -> usize {
+        let admin = self.admin.as_deref().expect("a networked backend");
+        let r: Result<usize, sqlx::Error> = match self.kind {
+            Kind::MySql => {
+                async {
+                    let mut c = sqlx::MySqlConnection::connect(admin).await?;
+                    let ids: Vec<i64> = sqlx::query_scalar(
+                        "SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()",
+                    )
+                    .bind(&self.name)
+                    .fetch_all(&mut c)
+                    .await?;
+                    for id in &ids {
+                        // A session may end between the listing and the kill.
+                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL {id}"))).execute(&mut c).await;
+                    }
+                    c.close().await?;
+                    Ok(ids.len())
+                }
+                .await
+            }
+            Kind::Postgres => {
+                async {
+                    let mut c = sqlx::PgConnection::connect(admin).await?;
+                    let killed: Vec<bool> = sqlx::query_scalar(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    )
+                    .bind(&self.name)
+                    .fetch_all(&mut c)
+                    .await?;
+                    c.close().await?;
+                    Ok(killed.into_iter().filter(|k| *k).count())
+                }
+                .await
+            }
+            Kind::Sqlite => Ok(0),
+        };
+        r.unwrap_or_else(|e| panic!("killing connections: {e}"))
     }
 }
 
