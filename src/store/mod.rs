@@ -31,7 +31,7 @@ macro_rules! migration {
     };
 }
 
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[migration!(1, "v1")];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[migration!(1, "v1"), migration!(2, "v2")];
 
 /// One run, as stored.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -259,15 +259,17 @@ impl Store {
         &self.pool
     }
 
-    /// Commits statements together; returns once they are durable.
-    pub(crate) async fn write(&self, stmts: Vec<db::Stmt>) -> anyhow::Result<()> {
+    /// Commits statements together (with whatever else is waiting: group commit); returns once
+    /// they are durable. Statements must be idempotent — insert with [`Store::on_conflict_skip`] —
+    /// because a batch whose commit was not acknowledged is tried again.
+    pub async fn write(&self, stmts: Vec<db::Stmt>) -> anyhow::Result<()> {
         let (tx, rx) = oneshot::channel();
         self.writes.send(Write::Batch(stmts, tx)).map_err(|_| anyhow!("the store's writer has stopped"))?;
         rx.await.map_err(|_| anyhow!("the store's writer has stopped"))?.map_err(|e| anyhow!(e))
     }
 
     pub async fn insert_run(&self, r: &RunRecord) -> anyhow::Result<()> {
-        let sql = format!("INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        let sql = format!("INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){}", self.on_conflict_skip("id"));
         let args = vec![
             r.id.as_str().into(),
             r.flow.as_str().into(),
@@ -288,12 +290,21 @@ impl Store {
     }
 
     pub async fn insert_attempt(&self, a: &AttemptRecord) -> anyhow::Result<()> {
-        self.write(vec![attempt_stmt(a)]).await
+        self.write(vec![attempt_stmt(a, self.backend())]).await
+    }
+
+    /// The clause that turns an INSERT into a no-op when the row (by its unique `key` column) is
+    /// already there.
+    pub fn on_conflict_skip(&self, key: &str) -> String {
+        match self.backend() {
+            Backend::MySql => format!(" ON DUPLICATE KEY UPDATE {key} = {key}"),
+            _ => " ON CONFLICT DO NOTHING".to_owned(),
+        }
     }
 
     /// Records a run's end (and any last attempts) in one transaction.
     pub async fn finish_run(&self, run_id: &str, end: &RunEnd, attempts: &[AttemptRecord]) -> anyhow::Result<()> {
-        let mut stmts: Vec<db::Stmt> = attempts.iter().map(attempt_stmt).collect();
+        let mut stmts: Vec<db::Stmt> = attempts.iter().map(|a| attempt_stmt(a, self.backend())).collect();
         stmts.push((
             Cow::Borrowed("UPDATE runs SET status = ?, ended_at = ?, duration_ms = ?, failed_node = ?, error_kind = ?, error_message = ?, severity = ? WHERE id = ?"),
             vec![
@@ -405,8 +416,18 @@ impl Store {
     }
 }
 
-fn attempt_stmt(a: &AttemptRecord) -> db::Stmt {
-    let sql = "INSERT INTO node_attempts (run_id, flow, node_id, kind, seq, attempt, iteration, status, started_at, ended_at, duration_ms, input_bytes, output_bytes, input, output, retried, action, error_kind, error_message, model, tokens_in, tokens_out, http_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+macro_rules! attempt_insert {
+    () => {
+        "INSERT INTO node_attempts (run_id, flow, node_id, kind, seq, attempt, iteration, status, started_at, ended_at, duration_ms, input_bytes, output_bytes, input, output, retried, action, error_kind, error_message, model, tokens_in, tokens_out, http_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    };
+}
+
+fn attempt_stmt(a: &AttemptRecord, backend: Backend) -> db::Stmt {
+    // Idempotent by (run_id, seq): a batch retried after a lost COMMIT acknowledgement is not doubled.
+    let sql: &'static str = match backend {
+        Backend::MySql => concat!(attempt_insert!(), " ON DUPLICATE KEY UPDATE seq = seq"),
+        _ => concat!(attempt_insert!(), " ON CONFLICT DO NOTHING"),
+    };
     let args = vec![
         a.run_id.as_str().into(),
         a.flow.as_str().into(),
