@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::flow::{Diagnostics, Flow};
 use crate::nodes::Registry;
-use crate::store::Store;
+use crate::store::{Store, StoreOptions};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -181,7 +181,7 @@ impl App {
     }
 
     pub async fn store(&self) -> Result<Store, Failure> {
-        Ok(Store::open(&self.config.storage_url(), self.config.storage.max_connections, self.config.write_patience()).await?)
+        Ok(Store::open_with(&self.config.storage_url(), &StoreOptions::from_config(&self.config)).await?)
     }
 
     pub async fn engine(&self, clock: SharedClock) -> Result<Engine, Failure> {
@@ -205,7 +205,7 @@ impl App {
 /// Store-only commands do not need the flows to be valid: open the store from the config alone.
 pub async fn open_store(config: &Path) -> Result<(Config, Store), Failure> {
     let cfg = Config::load(config).map_err(|d| Failure { code: 2, error: d.into() })?;
-    let store = Store::open(&cfg.storage_url(), cfg.storage.max_connections, cfg.write_patience()).await?;
+    let store = Store::open_with(&cfg.storage_url(), &StoreOptions::from_config(&cfg)).await?;
     Ok((cfg, store))
 }
 
@@ -247,7 +247,13 @@ async fn check(config: &Path, db: bool, explain: Option<&str>) -> Result<i32, Fa
     }
     if db {
         let store = app.store().await?;
-        println!("ok  database: {} at {}", store.backend().name(), crate::store::describe_target(&app.config.storage_url()));
+        println!(
+            "ok  database: {} at {} (server {}, schema up to date)",
+            store.backend().name(),
+            crate::store::describe_target(&app.config.storage_url()),
+            store.server_version()
+        );
+        store.close().await;
     }
     println!("config {} is valid: {} flow(s)", config.display(), app.flows.len());
     Ok(0)

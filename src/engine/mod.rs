@@ -345,7 +345,7 @@ impl Engine {
             error_message: message.clone(),
             severity: severity.map(|s| s.as_str().to_owned()),
         };
-        if park {
+        let recorded = if park {
             let task = ManualTask {
                 id: uuid::Uuid::now_v7().to_string(),
                 run_id: run_id.clone(),
@@ -360,10 +360,18 @@ impl Engine {
                 closed_by: None,
                 note: None,
             };
-            self.store.park_run(&run_id, &end, &task).await?;
+            self.store.park_run(&run_id, &end, &task).await
         } else {
-            self.store.finish_run(&run_id, &end, &last).await?;
-        }
+            self.store.finish_run(&run_id, &end, &last).await
+        };
+        recorded.map_err(|e| {
+            // The database is away: say how the run ended, since its row cannot.
+            let how = match (&failed_node, kind, &message) {
+                (node, Some(k), Some(m)) => format!(" at `{}` with {k}: {m}", node.as_deref().unwrap_or("-")),
+                _ => String::new(),
+            };
+            e.context(format!("run {run_id} of `{}` ended {status}{how}; recording its end failed", flow.name))
+        })?;
         if block {
             let reason = format!(
                 "{} at `{}`: {}",

@@ -99,7 +99,11 @@ impl Store {
     pub async fn park_run(&self, run_id: &str, end: &RunEnd, task: &ManualTask) -> anyhow::Result<()> {
         let mut stmts = vec![super::finish_stmt(run_id, end)];
         stmts.push((
-            Cow::Owned(format!("INSERT INTO manual_tasks ({TASK_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")),
+            // Idempotent, as every write of a batch that may be retried after a lost acknowledgement.
+            Cow::Owned(format!(
+                "INSERT INTO manual_tasks ({TASK_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){}",
+                self.on_conflict_skip("id")
+            )),
             vec![
                 task.id.as_str().into(),
                 task.run_id.as_str().into(),

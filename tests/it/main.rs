@@ -7,3 +7,5 @@ mod classify;
 mod cli;
 mod engine;
 mod policy;
+mod storage;
+mod store;

@@ -1,9 +1,12 @@
 //! Shared test helpers: the built binary, throwaway projects, and fake servers that speak the
 //! real protocols of services we cannot reach.
 
+pub mod db;
+#[allow(dead_code)] // the fake provider's tests arrive with the LLM work
 pub mod fake_openai;
 pub mod fake_publisher;
 pub mod harness;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
