@@ -436,3 +436,51 @@ fn runs_cancel_stops_a_run_in_another_process_and_rerun_repeats_one() {
     assert_eq!((newest["trigger"].as_str(), newest["status"].as_str()), (Some("rerun"), Some("succeeded")));
     assert!(newest["inputs"].as_str().unwrap().contains("雪山"));
 }
+
+/// One row per error kind of DESIGN.md §4 that a single node can meet: the final run status, the
+/// severity, the action recorded on the last attempt, and whether a manual task is open.
+#[tokio::test]
+async fn every_row_of_the_policy_table_end_to_end() {
+    struct Row {
+        kind: ErrorKind,
+        config: &'static str,
+        node: &'static str,
+        status: RunStatus,
+        severity: Option<Severity>,
+        action: &'static str,
+        manual: bool,
+    }
+    let model = |faults: &str| -> String { format!("models:\n  m:\n    provider: simulated\n    simulate: {{ latency: 1ms, faults: {{ {faults}: 1.0 }} }}\n") };
+    let llm = "  - id: n\n    kind: llm\n    model: m\n    prompt: 'Topic: x'\n    json: true\n    timeout: 1s\n    retry: { policy: fixed, max_attempts: 2, delay: 1ms }\n";
+    let endpoint = |faults: &str| -> String { format!("endpoints:\n  e:\n    simulate: {{ latency: 1ms, body: {{ items: [] }}, faults: {{ {faults}: 1.0 }} }}\n") };
+    let publish = "  - id: n\n    kind: http\n    endpoint: e\n    body: { a: 1 }\n    side_effect: true\n    timeout: 1s\n    retry: { policy: fixed, max_attempts: 2, delay: 1ms }\n";
+    let query = "  - id: n\n    kind: http\n    endpoint: e\n    expect: [{ non_empty: /items, kind: data_empty }]\n";
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let rows = vec![
+        Row { kind: ErrorKind::GenerationEmpty, config: leak(model("empty")), node: llm, status: RunStatus::Failed, severity: Some(Severity::Medium), action: "fail", manual: false },
+        Row { kind: ErrorKind::GenerationMalformed, config: leak(model("malformed")), node: llm, status: RunStatus::Failed, severity: Some(Severity::Medium), action: "fail", manual: false },
+        Row { kind: ErrorKind::Timeout, config: leak(model("timeout")), node: llm, status: RunStatus::WaitingManual, severity: Some(Severity::Medium), action: "manual", manual: true },
+        Row { kind: ErrorKind::RateLimited, config: leak(model("rate_limited")), node: llm, status: RunStatus::Failed, severity: Some(Severity::Medium), action: "fail", manual: false },
+        Row { kind: ErrorKind::Upstream5xx, config: leak(model("server_error")), node: llm, status: RunStatus::Failed, severity: Some(Severity::Medium), action: "fail", manual: false },
+        Row { kind: ErrorKind::AuthExpired, config: leak(model("auth")), node: llm, status: RunStatus::Failed, severity: Some(Severity::High), action: "block", manual: false },
+        Row { kind: ErrorKind::QuotaExhausted, config: leak(model("quota")), node: llm, status: RunStatus::Failed, severity: Some(Severity::High), action: "fail", manual: false },
+        Row { kind: ErrorKind::ContentBlocked, config: leak(model("content_filter")), node: llm, status: RunStatus::Failed, severity: Some(Severity::Medium), action: "fail", manual: false },
+        Row { kind: ErrorKind::PublishFailed, config: leak(endpoint("rejected")), node: publish, status: RunStatus::WaitingManual, severity: Some(Severity::Medium), action: "manual", manual: true },
+        Row { kind: ErrorKind::PublishAmbiguous, config: leak(endpoint("timeout")), node: publish, status: RunStatus::WaitingManual, severity: Some(Severity::Medium), action: "manual", manual: true },
+        Row { kind: ErrorKind::DataEmpty, config: leak(endpoint("empty")), node: query, status: RunStatus::Failed, severity: Some(Severity::Low), action: "fail", manual: false },
+    ];
+    for row in rows {
+        let h = harness(row.config, &format!("name: f\nnodes:\n{}", row.node)).await;
+        let o = h.run().await;
+        let label = format!("{}", row.kind);
+        assert_eq!((o.status, o.error_kind, o.severity), (row.status, Some(row.kind), row.severity), "{label}: {:?}", o.error_message);
+        let a = h.attempts(&o.run_id).await;
+        let last = a.last().unwrap();
+        assert_eq!((last.error_kind.as_deref(), last.action.as_deref()), (Some(row.kind.as_str()), Some(row.action)), "{label}");
+        let task = h.engine.store.manual_task(&o.run_id).await.unwrap();
+        assert_eq!(task.as_ref().map(|t| t.status.as_str()), row.manual.then_some("open"), "{label}");
+        assert_eq!(h.engine.store.flow_block("f").await.unwrap().is_some(), row.action == "block", "{label}");
+        let record = h.record(&o.run_id).await;
+        assert_eq!(record.severity.as_deref(), row.severity.map(|s| s.as_str()), "{label}");
+    }
+}
