@@ -75,6 +75,32 @@ fn default_seed() -> u64 {
     42
 }
 
+/// Picks at most one fault per call: each `hit(rate)` claims the next `rate` of the unit interval,
+/// so the rates of one draw add up and a seeded sequence of draws is reproducible.
+struct FaultDraw {
+    u: f64,
+    acc: f64,
+}
+
+impl FaultDraw {
+    fn new(u: f64) -> Self {
+        FaultDraw { u, acc: 0.0 }
+    }
+    fn hit(&mut self, rate: f64) -> bool {
+        let hit = self.u >= self.acc && self.u < self.acc + rate;
+        self.acc += rate;
+        hit
+    }
+}
+
+/// The simulated time to answer; a hang lasts past any node's time limit.
+async fn answer_time(clock: &SharedClock, latency: Duration, hang: bool) {
+    if hang {
+        clock.sleep(Duration::from_secs(3600)).await;
+    }
+    clock.sleep(latency).await;
+}
+
 /// Words the simulator slips in for `sensitive` faults: superlatives China's advertising law bans.
 pub const BANNED_SAMPLES: &[&str] = &["国家级", "最佳", "第一品牌", "绝对有效"];
 
@@ -106,15 +132,9 @@ impl SimModel {
         let model = format!("simulated:{}", self.name);
         let meta = |status: u16| Meta { model: Some(model.clone()), http_status: Some(status), ..Default::default() };
         let err = |kind: ErrorKind, status: u16, msg: &str| NodeError::new(kind, format!("[simulator] {msg}")).with_meta(meta(status));
-        let mut acc = 0.0;
-        let mut hit = |rate: f64| {
-            acc += rate;
-            u < acc
-        };
-        if hit(f.timeout) {
-            clock.sleep(Duration::from_secs(3600)).await;
-        }
-        clock.sleep(self.latency).await;
+        let mut draw = FaultDraw::new(u);
+        let mut hit = |rate: f64| draw.hit(rate);
+        answer_time(clock, self.latency, hit(f.timeout)).await;
         if hit(f.rate_limited) {
             let mut e = err(ErrorKind::RateLimited, 429, "HTTP 429: Rate limit reached for requests");
             e.retry_after = Some(Duration::from_secs(1));
@@ -271,15 +291,9 @@ impl SimEndpoint {
             (st.0.f64(), st.1, replay)
         };
         let f = &self.cfg.faults;
-        let mut acc = 0.0;
-        let mut hit = |rate: f64| {
-            acc += rate;
-            u < acc
-        };
-        if hit(f.timeout) {
-            clock.sleep(Duration::from_secs(3600)).await;
-        }
-        clock.sleep(self.latency).await;
+        let mut draw = FaultDraw::new(u);
+        let mut hit = |rate: f64| draw.hit(rate);
+        answer_time(clock, self.latency, hit(f.timeout)).await;
         if let Some(body) = replay {
             return SimAnswer { status: 200, body, retry_after: None };
         }
