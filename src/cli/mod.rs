@@ -5,6 +5,7 @@
 mod demo;
 mod init;
 mod query;
+mod report;
 mod run;
 pub mod table;
 
@@ -98,6 +99,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Daily and weekly reports, stored reports, export, rollup backfill and retention.
+    Report {
+        #[command(subcommand)]
+        cmd: report::ReportCmd,
+    },
     /// Run the example flow against the simulator, with no configuration.
     Demo {
         /// Where the demo keeps its project and database.
@@ -187,6 +193,7 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
         Command::Runs { flow, status, since, limit, format } => query::runs(&cli.config, flow, status, since, limit, format).await,
         Command::Show { run_id, format } => query::show(&cli.config, &run_id, format).await,
         Command::Stats { flow, since, format } => query::stats(&cli.config, flow, &since, format).await,
+        Command::Report { cmd } => report::main(&cli.config, cmd).await,
         Command::Demo { dir, runs, concurrency } => demo::demo(&dir, runs, concurrency, clock).await,
     }
 }

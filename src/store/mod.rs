@@ -7,6 +7,7 @@
 //! writes, and the engine fails the run with kind `internal`.
 
 mod db;
+pub mod rollups;
 
 pub use db::{Arg, Backend, Pool, Stmt, Ty, Val};
 
@@ -30,7 +31,7 @@ macro_rules! migration {
     };
 }
 
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[migration!(1, "v1")];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[migration!(1, "v1"), migration!(5, "v5")];
 
 /// One run, as stored.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -204,23 +205,14 @@ impl Store {
 
     pub async fn insert_run(&self, r: &RunRecord) -> anyhow::Result<()> {
         let sql = format!("INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-        let args = vec![
-            r.id.as_str().into(),
-            r.flow.as_str().into(),
-            r.flow_hash.as_str().into(),
-            r.trigger.as_str().into(),
-            r.status.as_str().into(),
-            (r.canary as i64).into(),
-            r.inputs.clone().into(),
-            r.started_at.into(),
-            r.ended_at.into(),
-            r.duration_ms.into(),
-            r.failed_node.clone().into(),
-            r.error_kind.clone().into(),
-            r.error_message.clone().into(),
-            r.severity.clone().into(),
-        ];
-        self.write(vec![(Cow::Owned(sql), args)]).await
+        let args = run_args(r);
+        let mut stmts = vec![(Cow::Owned(sql), args)];
+        if r.status.is_final() {
+            // Report rollups: a run recorded already ended (refused) is counted in the same commit.
+            let end = RunEnd { status: Some(r.status), ..Default::default() };
+            stmts.extend(self.rollup_stmts(&r.id, &end, &[], Some(r)).await?);
+        }
+        self.write(stmts).await
     }
 
     pub async fn insert_attempt(&self, a: &AttemptRecord) -> anyhow::Result<()> {
@@ -243,6 +235,8 @@ impl Store {
                 run_id.into(),
             ],
         ));
+        // Report rollups move with the run's end, in the same transaction (store/rollups.rs).
+        stmts.extend(self.rollup_stmts(run_id, end, attempts, None).await?);
         self.write(stmts).await
     }
 
@@ -339,6 +333,25 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await
     }
+}
+
+fn run_args(r: &RunRecord) -> Vec<Arg> {
+    vec![
+        r.id.as_str().into(),
+        r.flow.as_str().into(),
+        r.flow_hash.as_str().into(),
+        r.trigger.as_str().into(),
+        r.status.as_str().into(),
+        (r.canary as i64).into(),
+        r.inputs.clone().into(),
+        r.started_at.into(),
+        r.ended_at.into(),
+        r.duration_ms.into(),
+        r.failed_node.clone().into(),
+        r.error_kind.clone().into(),
+        r.error_message.clone().into(),
+        r.severity.clone().into(),
+    ]
 }
 
 fn attempt_stmt(a: &AttemptRecord) -> db::Stmt {
