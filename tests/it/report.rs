@@ -21,8 +21,18 @@ fn at(s: &str) -> i64 {
     s.parse::<jiff::civil::DateTime>().unwrap().to_zoned(tz()).unwrap().timestamp().as_millisecond()
 }
 
+/// A fresh store: SQLite in `dir`, or with `FLOWGUARD_TEST_BACKEND=mysql|postgres` a new database
+/// on the local MariaDB / PostgreSQL (until the shared harness covers every backend).
 async fn store(dir: &tempfile::TempDir) -> Store {
-    let url = format!("sqlite://{}", dir.path().join("fg.db").display());
+    let name = format!("fg_report_{}", uuid::Uuid::now_v7().simple());
+    let (admin, url) = match std::env::var("FLOWGUARD_TEST_BACKEND").as_deref() {
+        Ok("mysql") => ("mysql://root@127.0.0.1:3306/mysql".to_owned(), format!("mysql://root@127.0.0.1:3306/{name}")),
+        Ok("postgres") => ("postgres://postgres@127.0.0.1:5432/postgres".to_owned(), format!("postgres://postgres@127.0.0.1:5432/{name}")),
+        _ => return Store::open(&format!("sqlite://{}", dir.path().join("fg.db").display()), 4, Duration::from_secs(5)).await.unwrap(),
+    };
+    let a = flowguard::store::Pool::connect(&admin, 1).await.unwrap();
+    a.exec(&format!("CREATE DATABASE {name}"), &[]).await.unwrap();
+    a.close().await;
     Store::open(&url, 4, Duration::from_secs(5)).await.unwrap()
 }
 
