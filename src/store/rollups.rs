@@ -15,6 +15,14 @@ use std::collections::BTreeMap;
 /// Bucket width: 15 minutes divides every UTC offset in use, so buckets align with local days.
 pub const BUCKET_MS: i64 = 15 * 60 * 1000;
 
+static BENCH_WITHOUT_ROLLUPS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// For the benchmark that measures what rollups add to a run: turns them off process-wide.
+#[doc(hidden)]
+pub fn bench_disable_rollups(off: bool) {
+    BENCH_WITHOUT_ROLLUPS.store(off, std::sync::atomic::Ordering::Relaxed);
+}
+
 pub fn bucket_of(ms: i64) -> i64 {
     ms.div_euclid(BUCKET_MS) * BUCKET_MS
 }
@@ -139,6 +147,9 @@ impl Store {
         inserted: Option<&super::RunRecord>,
     ) -> anyhow::Result<Vec<db::Stmt>> {
         let Some(status) = end.status else { return Ok(Vec::new()) };
+        if BENCH_WITHOUT_ROLLUPS.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(Vec::new());
+        }
         if let Some(r) = inserted {
             let new = Seen {
                 status: status.as_str().to_owned(),
