@@ -143,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
     let span = 60 * 86_400_000;
 
     // 1. History.
-    let existing = store.rollup_window(None, end - span, end).await?.nodes.iter().map(|n| n.4[0]).sum::<i64>() as u64;
+    let existing = store.rollup_window(None, end - span, end, false).await?.nodes.iter().map(|n| n.4[0]).sum::<i64>() as u64;
     let t = Instant::now();
     let mut rng = fastrand::Rng::with_seed(42);
     let (mut written, mut i) = (existing, existing);

@@ -131,7 +131,6 @@ pub struct Change {
     pub prev_runs: u64,
     pub prev_success_rate: Option<f64>,
     pub prev_avg_ms: Option<f64>,
-    pub prev_p95_ms: Option<i64>,
     pub runs: i64,
     /// In percentage points.
     pub success_rate_pts: Option<f64>,
@@ -144,7 +143,6 @@ impl Change {
             prev_runs: prev.runs,
             prev_success_rate: prev.success_rate,
             prev_avg_ms: prev.duration.avg_ms,
-            prev_p95_ms: prev.duration.p95_ms,
             runs: now.runs as i64 - prev.runs as i64,
             success_rate_pts: now.success_rate.zip(prev.success_rate).map(|(a, b)| (a - b) * 100.0),
             avg_ms: now.duration.avg_ms.zip(prev.duration.avg_ms).map(|(a, b)| a - b),
@@ -320,10 +318,16 @@ pub fn compute(w: &RollupWindow, since_ms: i64, until_ms: i64, pending: &BTreeMa
 /// Reads a window (widened to whole buckets) and the window before it from the rollups, and
 /// computes the statistics with the change between them.
 pub async fn collect(store: &Store, flow: Option<&str>, since_ms: i64, until_ms: i64) -> anyhow::Result<Stats> {
+    Ok(collect_with_previous(store, flow, since_ms, until_ms).await?.0)
+}
+
+/// [`collect`], and the previous window's statistics (without percentiles: only their counts
+/// and averages are compared, which spares reading its histograms).
+pub async fn collect_with_previous(store: &Store, flow: Option<&str>, since_ms: i64, until_ms: i64) -> anyhow::Result<(Stats, Stats)> {
     let (since, until) = align(since_ms, until_ms);
     let pending = store.waiting_manual_counts().await?;
-    let now = store.rollup_window(flow, since, until).await?;
-    let prev = store.rollup_window(flow, since - (until - since), since).await?;
+    let now = store.rollup_window(flow, since, until, true).await?;
+    let prev = store.rollup_window(flow, since - (until - since), since, false).await?;
     let mut stats = compute(&now, since, until, &pending);
     let before = compute(&prev, since - (until - since), since, &pending);
     stats.total.change = Some(Change::between(&stats.total, &before.total));
@@ -331,14 +335,7 @@ pub async fn collect(store: &Store, flow: Option<&str>, since_ms: i64, until_ms:
         let p = before.flows.iter().find(|p| p.flow == f.flow).cloned().unwrap_or_default();
         f.change = Some(Change::between(f, &p));
     }
-    Ok(stats)
-}
-
-/// The statistics of the window before, for comparisons the reports make (models week over week).
-pub async fn previous(store: &Store, flow: Option<&str>, since_ms: i64, until_ms: i64) -> anyhow::Result<Stats> {
-    let (since, until) = align(since_ms, until_ms);
-    let prev = store.rollup_window(flow, since - (until - since), since).await?;
-    Ok(compute(&prev, since - (until - since), since, &BTreeMap::new()))
+    Ok((stats, before))
 }
 
 #[cfg(test)]

@@ -155,7 +155,7 @@ fn node_lines(s: &Stats) -> Vec<NodeLine> {
 
 /// Builds the report of a period (daily or weekly).
 pub async fn build(ctx: &ReportCtx, period: &Period, now_ms: i64) -> anyhow::Result<Report> {
-    let s = stats::collect(&ctx.store, None, period.since_ms, period.until_ms).await?;
+    let (s, prev) = stats::collect_with_previous(&ctx.store, None, period.since_ms, period.until_ms).await?;
     let mut attempt_kinds: BTreeMap<String, u64> = BTreeMap::new();
     for f in &s.flows {
         for n in &f.nodes {
@@ -186,7 +186,6 @@ pub async fn build(ctx: &ReportCtx, period: &Period, now_ms: i64) -> anyhow::Res
         let mut hot: Vec<NodeLine> = node_lines(&report.stats).into_iter().filter(|n| n.retries > 0).collect();
         hot.sort_by(|a, b| b.retries.cmp(&a.retries).then_with(|| (&a.flow, &a.node).cmp(&(&b.flow, &b.node))));
         report.retry_hot_spots = hot.into_iter().take(5).collect();
-        let prev = stats::previous(&ctx.store, None, period.since_ms, period.until_ms).await?;
         report.suggestions = weekly_suggestions(&report.stats, &prev, &ctx.cfg.rules, &ctx.limits, ctx.locale == "en");
     }
     Ok(report)

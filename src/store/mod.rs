@@ -117,6 +117,8 @@ enum Write {
 pub struct Store {
     pub(crate) pool: Pool,
     writes: mpsc::UnboundedSender<Write>,
+    /// Runs in flight in this process, so their end rolls up without reading them back.
+    live: std::sync::Arc<rollups::Live>,
 }
 
 impl std::fmt::Debug for Store {
@@ -185,7 +187,7 @@ impl Store {
         migrate(&pool).await.with_context(|| format!("migrating the {} database at {}", backend.name(), describe_target(url)))?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer(pool.clone(), rx, patience));
-        Ok(Store { pool, writes: tx })
+        Ok(Store { pool, writes: tx, live: Default::default() })
     }
 
     pub fn backend(&self) -> Backend {
@@ -212,11 +214,15 @@ impl Store {
             let end = RunEnd { status: Some(r.status), ..Default::default() };
             stmts.extend(self.rollup_stmts(&r.id, &end, &[], Some(r)).await?);
         }
-        self.write(stmts).await
+        self.write(stmts).await?;
+        self.live.start(r);
+        Ok(())
     }
 
     pub async fn insert_attempt(&self, a: &AttemptRecord) -> anyhow::Result<()> {
-        self.write(vec![attempt_stmt(a)]).await
+        self.write(vec![attempt_stmt(a)]).await?;
+        self.live.attempt(a);
+        Ok(())
     }
 
     /// Records a run's end (and any last attempts) in one transaction.

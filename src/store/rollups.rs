@@ -27,6 +27,40 @@ pub fn bucket_of(ms: i64) -> i64 {
     ms.div_euclid(BUCKET_MS) * BUCKET_MS
 }
 
+/// Runs started by this process and not ended yet: what their end needs for the rollups, so
+/// `finish_run` reads nothing back in the common case (another process's or a resumed run is read).
+#[derive(Default)]
+pub(crate) struct Live(std::sync::Mutex<std::collections::HashMap<String, LiveRun>>);
+
+struct LiveRun {
+    flow: String,
+    canary: bool,
+    started_at: i64,
+    attempts: Vec<AttemptRecord>,
+}
+
+impl Live {
+    pub(crate) fn start(&self, r: &super::RunRecord) {
+        if matches!(r.status, RunStatus::Running | RunStatus::Queued)
+            && let Ok(mut m) = self.0.lock()
+        {
+            m.insert(r.id.clone(), LiveRun { flow: r.flow.clone(), canary: r.canary, started_at: r.started_at, attempts: Vec::new() });
+        }
+    }
+
+    pub(crate) fn attempt(&self, a: &AttemptRecord) {
+        if let Ok(mut m) = self.0.lock()
+            && let Some(run) = m.get_mut(&a.run_id)
+        {
+            run.attempts.push(AttemptRecord { input: None, output: None, error_message: None, ..a.clone() });
+        }
+    }
+
+    fn take(&self, run_id: &str) -> Option<LiveRun> {
+        self.0.lock().ok()?.remove(run_id)
+    }
+}
+
 /// Rollup rows of a window, summed over its buckets.
 #[derive(Debug, Clone, Default)]
 pub struct RollupWindow {
@@ -162,6 +196,16 @@ impl Store {
             d.run(&r.flow, r.canary, &new, 1);
             return Ok(self.delta_stmts(bucket_of(r.started_at), d, Some((run_id, &new))));
         }
+        if let Some(live) = self.live.take(run_id) {
+            // Started here and not ended before: nothing rolled up yet, every attempt known.
+            let mut attempts = live.attempts;
+            let known: std::collections::HashSet<i64> = attempts.iter().map(|a| a.seq).collect();
+            attempts.extend(last.iter().filter(|a| !known.contains(&a.seq)).cloned());
+            if live.canary {
+                attempts.clear();
+            }
+            return Ok(self.run_delta(run_id, &live.flow, live.canary, live.started_at, end, status, None, attempts));
+        }
         let row = self
             .pool
             .fetch(
@@ -192,6 +236,23 @@ impl Store {
             let stored: std::collections::HashSet<i64> = attempts.iter().map(|a| a.seq).collect();
             attempts.extend(last.iter().filter(|a| a.seq > last_seq && !stored.contains(&a.seq)).cloned());
         }
+        Ok(self.run_delta(run_id, &flow, canary, started, end, status, old, attempts))
+    }
+
+    /// The statements for a run's (new) end, given what it contributed before.
+    #[allow(clippy::too_many_arguments)]
+    fn run_delta(
+        &self,
+        run_id: &str,
+        flow: &str,
+        canary: bool,
+        started: i64,
+        end: &RunEnd,
+        status: RunStatus,
+        old: Option<Seen>,
+        attempts: Vec<AttemptRecord>,
+    ) -> Vec<db::Stmt> {
+        let last_seq = old.as_ref().map(|o| o.last_seq).unwrap_or(0);
         let new = Seen {
             status: status.as_str().to_owned(),
             duration_ms: Some(end.duration_ms),
@@ -203,13 +264,13 @@ impl Store {
         let bucket = bucket_of(started);
         let mut d = Deltas::default();
         if let Some(o) = &old {
-            d.run(&flow, canary, o, -1);
+            d.run(flow, canary, o, -1);
         }
-        d.run(&flow, canary, &new, 1);
+        d.run(flow, canary, &new, 1);
         for a in &attempts {
             d.attempt(a);
         }
-        Ok(self.delta_stmts(bucket, d, Some((run_id, &new))))
+        self.delta_stmts(bucket, d, Some((run_id, &new)))
     }
 
     fn delta_stmts(&self, bucket: i64, d: Deltas, seen: Option<(&str, &Seen)>) -> Vec<db::Stmt> {
@@ -340,8 +401,8 @@ impl Store {
     }
 
     /// Sums the rollups of the buckets in `[since_ms, until_ms)` (both rounded to buckets: the
-    /// start down, the end up), optionally for one flow.
-    pub async fn rollup_window(&self, flow: Option<&str>, since_ms: i64, until_ms: i64) -> anyhow::Result<RollupWindow> {
+    /// start down, the end up), optionally for one flow; `hist`: also the latency histograms.
+    pub async fn rollup_window(&self, flow: Option<&str>, since_ms: i64, until_ms: i64, hist: bool) -> anyhow::Result<RollupWindow> {
         let (since, until) = (bucket_of(since_ms), bucket_of(until_ms + BUCKET_MS - 1));
         let (fw, mut args): (&str, Vec<Arg>) = match flow {
             Some(f) => (" AND flow = ?", vec![since.into(), until.into(), f.into()]),
@@ -382,6 +443,9 @@ impl Store {
         let sql = format!("SELECT flow, node, error_kind, {} FROM rollup_node_errors {w} GROUP BY flow, node, error_kind", sum("n"));
         for r in p.fetch(&sql, &args, &[Ty::Str, Ty::Str, Ty::Str, Ty::I64]).await? {
             out.node_errors.push((s(&r[0]), s(&r[1]), s(&r[2]), n(&r[3])));
+        }
+        if !hist {
+            return Ok(out);
         }
         let sql = format!("SELECT flow, node, bin, {} FROM rollup_hist {w} GROUP BY flow, node, bin", sum("n"));
         for r in p.fetch(&sql, &std::mem::take(&mut args), &[Ty::Str, Ty::Str, Ty::I64, Ty::I64]).await? {

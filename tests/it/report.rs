@@ -105,7 +105,10 @@ async fn write_run(store: &Store, run: &RunRecord, attempts: &[AttemptRecord], e
     store.finish_run(&run.id, &end, &last).await.unwrap();
 }
 
-const FLOWS: &[(&str, &[(&str, &str, i64, Option<&str>)])] = &[
+/// (node, kind, typical ms, model).
+type NodeDef = (&'static str, &'static str, i64, Option<&'static str>);
+
+const FLOWS: &[(&str, &[NodeDef])] = &[
     (
         "douyin",
         &[
@@ -195,9 +198,7 @@ async fn generate(store: &Store, seed: u64, start: i64, span: i64, n: usize) {
         }
         let (status, node, kind) = match (&failure, waiting) {
             (Some((n, k)), true) => (RunStatus::WaitingManual, Some(n.clone()), Some(k.clone())),
-            (Some((n, k)), false) if rng.f64() < 0.1 => {
-                (RunStatus::TimedOut, Some(n.clone()), Some(format!("flow_timeout{}", if k.is_empty() { "" } else { "" })))
-            }
+            (Some((n, _)), false) if rng.f64() < 0.1 => (RunStatus::TimedOut, Some(n.clone()), Some("flow_timeout".into())),
             (Some((n, k)), false) => (RunStatus::Failed, Some(n.clone()), Some(k.clone())),
             (None, _) if recovered => (RunStatus::Recovered, None, None),
             (None, _) => (RunStatus::Succeeded, None, None),
@@ -349,7 +350,7 @@ fn check_against(s: &Stats, r: &mut Reference) {
             rf.nodes.iter().filter(|(_, n)| n.failed > 0 || n.runs_failed > 0).map(move |(n, rn)| (rn.failed, format!("{f}/{n}")))
         })
         .collect();
-    expect.sort_by(|a, b| b.0.cmp(&a.0));
+    expect.sort_by_key(|e| std::cmp::Reverse(e.0));
     let got: Vec<u64> = s.top_failing_nodes.iter().map(|n| n.failed_attempts).collect();
     assert_eq!(got, expect.iter().map(|e| e.0).collect::<Vec<_>>());
 }
