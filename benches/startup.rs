@@ -24,7 +24,12 @@ fn main() {
     let (mut peaks, mut to_start, mut to_recorded) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let spawned = now_ms();
-        let mut child = Command::new(exe).current_dir(dir.path()).args(["run", "douyin_script", "--format", "json"]).stdout(Stdio::piped()).spawn().expect("run");
+        let mut child = Command::new(exe)
+            .current_dir(dir.path())
+            .args(["run", "douyin_script", "--format", "json"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run");
         let pid = child.id();
         let mut peak = 0;
         loop {
@@ -51,7 +56,11 @@ fn main() {
         v[v.len() / 2]
     };
     let mut peaks_i: Vec<i64> = peaks.iter().map(|k| *k as i64).collect();
-    println!("startup: runs={runs} peak_rss_mb_median={:.1} peak_rss_mb_max={:.1}", med(&mut peaks_i) as f64 / 1024.0, *peaks.iter().max().unwrap_or(&0) as f64 / 1024.0);
+    println!(
+        "startup: runs={runs} peak_rss_mb_median={:.1} peak_rss_mb_max={:.1}",
+        med(&mut peaks_i) as f64 / 1024.0,
+        *peaks.iter().max().unwrap_or(&0) as f64 / 1024.0
+    );
     println!(
         "startup: process_start_to_first_attempt_ms_median={} to_first_attempt_recorded_ms_median={} (the first node waits ~30 ms on the simulated knowledge base)",
         med(&mut to_start),

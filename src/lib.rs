@@ -16,6 +16,7 @@ pub mod model;
 pub mod net;
 pub mod nodes;
 pub mod redact;
+pub mod report;
 pub mod sim;
 pub mod stats;
 pub mod store;

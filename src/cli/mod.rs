@@ -6,6 +6,7 @@ mod demo;
 mod init;
 mod manual;
 mod query;
+mod report;
 mod run;
 pub mod table;
 
@@ -114,6 +115,11 @@ pub enum Command {
     Flow {
         #[command(subcommand)]
         cmd: manual::FlowCmd,
+    },
+    /// Daily and weekly reports, stored reports, export, rollup backfill and retention.
+    Report {
+        #[command(subcommand)]
+        cmd: report::ReportCmd,
     },
     /// Run the example flow against the simulator, with no configuration.
     Demo {
@@ -226,6 +232,7 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
         Command::Flow { cmd } => manual::flow(&cli.config, cmd, clock).await,
         Command::Show { run_id, format } => query::show(&cli.config, &run_id, format).await,
         Command::Stats { flow, since, format } => query::stats(&cli.config, flow, &since, format).await,
+        Command::Report { cmd } => report::main(&cli.config, cmd).await,
         Command::Demo { dir, runs, concurrency } => demo::demo(&dir, runs, concurrency, clock).await,
     }
 }

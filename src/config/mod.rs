@@ -39,8 +39,9 @@ pub struct Config {
     pub channels: BTreeMap<String, Json>,
     #[serde(default)]
     pub routes: Vec<Json>,
+    /// Daily and weekly reports, retention and the suggestion rules' thresholds.
     #[serde(default)]
-    pub reports: Json,
+    pub reports: crate::report::ReportsConfig,
     /// The directory of the config file; paths in it are relative to this.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -251,6 +252,10 @@ impl Config {
                     }
                 }
             }
+        }
+        for (field, m) in self.reports.problems() {
+            let path: Vec<&str> = field.split('.').collect();
+            diags.push(file, at(&path), field.clone(), m);
         }
         for (name, e) in &self.endpoints {
             if let Some(a) = &e.auth

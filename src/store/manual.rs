@@ -119,6 +119,7 @@ impl Store {
                 task.note.clone().into(),
             ],
         ));
+        stmts.extend(self.rollup_stmts(run_id, end, &[], None).await?);
         self.write(stmts).await
     }
 
@@ -190,6 +191,7 @@ impl Store {
         )];
         if let Some(end) = end {
             stmts.push(super::finish_stmt(&task.run_id, end));
+            stmts.extend(self.rollup_stmts(&task.run_id, end, &[], None).await?);
         }
         self.write(stmts).await?;
         Ok(true)

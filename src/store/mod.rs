@@ -8,6 +8,7 @@
 
 mod db;
 mod manual;
+pub mod rollups;
 
 pub use manual::{FlowBlock, ManualAction, ManualTask};
 
@@ -34,7 +35,7 @@ macro_rules! migration {
     };
 }
 
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[migration!(1, "v1"), migration!(2, "v2"), migration!(6, "v6")];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[migration!(1, "v1"), migration!(2, "v2"), migration!(5, "v5"), migration!(6, "v6")];
 
 /// One run, as stored.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -121,6 +122,8 @@ pub struct Store {
     pub(crate) pool: Pool,
     writes: mpsc::UnboundedSender<Write>,
     server: Arc<str>,
+    /// Runs in flight in this process, so their end rolls up without reading them back.
+    live: std::sync::Arc<rollups::Live>,
 }
 
 /// How to open the store: the pool, and how long writes wait for a database that went away.
@@ -246,7 +249,7 @@ impl Store {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer(pool.clone(), rx, opts.write_patience, describe_target(url)));
-        Ok(Store { pool, writes: tx, server: Arc::from(server) })
+        Ok(Store { pool, writes: tx, server: Arc::from(server), live: Default::default() })
     }
 
     /// The server's version string, as it answered at open.
@@ -273,27 +276,21 @@ impl Store {
 
     pub async fn insert_run(&self, r: &RunRecord) -> anyhow::Result<()> {
         let sql = format!("INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){}", self.on_conflict_skip("id"));
-        let args = vec![
-            r.id.as_str().into(),
-            r.flow.as_str().into(),
-            r.flow_hash.as_str().into(),
-            r.trigger.as_str().into(),
-            r.status.as_str().into(),
-            (r.canary as i64).into(),
-            r.inputs.clone().into(),
-            r.started_at.into(),
-            r.ended_at.into(),
-            r.duration_ms.into(),
-            r.failed_node.clone().into(),
-            r.error_kind.clone().into(),
-            r.error_message.clone().into(),
-            r.severity.clone().into(),
-        ];
-        self.write(vec![(Cow::Owned(sql), args)]).await
+        let mut stmts = vec![(Cow::Owned(sql), run_args(r))];
+        if r.status.is_final() {
+            // Report rollups: a run recorded already ended (refused) is counted in the same commit.
+            let end = RunEnd { status: Some(r.status), ..Default::default() };
+            stmts.extend(self.rollup_stmts(&r.id, &end, &[], Some(r)).await?);
+        }
+        self.write(stmts).await?;
+        self.live.start(r);
+        Ok(())
     }
 
     pub async fn insert_attempt(&self, a: &AttemptRecord) -> anyhow::Result<()> {
-        self.write(vec![attempt_stmt(a, self.backend())]).await
+        self.write(vec![attempt_stmt(a, self.backend())]).await?;
+        self.live.attempt(a);
+        Ok(())
     }
 
     /// The clause that turns an INSERT into a no-op when the row (by its unique `key` column) is
@@ -309,12 +306,15 @@ impl Store {
     pub async fn finish_run(&self, run_id: &str, end: &RunEnd, attempts: &[AttemptRecord]) -> anyhow::Result<()> {
         let mut stmts: Vec<db::Stmt> = attempts.iter().map(|a| attempt_stmt(a, self.backend())).collect();
         stmts.push(finish_stmt(run_id, end));
+        // Report rollups move with the run's end, in the same transaction (store/rollups.rs).
+        stmts.extend(self.rollup_stmts(run_id, end, attempts, None).await?);
         self.write(stmts).await
     }
 
     /// Records an attempt and, for a node that produced output, keeps the full output so the run
     /// can be resumed; one transaction.
     pub async fn record_attempt(&self, a: &AttemptRecord, keep_output: Option<&str>) -> anyhow::Result<()> {
+        self.live.attempt(a);
         let mut stmts = vec![attempt_stmt(a, self.backend())];
         if let Some(out) = keep_output {
             stmts.extend(manual::output_stmts(&a.run_id, &a.node_id, out));
@@ -433,6 +433,25 @@ pub(crate) fn finish_stmt(run_id: &str, end: &RunEnd) -> db::Stmt {
             run_id.into(),
         ],
     )
+}
+
+fn run_args(r: &RunRecord) -> Vec<Arg> {
+    vec![
+        r.id.as_str().into(),
+        r.flow.as_str().into(),
+        r.flow_hash.as_str().into(),
+        r.trigger.as_str().into(),
+        r.status.as_str().into(),
+        (r.canary as i64).into(),
+        r.inputs.clone().into(),
+        r.started_at.into(),
+        r.ended_at.into(),
+        r.duration_ms.into(),
+        r.failed_node.clone().into(),
+        r.error_kind.clone().into(),
+        r.error_message.clone().into(),
+        r.severity.clone().into(),
+    ]
 }
 
 macro_rules! attempt_insert {

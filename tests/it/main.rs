@@ -7,5 +7,6 @@ mod classify;
 mod cli;
 mod engine;
 mod policy;
+mod report;
 mod storage;
 mod store;

@@ -450,24 +450,116 @@ async fn every_row_of_the_policy_table_end_to_end() {
         action: &'static str,
         manual: bool,
     }
-    let model = |faults: &str| -> String { format!("models:\n  m:\n    provider: simulated\n    simulate: {{ latency: 1ms, faults: {{ {faults}: 1.0 }} }}\n") };
+    let model = |faults: &str| -> String {
+        format!("models:\n  m:\n    provider: simulated\n    simulate: {{ latency: 1ms, faults: {{ {faults}: 1.0 }} }}\n")
+    };
     let llm = "  - id: n\n    kind: llm\n    model: m\n    prompt: 'Topic: x'\n    json: true\n    timeout: 1s\n    retry: { policy: fixed, max_attempts: 2, delay: 1ms }\n";
-    let endpoint = |faults: &str| -> String { format!("endpoints:\n  e:\n    simulate: {{ latency: 1ms, body: {{ items: [] }}, faults: {{ {faults}: 1.0 }} }}\n") };
+    let endpoint = |faults: &str| -> String {
+        format!("endpoints:\n  e:\n    simulate: {{ latency: 1ms, body: {{ items: [] }}, faults: {{ {faults}: 1.0 }} }}\n")
+    };
     let publish = "  - id: n\n    kind: http\n    endpoint: e\n    body: { a: 1 }\n    side_effect: true\n    timeout: 1s\n    retry: { policy: fixed, max_attempts: 2, delay: 1ms }\n";
     let query = "  - id: n\n    kind: http\n    endpoint: e\n    expect: [{ non_empty: /items, kind: data_empty }]\n";
     let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
     let rows = vec![
-        Row { kind: ErrorKind::GenerationEmpty, config: leak(model("empty")), node: llm, status: RunStatus::Failed, severity: Some(Severity::Medium), action: "fail", manual: false },
-        Row { kind: ErrorKind::GenerationMalformed, config: leak(model("malformed")), node: llm, status: RunStatus::Failed, severity: Some(Severity::Medium), action: "fail", manual: false },
-        Row { kind: ErrorKind::Timeout, config: leak(model("timeout")), node: llm, status: RunStatus::WaitingManual, severity: Some(Severity::Medium), action: "manual", manual: true },
-        Row { kind: ErrorKind::RateLimited, config: leak(model("rate_limited")), node: llm, status: RunStatus::Failed, severity: Some(Severity::Medium), action: "fail", manual: false },
-        Row { kind: ErrorKind::Upstream5xx, config: leak(model("server_error")), node: llm, status: RunStatus::Failed, severity: Some(Severity::Medium), action: "fail", manual: false },
-        Row { kind: ErrorKind::AuthExpired, config: leak(model("auth")), node: llm, status: RunStatus::Failed, severity: Some(Severity::High), action: "block", manual: false },
-        Row { kind: ErrorKind::QuotaExhausted, config: leak(model("quota")), node: llm, status: RunStatus::Failed, severity: Some(Severity::High), action: "fail", manual: false },
-        Row { kind: ErrorKind::ContentBlocked, config: leak(model("content_filter")), node: llm, status: RunStatus::Failed, severity: Some(Severity::Medium), action: "fail", manual: false },
-        Row { kind: ErrorKind::PublishFailed, config: leak(endpoint("rejected")), node: publish, status: RunStatus::WaitingManual, severity: Some(Severity::Medium), action: "manual", manual: true },
-        Row { kind: ErrorKind::PublishAmbiguous, config: leak(endpoint("timeout")), node: publish, status: RunStatus::WaitingManual, severity: Some(Severity::Medium), action: "manual", manual: true },
-        Row { kind: ErrorKind::DataEmpty, config: leak(endpoint("empty")), node: query, status: RunStatus::Failed, severity: Some(Severity::Low), action: "fail", manual: false },
+        Row {
+            kind: ErrorKind::GenerationEmpty,
+            config: leak(model("empty")),
+            node: llm,
+            status: RunStatus::Failed,
+            severity: Some(Severity::Medium),
+            action: "fail",
+            manual: false,
+        },
+        Row {
+            kind: ErrorKind::GenerationMalformed,
+            config: leak(model("malformed")),
+            node: llm,
+            status: RunStatus::Failed,
+            severity: Some(Severity::Medium),
+            action: "fail",
+            manual: false,
+        },
+        Row {
+            kind: ErrorKind::Timeout,
+            config: leak(model("timeout")),
+            node: llm,
+            status: RunStatus::WaitingManual,
+            severity: Some(Severity::Medium),
+            action: "manual",
+            manual: true,
+        },
+        Row {
+            kind: ErrorKind::RateLimited,
+            config: leak(model("rate_limited")),
+            node: llm,
+            status: RunStatus::Failed,
+            severity: Some(Severity::Medium),
+            action: "fail",
+            manual: false,
+        },
+        Row {
+            kind: ErrorKind::Upstream5xx,
+            config: leak(model("server_error")),
+            node: llm,
+            status: RunStatus::Failed,
+            severity: Some(Severity::Medium),
+            action: "fail",
+            manual: false,
+        },
+        Row {
+            kind: ErrorKind::AuthExpired,
+            config: leak(model("auth")),
+            node: llm,
+            status: RunStatus::Failed,
+            severity: Some(Severity::High),
+            action: "block",
+            manual: false,
+        },
+        Row {
+            kind: ErrorKind::QuotaExhausted,
+            config: leak(model("quota")),
+            node: llm,
+            status: RunStatus::Failed,
+            severity: Some(Severity::High),
+            action: "fail",
+            manual: false,
+        },
+        Row {
+            kind: ErrorKind::ContentBlocked,
+            config: leak(model("content_filter")),
+            node: llm,
+            status: RunStatus::Failed,
+            severity: Some(Severity::Medium),
+            action: "fail",
+            manual: false,
+        },
+        Row {
+            kind: ErrorKind::PublishFailed,
+            config: leak(endpoint("rejected")),
+            node: publish,
+            status: RunStatus::WaitingManual,
+            severity: Some(Severity::Medium),
+            action: "manual",
+            manual: true,
+        },
+        Row {
+            kind: ErrorKind::PublishAmbiguous,
+            config: leak(endpoint("timeout")),
+            node: publish,
+            status: RunStatus::WaitingManual,
+            severity: Some(Severity::Medium),
+            action: "manual",
+            manual: true,
+        },
+        Row {
+            kind: ErrorKind::DataEmpty,
+            config: leak(endpoint("empty")),
+            node: query,
+            status: RunStatus::Failed,
+            severity: Some(Severity::Low),
+            action: "fail",
+            manual: false,
+        },
     ];
     for row in rows {
         let h = harness(row.config, &format!("name: f\nnodes:\n{}", row.node)).await;

@@ -1,0 +1,114 @@
+//! The `reports:` section of flowguard.yaml.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportsConfig {
+    pub daily: Schedule,
+    pub weekly: Schedule,
+    /// Pruning of raw rows; rollups are kept.
+    pub retention: Retention,
+    /// Thresholds of the weekly report's suggestions.
+    pub rules: Rules,
+    /// How many failing nodes the daily report lists.
+    pub top: usize,
+}
+
+impl Default for ReportsConfig {
+    fn default() -> Self {
+        ReportsConfig {
+            daily: Schedule { enabled: true, cron: "0 9 * * *".into(), jitter: "2m".into() },
+            weekly: Schedule { enabled: true, cron: "0 9 * * 1".into(), jitter: "2m".into() },
+            retention: Retention::default(),
+            rules: Rules::default(),
+            top: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Five-field cron in the configured time zone, e.g. `0 9 * * *`.
+    pub cron: String,
+    /// Up to this much later than the cron time (Feishu throttles bots on the hour).
+    #[serde(default = "default_jitter")]
+    pub jitter: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_jitter() -> String {
+    "2m".into()
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Delete node attempts of runs older than this (`90d`); unset keeps them.
+    pub node_attempts: Option<String>,
+    /// Delete run rows older than this; unset keeps them.
+    pub runs: Option<String>,
+}
+
+/// Thresholds of the suggestion rules (see `report::weekly`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rules {
+    /// A node whose attempts time out more often than this …
+    pub timeout_rate: f64,
+    /// … while its p95 is within this fraction of its time limit.
+    pub timeout_p95_margin: f64,
+    /// One node taking more than this share of a flow's node time.
+    pub node_time_share: f64,
+    /// A node whose retries / attempts exceed this.
+    pub retry_rate: f64,
+    /// One error kind causing more than this share of failed runs.
+    pub error_kind_share: f64,
+    /// A model whose failure rate grew by this factor week over week.
+    pub model_failure_growth: f64,
+    /// A flow whose success rate fell by more than this many points week over week.
+    pub success_drop_pts: f64,
+    /// Rules look only at nodes, models and flows with at least this many attempts or runs.
+    pub min_samples: u64,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            timeout_rate: 0.05,
+            timeout_p95_margin: 0.10,
+            node_time_share: 0.50,
+            retry_rate: 0.20,
+            error_kind_share: 0.40,
+            model_failure_growth: 2.0,
+            success_drop_pts: 5.0,
+            min_samples: 20,
+        }
+    }
+}
+
+impl ReportsConfig {
+    /// Problems as (field, message).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (name, s) in [("daily", &self.daily), ("weekly", &self.weekly)] {
+            if let Err(e) = super::schedule::parse_cron(&s.cron) {
+                out.push((format!("reports.{name}.cron"), e));
+            }
+            if let Err(e) = crate::flow::parse_duration(&s.jitter) {
+                out.push((format!("reports.{name}.jitter"), e));
+            }
+        }
+        for (name, v) in [("node_attempts", &self.retention.node_attempts), ("runs", &self.retention.runs)] {
+            if let Some(Err(e)) = v.as_deref().map(crate::flow::parse_duration) {
+                out.push((format!("reports.retention.{name}"), e));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,673 @@
+//! Report rollups: per 15-minute bucket (of the run's start), per flow and node, counters and
+//! latency histograms that merge by addition. They are written in the same transaction as a run's
+//! end ([`Store::finish_run`]), so a recorded end is never missing from them, and reports read
+//! them instead of the raw rows. `rollup_seen` remembers what each run contributed, so a run that
+//! ends again (a human resolves `waiting_manual`, an interrupted run is resumed) moves its counts
+//! instead of adding them twice. Canary runs are counted apart and add nothing else.
+
+use super::db::{self, Arg, Backend, Ty, Val};
+use super::{AttemptRecord, RunEnd, Store};
+use crate::report::hist;
+use crate::vocab::{AttemptStatus, RunStatus};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+/// Bucket width: 15 minutes divides every UTC offset in use, so buckets align with local days.
+pub const BUCKET_MS: i64 = 15 * 60 * 1000;
+
+static BENCH_WITHOUT_ROLLUPS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// For the benchmark that measures what rollups add to a run: turns them off process-wide.
+#[doc(hidden)]
+pub fn bench_disable_rollups(off: bool) {
+    BENCH_WITHOUT_ROLLUPS.store(off, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn bucket_of(ms: i64) -> i64 {
+    ms.div_euclid(BUCKET_MS) * BUCKET_MS
+}
+
+/// Runs started by this process and not ended yet: what their end needs for the rollups, so
+/// `finish_run` reads nothing back in the common case (another process's or a resumed run is read).
+#[derive(Default)]
+pub(crate) struct Live(std::sync::Mutex<std::collections::HashMap<String, LiveRun>>);
+
+struct LiveRun {
+    flow: String,
+    canary: bool,
+    started_at: i64,
+    attempts: Vec<AttemptRecord>,
+}
+
+impl Live {
+    pub(crate) fn start(&self, r: &super::RunRecord) {
+        if matches!(r.status, RunStatus::Running | RunStatus::Queued)
+            && let Ok(mut m) = self.0.lock()
+        {
+            m.insert(r.id.clone(), LiveRun { flow: r.flow.clone(), canary: r.canary, started_at: r.started_at, attempts: Vec::new() });
+        }
+    }
+
+    pub(crate) fn attempt(&self, a: &AttemptRecord) {
+        if let Ok(mut m) = self.0.lock()
+            && let Some(run) = m.get_mut(&a.run_id)
+        {
+            run.attempts.push(AttemptRecord { input: None, output: None, error_message: None, ..a.clone() });
+        }
+    }
+
+    fn take(&self, run_id: &str) -> Option<LiveRun> {
+        self.0.lock().ok()?.remove(run_id)
+    }
+}
+
+/// Rollup rows of a window, summed over its buckets.
+#[derive(Debug, Clone, Default)]
+pub struct RollupWindow {
+    /// (flow, canary, status) → (runs, backup_runs, dur_n, dur_sum).
+    pub runs: Vec<(String, bool, String, [i64; 4])>,
+    /// (flow, failed node or "", error kind, runs).
+    pub run_errors: Vec<(String, String, String, i64)>,
+    /// (flow, node, model or "", kind, [attempts, ok, failed, timed_out, retries, next_model, dur_sum]).
+    pub nodes: Vec<(String, String, String, String, [i64; 7])>,
+    /// (flow, node, error kind, attempts).
+    pub node_errors: Vec<(String, String, String, i64)>,
+    /// (flow, node or "" for whole runs, bin, count).
+    pub hist: Vec<(String, String, i64, i64)>,
+}
+
+/// What one run added to the rollups (its `rollup_seen` row).
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    status: String,
+    duration_ms: Option<i64>,
+    failed_node: Option<String>,
+    error_kind: Option<String>,
+    backup: bool,
+    last_seq: i64,
+}
+
+#[derive(Default)]
+struct Deltas {
+    runs: BTreeMap<(String, i64, String), [i64; 4]>,
+    run_errors: BTreeMap<(String, String, String), i64>,
+    nodes: BTreeMap<(String, String, String), (String, [i64; 7])>,
+    node_errors: BTreeMap<(String, String, String), i64>,
+    hist: BTreeMap<(String, String, i64), i64>,
+}
+
+/// A run counts toward durations when it reached a final state other than `refused`.
+fn counts_duration(status: &str) -> bool {
+    status.parse::<RunStatus>().map(|s| s.is_final() && s != RunStatus::Refused).unwrap_or(false)
+}
+
+impl Deltas {
+    /// Adds (sign 1) or removes (sign -1) a run's own contribution.
+    fn run(&mut self, flow: &str, canary: bool, s: &Seen, sign: i64) {
+        let dur = s.duration_ms.filter(|_| counts_duration(&s.status) && !canary);
+        let e = self.runs.entry((flow.to_owned(), canary as i64, s.status.clone())).or_default();
+        e[0] += sign;
+        e[1] += sign * s.backup as i64;
+        if let Some(d) = dur {
+            e[2] += sign;
+            e[3] += sign * d;
+            *self.hist.entry((flow.to_owned(), String::new(), hist::bin_of(d))).or_default() += sign;
+        }
+        let success = s.status.parse::<RunStatus>().map(|s| s.is_success()).unwrap_or(false);
+        if let (false, false, Some(k)) = (canary, success, &s.error_kind) {
+            *self.run_errors.entry((flow.to_owned(), s.failed_node.clone().unwrap_or_default(), k.clone())).or_default() += sign;
+        }
+    }
+
+    fn attempt(&mut self, a: &AttemptRecord) {
+        if a.status == AttemptStatus::Skipped {
+            return;
+        }
+        let key = (a.flow.clone(), a.node_id.clone(), a.model.clone().unwrap_or_default());
+        let (_, c) = self.nodes.entry(key).or_insert_with(|| (a.kind.clone(), [0; 7]));
+        let ok = matches!(a.status, AttemptStatus::Succeeded | AttemptStatus::Defaulted);
+        c[0] += 1;
+        c[1] += ok as i64;
+        c[2] += !ok as i64;
+        c[3] += (a.status == AttemptStatus::TimedOut) as i64;
+        c[4] += a.retried as i64;
+        c[5] += (a.action.as_deref() == Some("next_model")) as i64;
+        c[6] += a.duration_ms;
+        if let (false, Some(k)) = (ok, &a.error_kind) {
+            *self.node_errors.entry((a.flow.clone(), a.node_id.clone(), k.clone())).or_default() += 1;
+        }
+        *self.hist.entry((a.flow.clone(), a.node_id.clone(), hist::bin_of(a.duration_ms))).or_default() += 1;
+    }
+}
+
+/// `INSERT … ON CONFLICT` that adds `add` columns to an existing row (or, with `replace`, sets them).
+fn upsert(backend: Backend, table: &str, keys: &[&str], cols: &[&str], rows: Vec<Vec<Arg>>, replace: bool) -> Option<db::Stmt> {
+    if rows.is_empty() {
+        return None;
+    }
+    let all: Vec<&str> = keys.iter().chain(cols.iter()).copied().collect();
+    let one = format!("({})", vec!["?"; all.len()].join(", "));
+    let values = vec![one.as_str(); rows.len()].join(", ");
+    let set: Vec<String> = cols
+        .iter()
+        .filter(|c| **c != "kind")
+        .map(|c| match (backend, replace) {
+            (Backend::MySql, false) => format!("{c} = {c} + VALUES({c})"),
+            (Backend::MySql, true) => format!("{c} = VALUES({c})"),
+            (Backend::Postgres, false) => format!("{c} = {table}.{c} + EXCLUDED.{c}"),
+            (Backend::Sqlite, false) => format!("{c} = {c} + excluded.{c}"),
+            (_, true) => format!("{c} = excluded.{c}"),
+        })
+        .collect();
+    let tail = match backend {
+        Backend::MySql => format!("ON DUPLICATE KEY UPDATE {}", set.join(", ")),
+        _ => format!("ON CONFLICT ({}) DO UPDATE SET {}", keys.join(", "), set.join(", ")),
+    };
+    let sql = format!("INSERT INTO {table} ({}) VALUES {values} {tail}", all.join(", "));
+    Some((Cow::Owned(sql), rows.into_iter().flatten().collect()))
+}
+
+const ATTEMPT_ROLLUP_COLS: &str = "run_id, flow, node_id, kind, seq, status, duration_ms, retried, action, error_kind, model";
+
+impl Store {
+    /// The statements that move a run's counts into the rollups; `end` is its new end and
+    /// `last` the attempts written with it. Reads what is already committed of the run.
+    /// `inserted`: the run is being inserted already ended (a `refused` run), so nothing of it is stored yet.
+    pub(crate) async fn rollup_stmts(
+        &self,
+        run_id: &str,
+        end: &RunEnd,
+        last: &[AttemptRecord],
+        inserted: Option<&super::RunRecord>,
+    ) -> anyhow::Result<Vec<db::Stmt>> {
+        let Some(status) = end.status else { return Ok(Vec::new()) };
+        if BENCH_WITHOUT_ROLLUPS.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(Vec::new());
+        }
+        if let Some(r) = inserted {
+            let new = Seen {
+                status: status.as_str().to_owned(),
+                duration_ms: r.duration_ms,
+                failed_node: r.failed_node.clone(),
+                error_kind: r.error_kind.clone(),
+                ..Default::default()
+            };
+            let mut d = Deltas::default();
+            d.run(&r.flow, r.canary, &new, 1);
+            return Ok(self.delta_stmts(bucket_of(r.started_at), d, Some((run_id, &new))));
+        }
+        if let Some(live) = self.live.take(run_id) {
+            // Started here and not ended before: nothing rolled up yet, every attempt known.
+            let mut attempts = live.attempts;
+            let known: std::collections::HashSet<i64> = attempts.iter().map(|a| a.seq).collect();
+            attempts.extend(last.iter().filter(|a| !known.contains(&a.seq)).cloned());
+            if live.canary {
+                attempts.clear();
+            }
+            return Ok(self.run_delta(run_id, &live.flow, live.canary, live.started_at, end, status, None, attempts));
+        }
+        let row = self
+            .pool
+            .fetch(
+                "SELECT r.flow, r.canary, r.started_at, s.status, s.duration_ms, s.failed_node, s.error_kind, s.backup, s.last_seq \
+                 FROM runs r LEFT JOIN rollup_seen s ON s.run_id = r.id WHERE r.id = ?",
+                &[run_id.into()],
+                &[Ty::Str, Ty::I64, Ty::I64, Ty::Str, Ty::I64, Ty::Str, Ty::Str, Ty::I64, Ty::I64],
+            )
+            .await?;
+        let Some(r) = row.into_iter().next() else { return Ok(Vec::new()) };
+        let (flow, canary, started) = (r[0].str().unwrap_or_default(), r[1].i64().unwrap_or(0) != 0, r[2].i64().unwrap_or(0));
+        let old = r[3].str().map(|status| Seen {
+            status,
+            duration_ms: r[4].i64(),
+            failed_node: r[5].str(),
+            error_kind: r[6].str(),
+            backup: r[7].i64().unwrap_or(0) != 0,
+            last_seq: r[8].i64().unwrap_or(0),
+        });
+        let last_seq = old.as_ref().map(|o| o.last_seq).unwrap_or(0);
+        let mut attempts: Vec<AttemptRecord> = Vec::new();
+        if !canary {
+            let sql = format!("SELECT {ATTEMPT_ROLLUP_COLS} FROM node_attempts WHERE run_id = ? AND seq > ?");
+            let tys = [Ty::Str, Ty::Str, Ty::Str, Ty::Str, Ty::I64, Ty::Str, Ty::I64, Ty::I64, Ty::Str, Ty::Str, Ty::Str];
+            for v in self.pool.fetch(&sql, &[run_id.into(), last_seq.into()], &tys).await? {
+                attempts.push(rollup_attempt(v));
+            }
+            let stored: std::collections::HashSet<i64> = attempts.iter().map(|a| a.seq).collect();
+            attempts.extend(last.iter().filter(|a| a.seq > last_seq && !stored.contains(&a.seq)).cloned());
+        }
+        Ok(self.run_delta(run_id, &flow, canary, started, end, status, old, attempts))
+    }
+
+    /// The statements for a run's (new) end, given what it contributed before.
+    #[allow(clippy::too_many_arguments)]
+    fn run_delta(
+        &self,
+        run_id: &str,
+        flow: &str,
+        canary: bool,
+        started: i64,
+        end: &RunEnd,
+        status: RunStatus,
+        old: Option<Seen>,
+        attempts: Vec<AttemptRecord>,
+    ) -> Vec<db::Stmt> {
+        let last_seq = old.as_ref().map(|o| o.last_seq).unwrap_or(0);
+        let new = Seen {
+            status: status.as_str().to_owned(),
+            duration_ms: Some(end.duration_ms),
+            failed_node: end.failed_node.clone(),
+            error_kind: end.error_kind.clone(),
+            backup: old.as_ref().map(|o| o.backup).unwrap_or(false) || attempts.iter().any(|a| a.action.as_deref() == Some("next_model")),
+            last_seq: attempts.iter().map(|a| a.seq).max().unwrap_or(0).max(last_seq),
+        };
+        let bucket = bucket_of(started);
+        let mut d = Deltas::default();
+        if let Some(o) = &old {
+            d.run(flow, canary, o, -1);
+        }
+        d.run(flow, canary, &new, 1);
+        for a in &attempts {
+            d.attempt(a);
+        }
+        self.delta_stmts(bucket, d, Some((run_id, &new)))
+    }
+
+    fn delta_stmts(&self, bucket: i64, d: Deltas, seen: Option<(&str, &Seen)>) -> Vec<db::Stmt> {
+        let be = self.backend();
+        let b = || Arg::from(bucket);
+        let mut out = Vec::new();
+        let rows = d
+            .runs
+            .into_iter()
+            .filter(|(_, v)| v.iter().any(|x| *x != 0))
+            .map(|((f, c, s), v)| vec![b(), f.into(), c.into(), s.into(), v[0].into(), v[1].into(), v[2].into(), v[3].into()])
+            .collect();
+        out.extend(upsert(
+            be,
+            "rollup_runs",
+            &["bucket_ms", "flow", "canary", "status"],
+            &["runs", "backup_runs", "dur_n", "dur_sum"],
+            rows,
+            false,
+        ));
+        let rows = d
+            .run_errors
+            .into_iter()
+            .filter(|(_, n)| *n != 0)
+            .map(|((f, n, k), c)| vec![b(), f.into(), n.into(), k.into(), c.into()])
+            .collect();
+        out.extend(upsert(be, "rollup_run_errors", &["bucket_ms", "flow", "node", "error_kind"], &["runs"], rows, false));
+        let rows = d
+            .nodes
+            .into_iter()
+            .map(|((f, n, m), (kind, c))| {
+                let mut v = vec![b(), f.into(), n.into(), m.into(), kind.into()];
+                v.extend(c.iter().map(|x| Arg::from(*x)));
+                v
+            })
+            .collect();
+        out.extend(upsert(
+            be,
+            "rollup_nodes",
+            &["bucket_ms", "flow", "node", "model"],
+            &["kind", "attempts", "ok", "failed", "timed_out", "retries", "next_model", "dur_sum"],
+            rows,
+            false,
+        ));
+        let rows = d.node_errors.into_iter().map(|((f, n, k), c)| vec![b(), f.into(), n.into(), k.into(), c.into()]).collect();
+        out.extend(upsert(be, "rollup_node_errors", &["bucket_ms", "flow", "node", "error_kind"], &["n"], rows, false));
+        let rows = d
+            .hist
+            .into_iter()
+            .filter(|(_, n)| *n != 0)
+            .map(|((f, n, bin), c)| vec![b(), f.into(), n.into(), bin.into(), c.into()])
+            .collect();
+        out.extend(upsert(be, "rollup_hist", &["bucket_ms", "flow", "node", "bin"], &["n"], rows, false));
+        if let Some((run_id, s)) = seen {
+            let row = vec![
+                run_id.into(),
+                b(),
+                s.status.clone().into(),
+                s.duration_ms.into(),
+                s.failed_node.clone().into(),
+                s.error_kind.clone().into(),
+                (s.backup as i64).into(),
+                s.last_seq.into(),
+            ];
+            out.extend(upsert(
+                be,
+                "rollup_seen",
+                &["run_id"],
+                &["bucket_ms", "status", "duration_ms", "failed_node", "error_kind", "backup", "last_seq"],
+                vec![row],
+                true,
+            ));
+        }
+        out
+    }
+
+    /// Records finished runs and all their attempts in bulk (imports, generated histories), with
+    /// their rollups, in one transaction. Runs must be in their final state (or waiting for a human).
+    pub async fn import_finished(&self, runs: &[super::RunRecord], attempts: &[AttemptRecord]) -> anyhow::Result<()> {
+        let mut by_run: std::collections::HashMap<&str, Vec<&AttemptRecord>> = std::collections::HashMap::new();
+        for a in attempts {
+            by_run.entry(a.run_id.as_str()).or_default().push(a);
+        }
+        let mut buckets: BTreeMap<i64, Deltas> = BTreeMap::new();
+        let mut seen_rows = Vec::new();
+        for r in runs.iter().filter(|r| r.status != RunStatus::Running && r.status != RunStatus::Queued) {
+            let atts = by_run.get(r.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+            let seen = Seen {
+                status: r.status.as_str().to_owned(),
+                duration_ms: r.duration_ms,
+                failed_node: r.failed_node.clone(),
+                error_kind: r.error_kind.clone(),
+                backup: !r.canary && atts.iter().any(|a| a.action.as_deref() == Some("next_model")),
+                last_seq: atts.iter().map(|a| a.seq).max().unwrap_or(0),
+            };
+            let bucket = bucket_of(r.started_at);
+            let d = buckets.entry(bucket).or_default();
+            d.run(&r.flow, r.canary, &seen, 1);
+            if !r.canary {
+                for a in atts {
+                    d.attempt(a);
+                }
+            }
+            seen_rows.push(vec![
+                Arg::from(r.id.as_str()),
+                bucket.into(),
+                seen.status.into(),
+                seen.duration_ms.into(),
+                seen.failed_node.into(),
+                seen.error_kind.into(),
+                (seen.backup as i64).into(),
+                seen.last_seq.into(),
+            ]);
+        }
+        let mut stmts = Vec::new();
+        let run_rows: Vec<Vec<Arg>> = runs.iter().map(super::run_args).collect();
+        stmts.extend(insert_many("runs", super::RUN_COLS, run_rows));
+        stmts.extend(insert_many(
+            "node_attempts",
+            super::ATTEMPT_COLS,
+            attempts.iter().map(|a| super::attempt_stmt(a, self.backend()).1).collect(),
+        ));
+        stmts.extend(insert_many(
+            "rollup_seen",
+            "run_id, bucket_ms, status, duration_ms, failed_node, error_kind, backup, last_seq",
+            seen_rows,
+        ));
+        for (bucket, d) in buckets {
+            stmts.extend(self.delta_stmts(bucket, d, None));
+        }
+        self.write(stmts).await
+    }
+
+    /// Sums the rollups of the buckets in `[since_ms, until_ms)` (both rounded to buckets: the
+    /// start down, the end up), optionally for one flow; `hist`: also the latency histograms.
+    pub async fn rollup_window(&self, flow: Option<&str>, since_ms: i64, until_ms: i64, hist: bool) -> anyhow::Result<RollupWindow> {
+        let (since, until) = (bucket_of(since_ms), bucket_of(until_ms + BUCKET_MS - 1));
+        let (fw, mut args): (&str, Vec<Arg>) = match flow {
+            Some(f) => (" AND flow = ?", vec![since.into(), until.into(), f.into()]),
+            None => ("", vec![since.into(), until.into()]),
+        };
+        let w = format!("WHERE bucket_ms >= ? AND bucket_ms < ?{fw}");
+        let be = self.backend();
+        let sum = |c: &str| match be {
+            Backend::Sqlite => format!("SUM({c})"),
+            Backend::MySql => format!("CAST(SUM({c}) AS SIGNED)"),
+            Backend::Postgres => format!("CAST(SUM({c}) AS BIGINT)"),
+        };
+        let p = &self.pool;
+        let mut out = RollupWindow::default();
+        let sql = format!(
+            "SELECT flow, canary, status, {}, {}, {}, {} FROM rollup_runs {w} GROUP BY flow, canary, status",
+            sum("runs"),
+            sum("backup_runs"),
+            sum("dur_n"),
+            sum("dur_sum")
+        );
+        for r in p.fetch(&sql, &args, &[Ty::Str, Ty::I64, Ty::Str, Ty::I64, Ty::I64, Ty::I64, Ty::I64]).await? {
+            out.runs.push((s(&r[0]), r[1].i64() == Some(1), s(&r[2]), [n(&r[3]), n(&r[4]), n(&r[5]), n(&r[6])]));
+        }
+        let sql = format!("SELECT flow, node, error_kind, {} FROM rollup_run_errors {w} GROUP BY flow, node, error_kind", sum("runs"));
+        for r in p.fetch(&sql, &args, &[Ty::Str, Ty::Str, Ty::Str, Ty::I64]).await? {
+            out.run_errors.push((s(&r[0]), s(&r[1]), s(&r[2]), n(&r[3])));
+        }
+        let sql = format!(
+            "SELECT flow, node, model, MAX(kind), {} FROM rollup_nodes {w} GROUP BY flow, node, model",
+            ["attempts", "ok", "failed", "timed_out", "retries", "next_model", "dur_sum"].map(sum).join(", ")
+        );
+        let tys = [Ty::Str, Ty::Str, Ty::Str, Ty::Str, Ty::I64, Ty::I64, Ty::I64, Ty::I64, Ty::I64, Ty::I64, Ty::I64];
+        for r in p.fetch(&sql, &args, &tys).await? {
+            let c = [n(&r[4]), n(&r[5]), n(&r[6]), n(&r[7]), n(&r[8]), n(&r[9]), n(&r[10])];
+            out.nodes.push((s(&r[0]), s(&r[1]), s(&r[2]), s(&r[3]), c));
+        }
+        let sql = format!("SELECT flow, node, error_kind, {} FROM rollup_node_errors {w} GROUP BY flow, node, error_kind", sum("n"));
+        for r in p.fetch(&sql, &args, &[Ty::Str, Ty::Str, Ty::Str, Ty::I64]).await? {
+            out.node_errors.push((s(&r[0]), s(&r[1]), s(&r[2]), n(&r[3])));
+        }
+        if !hist {
+            return Ok(out);
+        }
+        let sql = format!("SELECT flow, node, bin, {} FROM rollup_hist {w} GROUP BY flow, node, bin", sum("n"));
+        for r in p.fetch(&sql, &std::mem::take(&mut args), &[Ty::Str, Ty::Str, Ty::I64, Ty::I64]).await? {
+            out.hist.push((s(&r[0]), s(&r[1]), n(&r[2]), n(&r[3])));
+        }
+        Ok(out)
+    }
+
+    /// Runs waiting for a human now, per flow (canaries left out).
+    pub async fn waiting_manual_counts(&self) -> anyhow::Result<BTreeMap<String, i64>> {
+        let rows = self
+            .pool
+            .fetch("SELECT flow, COUNT(*) FROM runs WHERE status = 'waiting_manual' AND canary = 0 GROUP BY flow", &[], &[Ty::Str, Ty::I64])
+            .await?;
+        Ok(rows.into_iter().map(|r| (s(&r[0]), n(&r[1]))).collect())
+    }
+
+    /// Rolls up runs recorded before the rollups existed (or written without `finish_run`): every
+    /// run in a final state or waiting for a human that `rollup_seen` does not know, `batch` at a
+    /// time. Returns how many runs it added.
+    pub async fn rollup_backfill(&self, batch: i64) -> anyhow::Result<u64> {
+        let mut total = 0;
+        loop {
+            let sql = format!(
+                "SELECT r.id, r.status, r.ended_at, r.duration_ms, r.failed_node, r.error_kind FROM runs r \
+                 LEFT JOIN rollup_seen s ON s.run_id = r.id WHERE s.run_id IS NULL AND r.status NOT IN ('queued', 'running') LIMIT {}",
+                batch.max(1)
+            );
+            let rows = self.pool.fetch(&sql, &[], &[Ty::Str, Ty::Str, Ty::I64, Ty::I64, Ty::Str, Ty::Str]).await?;
+            if rows.is_empty() {
+                return Ok(total);
+            }
+            let mut stmts = Vec::new();
+            for r in &rows {
+                let end = RunEnd {
+                    status: r[1].str().and_then(|s| s.parse().ok()),
+                    ended_at: r[2].i64().unwrap_or(0),
+                    duration_ms: r[3].i64().unwrap_or(0),
+                    failed_node: r[4].str(),
+                    error_kind: r[5].str(),
+                    ..Default::default()
+                };
+                let mut st = self.rollup_stmts(&s(&r[0]), &end, &[], None).await?;
+                if st.is_empty() {
+                    // An unknown status: mark it seen so the loop moves on.
+                    st.extend(self.delta_stmts(
+                        0,
+                        Deltas::default(),
+                        Some((&s(&r[0]), &Seen { status: "unknown".into(), ..Default::default() })),
+                    ));
+                }
+                stmts.extend(st);
+            }
+            self.write(stmts).await?;
+            total += rows.len() as u64;
+        }
+    }
+
+    /// Deletes the node attempts (and, with `runs_before_ms`, the run rows) of runs that started
+    /// before `attempts_before_ms`, `batch` runs per transaction; rollups stay. Never touches a run
+    /// that is not final (waiting for a human, running, queued) or that an open alert refers to.
+    /// Returns (runs whose attempts were pruned, run rows deleted).
+    pub async fn prune_raw(&self, attempts_before_ms: i64, runs_before_ms: Option<i64>, batch: i64) -> anyhow::Result<(u64, u64)> {
+        let keep = format!("status NOT IN ('waiting_manual', 'running', 'queued'){}", open_alert_guard());
+        let mut pruned = (0, 0);
+        // Attempts first: runs whose attempts are gone are remembered by an empty attempt list.
+        loop {
+            let sql = format!(
+                "SELECT id FROM runs WHERE started_at < ? AND {keep} AND EXISTS (SELECT 1 FROM node_attempts a WHERE a.run_id = runs.id) LIMIT {}",
+                batch.max(1)
+            );
+            let ids: Vec<String> =
+                self.pool.fetch(&sql, &[attempts_before_ms.into()], &[Ty::Str]).await?.iter().map(|r| s(&r[0])).collect();
+            if ids.is_empty() {
+                break;
+            }
+            let list = vec!["?"; ids.len()].join(", ");
+            let args: Vec<Arg> = ids.iter().map(|i| Arg::from(i.as_str())).collect();
+            self.write(vec![(Cow::Owned(format!("DELETE FROM node_attempts WHERE run_id IN ({list})")), args)]).await?;
+            pruned.0 += ids.len() as u64;
+        }
+        if let Some(before) = runs_before_ms {
+            loop {
+                let sql = format!("SELECT id FROM runs WHERE started_at < ? AND {keep} LIMIT {}", batch.max(1));
+                let ids: Vec<String> = self.pool.fetch(&sql, &[before.into()], &[Ty::Str]).await?.iter().map(|r| s(&r[0])).collect();
+                if ids.is_empty() {
+                    break;
+                }
+                let list = vec!["?"; ids.len()].join(", ");
+                let args: Vec<Arg> = ids.iter().map(|i| Arg::from(i.as_str())).collect();
+                self.write(vec![
+                    (Cow::Owned(format!("DELETE FROM node_attempts WHERE run_id IN ({list})")), args.clone()),
+                    (Cow::Owned(format!("DELETE FROM rollup_seen WHERE run_id IN ({list})")), args.clone()),
+                    (Cow::Owned(format!("DELETE FROM runs WHERE id IN ({list})")), args),
+                ])
+                .await?;
+                pruned.1 += ids.len() as u64;
+            }
+        }
+        Ok(pruned)
+    }
+
+    /// Stores a rendered report (replacing one of the same kind and period, keeping its send marks).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn save_report(
+        &self,
+        kind: &str,
+        period: &str,
+        since_ms: i64,
+        until_ms: i64,
+        now_ms: i64,
+        body: &str,
+        markdown: &str,
+    ) -> anyhow::Result<()> {
+        let row = vec![kind.into(), period.into(), since_ms.into(), until_ms.into(), now_ms.into(), body.into(), markdown.into()];
+        let stmt = upsert(
+            self.backend(),
+            "reports",
+            &["kind", "period"],
+            &["since_ms", "until_ms", "created_at", "body", "markdown"],
+            vec![row],
+            true,
+        );
+        self.write(stmt.into_iter().collect()).await
+    }
+
+    /// A stored report: (body JSON, Markdown, sent_at).
+    pub async fn load_report(&self, kind: &str, period: &str) -> anyhow::Result<Option<(String, String, Option<i64>)>> {
+        let rows = self
+            .pool
+            .fetch(
+                "SELECT body, markdown, sent_at FROM reports WHERE kind = ? AND period = ?",
+                &[kind.into(), period.into()],
+                &[Ty::Str, Ty::Str, Ty::I64],
+            )
+            .await?;
+        Ok(rows.into_iter().next().map(|r| (s(&r[0]), s(&r[1]), r[2].i64())))
+    }
+
+    /// When the report of this kind and period was sent, if it was.
+    pub async fn report_sent_at(&self, kind: &str, period: &str) -> anyhow::Result<Option<i64>> {
+        Ok(self.load_report(kind, period).await?.and_then(|r| r.2))
+    }
+
+    /// Takes the right to send a report: true for exactly one caller across processes, unless the
+    /// taker did not mark it sent within `lease_ms` (it died), when another may take it over.
+    /// The report must have been saved first.
+    pub async fn claim_report(&self, kind: &str, period: &str, now_ms: i64, lease_ms: i64) -> anyhow::Result<bool> {
+        let n = self
+            .pool
+            .exec(
+                "UPDATE reports SET claimed_at = ? WHERE kind = ? AND period = ? AND sent_at IS NULL AND (claimed_at IS NULL OR claimed_at < ?)",
+                &[now_ms.into(), kind.into(), period.into(), (now_ms - lease_ms).into()],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub async fn mark_report_sent(&self, kind: &str, period: &str, now_ms: i64) -> anyhow::Result<()> {
+        self.write(vec![(
+            Cow::Borrowed("UPDATE reports SET sent_at = ? WHERE kind = ? AND period = ?"),
+            vec![now_ms.into(), kind.into(), period.into()],
+        )])
+        .await
+    }
+}
+
+/// Multi-row INSERTs of at most ~30,000 values each (under every backend's placeholder limit).
+fn insert_many(table: &str, cols: &str, rows: Vec<Vec<Arg>>) -> Vec<db::Stmt> {
+    let width = cols.split(',').count();
+    let one = format!("({})", vec!["?"; width].join(", "));
+    rows.chunks((30_000 / width).max(1))
+        .map(|chunk| {
+            let sql = format!("INSERT INTO {table} ({cols}) VALUES {}", vec![one.as_str(); chunk.len()].join(", "));
+            (Cow::Owned(sql), chunk.iter().flatten().cloned().collect())
+        })
+        .collect()
+}
+
+/// HOOK(alerts): once the alerts table exists (issue 5), return
+/// `" AND NOT EXISTS (SELECT 1 FROM alerts al WHERE al.run_id = runs.id AND al.state <> 'resolved')"`
+/// (with that table's real column names) so retention never prunes a run an open alert refers to.
+fn open_alert_guard() -> &'static str {
+    ""
+}
+
+fn s(v: &Val) -> String {
+    v.str().unwrap_or_default()
+}
+
+fn n(v: &Val) -> i64 {
+    v.i64().unwrap_or(0)
+}
+
+fn rollup_attempt(v: Vec<Val>) -> AttemptRecord {
+    AttemptRecord {
+        run_id: s(&v[0]),
+        flow: s(&v[1]),
+        node_id: s(&v[2]),
+        kind: s(&v[3]),
+        seq: n(&v[4]),
+        attempt: 0,
+        iteration: None,
+        status: v[5].str().and_then(|x| x.parse().ok()).unwrap_or(AttemptStatus::Failed),
+        started_at: 0,
+        ended_at: 0,
+        duration_ms: n(&v[6]),
+        input_bytes: 0,
+        output_bytes: 0,
+        input: None,
+        output: None,
+        retried: n(&v[7]) != 0,
+        action: v[8].str(),
+        error_kind: v[9].str(),
+        error_message: None,
+        model: v[10].str(),
+        tokens_in: None,
+        tokens_out: None,
+        http_status: None,
+    }
+}
