@@ -78,7 +78,10 @@ pub async fn run(
     let app = App::load(config)?;
     let flow = app.flow(flow)?;
     let inputs = parse_inputs(pairs, input_json)?;
-    let mut engine = app.engine(clock).await?;
+    let mut engine = app.engine(clock.clone()).await?;
+    let alerter = crate::alert::Alerter::new(&app.config, engine.store.clone(), clock)?;
+    crate::alert::install(&alerter);
+    engine = engine.with_observer(alerter.observer());
     if format == Format::Table {
         let live = std::io::stdout().is_terminal();
         engine = engine.with_observer(Arc::new(move |e: &Event| progress(e, live)));
@@ -88,6 +91,10 @@ pub async fn run(
         let _ = tokio::signal::ctrl_c().await;
     };
     let outcome = engine.run_until(req, ctrl_c).await?;
+    // Deliver this run's alert now, within a bound; what is left stays in the outbox.
+    if let Err(e) = alerter.drain(alerter.drain_budget()).await {
+        eprintln!("warning: alert delivery: {}", alerter.redactor().redact(&format!("{e:#}")));
+    }
     engine.store.close().await;
     match format {
         Format::Json => table::json(&json!({

@@ -31,11 +31,15 @@ pub struct Config {
     pub models: BTreeMap<String, ModelConfig>,
     #[serde(default)]
     pub endpoints: BTreeMap<String, EndpointConfig>,
-    /// Alert channels (filled by the alerting part).
+    /// Alert channels by name (see `alert::config`).
     #[serde(default)]
-    pub channels: BTreeMap<String, Json>,
+    pub channels: BTreeMap<String, crate::alert::config::ChannelConfig>,
+    /// Alert routing rules, first match wins unless `continue`.
     #[serde(default)]
-    pub routes: Vec<Json>,
+    pub routes: Vec<crate::alert::config::RouteConfig>,
+    /// Grouping windows and delivery settings for alerts.
+    #[serde(default)]
+    pub alerting: crate::alert::config::AlertingConfig,
     #[serde(default)]
     pub reports: Json,
     /// The directory of the config file; paths in it are relative to this.
@@ -232,6 +236,10 @@ impl Config {
                     }
                 }
             }
+        }
+        for (path, m) in crate::alert::config::check(&self.channels, &self.routes, &self.alerting) {
+            let segs: Vec<&str> = path.iter().map(String::as_str).filter(|s| !s.starts_with('[')).collect();
+            diags.push(file, at(&segs), path.join(".").replace(".[", "["), m);
         }
         for (name, e) in &self.endpoints {
             if e.base_url.is_none() && e.simulate.is_none() {

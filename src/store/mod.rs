@@ -6,8 +6,10 @@
 //! the database goes away the writer retries with backoff for `write_patience`, then fails the
 //! writes, and the engine fails the run with kind `internal`.
 
+mod alerts;
 mod db;
 
+pub use alerts::{AlertFilter, AlertRecord, AlertTx, DeliveryRecord, GroupRecord, NotificationRecord, SilenceRecord};
 pub use db::{Arg, Backend, Pool, Stmt, Ty, Val};
 
 use crate::vocab::{AttemptStatus, RunStatus};
@@ -30,7 +32,7 @@ macro_rules! migration {
     };
 }
 
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[migration!(1, "v1")];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[migration!(1, "v1"), migration!(3, "v3")];
 
 /// One run, as stored.
 #[derive(Debug, Clone, Serialize, PartialEq)]
