@@ -217,6 +217,7 @@ mod tests {
     use super::*;
 
     fn ch(format: &str, secret: Option<&str>) -> Feishu {
+        crate::init_tls();
         Feishu {
             webhook: "http://x/hook/t".into(),
             secret: secret.map(str::to_owned),
