@@ -1,7 +1,11 @@
 //! Shared test helpers: the built binary, throwaway projects, and fake servers that speak the
 //! real protocols of services we cannot reach.
 
+pub mod fake_bots;
+pub mod fake_feishu;
 pub mod fake_openai;
+pub mod fake_sms;
+pub mod fake_smtp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
