@@ -368,7 +368,11 @@ async fn sms_through_aliyun_and_tencent_with_signatures_the_fakes_verify() {
     let ali = sms.aliyun();
     assert_eq!(ali[0]["TemplateParam"], r#"{"flow":"douyin","step":"publish"}"#);
     let tc = sms.tencent();
-    assert_eq!(tc[0]["TemplateParamSet"], serde_json::json!(["douyin", "publish", "auth_expired"]), "values in the order of their names (flow, node, reason)");
+    assert_eq!(
+        tc[0]["TemplateParamSet"],
+        serde_json::json!(["douyin", "publish", "auth_expired"]),
+        "values in the order of their names (flow, node, reason)"
+    );
     let dead = &r.store.list_notifications(Some("dead"), 1).await.unwrap()[0];
     assert!(dead.last_error.as_deref().unwrap().contains("SignatureDoesNotMatch"), "{dead:?}");
     assert!(!serde_json::to_string(dead).unwrap().contains("wrong-secret-000"), "the secret is masked");
@@ -417,7 +421,9 @@ async fn routes_first_match_wins_unless_continue_and_low_is_recorded_only() {
     assert_eq!(bots.wecom().len(), 1);
     assert_eq!(r.store.list_alerts(&AlertFilter::default()).await.unwrap().len(), 3, "low is recorded");
 
-    let yaml2 = format!("{yaml}routes:\n  - match: {{ error_kind: [auth_expired] }}\n    channels: [ops]\n    continue: true\n  - match: {{ flow: [a] }}\n    channels: [team]\n  - channels: [ops]\n");
+    let yaml2 = format!(
+        "{yaml}routes:\n  - match: {{ error_kind: [auth_expired] }}\n    channels: [ops]\n    continue: true\n  - match: {{ flow: [a] }}\n    channels: [team]\n  - channels: [ops]\n"
+    );
     let r2 = rig(&yaml2, &[]).await;
     let both = r2.alerter.raise(input("a", "n", "auth_expired", Severity::High)).await.unwrap();
     assert_eq!(both.notifications.len(), 2, "continue goes on to the next match");
@@ -443,10 +449,13 @@ fn flowguard_run_delivers_its_alert_and_a_later_run_delivers_what_was_left() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let fake = rt.block_on(FakeFeishu::start());
     let p = Project::with_config(&format!(
-        "storage:\n  url: sqlite://fg.db\nendpoints:\n  dead:\n    base_url: http://127.0.0.1:1\nchannels:\n  ops:\n    type: feishu\n    webhook: \"{}\"\n    secret: ${{FEISHU_SECRET}}\n    keyword: 告警\nalerting:\n  drain: 3s\n",
+        "storage:\n  url: sqlite://fg.db\nendpoints:\n  dead:\n    base_url: http://127.0.0.1:1\nchannels:\n  ops:\n    type: feishu\n    webhook: \"{}\"\n    secret: ${{FEISHU_SECRET}}\n    keyword: 告警\nalerting:\n  group_interval: 0s\n  drain: 1s\n  backoff: 100ms\n  max_backoff: 200ms\n  max_attempts: 50\n",
         fake.url
     ));
-    p.write("flows/broken.yaml", "name: broken\nnodes:\n  - id: publish\n    kind: http\n    endpoint: dead\n    path: /publish\n    retry: { policy: none }\n");
+    p.write(
+        "flows/broken.yaml",
+        "name: broken\nnodes:\n  - id: publish\n    kind: http\n    endpoint: dead\n    path: /publish\n    retry: { policy: none }\n",
+    );
     p.write("flows/fine.yaml", "name: fine\nnodes:\n  - id: hello\n    kind: template\n    text: hi\n");
     let run = |flow: &str| {
         crate::support::bin().current_dir(p.path()).env("FEISHU_SECRET", fake_feishu::SECRET).args(["run", flow]).output().unwrap()

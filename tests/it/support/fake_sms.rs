@@ -65,8 +65,10 @@ async fn aliyun(State(s): State<Arc<Inner>>, RawQuery(q): RawQuery) -> Response 
     let given = params.remove("Signature").unwrap_or_default();
     let request_id = "0A1B2C3D-FAKE";
     if params.get("AccessKeyId").map(String::as_str) != Some(ALI_KEY_ID) {
-        return axum::Json(json!({"RequestId": request_id, "Code": "InvalidAccessKeyId.NotFound", "Message": "Specified access key is not found."}))
-            .into_response();
+        return axum::Json(
+            json!({"RequestId": request_id, "Code": "InvalidAccessKeyId.NotFound", "Message": "Specified access key is not found."}),
+        )
+        .into_response();
     }
     let canonical = params.iter().map(|(k, v)| format!("{}={}", pct(k), pct(v))).collect::<Vec<_>>().join("&");
     let to_sign = format!("GET&%2F&{}", pct(&canonical));
@@ -104,7 +106,9 @@ async fn tencent(State(s): State<Arc<Inner>>, headers: HeaderMap, body: String) 
     };
     let auth = h("authorization");
     let ts = h("x-tc-timestamp");
-    let Some(rest) = auth.strip_prefix("TC3-HMAC-SHA256 Credential=") else { return fail("AuthFailure.SignatureFailure", "bad Authorization") };
+    let Some(rest) = auth.strip_prefix("TC3-HMAC-SHA256 Credential=") else {
+        return fail("AuthFailure.SignatureFailure", "bad Authorization");
+    };
     let cred = rest.split(',').next().unwrap_or("");
     let parts: Vec<&str> = cred.split('/').collect();
     if parts.len() != 4 || parts[0] != TC_ID {
@@ -121,7 +125,10 @@ async fn tencent(State(s): State<Arc<Inner>>, headers: HeaderMap, body: String) 
     let k = hmac256(&hmac256(&hmac256(format!("TC3{TC_KEY}").as_bytes(), date.as_bytes()), b"sms"), b"tc3_request");
     let want = hex(&hmac256(&k, to_sign.as_bytes()));
     if !auth.ends_with(&format!("Signature={want}")) || h("x-tc-action") != "SendSms" {
-        return fail("AuthFailure.SignatureFailure", "The provided credentials could not be validated. Please check your signature is correct.");
+        return fail(
+            "AuthFailure.SignatureFailure",
+            "The provided credentials could not be validated. Please check your signature is correct.",
+        );
     }
     let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let phones: Vec<String> = v["PhoneNumberSet"].as_array().into_iter().flatten().filter_map(|p| p.as_str().map(str::to_owned)).collect();
