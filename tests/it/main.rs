@@ -4,4 +4,5 @@
 mod support;
 
 mod alert;
+mod alert_secrets;
 mod cli;
