@@ -6,3 +6,4 @@ mod support;
 mod alert;
 mod alert_secrets;
 mod cli;
+mod alert_bench;
