@@ -252,6 +252,8 @@ struct Inner {
     lock: tokio::sync::Mutex<()>,
     wake: Notify,
     jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    /// Silences in force, re-read at most once a second (another process may add one).
+    silences: Mutex<(i64, Vec<SilenceRecord>)>,
 }
 
 /// The alerting pipeline of one process. Cheap to clone.
@@ -302,6 +304,7 @@ impl Alerter {
                 lock: tokio::sync::Mutex::new(()),
                 wake: Notify::new(),
                 jobs: Mutex::new(None),
+                silences: Mutex::new((i64::MIN, Vec::new())),
             }),
         })
     }
@@ -388,6 +391,18 @@ impl Alerter {
         }
     }
 
+    async fn active_silences(&self, now: i64) -> anyhow::Result<Vec<SilenceRecord>> {
+        {
+            let c = self.inner.silences.lock().expect("silences");
+            if now >= c.0 && now.saturating_sub(c.0) < 1_000 {
+                return Ok(c.1.iter().filter(|s| s.ends_at > now).cloned().collect());
+            }
+        }
+        let fresh = self.inner.store.silences(now, false).await?;
+        *self.inner.silences.lock().expect("silences") = (now, fresh.clone());
+        Ok(fresh)
+    }
+
     fn silenced(&self, silences: &[SilenceRecord], labels: &BTreeMap<String, String>) -> bool {
         silences.iter().any(|s| {
             let m: BTreeMap<String, String> = serde_json::from_str(&s.matchers).unwrap_or_default();
@@ -462,7 +477,7 @@ impl Alerter {
         let now = self.now();
         let labels = input.all_labels();
         let fp = fingerprint(&input.flow, &input.node, &input.error_kind);
-        let silences = store.silences(now, false).await?;
+        let silences = self.active_silences(now).await?;
         let silenced = self.silenced(&silences, &labels);
         let message = self.inner.redactor.redact(&input.message);
         let mut tx = store.alert_tx();
