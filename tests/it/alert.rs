@@ -40,7 +40,20 @@ async fn rig(yaml: &str, env: &[(&str, &str)]) -> Rig {
 
 async fn rig_in(dir: tempfile::TempDir, yaml: &str, env: &[(&str, &str)]) -> Rig {
     let cfg = config(yaml, env);
-    let url = format!("sqlite://{}", dir.path().join("fg.db").display());
+    let url = match std::env::var("FLOWGUARD_ALERT_TEST_ADMIN_URL") {
+        // Manual check on MariaDB/PostgreSQL: a database per test, named after the temp dir.
+        Ok(admin) => {
+            let name = format!(
+                "fg_{}",
+                dir.path().file_name().unwrap().to_string_lossy().to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "")
+            );
+            let pool = flowguard::store::Pool::connect(&admin, 1).await.unwrap();
+            let _ = pool.exec(&format!("CREATE DATABASE {name}"), &[]).await;
+            pool.close().await;
+            format!("{admin}/{name}")
+        }
+        Err(_) => format!("sqlite://{}", dir.path().join("fg.db").display()),
+    };
     let store = Store::open(&url, 4, Duration::from_secs(5)).await.unwrap();
     let clock = TestClock::new(T0);
     let shared: SharedClock = Arc::new(clock.clone());

@@ -97,9 +97,16 @@ async fn alert_bench() {
     let alerts = store.list_alerts(&Default::default()).await.unwrap();
     let occurrences: i64 = alerts.iter().filter(|a| !a.flow.starts_with("latency")).map(|a| a.count).sum();
     let created: i64 = counts.values().sum();
-    let accounted = counts.get("sent").copied().unwrap_or(0) + counts.get("pending").copied().unwrap_or(0) + counts.get("dead").copied().unwrap_or(0);
+    let accounted =
+        counts.get("sent").copied().unwrap_or(0) + counts.get("pending").copied().unwrap_or(0) + counts.get("dead").copied().unwrap_or(0);
     let groups_waiting = store.next_group_due().await.unwrap().is_some();
-    println!("alert_bench latency_first_message_ms median={:.2} min={:.2} max={:.2} samples={}", ms(median), ms(lat[0]), ms(*lat.last().unwrap()), lat.len());
+    println!(
+        "alert_bench latency_first_message_ms median={:.2} min={:.2} max={:.2} samples={}",
+        ms(median),
+        ms(lat[0]),
+        ms(*lat.last().unwrap()),
+        lat.len()
+    );
     println!("alert_bench storm raised={n} feed_s={:.2} raise_per_s={:.0}", fed.as_secs_f64(), n as f64 / fed.as_secs_f64());
     println!(
         "alert_bench storm messages_sent_in_60s={} first_message_after_ms={:.2} peak_per_1s={} peak_per_60s={} fake_rejections={}",

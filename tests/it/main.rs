@@ -4,6 +4,6 @@
 mod support;
 
 mod alert;
+mod alert_bench;
 mod alert_secrets;
 mod cli;
-mod alert_bench;
