@@ -551,7 +551,7 @@ impl Alerter {
                     };
                     if due <= now {
                         // Due now: one message with this group's firing alerts (this one included).
-                        let mut members = store.group_alerts(&key, &["firing"]).await?;
+                        let mut members = if exists { store.group_alerts(&key, &["firing"]).await? } else { Vec::new() };
                         members.retain(|m| m.id != alert.id);
                         members.push(alert.clone());
                         let msg = self.inner.renderer.render(&Subject {

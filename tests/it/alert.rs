@@ -497,3 +497,83 @@ fn flowguard_run_delivers_its_alert_and_a_later_run_delivers_what_was_left() {
     assert_eq!(fake.messages().len(), 2, "the next process delivered the pending alert");
     drop(rt);
 }
+
+fn outcome(flow: &str, status: flowguard::vocab::RunStatus, kind: Option<flowguard::vocab::ErrorKind>) -> flowguard::engine::RunOutcome {
+    flowguard::engine::RunOutcome {
+        run_id: uuid::Uuid::now_v7().to_string(),
+        flow: flow.into(),
+        status,
+        duration_ms: 10,
+        failed_node: kind.map(|_| "publish".to_string()),
+        error_kind: kind,
+        error_message: kind.map(|k| format!("{k} happened")),
+        outputs: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn the_engine_observer_alerts_on_final_outcomes_and_latency_not_on_recovered_runs() {
+    use flowguard::engine::Event;
+    use flowguard::vocab::{ErrorKind, RunStatus};
+    let fake = FakeFeishu::start().await;
+    let r = rig(&feishu_yaml(&fake.url, "routes:\n  - channels: [ops]\n"), &[("FEISHU_SECRET", fake_feishu::SECRET)]).await;
+    let obs = r.alerter.observer();
+    obs(&Event::RunFinished(outcome("f", RunStatus::Recovered, None)));
+    obs(&Event::RunFinished(outcome("g", RunStatus::TimedOut, Some(ErrorKind::FlowTimeout))));
+    obs(&Event::LatencyWarning { run_id: "r1".into(), flow: "h".into(), threshold_ms: 90_000 });
+    r.alerter.settle().await;
+    let alerts = r.store.list_alerts(&AlertFilter::default()).await.unwrap();
+    let mut kinds: Vec<(String, String)> = alerts.iter().map(|a| (a.flow.clone(), a.error_kind.clone())).collect();
+    kinds.sort();
+    assert_eq!(kinds, [("g".to_string(), "flow_timeout".to_string()), ("h".to_string(), "latency_warning".to_string())]);
+    r.alerter.step().await.unwrap();
+    let texts: Vec<String> = fake.messages().iter().map(|m| m.to_string()).collect();
+    assert!(texts.iter().any(|t| t.contains("流程超时")), "{texts:?}");
+    assert!(texts.iter().any(|t| t.contains("流程延迟预警") && t.contains("90")), "{texts:?}");
+    // g succeeds again: resolved.
+    obs(&Event::RunFinished(outcome("g", RunStatus::Succeeded, None)));
+    r.alerter.settle().await;
+    r.alerter.step().await.unwrap();
+    assert!(fake.messages().last().unwrap().to_string().contains("[恢复]"));
+}
+
+#[test]
+fn a_notify_node_sends_through_the_outbox_and_the_cli_acks_and_silences() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeFeishu::start_with(None, Some("告警")));
+    let p = Project::with_config(&format!(
+        "storage:\n  url: sqlite://fg.db\nendpoints:\n  dead:\n    base_url: http://127.0.0.1:1\nchannels:\n  ops:\n    type: feishu\n    webhook: \"{}\"\n    format: post\nroutes:\n  - channels: [ops]\n",
+        fake.url
+    ));
+    p.write("flows/tell.yaml", "name: tell\ninputs:\n  who: ops\nnodes:\n  - id: say\n    kind: notify\n    channel: ops\n    title: \"[告警] 手动通知\"\n    text: \"hello {{ input.who }}\"\n");
+    let o = p.run(&["run", "tell"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let m = fake.messages();
+    assert_eq!(m.len(), 1, "{:?}", fake.rejected());
+    assert_eq!(m[0]["msg_type"], "post");
+    assert!(m[0].to_string().contains("hello ops"), "{}", m[0]);
+
+    p.write(
+        "flows/broken.yaml",
+        "name: broken\nnodes:\n  - id: publish\n    kind: http\n    endpoint: dead\n    path: /x\n    retry: { policy: none }\n",
+    );
+    let o = p.run(&["silences", "add", "--match", "flow=broken", "--for", "1h", "--comment", "maintenance"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = p.run(&["run", "broken"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(fake.messages().len(), 1, "silenced");
+    let list = p.json(&["silences", "list"]);
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(p.run(&["silences", "expire", &id[..8]]).status.code(), Some(0));
+    let o = p.run(&["run", "broken"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(fake.messages().len(), 2, "pages again once the silence is expired");
+    let alerts = p.json(&["alerts", "list"]);
+    let fp = alerts.as_array().unwrap().iter().find(|a| a["flow"] == "broken").unwrap()["fingerprint"].as_str().unwrap().to_string();
+    let o = p.run(&["alerts", "ack", &fp, "--by", "alice"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let alerts = p.json(&["alerts", "list"]);
+    assert_eq!(alerts.as_array().unwrap().iter().find(|a| a["flow"] == "broken").unwrap()["acked_by"], "alice");
+    assert_eq!(p.run(&["alerts", "ack", "nope-nope"]).status.code(), Some(2));
+    drop(rt);
+}
