@@ -577,3 +577,42 @@ fn a_notify_node_sends_through_the_outbox_and_the_cli_acks_and_silences() {
     assert_eq!(p.run(&["alerts", "ack", "nope-nope"]).status.code(), Some(2));
     drop(rt);
 }
+
+#[tokio::test]
+async fn group_wait_collects_a_burst_and_repeat_interval_reminds_until_acknowledged() {
+    let fake = FakeFeishu::start().await;
+    let extra = "routes:\n  - channels: [ops]\n    group_wait: 30s\n    group_interval: 5m\n    repeat_interval: 1h\n";
+    let r = rig(&feishu_yaml(&fake.url, extra), &[("FEISHU_SECRET", fake_feishu::SECRET)]).await;
+    let first = r.alerter.raise(input("douyin", "publish", "publish_failed", Severity::Medium)).await.unwrap();
+    assert!(first.notifications.is_empty(), "group_wait holds the first message");
+    r.clock.advance(Duration::from_secs(10));
+    r.alerter.raise(input("douyin", "script", "timeout", Severity::Medium)).await.unwrap();
+    r.alerter.step().await.unwrap();
+    assert!(fake.messages().is_empty());
+    r.clock.advance(Duration::from_secs(20));
+    r.alerter.step().await.unwrap();
+    r.alerter.step().await.unwrap();
+    let msgs = fake.messages();
+    assert_eq!(msgs.len(), 1, "one message for the burst");
+    assert!(card_text(&msgs[0]).contains("publish") && card_text(&msgs[0]).contains("script"));
+    // Nothing new: a reminder after repeat_interval, not before.
+    r.clock.advance(Duration::from_secs(3599));
+    r.alerter.step().await.unwrap();
+    assert_eq!(fake.messages().len(), 1);
+    r.clock.advance(Duration::from_secs(1));
+    r.alerter.step().await.unwrap();
+    r.alerter.step().await.unwrap();
+    assert_eq!(fake.messages().len(), 2, "reminder");
+    // Acknowledged alerts are not repeated.
+    r.alerter.ack(&first.alert_id, "bob").await.unwrap();
+    let other = fingerprint_of("douyin", "script", "timeout");
+    r.alerter.ack(&other, "bob").await.unwrap();
+    r.clock.advance(Duration::from_secs(3600));
+    r.alerter.step().await.unwrap();
+    r.alerter.step().await.unwrap();
+    assert_eq!(fake.messages().len(), 2, "no reminder once acknowledged");
+}
+
+fn fingerprint_of(flow: &str, node: &str, kind: &str) -> String {
+    flowguard::alert::fingerprint(flow, node, kind)
+}
