@@ -116,6 +116,9 @@ pub fn from_tree<T: DeserializeOwned>(tree: &Node, file: &Path, prefix: &[PathSe
         // serde names an unknown field in the message, not in the path.
         let mut message = inner.clone();
         if let Some(field) = inner.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+            if path.last() == Some(&PathSeg::Key(field.to_owned())) {
+                path.pop();
+            }
             let parent = tree.locate(&path);
             let pos = parent.key_pos(field).unwrap_or(parent.pos);
             let expected = inner.split("expected one of ").nth(1).unwrap_or("");
@@ -199,7 +202,8 @@ pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Dia
     let nodes_tree = tree.get("nodes");
     let mut builder = template::TemplateBuilder::new();
     let mut specs: Vec<NodeSpec> = Vec::new();
-    let mut refs: Vec<(usize, Vec<String>, Pos)> = Vec::new();
+    // (node index, [(field, position, variable read)])
+    let mut refs: Vec<(usize, Vec<(String, Pos, String)>)> = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
     let base_dir = file.parent().unwrap_or(Path::new("."));
 
@@ -273,6 +277,7 @@ pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Dia
             Some(spec) => spec.build().map_err(|m| diags.push(file, pos_of("retry"), field_of("retry"), m)).ok(),
             None => None,
         };
+        builder.field = "foreach".into();
         let foreach = match &common.foreach {
             Some(s) => builder.string(s).map_err(|m| diags.push(file, pos_of("foreach"), field_of("foreach"), m)).ok(),
             None => None,
@@ -280,7 +285,8 @@ pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Dia
         if common.idempotent && !common.side_effect {
             diags.push(file, pos_of("idempotent"), field_of("idempotent"), "`idempotent` only applies to a node with `side_effect: true`");
         }
-        refs.push((i, builder.references_since(mark), node_tree.pos));
+        let located = builder.references_since(mark).into_iter().map(|(f, v)| (field_of(&f), pos_of(&f), v)).collect::<Vec<_>>();
+        refs.push((i, located));
         let _ = common.description;
         if let Some(node) = node {
             specs.push(NodeSpec {
@@ -305,18 +311,18 @@ pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Dia
     // References between nodes: templates may read only earlier nodes; jumps go forward only.
     let order: HashMap<&str, usize> =
         top.nodes.iter().enumerate().filter_map(|(i, n)| n.get("id").and_then(|v| v.as_str()).map(|id| (id, i))).collect();
-    for (i, vars, pos) in &refs {
-        for var in vars {
+    for (i, vars) in &refs {
+        for (field, pos, var) in vars {
+            let (field, pos) = (field.clone(), *pos);
             let mut parts = var.split('.');
             let root = parts.next().unwrap_or("");
-            let field = format!("nodes[{i}]");
             if !template::ROOTS.contains(&root)
                 && !["range", "dict", "namespace", "debug", "loop", "self", "true", "false", "none"].contains(&root)
             {
                 let hint = suggest(root, template::ROOTS.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
                 diags.push(
                     file,
-                    *pos,
+                    pos,
                     field,
                     format!("template uses unknown variable `{root}`{hint}; available: {}", template::ROOTS.join(", ")),
                 );
@@ -329,10 +335,10 @@ pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Dia
             match order.get(target) {
                 None => {
                     let hint = suggest(target, order.keys().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
-                    diags.push(file, *pos, field, format!("template refers to unknown node `{target}`{hint}"));
+                    diags.push(file, pos, field, format!("template refers to unknown node `{target}`{hint}"));
                 }
                 Some(j) if j >= i => {
-                    diags.push(file, *pos, field, format!("template refers to node `{target}`, which does not run before this one"))
+                    diags.push(file, pos, field, format!("template refers to node `{target}`, which does not run before this one"))
                 }
                 _ => {}
             }

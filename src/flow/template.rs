@@ -34,8 +34,10 @@ pub enum JsonTmpl {
 pub struct TemplateBuilder {
     env: Environment<'static>,
     next: usize,
-    /// (template name, references to `nodes.X`) for validation.
+    /// (field the template came from, variables it reads) for validation.
     pub references: Vec<(String, Vec<String>)>,
+    /// The field templates compiled now belong to (set by the node builder).
+    pub field: String,
     pub errors: Vec<String>,
 }
 
@@ -54,7 +56,7 @@ fn new_env() -> Environment<'static> {
 
 impl TemplateBuilder {
     pub fn new() -> Self {
-        TemplateBuilder { env: new_env(), next: 0, references: Vec::new(), errors: Vec::new() }
+        TemplateBuilder { env: new_env(), next: 0, references: Vec::new(), field: String::new(), errors: Vec::new() }
     }
 
     /// Compiles `src`; on a syntax error returns the message (and records nothing).
@@ -78,7 +80,7 @@ impl TemplateBuilder {
         self.env.add_template_owned(name.clone(), body).map_err(|e| describe(&e))?;
         let tmpl = self.env.get_template(&name).map_err(|e| describe(&e))?;
         let refs = tmpl.undeclared_variables(true).into_iter().collect::<Vec<_>>();
-        self.references.push((name.clone(), refs));
+        self.references.push((self.field.clone(), refs));
         Ok(if wrap { Tmpl::Expr(name) } else { Tmpl::Text(name) })
     }
 
@@ -97,9 +99,9 @@ impl TemplateBuilder {
         })
     }
 
-    /// Every variable a template refers to that was compiled since `mark` (see [`Self::mark`]).
-    pub fn references_since(&self, mark: usize) -> Vec<String> {
-        self.references.iter().skip(mark).flat_map(|(_, r)| r.iter().cloned()).collect()
+    /// Every (field, variable) a template compiled since `mark` reads (see [`Self::mark`]).
+    pub fn references_since(&self, mark: usize) -> Vec<(String, String)> {
+        self.references.iter().skip(mark).flat_map(|(f, r)| r.iter().map(move |v| (f.clone(), v.clone()))).collect()
     }
 
     pub fn mark(&self) -> usize {
@@ -222,7 +224,7 @@ mod tests {
         let text = b.string("Topic: {{ input.topic }}!").unwrap();
         let cond = b.condition("nodes.kb.topics | length > 1").unwrap();
         let refs = b.references_since(0);
-        assert!(refs.iter().any(|r| r.starts_with("nodes.kb")), "{refs:?}");
+        assert!(refs.iter().any(|(_, r)| r.starts_with("nodes.kb")), "{refs:?}");
         let t = b.finish();
         let mut scope = Scope { input: to_value(&serde_json::json!({"topic": "猫"})), ..Default::default() };
         scope.nodes.insert("kb".into(), to_value(&serde_json::json!({"topics": ["a", "b"]})));

@@ -109,7 +109,8 @@ pub enum PathSeg {
 
 /// Parses YAML text. The error is serde-saphyr's, which names the line and column and shows a snippet.
 pub fn parse(text: &str) -> Result<Node, String> {
-    let opts = serde_saphyr::options! { budget: serde_saphyr::budget! { max_depth: 64, max_nodes: 200_000 } };
+    // YAML 1.2 booleans only: `n`, `no`, `on` stay strings (a key `n:` is not `false`).
+    let opts = serde_saphyr::options! { strict_booleans: true };
     serde_saphyr::from_str_with_options::<Spanned<Yaml>>(text, opts).map(spanned_node).map_err(|e| e.to_string())
 }
 
@@ -186,6 +187,12 @@ mod tests {
         assert_eq!((first.pos.line, first.pos.col), (4, 11));
         assert!(matches!(nodes.value, Yaml::Seq(_)));
         assert_eq!(doc.to_json()["nodes"][0]["id"], "x");
+    }
+
+    #[test]
+    fn yaml_1_1_booleans_stay_strings() {
+        let doc = parse("n: no\nyes: on\nt: true\n").unwrap().to_json();
+        assert_eq!(doc, serde_json::json!({"n": "no", "yes": "on", "t": true}));
     }
 
     #[test]

@@ -37,10 +37,7 @@ struct Condition {
 
 pub fn build(raw: Raw<'_>, cx: &mut BuildCx<'_>) -> Result<Arc<dyn NodeKind>, Diagnostic> {
     let p: Params = raw.parse()?;
-    let cond = cx.templates.condition(&p.cond).unwrap_or_else(|m| {
-        cx.error("if", m);
-        Tmpl::Plain(String::new())
-    });
+    let cond = cx.condition("if", &p.cond);
     if p.then.is_none() && p.otherwise.is_none() {
         cx.error("if", "a condition needs `then`, `else` or both");
     }

@@ -182,12 +182,21 @@ pub struct BuildCx<'a> {
 
 impl BuildCx<'_> {
     pub fn string(&mut self, field: &str, src: &str) -> Tmpl {
+        self.templates.field = field.to_owned();
         self.templates.string(src).unwrap_or_else(|m| {
             self.errors.push((field.into(), m));
             Tmpl::Plain(String::new())
         })
     }
+    pub fn condition(&mut self, field: &str, expr: &str) -> Tmpl {
+        self.templates.field = field.to_owned();
+        self.templates.condition(expr).unwrap_or_else(|m| {
+            self.errors.push((field.into(), m));
+            Tmpl::Plain(String::new())
+        })
+    }
     pub fn json(&mut self, field: &str, v: &Json) -> JsonTmpl {
+        self.templates.field = field.to_owned();
         self.templates.json(v).unwrap_or_else(|m| {
             self.errors.push((field.into(), m));
             JsonTmpl::Leaf(Json::Null)

@@ -1,6 +1,17 @@
-//! The binary as a user runs it: every command and its exit code.
+//! The binary as a user runs it: every command, its output and its exit code.
 
-use crate::support::{Project, stderr, stdout};
+use crate::support::{Project, bin, run_in, stderr, stdout};
+use std::time::{Duration, Instant};
+
+const QUICK_CONFIG: &str = "models:\n  m:\n    provider: simulated\n    simulate: { latency: 5ms }\n";
+
+fn quick_project(flow: &str) -> Project {
+    let p = Project::with_config(QUICK_CONFIG);
+    p.write("flows/f.yaml", flow);
+    p
+}
+
+const OK_FLOW: &str = "name: f\ninputs: { topic: 露营 }\nnodes:\n  - id: s\n    kind: llm\n    model: m\n    prompt: 'Topic: {{ input.topic }}'\n    json: true\n  - id: t\n    kind: template\n    text: '{{ nodes.s.title }}'\n";
 
 #[test]
 fn init_writes_a_project_that_checks_and_runs() {
@@ -10,4 +21,189 @@ fn init_writes_a_project_that_checks_and_runs() {
     assert!(stdout(&o).contains("douyin_script"));
     let again = p.run(&["init", "."]);
     assert_eq!(again.status.code(), Some(2), "init must not overwrite: {}", stderr(&again));
+}
+
+#[test]
+fn run_prints_progress_and_exits_0_then_runs_show_and_stats_read_it_back() {
+    let p = quick_project(OK_FLOW);
+    let o = p.run(&["run", "f", "--input", "topic=海边"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("✓ s") && out.contains("✓ t") && out.contains("succeeded"), "{out}");
+
+    let runs = p.json(&["runs"]);
+    let run = &runs.as_array().unwrap()[0];
+    assert_eq!((run["flow"].as_str(), run["status"].as_str(), run["trigger"].as_str()), (Some("f"), Some("succeeded"), Some("cli")));
+    assert!(run["inputs"].as_str().unwrap().contains("海边"));
+    let id = run["id"].as_str().unwrap();
+
+    let shown = p.json(&["show", &id[..20]]);
+    let attempts = shown["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0]["model"], "simulated:m");
+    assert!(attempts[1]["output"].as_str().unwrap().contains("海边"));
+    let table = p.run(&["show", id]);
+    assert!(stdout(&table).contains("NODE") && stdout(&table).contains("simulated:m"));
+
+    let stats = p.json(&["stats", "--since", "1h"]);
+    let flow = &stats["flows"][0];
+    assert_eq!((flow["runs"].as_u64(), flow["success_rate"].as_f64()), (Some(1), Some(1.0)));
+    assert_eq!(flow["nodes"].as_array().unwrap().len(), 2);
+    let table = p.run(&["stats"]);
+    assert!(stdout(&table).contains("TIME SHARE"), "{}", stdout(&table));
+}
+
+#[test]
+fn a_failed_run_exits_1_and_says_why() {
+    let p = Project::with_config("models:\n  m:\n    provider: simulated\n    simulate: { latency: 1ms, faults: { quota: 1.0 } }\n");
+    p.write("flows/f.yaml", "name: f\nnodes:\n  - id: s\n    kind: llm\n    model: m\n    prompt: x\n");
+    let o = p.run(&["run", "f"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(out.contains("failed at `s`: quota_exhausted (severity high)"), "{out}");
+    let failed = p.json(&["runs", "--status", "failed"]);
+    assert_eq!(failed.as_array().unwrap().len(), 1);
+    let none = p.json(&["runs", "--status", "succeeded"]);
+    assert!(none.as_array().unwrap().is_empty());
+    let o = p.run(&["run", "f", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((j["status"].as_str(), j["error_kind"].as_str()), (Some("failed"), Some("quota_exhausted")));
+}
+
+#[test]
+fn usage_and_input_errors_exit_2() {
+    let p = quick_project(OK_FLOW);
+    let o = p.run(&["run", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no flow named `nope`"), "{}", stderr(&o));
+    let o = p.run(&["run", "f", "--input", "novalue"]);
+    assert_eq!(o.status.code(), Some(2));
+    p.write("bad.json", "[1, 2]");
+    let o = p.run(&["run", "f", "--input-json", "bad.json"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("must be a JSON object"));
+    let o = p.run(&["runs", "--status", "succeded"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("did you mean `succeeded`"), "{}", stderr(&o));
+    let o = p.run(&["runs", "--since", "yesterday-ish"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = p.run(&["show", "no-such-run"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = p.run(&["frobnicate"]);
+    assert_eq!(o.status.code(), Some(2));
+    let empty = tempfile::tempdir().unwrap();
+    let o = run_in(empty.path(), &["check"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("flowguard init"), "{}", stderr(&o));
+}
+
+#[test]
+fn check_reports_every_problem_with_file_line_and_column() {
+    let p = Project::with_config(QUICK_CONFIG);
+    p.write(
+        "flows/broken.yaml",
+        "name: broken\ntimeout: soon\nnodes:\n  - id: a\n    kind: lm\n  - id: b\n    kind: llm\n    model: mm\n    prompt: '{{ nodes.c.text }}'\n    retyr: {}\n  - id: c\n    kind: template\n    text: '{{ nodes.zz }}'\n    next: a\n",
+    );
+    p.write("flows/syntax.yaml", "name: s\nnodes: [\n");
+    let o = p.run(&["check"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    for expected in [
+        "broken.yaml:2:10: timeout: bad duration `soon`",
+        "broken.yaml:5:11: nodes[0].kind: unknown node kind `lm` (did you mean `llm`?)",
+        "broken.yaml:10:5: nodes[1].retyr: unknown field `retyr` (did you mean `retry`?)",
+        "syntax.yaml: ",
+    ] {
+        assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+    }
+    // Fix the unknown field; the semantic problems then all show at once.
+    p.write(
+        "flows/broken.yaml",
+        "name: broken\nnodes:\n  - id: a\n    kind: template\n    text: x\n  - id: b\n    kind: llm\n    model: mm\n    prompt: '{{ nodes.c.text }}'\n  - id: c\n    kind: template\n    text: '{{ nodes.zz }} {{ inptu.x }}'\n    next: a\n",
+    );
+    std::fs::remove_file(p.path().join("flows/syntax.yaml")).unwrap();
+    let err = stderr(&p.run(&["check"]));
+    for expected in [
+        "broken.yaml:8:12: nodes[1].model: unknown model `mm` (did you mean `m`?)",
+        "broken.yaml:9:13: nodes[1].prompt: template refers to node `c`, which does not run before this one",
+        "broken.yaml:12:11: nodes[2].text: template refers to unknown node `zz`",
+        "template uses unknown variable `inptu` (did you mean `input`?)",
+        "nodes[2].next: jump back to `a` would make a cycle",
+    ] {
+        assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+    }
+}
+
+#[test]
+fn a_non_utf8_flow_and_a_bad_config_are_clear_errors() {
+    let p = Project::with_config(QUICK_CONFIG);
+    std::fs::write(p.path().join("flows/bin.yaml"), [0x6e, 0x61, 0xff, 0xfe]).unwrap();
+    let o = p.run(&["check"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("bin.yaml: not UTF-8 text"), "{}", stderr(&o));
+    let p =
+        Project::with_config("storage:\n  url: sqlite://x.db\nmodels:\n  m:\n    provider: openai\n    api_key: ${FG_TEST_MISSING_KEY}\n");
+    let o = p.run(&["check"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("flowguard.yaml:6:14: environment variable `FG_TEST_MISSING_KEY` is not set"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_unreachable_database_is_a_clear_error_without_the_password() {
+    let p = Project::with_config("storage:\n  url: mysql://fg:hunter2pass@127.0.0.1:1/flowguard\n");
+    p.write("flows/f.yaml", "name: f\nnodes:\n  - id: t\n    kind: template\n    text: x\n");
+    let o = p.run(&["run", "f"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("cannot open the MySQL/MariaDB database at 127.0.0.1:1/flowguard"), "{err}");
+    assert!(!err.contains("hunter2pass"), "{err}");
+}
+
+#[test]
+fn demo_runs_a_bounded_batch_and_prints_statistics() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = bin().current_dir(dir.path()).args(["demo", "--dir", "d", "--runs", "6", "--concurrency", "3"]).output().unwrap();
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("[  6/6]") && out.contains("flow douyin_script: 6 runs"), "{out}");
+    assert!(dir.path().join("d/flowguard.db").exists());
+    let o = run_in(&dir.path().join("d"), &["runs", "--format", "json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn a_killed_run_keeps_its_finished_nodes() {
+    let p = Project::with_config(
+        "models:\n  fast:\n    provider: simulated\n    simulate: { latency: 1ms }\n  slow:\n    provider: simulated\n    simulate: { latency: 600s }\n",
+    );
+    p.write(
+        "flows/f.yaml",
+        "name: f\nnodes:\n  - id: one\n    kind: llm\n    model: fast\n    prompt: a\n  - id: two\n    kind: template\n    text: '{{ nodes.one }}'\n  - id: three\n    kind: llm\n    model: slow\n    prompt: b\n    timeout: 900s\n",
+    );
+    let mut child = bin().current_dir(p.path()).args(["run", "f"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut attempts = 0;
+    while Instant::now() < deadline {
+        let o = p.run(&["runs", "--format", "json"]);
+        if let Some(id) = serde_json::from_slice::<serde_json::Value>(&o.stdout).ok().and_then(|v| v[0]["id"].as_str().map(str::to_owned)) {
+            let shown = p.json(&["show", &id]);
+            attempts = shown["attempts"].as_array().map(|a| a.len()).unwrap_or(0);
+            if attempts >= 2 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(attempts, 2, "the first two nodes are recorded before the kill");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let runs = p.json(&["runs"]);
+    let run = &runs[0];
+    assert_eq!(run["status"], "running", "nothing marked it finished");
+    let shown = p.json(&["show", run["id"].as_str().unwrap()]);
+    let nodes: Vec<&str> = shown["attempts"].as_array().unwrap().iter().map(|a| a["node_id"].as_str().unwrap()).collect();
+    assert_eq!(nodes, vec!["one", "two"]);
+    assert_eq!(shown["attempts"][0]["status"], "succeeded");
 }

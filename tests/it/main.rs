@@ -6,4 +6,6 @@ mod support;
 mod alert;
 mod alert_bench;
 mod alert_secrets;
+mod classify;
 mod cli;
+mod engine;

@@ -4,8 +4,10 @@
 pub mod fake_bots;
 pub mod fake_feishu;
 pub mod fake_openai;
+pub mod fake_publisher;
 pub mod fake_sms;
 pub mod fake_smtp;
+pub mod harness;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

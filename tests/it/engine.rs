@@ -1,0 +1,212 @@
+//! The engine's guards on the injected clock: retries and backoff, Retry-After, node and run time
+//! limits, latency warnings, the model fallback chain, branching, foreach, cancel, redaction.
+
+use crate::support::fake_openai::{FakeOpenAi, Reply};
+use crate::support::harness::{harness, harness_with, openai_config};
+use flowguard::engine::Event;
+use flowguard::vocab::{AttemptStatus, ErrorKind, RunStatus};
+use std::time::Duration;
+
+const SCRIPT: &str = r##"{"title":"露营","hook":"别划走","body":"今天聊聊露营。","hashtags":["#露营"]}"##;
+
+fn llm_flow(extra: &str) -> String {
+    format!("name: f\nnodes:\n  - id: script\n    kind: llm\n    model: m\n    prompt: 'topic: camping'\n    json: true\n{extra}")
+}
+
+#[tokio::test]
+async fn exponential_backoff_then_success_is_recovered() {
+    let fake = FakeOpenAi::start(vec![Reply::Error(503, None, None), Reply::Error(502, None, None), Reply::Content(SCRIPT.into())]).await;
+    let h =
+        harness(&openai_config(&fake.base_url), &llm_flow("    retry: { policy: exponential, max_attempts: 3, delay: 1s, jitter: 0 }\n"))
+            .await;
+    let o = h.run().await;
+    assert_eq!(o.status, RunStatus::Recovered);
+    assert_eq!(h.clock.sleeps(), vec![Duration::from_secs(1), Duration::from_secs(2)]);
+    let a = h.attempts(&o.run_id).await;
+    assert_eq!(
+        a.iter().map(|a| (a.attempt, a.status, a.retried)).collect::<Vec<_>>(),
+        vec![(1, AttemptStatus::Failed, true), (2, AttemptStatus::Failed, true), (3, AttemptStatus::Succeeded, false)]
+    );
+    assert_eq!(a[0].error_kind.as_deref(), Some("upstream_5xx"));
+    assert_eq!(a[0].http_status, Some(503));
+    assert_eq!(a[2].tokens_in, Some(12));
+    assert_eq!(a[2].tokens_out, Some(34));
+    assert_eq!(o.outputs["script"]["title"], "露营");
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let fake = FakeOpenAi::start(vec![Reply::Error(429, None, Some(7)), Reply::Content(SCRIPT.into())]).await;
+    let h =
+        harness(&openai_config(&fake.base_url), &llm_flow("    retry: { policy: fixed, max_attempts: 2, delay: 1s, jitter: 0 }\n")).await;
+    let o = h.run().await;
+    assert_eq!(o.status, RunStatus::Recovered);
+    assert_eq!(h.clock.sleeps(), vec![Duration::from_secs(7)]);
+}
+
+#[tokio::test]
+async fn a_node_past_its_limit_times_out_and_is_retried_once() {
+    let cfg = "models:\n  m:\n    provider: simulated\n    simulate: { latency: 60s }\n";
+    let h = harness(cfg, &llm_flow("    timeout: 30s\n")).await;
+    let start = h.now();
+    let o = h.run().await;
+    assert_eq!(o.status, RunStatus::Failed);
+    assert_eq!(o.error_kind, Some(ErrorKind::Timeout));
+    let a = h.attempts(&o.run_id).await;
+    assert_eq!(a.len(), 2, "timeout is retried once by default");
+    assert!(a.iter().all(|a| a.status == AttemptStatus::TimedOut && a.duration_ms == 30_000));
+    assert_eq!(a[0].action.as_deref(), Some("retry"));
+    assert_eq!(a[1].action.as_deref(), Some("fail"));
+    assert!(h.now() - start >= 60_000);
+    assert_eq!(h.record(&o.run_id).await.severity.as_deref(), Some("medium"));
+}
+
+#[tokio::test]
+async fn the_run_limit_stops_the_run_and_records_the_attempt_in_flight() {
+    let cfg = "models:\n  m:\n    provider: simulated\n    simulate: { latency: 100s }\n";
+    let flow = "name: f\ntimeout: 45s\nlatency_warning: 10s\nnodes:\n  - id: script\n    kind: llm\n    model: m\n    prompt: x\n    timeout: 30s\n    retry: { policy: fixed, max_attempts: 3, delay: 1s, jitter: 0 }\n";
+    let h = harness(cfg, flow).await;
+    let o = h.run().await;
+    assert_eq!(o.status, RunStatus::TimedOut);
+    assert_eq!(o.error_kind, Some(ErrorKind::FlowTimeout));
+    assert_eq!(o.failed_node.as_deref(), Some("script"));
+    assert_eq!(o.duration_ms, 45_000);
+    let a = h.attempts(&o.run_id).await;
+    assert_eq!(a.len(), 2);
+    assert_eq!((a[1].attempt, a[1].error_kind.as_deref(), a[1].action.as_deref()), (2, Some("flow_timeout"), Some("stop")));
+    let warned = h.events.lock().unwrap().iter().any(|e| matches!(e, Event::LatencyWarning { threshold_ms: 10_000, .. }));
+    assert!(warned, "the engine's own timer raises the latency warning");
+}
+
+#[tokio::test]
+async fn no_latency_warning_for_a_fast_run() {
+    let cfg = "models:\n  m:\n    provider: simulated\n    simulate: { latency: 1s }\n";
+    let h = harness(cfg, "name: f\nlatency_warning: 10s\nnodes:\n  - id: s\n    kind: llm\n    model: m\n    prompt: x\n").await;
+    assert_eq!(h.run().await.status, RunStatus::Succeeded);
+    assert!(!h.events.lock().unwrap().iter().any(|e| matches!(e, Event::LatencyWarning { .. })));
+}
+
+#[tokio::test]
+async fn the_fallback_chain_recovers_and_then_runs_out() {
+    let cfg = "models:\n  a:\n    provider: simulated\n    simulate: { latency: 1s, faults: { server_error: 1.0 } }\n    fallback: [b]\n  b:\n    provider: simulated\n    simulate: { latency: 1s }\n  c:\n    provider: simulated\n    simulate: { faults: { empty: 1.0 } }\n";
+    let flow = "name: f\nnodes:\n  - id: s\n    kind: llm\n    model: a\n    prompt: 'Topic: x'\n    json: true\n    retry: { policy: fixed, max_attempts: 2, delay: 1s }\n";
+    let h = harness(cfg, flow).await;
+    let o = h.run().await;
+    assert_eq!(o.status, RunStatus::Recovered);
+    let a = h.attempts(&o.run_id).await;
+    let models: Vec<_> = a.iter().map(|a| a.model.clone().unwrap_or_default()).collect();
+    assert_eq!(models, vec!["simulated:a", "simulated:a", "simulated:b"]);
+    assert_eq!(a[1].action.as_deref(), Some("next_model"));
+
+    let flow = "name: g\nnodes:\n  - id: s\n    kind: llm\n    models: [a, c]\n    prompt: x\n    retry: { policy: none }\n";
+    let h = harness(cfg, flow).await;
+    let o = h.run().await;
+    assert_eq!(o.error_kind, Some(ErrorKind::NoHealthyModel));
+    assert_eq!(h.record(&o.run_id).await.severity.as_deref(), Some("high"));
+    assert!(o.error_message.unwrap().contains("generation_empty"));
+}
+
+#[tokio::test]
+async fn conditions_branch_forward_and_record_skipped_nodes() {
+    let flow = r#"name: f
+inputs: { n: 3 }
+nodes:
+  - id: check
+    kind: condition
+    if: "input.n > 2"
+    then: big
+  - id: small
+    kind: template
+    text: small
+  - id: big
+    kind: template
+    value: { size: "{{ input.n * 10 }}", label: "big {{ input.n }}" }
+"#;
+    let h = harness("{}", flow).await;
+    let o = h.run().await;
+    assert_eq!(o.status, RunStatus::Succeeded, "{:?}", o.error_message);
+    assert_eq!(o.outputs["big"]["size"], 30);
+    assert_eq!(o.outputs["big"]["label"], "big 3");
+    let a = h.attempts(&o.run_id).await;
+    assert_eq!(
+        a.iter().map(|a| (a.node_id.as_str(), a.status)).collect::<Vec<_>>(),
+        vec![("check", AttemptStatus::Succeeded), ("small", AttemptStatus::Skipped), ("big", AttemptStatus::Succeeded)]
+    );
+    let mut inputs = serde_json::Map::new();
+    inputs.insert("n".into(), 1.into());
+    let o = h.run_with(inputs).await;
+    assert_eq!(o.outputs["small"], "small");
+}
+
+#[tokio::test]
+async fn foreach_collects_outputs_and_stops_at_its_cap() {
+    let flow = "name: f\ninputs: { items: [a, b, c] }\nnodes:\n  - id: each\n    kind: template\n    foreach: '{{ input.items }}'\n    max_iterations: 3\n    text: '{{ index }}={{ item }}'\n";
+    let h = harness("{}", flow).await;
+    let o = h.run().await;
+    assert_eq!(o.outputs["each"], serde_json::json!(["0=a", "1=b", "2=c"]));
+    assert_eq!(h.attempts(&o.run_id).await.iter().map(|a| a.iteration).collect::<Vec<_>>(), vec![Some(0), Some(1), Some(2)]);
+    let mut inputs = serde_json::Map::new();
+    inputs.insert("items".into(), serde_json::json!([1, 2, 3, 4]));
+    let o = h.run_with(inputs).await;
+    assert_eq!((o.status, o.error_kind), (RunStatus::Failed, Some(ErrorKind::LoopLimit)));
+    inputs = serde_json::Map::new();
+    inputs.insert("items".into(), "not a list".into());
+    let o = h.run_with(inputs).await;
+    assert_eq!(o.error_kind, Some(ErrorKind::Internal));
+    assert!(o.error_message.unwrap().contains("must give a list"));
+}
+
+#[tokio::test]
+async fn a_cancelled_run_is_recorded_cancelled() {
+    let cfg = "models:\n  m:\n    provider: simulated\n    simulate: { latency: 1s }\n";
+    let h = harness(cfg, &llm_flow("")).await;
+    let req = flowguard::engine::RunRequest { flow: h.flow.clone(), inputs: Default::default(), trigger: "test".into(), canary: false };
+    let o = h.engine.run_until(req, async {}).await.unwrap();
+    assert_eq!(o.status, RunStatus::Cancelled);
+    assert_eq!(h.record(&o.run_id).await.status, RunStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn interrupted_runs_are_marked_by_the_store() {
+    let h = harness("{}", "name: f\nnodes:\n  - id: t\n    kind: template\n    text: x\n").await;
+    let store = &h.engine.store;
+    let mut rec = h.record(&h.run().await.run_id).await;
+    rec.id = "stale-run".into();
+    rec.status = RunStatus::Running;
+    rec.ended_at = None;
+    store.insert_run(&rec).await.unwrap();
+    let ids = store.interrupt_stale(rec.started_at + 1, rec.started_at + 5_000, None).await.unwrap();
+    assert_eq!(ids, vec!["stale-run".to_string()]);
+    let r = h.record("stale-run").await;
+    assert_eq!((r.status, r.error_kind.as_deref()), (RunStatus::Interrupted, Some("interrupted")));
+}
+
+#[tokio::test]
+async fn secrets_are_masked_and_payloads_cut_before_they_are_stored() {
+    let fake = FakeOpenAi::start(vec![Reply::Content("x".repeat(500))]).await;
+    let cfg = format!("storage:\n  max_payload_bytes: 100\n{}", openai_config(&fake.base_url));
+    let flow = "name: f\nnodes:\n  - id: s\n    kind: llm\n    model: m\n    prompt: 'the token is {{ input.token }}'\n";
+    let h = harness_with(&cfg, flow, &[("UNUSED", "")], None).await;
+    let mut inputs = serde_json::Map::new();
+    inputs.insert("token".into(), format!("Bearer {}", "t0ps3cr3t-abcdefgh").into());
+    let o = h.run_with(inputs).await;
+    let a = &h.attempts(&o.run_id).await[0];
+    let stored = format!("{:?}{:?}", a.input, h.record(&o.run_id).await.inputs);
+    assert!(!stored.contains("t0ps3cr3t"), "{stored}");
+    assert_eq!(a.output_bytes, 500);
+    assert!(a.output.as_ref().unwrap().len() < 130 && a.output.as_ref().unwrap().ends_with("[truncated]"));
+    assert_eq!(fake.requests()[0]["messages"][0]["content"].as_str().unwrap().contains("t0ps3cr3t"), true);
+}
+
+#[tokio::test]
+async fn env_secrets_in_the_config_are_masked_in_stored_outputs() {
+    let fake = FakeOpenAi::start(vec![Reply::Content("echo: my-webhook-secret-42".into())]).await;
+    let cfg = format!(
+        "{}endpoints:\n  e:\n    base_url: http://127.0.0.1:9\n    headers: {{ X-Token: '${{HOOK}}' }}\n",
+        openai_config(&fake.base_url)
+    );
+    let h = harness_with(&cfg, &llm_flow("").replace("    json: true\n", ""), &[("HOOK", "my-webhook-secret-42")], None).await;
+    let o = h.run().await;
+    let a = &h.attempts(&o.run_id).await[0];
+    assert_eq!(a.output.as_deref(), Some("echo: ***"));
+}
