@@ -616,3 +616,37 @@ async fn group_wait_collects_a_burst_and_repeat_interval_reminds_until_acknowled
 fn fingerprint_of(flow: &str, node: &str, kind: &str) -> String {
     flowguard::alert::fingerprint(flow, node, kind)
 }
+
+/// Full engine runs (not the alert entry point): the observer raises on the final outcome and
+/// resolves when the flow succeeds again.
+#[tokio::test]
+async fn engine_runs_raise_and_resolve_through_the_observer() {
+    use crate::support::fake_openai::{FakeOpenAi, Reply};
+    use crate::support::harness::{harness_with, openai_config};
+    let ai = FakeOpenAi::start(vec![Reply::Error(401, Some("invalid_api_key"), None), Reply::Content("{\"ok\": true}".into())]).await;
+    let fake = FakeFeishu::start().await;
+    let cfg_text = format!("{}{}", openai_config(&ai.base_url), feishu_yaml(&fake.url, "").replace("locale: zh-CN\n", ""));
+    let env = [("FEISHU_SECRET", fake_feishu::SECRET)];
+    let flow = "name: writer\nnodes:\n  - id: write\n    kind: llm\n    model: m\n    prompt: hi\n    retry: { policy: none }\n";
+    let h = harness_with(&cfg_text, flow, &env, None).await;
+    let shared: SharedClock = Arc::new(h.clock.clone());
+    let alerter = Alerter::new(&config(&cfg_text, &env), h.engine.store.clone(), shared).unwrap();
+    let engine = h.engine.clone().with_observer(alerter.observer());
+    let req = || flowguard::engine::RunRequest { flow: h.flow.clone(), inputs: Default::default(), trigger: "test".into(), canary: false };
+    let failed = engine.run(req()).await.unwrap();
+    assert_eq!(failed.status, flowguard::vocab::RunStatus::Failed);
+    alerter.drain(Duration::from_secs(5)).await.unwrap();
+    let msgs = fake.messages();
+    assert_eq!(msgs.len(), 1, "{:?}", fake.rejected());
+    let t = card_text(&msgs[0]);
+    assert!(
+        t.contains("writer") && t.contains("write") && t.contains("auth_expired") && t.contains("尝试 1 次"),
+        "attempts counted from the events: {t}"
+    );
+    assert_eq!(msgs[0]["card"]["header"]["template"], "red", "auth_expired is high");
+    let ok = engine.run(req()).await.unwrap();
+    assert!(ok.status.is_success());
+    alerter.drain(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(fake.messages().len(), 2);
+    assert!(card_text(&fake.messages()[1]).contains("[恢复]"));
+}
