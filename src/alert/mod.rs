@@ -813,7 +813,9 @@ impl Alerter {
         let started = std::time::Instant::now();
         let d = ch.send(&msg).await;
         let took = started.elapsed().as_millis() as i64;
+        let taken = now;
         let now = self.now().max(now);
+        self.inner.limiter.lock().expect("limiter").finished(&n.channel, taken, now);
         n.attempts += i64::from(!matches!(d, Delivery::RateLimited { .. }));
         let red = &self.inner.redactor;
         let mut tx = store.alert_tx();

@@ -48,6 +48,16 @@ impl Limiter {
         }
     }
 
+    /// A send taken at `taken` finished at `done`: the window counts from `done`, because the
+    /// service saw the request somewhere in between and counts from its own arrival time.
+    pub fn finished(&mut self, channel: &str, taken: i64, done: i64) {
+        if let Some(q) = self.sent.get_mut(channel)
+            && let Some(slot) = q.iter_mut().rev().find(|t| **t == taken)
+        {
+            *slot = done.max(taken);
+        }
+    }
+
     /// The service said to slow down: no sends on this channel before `until`.
     pub fn block(&mut self, channel: &str, until: i64) {
         let e = self.blocked_until.entry(channel.to_owned()).or_insert(until);
