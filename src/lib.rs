@@ -6,6 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod alert;
+pub mod auth;
 pub mod classify;
 pub mod cli;
 pub mod clock;

@@ -144,7 +144,7 @@ impl SimModel {
         } else {
             script(&topic, v)
         };
-        let repairing = req.prompt.contains("违规") || req.prompt.to_lowercase().contains("violation");
+        let repairing = req.prompt.contains(crate::nodes::REPAIR_MARK_ZH) || req.prompt.contains(crate::nodes::REPAIR_MARK_EN);
         if hit(f.sensitive) && !repairing {
             let word = BANNED_SAMPLES[(v * BANNED_SAMPLES.len() as f64) as usize % BANNED_SAMPLES.len()];
             content = content.replace("亲测", word);

@@ -52,7 +52,8 @@ impl AlertInput {
             return None;
         }
         let (kind, severity) = match o.error_kind {
-            Some(k) => (k.as_str().to_owned(), k.default_severity()),
+            // The error policy may have set the run's severity; else the kind's default.
+            Some(k) => (k.as_str().to_owned(), o.severity.unwrap_or_else(|| k.default_severity())),
             None if o.status == RunStatus::Refused => ("refused".to_owned(), Severity::High),
             None => (o.status.as_str().to_owned(), Severity::Medium),
         };

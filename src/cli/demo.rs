@@ -43,10 +43,20 @@ pub async fn demo(dir: &Path, runs: u32, concurrency: usize, clock: SharedClock)
     let done = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let results = futures::stream::iter(0..runs)
         .map(|_| {
-            let (engine, flow, done) = (engine.clone(), flow.clone(), done.clone());
+            let (engine, flow, done, clock) = (engine.clone(), flow.clone(), done.clone(), clock.clone());
             async move {
                 let outcome = engine.run(RunRequest { flow, inputs: Default::default(), trigger: "demo".into(), canary: false }).await;
                 let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                // A high-severity failure blocks the flow; the demo lifts the block as an operator
+                // would, so the batch goes on.
+                if let Ok(Some(b)) = engine.store.flow_block("douyin_script").await
+                    && engine.store.unblock_flow("douyin_script", "demo", Some("lifted by the demo"), clock.now_ms()).await.unwrap_or(false)
+                {
+                    println!(
+                        "          ⛔ flow blocked ({}); the demo unblocks it, as `flowguard flow unblock douyin_script` would",
+                        b.reason.unwrap_or_default()
+                    );
+                }
                 match &outcome {
                     Ok(o) => {
                         let detail = match (&o.failed_node, o.error_kind) {
@@ -75,6 +85,10 @@ pub async fn demo(dir: &Path, runs: u32, concurrency: usize, clock: SharedClock)
     let kinds = kinds.lock().expect("kinds").clone();
     let list: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
     println!("error kinds met in node attempts: {}", if list.is_empty() { "none".into() } else { list.join(", ") });
+    let waiting = engine.store.manual_tasks(true, 1000).await?.len();
+    if waiting > 0 {
+        println!("{waiting} run(s) wait for a human: flowguard --config {} manual list", config.display());
+    }
     let alerts = engine.store.list_alerts(&Default::default()).await?;
     let notes: Vec<String> = engine.store.notification_counts().await?.into_iter().map(|(s, n)| format!("{s} {n}")).collect();
     println!(
@@ -83,7 +97,10 @@ pub async fn demo(dir: &Path, runs: u32, concurrency: usize, clock: SharedClock)
         alerts.iter().map(|a| a.count).sum::<i64>(),
         if notes.is_empty() { "none".into() } else { notes.join(", ") }
     );
-    println!("\nexplore: flowguard --config {} runs | show RUN_ID | stats | alerts list", config.display());
+    println!(
+        "\nexplore: flowguard --config {} runs | show RUN_ID | stats | manual list | alerts list | check --explain douyin_script",
+        config.display()
+    );
     engine.store.close().await;
     Ok(0)
 }

@@ -5,6 +5,7 @@
 mod alerts;
 mod demo;
 mod init;
+mod manual;
 mod query;
 mod run;
 pub mod table;
@@ -14,7 +15,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::flow::{Diagnostics, Flow};
 use crate::nodes::Registry;
-use crate::store::Store;
+use crate::store::{Store, StoreOptions};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,9 @@ pub enum Command {
         /// Also open the database.
         #[arg(long)]
         db: bool,
+        /// Print, per node of this flow, what happens for each error kind.
+        #[arg(long, value_name = "FLOW")]
+        explain: Option<String>,
     },
     /// Run a flow once, in this process.
     Run {
@@ -67,8 +71,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
-    /// List recorded runs, newest first.
+    /// List recorded runs, newest first; `runs cancel RUN`, `runs rerun RUN`.
+    #[command(args_conflicts_with_subcommands = true)]
     Runs {
+        #[command(subcommand)]
+        action: Option<RunsCmd>,
         #[arg(long)]
         flow: Option<String>,
         /// One of the run statuses (succeeded, recovered, failed, timed_out, …).
@@ -99,6 +106,16 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// The queue of runs waiting for a human.
+    Manual {
+        #[command(subcommand)]
+        cmd: manual::ManualCmd,
+    },
+    /// Block or unblock a flow.
+    Flow {
+        #[command(subcommand)]
+        cmd: manual::FlowCmd,
+    },
     /// Run the example flow against the simulator, with no configuration.
     Demo {
         /// Where the demo keeps its project and database.
@@ -120,6 +137,22 @@ pub enum Command {
     Silences {
         #[command(subcommand)]
         cmd: alerts::SilencesCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCmd {
+    /// Cancel a running run (in any process) or one waiting for a human.
+    Cancel {
+        run_id: String,
+        #[command(flatten)]
+        who: manual::Who,
+    },
+    /// Run a flow again with the inputs of an earlier run.
+    Rerun {
+        run_id: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
     },
 }
 
@@ -159,7 +192,7 @@ impl App {
     }
 
     pub async fn store(&self) -> Result<Store, Failure> {
-        Ok(Store::open(&self.config.storage_url(), self.config.storage.max_connections, self.config.write_patience()).await?)
+        Ok(Store::open_with(&self.config.storage_url(), &StoreOptions::from_config(&self.config)).await?)
     }
 
     pub async fn engine(&self, clock: SharedClock) -> Result<Engine, Failure> {
@@ -183,7 +216,7 @@ impl App {
 /// Store-only commands do not need the flows to be valid: open the store from the config alone.
 pub async fn open_store(config: &Path) -> Result<(Config, Store), Failure> {
     let cfg = Config::load(config).map_err(|d| Failure { code: 2, error: d.into() })?;
-    let store = Store::open(&cfg.storage_url(), cfg.storage.max_connections, cfg.write_patience()).await?;
+    let store = Store::open_with(&cfg.storage_url(), &StoreOptions::from_config(&cfg)).await?;
     Ok((cfg, store))
 }
 
@@ -191,11 +224,17 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
     let clock: SharedClock = Arc::new(SystemClock);
     match cli.command {
         Command::Init { dir, force } => init::init(&dir, force, init::Profile::Starter).map(|_| 0),
-        Command::Check { db } => check(&cli.config, db).await,
+        Command::Check { db, explain } => check(&cli.config, db, explain.as_deref()).await,
         Command::Run { flow, inputs, input_json, format } => {
             run::run(&cli.config, &flow, &inputs, input_json.as_deref(), format, clock).await
         }
-        Command::Runs { flow, status, since, limit, format } => query::runs(&cli.config, flow, status, since, limit, format).await,
+        Command::Runs { action: Some(RunsCmd::Cancel { run_id, who }), .. } => run::cancel(&cli.config, &run_id, who, clock).await,
+        Command::Runs { action: Some(RunsCmd::Rerun { run_id, format }), .. } => run::rerun(&cli.config, &run_id, format, clock).await,
+        Command::Runs { action: None, flow, status, since, limit, format } => {
+            query::runs(&cli.config, flow, status, since, limit, format).await
+        }
+        Command::Manual { cmd } => manual::manual(&cli.config, cmd, clock).await,
+        Command::Flow { cmd } => manual::flow(&cli.config, cmd, clock).await,
         Command::Show { run_id, format } => query::show(&cli.config, &run_id, format).await,
         Command::Stats { flow, since, format } => query::stats(&cli.config, flow, &since, format).await,
         Command::Demo { dir, runs, concurrency } => demo::demo(&dir, runs, concurrency, clock).await,
@@ -204,14 +243,30 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
     }
 }
 
-async fn check(config: &Path, db: bool) -> Result<i32, Failure> {
+async fn check(config: &Path, db: bool, explain: Option<&str>) -> Result<i32, Failure> {
     let app = App::load(config)?;
+    if let Some(name) = explain {
+        let flow = app.flow(name)?;
+        let rows: Vec<Vec<String>> = crate::engine::explain::explain(&flow)
+            .into_iter()
+            .map(|r| vec![r.node, r.kind.to_string(), r.attempts.to_string(), r.severity.to_string(), r.description])
+            .collect();
+        println!("flow {name}: what happens when a node fails (after `retry`, then `on_error` / policy)");
+        table::print(&["NODE", "ERROR KIND", "ATTEMPTS", "SEVERITY", "THEN"], &rows);
+        return Ok(0);
+    }
     for (name, flow) in &app.flows {
         println!("ok  {name}  ({} nodes, {})", flow.nodes.len(), flow.file.display());
     }
     if db {
         let store = app.store().await?;
-        println!("ok  database: {} at {}", store.backend().name(), crate::store::describe_target(&app.config.storage_url()));
+        println!(
+            "ok  database: {} at {} (server {}, schema up to date)",
+            store.backend().name(),
+            crate::store::describe_target(&app.config.storage_url()),
+            store.server_version()
+        );
+        store.close().await;
     }
     println!("config {} is valid: {} flow(s)", config.display(), app.flows.len());
     Ok(0)

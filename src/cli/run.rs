@@ -1,10 +1,11 @@
 //! `flowguard run FLOW`: one run in this process, with live progress and a final summary.
 
-use super::{App, Failure, Format, table, usage};
+use super::{App, Failure, Format, open_store, query, table, usage};
 use crate::clock::SharedClock;
 use crate::engine::{Event, RunOutcome, RunRequest};
-use crate::store::AttemptRecord;
-use crate::vocab::AttemptStatus;
+use crate::flow::Flow;
+use crate::store::{AttemptRecord, ManualAction, RunEnd};
+use crate::vocab::{AttemptStatus, RunStatus};
 use serde_json::{Map, Value as Json, json};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -78,6 +79,84 @@ pub async fn run(
     let app = App::load(config)?;
     let flow = app.flow(flow)?;
     let inputs = parse_inputs(pairs, input_json)?;
+    execute(&app, flow, inputs, "cli", format, clock).await
+}
+
+/// `flowguard runs rerun RUN`: the same flow with the inputs of an earlier run.
+pub async fn rerun(config: &Path, run_id: &str, format: Format, clock: SharedClock) -> Result<i32, Failure> {
+    let app = App::load(config)?;
+    let store = app.store().await?;
+    let old = query::find_run(&store, run_id).await?;
+    let flow = app.flow(&old.flow)?;
+    let inputs = match old.inputs.as_deref().map(serde_json::from_str::<Json>) {
+        None => Map::new(),
+        Some(Ok(Json::Object(m))) => m,
+        Some(_) => {
+            return Err(usage(format!(
+                "the inputs of run {} were cut when stored (max_payload_bytes); pass them with `flowguard run`",
+                old.id
+            )));
+        }
+    };
+    store.close().await;
+    execute(&app, flow, inputs, "rerun", format, clock).await
+}
+
+/// `flowguard runs cancel RUN`.
+pub async fn cancel(config: &Path, run_id: &str, who: super::manual::Who, clock: SharedClock) -> Result<i32, Failure> {
+    let (_, store) = open_store(config).await?;
+    let run = query::find_run(&store, run_id).await?;
+    let actor = who.actor();
+    match run.status {
+        RunStatus::Running | RunStatus::Queued => {
+            store.request_cancel(&run.id, &actor, clock.now_ms()).await?;
+            for _ in 0..50 {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if store.get_run(&run.id).await?.is_some_and(|r| r.status.is_final()) {
+                    println!("run {} cancelled", run.id);
+                    return Ok(0);
+                }
+            }
+            println!("cancel requested for run {}; the process running it stops it within a second of seeing the request", run.id);
+            Ok(0)
+        }
+        RunStatus::WaitingManual => {
+            let task =
+                store.manual_task(&run.id).await?.ok_or_else(|| usage(format!("run {} waits for a human but has no open task", run.id)))?;
+            let now = clock.now_ms();
+            let action = ManualAction {
+                task_id: task.id.clone(),
+                run_id: run.id.clone(),
+                action: "abort".into(),
+                actor: actor.clone(),
+                note: who.note.clone(),
+                at: now,
+            };
+            let end = RunEnd {
+                status: Some(RunStatus::Cancelled),
+                ended_at: now,
+                duration_ms: now - run.started_at,
+                failed_node: run.failed_node.clone(),
+                error_kind: run.error_kind.clone(),
+                error_message: Some(format!("cancelled by {actor}")),
+                severity: run.severity.clone(),
+            };
+            store.close_manual_task(&task, "aborted", &action, Some(&end)).await?;
+            println!("run {} cancelled", run.id);
+            Ok(0)
+        }
+        s => Err(usage(format!("run {} already ended {s}", run.id))),
+    }
+}
+
+async fn execute(
+    app: &App,
+    flow: Arc<Flow>,
+    inputs: Map<String, Json>,
+    trigger: &str,
+    format: Format,
+    clock: SharedClock,
+) -> Result<i32, Failure> {
     let mut engine = app.engine(clock.clone()).await?;
     let alerter = crate::alert::Alerter::new(&app.config, engine.store.clone(), clock)?;
     crate::alert::install(&alerter);
@@ -86,7 +165,7 @@ pub async fn run(
         let live = std::io::stdout().is_terminal();
         engine = engine.with_observer(Arc::new(move |e: &Event| progress(e, live)));
     }
-    let req = RunRequest { flow, inputs, trigger: "cli".into(), canary: false };
+    let req = RunRequest { flow, inputs, trigger: trigger.into(), canary: false };
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -31,6 +31,9 @@ pub struct Config {
     pub models: BTreeMap<String, ModelConfig>,
     #[serde(default)]
     pub endpoints: BTreeMap<String, EndpointConfig>,
+    /// Token providers for endpoints (OAuth2 client credentials).
+    #[serde(default)]
+    pub auth: BTreeMap<String, crate::auth::AuthConfig>,
     /// Alert channels by name (see `alert::config`).
     #[serde(default)]
     pub channels: BTreeMap<String, crate::alert::config::ChannelConfig>,
@@ -60,8 +63,12 @@ pub struct StorageConfig {
     /// Node inputs and outputs larger than this are stored truncated (the full size is recorded).
     #[serde(default = "default_payload")]
     pub max_payload_bytes: usize,
+    /// Connections the pool may open (MySQL/PostgreSQL; SQLite uses at most 8).
     #[serde(default = "default_pool")]
     pub max_connections: u32,
+    /// How long to wait to open a connection, or for a free one from the pool.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: String,
     /// How long a run keeps retrying a write while the database is away.
     #[serde(default = "default_write_patience")]
     pub write_patience: String,
@@ -73,6 +80,7 @@ impl Default for StorageConfig {
             url: default_url(),
             max_payload_bytes: default_payload(),
             max_connections: default_pool(),
+            connect_timeout: default_connect_timeout(),
             write_patience: default_write_patience(),
         }
     }
@@ -129,6 +137,8 @@ pub struct EndpointConfig {
     /// Sent with every request (values may be `${SECRETS}`; they are redacted everywhere).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// A provider from `auth:` whose token is sent as `Authorization: Bearer …`.
+    pub auth: Option<String>,
     /// Answer in-process instead of over the network (the demo's knowledge base and publisher).
     pub simulate: Option<crate::sim::SimEndpointConfig>,
 }
@@ -153,6 +163,9 @@ fn default_pool() -> u32 {
 }
 fn default_node_timeout() -> String {
     "60s".into()
+}
+fn default_connect_timeout() -> String {
+    "10s".into()
 }
 fn default_write_patience() -> String {
     "30s".into()
@@ -214,6 +227,12 @@ impl Config {
         if let Err(m) = parse_duration(&self.storage.write_patience) {
             diags.push(file, at(&["storage", "write_patience"]), "storage.write_patience", m);
         }
+        if let Err(m) = parse_duration(&self.storage.connect_timeout) {
+            diags.push(file, at(&["storage", "connect_timeout"]), "storage.connect_timeout", m);
+        }
+        if self.storage.max_connections == 0 {
+            diags.push(file, at(&["storage", "max_connections"]), "storage.max_connections", "must be at least 1".to_string());
+        }
         if !["sqlite:", "mysql:", "mariadb:", "postgres:", "postgresql:"].iter().any(|p| self.storage.url.starts_with(p)) {
             diags.push(file, at(&["storage", "url"]), "storage.url", "expected a sqlite://, mysql:// or postgres:// URL".to_string());
         }
@@ -242,6 +261,16 @@ impl Config {
             diags.push(file, at(&segs), path.join(".").replace(".[", "["), m);
         }
         for (name, e) in &self.endpoints {
+            if let Some(a) = &e.auth
+                && !self.auth.contains_key(a)
+            {
+                diags.push(
+                    file,
+                    at(&["endpoints", name, "auth"]),
+                    format!("endpoints.{name}.auth"),
+                    format!("unknown auth provider `{a}`"),
+                );
+            }
             if e.base_url.is_none() && e.simulate.is_none() {
                 diags.push(file, at(&["endpoints", name]), format!("endpoints.{name}"), "an endpoint needs `base_url` or `simulate`");
             }
@@ -254,6 +283,10 @@ impl Config {
 
     pub fn write_patience(&self) -> Duration {
         parse_duration(&self.storage.write_patience).unwrap_or(Duration::from_secs(30))
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        parse_duration(&self.storage.connect_timeout).unwrap_or(Duration::from_secs(10))
     }
 
     pub fn flows_dir(&self) -> PathBuf {

@@ -1,12 +1,17 @@
 //! The engine: runs a flow to a final state with guards on every node — time limits, retries with
-//! backoff, the model fallback chain — classifying every failure into one error kind and writing
-//! every attempt to the store as it happens.
+//! backoff, the model fallback chain, `expect` checks — classifies every failure into one error
+//! kind, applies the error policy (fallback, catch, repair, manual, block), and writes every attempt
+//! to the store as it happens.
 //!
 //! Precedence on a failing node (DESIGN.md §4): the node's `retry`, else the built-in table for the
-//! kind; when retries are spent, an llm node moves to the next model of its chain; when nothing is
-//! left, the run fails with the kind (or `no_healthy_model` when a chain of models was spent).
+//! kind; when retries are spent an llm node moves to the next model of its chain; when nothing is
+//! left, the node's `on_error`, else the policy tables (node, flow, built-in) decide what happens.
 
+mod cancel;
 pub mod events;
+pub mod expect;
+pub mod explain;
+pub mod policy;
 
 pub use events::{Event, Observer};
 
@@ -14,9 +19,12 @@ use crate::clock::SharedClock;
 use crate::flow::template::{Scope, to_value};
 use crate::flow::{Flow, NodeSpec, RetryPolicy};
 use crate::nodes::{Meta, NodeError, Output, Registry, RunCx, json_len};
-use crate::store::{AttemptRecord, RunEnd, RunRecord, Store};
-use crate::vocab::{AttemptStatus, ErrorKind, RunStatus};
+use crate::store::{AttemptRecord, FlowBlock, ManualTask, RunEnd, RunRecord, Store};
+use crate::vocab::{AttemptStatus, ErrorKind, RunStatus, Severity};
+use anyhow::{Context, anyhow};
+use policy::Action;
 use serde_json::{Map, Value as Json, json};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -30,6 +38,7 @@ pub struct Engine {
     /// Stored inputs and outputs are cut to this many bytes (the full size is recorded).
     pub max_payload: usize,
     observers: Arc<Vec<Observer>>,
+    cancels: Arc<cancel::Cancels>,
 }
 
 /// What to run.
@@ -37,7 +46,7 @@ pub struct Engine {
 pub struct RunRequest {
     pub flow: Arc<Flow>,
     pub inputs: Map<String, Json>,
-    /// `cli`, `demo`, `cron`, `api`, `canary`.
+    /// `cli`, `demo`, `cron`, `api`, `canary`, `rerun`.
     pub trigger: String,
     pub canary: bool,
 }
@@ -52,14 +61,16 @@ pub struct RunOutcome {
     pub failed_node: Option<String>,
     pub error_kind: Option<ErrorKind>,
     pub error_message: Option<String>,
+    pub severity: Option<Severity>,
     /// Each finished node's output, by id.
     pub outputs: Map<String, Json>,
 }
 
-/// Why a node failed for good.
+/// A node that failed for good, with its last attempt not yet written (its action is decided
+/// by the error policy).
 struct NodeFailure {
-    node: String,
     error: NodeError,
+    last: Option<AttemptRecord>,
 }
 
 /// The attempt in flight, so a run-level timeout or a cancel can record it.
@@ -80,16 +91,43 @@ struct RunState {
     outputs: Map<String, Json>,
 }
 
-/// How a run was stopped from outside its nodes.
+/// How the node walk ended.
+enum Walk {
+    /// Every node done; `handled` is a failure a catch node took care of.
+    Done {
+        handled: Option<(String, NodeError)>,
+    },
+    Failed {
+        node: String,
+        error: NodeError,
+        severity: Severity,
+        block: bool,
+    },
+    Parked {
+        node: String,
+        error: NodeError,
+        severity: Severity,
+    },
+}
+
 enum Stop {
-    Done(Result<(), NodeFailure>),
+    Walked(Walk),
     TimedOut,
     Cancelled,
 }
 
+/// Where a run starts or resumes.
+struct Start {
+    run_id: String,
+    started_at: i64,
+    scope: Scope,
+    state: RunState,
+    from: usize,
+}
+
 impl Engine {
     pub fn new(store: Store, reg: Arc<Registry>, clock: SharedClock, max_payload: usize) -> Self {
-        Engine { store, reg, clock, max_payload, observers: Arc::new(Vec::new()) }
+        Engine { store, reg, clock, max_payload, observers: Arc::new(Vec::new()), cancels: Arc::default() }
     }
 
     pub fn with_observer(mut self, o: Observer) -> Self {
@@ -108,62 +146,157 @@ impl Engine {
         self.run_until(req, std::future::pending::<()>()).await
     }
 
-    /// Runs a flow; when `cancel` resolves first, the run ends `cancelled`.
+    /// Runs a flow; when `cancel` resolves first (or `flowguard runs cancel` asks), the run ends
+    /// `cancelled`. A blocked flow refuses the run (recorded as a `refused` run), canaries excepted.
     pub async fn run_until(&self, req: RunRequest, cancel: impl Future<Output = ()>) -> anyhow::Result<RunOutcome> {
         let flow = req.flow.clone();
         let run_id = uuid::Uuid::now_v7().to_string();
         let started = self.clock.now_ms();
         let mut inputs = flow.inputs.clone();
         inputs.extend(req.inputs);
-        let inputs_text = self.payload(&Json::Object(inputs.clone())).0;
-        self.store
-            .insert_run(&RunRecord {
-                id: run_id.clone(),
+        let mut record = RunRecord {
+            id: run_id.clone(),
+            flow: flow.name.clone(),
+            flow_hash: flow.hash.clone(),
+            trigger: req.trigger.clone(),
+            status: RunStatus::Running,
+            canary: req.canary,
+            inputs: self.payload(&Json::Object(inputs.clone())).0,
+            started_at: started,
+            ended_at: None,
+            duration_ms: None,
+            failed_node: None,
+            error_kind: None,
+            error_message: None,
+            severity: None,
+        };
+        if !req.canary
+            && let Some(block) = self.store.flow_block(&flow.name).await?
+        {
+            let since = block.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            record.status = RunStatus::Refused;
+            record.ended_at = Some(started);
+            record.duration_ms = Some(0);
+            record.error_message = Some(format!(
+                "the flow is blocked (by {}){since}; unblock it with `flowguard flow unblock {}`",
+                block.blocked_by, flow.name
+            ));
+            self.store.insert_run(&record).await?;
+            let outcome = RunOutcome {
+                run_id,
                 flow: flow.name.clone(),
-                flow_hash: flow.hash.clone(),
-                trigger: req.trigger.clone(),
-                status: RunStatus::Running,
-                canary: req.canary,
-                inputs: inputs_text,
-                started_at: started,
-                ended_at: None,
-                duration_ms: None,
+                status: RunStatus::Refused,
+                duration_ms: 0,
                 failed_node: None,
                 error_kind: None,
-                error_message: None,
+                error_message: record.error_message,
                 severity: None,
-            })
-            .await?;
+                outputs: Map::new(),
+            };
+            self.emit(Event::RunFinished(outcome.clone()));
+            return Ok(outcome);
+        }
+        self.store.insert_run(&record).await?;
         self.emit(Event::RunStarted { run_id: run_id.clone(), flow: flow.name.clone() });
-
-        let state = Mutex::new(RunState { seq: 0, recovered: false, current: None, outputs: Map::new() });
         let scope = Scope {
             input: to_value(&Json::Object(inputs)),
             run: to_value(&json!({"id": run_id, "flow": flow.name, "trigger": req.trigger})),
             ..Default::default()
         };
+        let state = RunState { seq: 0, recovered: false, current: None, outputs: Map::new() };
+        let outcome = self.drive(&flow, Start { run_id, started_at: started, scope, state, from: 0 }, cancel).await?;
+        if req.canary && outcome.status.is_success() && flow.unblock_on_canary {
+            let now = self.clock.now_ms();
+            self.store.unblock_flow(&flow.name, "canary", Some(&format!("canary run {} passed", outcome.run_id)), now).await?;
+        }
+        Ok(outcome)
+    }
 
+    /// Resumes a run from node `from` (or the node after it with `skip_output` as its output),
+    /// with the outputs of the nodes before it as they were kept. The same run id goes on.
+    pub async fn resume(&self, flow: Arc<Flow>, run_id: &str, from: &str, skip_output: Option<Json>) -> anyhow::Result<RunOutcome> {
+        let rec = self.store.get_run(run_id).await?.ok_or_else(|| anyhow!("no run `{run_id}`"))?;
+        let mut idx = flow.index_of(from).ok_or_else(|| anyhow!("flow `{}` has no node `{from}`", flow.name))?;
+        let inputs: Json = match rec.inputs.as_deref() {
+            Some(text) => {
+                serde_json::from_str(text).context("the run's stored inputs cannot be read back (they were cut at max_payload_bytes)")?
+            }
+            None => Json::Object(Map::new()),
+        };
+        let kept = self.store.outputs(run_id).await?;
+        let mut scope = Scope {
+            input: to_value(&inputs),
+            run: to_value(&json!({"id": run_id, "flow": flow.name, "trigger": rec.trigger})),
+            ..Default::default()
+        };
+        let mut state = RunState { seq: self.store.max_seq(run_id).await?, recovered: true, current: None, outputs: Map::new() };
+        for node in &flow.nodes[..idx] {
+            if let Some(text) = kept.get(&node.id) {
+                let v: Json = serde_json::from_str(text).unwrap_or(Json::String(text.clone()));
+                scope.nodes.insert(node.id.clone(), to_value(&v));
+                state.outputs.insert(node.id.clone(), v);
+            }
+        }
+        self.store.reopen_run(run_id).await?;
+        if let Some(out) = skip_output {
+            let node = &flow.nodes[idx];
+            state.seq += 1;
+            let now = self.clock.now_ms();
+            let current =
+                Current { node: node.id.clone(), kind: node.kind.clone(), attempt: 0, iteration: None, started_at: now, model: None };
+            let mut rec = self.record(
+                &flow,
+                run_id,
+                state.seq,
+                &current,
+                now,
+                Ok(&Output { value: out.clone(), ..Default::default() }),
+                false,
+                "manual_skip",
+                None,
+            );
+            rec.status = AttemptStatus::Skipped;
+            self.store.record_attempt(&rec, Some(&self.full(&out))).await?;
+            scope.nodes.insert(node.id.clone(), to_value(&out));
+            state.outputs.insert(node.id.clone(), out);
+            idx = node.next.as_deref().and_then(|n| flow.index_of(n)).unwrap_or(idx + 1);
+        }
+        self.drive(
+            &flow,
+            Start { run_id: run_id.to_owned(), started_at: rec.started_at, scope, state, from: idx },
+            std::future::pending::<()>(),
+        )
+        .await
+    }
+
+    /// Walks the nodes from `start.from` under the run's time limit, then records the end.
+    async fn drive(&self, flow: &Arc<Flow>, start: Start, cancel: impl Future<Output = ()>) -> anyhow::Result<RunOutcome> {
+        let Start { run_id, started_at, scope, state, from } = start;
+        let resumed_at = self.clock.now_ms();
         // The latency warning comes from the engine's own timer, so every way of running warns.
         let watchdog = flow.latency_warning.map(|warn| {
             let (clock, this, run_id, name) = (self.clock.clone(), self.clone(), run_id.clone(), flow.name.clone());
             tokio::spawn(async move {
-                clock.until(started + warn.as_millis() as i64).await;
+                clock.until(resumed_at + warn.as_millis() as i64).await;
                 this.emit(Event::LatencyWarning { run_id, flow: name, threshold_ms: warn.as_millis() as i64 });
             })
         });
-
-        let body = self.nodes(&flow, &run_id, scope, &state);
+        let requested = self.cancels.register(&run_id, &self.store);
+        let state = Mutex::new(state);
+        let walk = self.walk(flow, &run_id, scope, &state, from);
         let deadline = async {
             match flow.timeout {
-                Some(t) => self.clock.until(started + t.as_millis() as i64).await,
+                Some(t) => self.clock.until(resumed_at + t.as_millis() as i64).await,
                 None => std::future::pending().await,
             }
         };
         let stop = tokio::select! {
-            r = body => Stop::Done(r),
+            r = walk => Stop::Walked(r),
             _ = deadline => Stop::TimedOut,
             _ = cancel => Stop::Cancelled,
+            _ = requested.notified() => Stop::Cancelled,
         };
+        self.cancels.unregister(&run_id);
         if let Some(w) = watchdog {
             w.abort();
         }
@@ -171,109 +304,311 @@ impl Engine {
         let now = self.clock.now_ms();
         let st = state.into_inner().unwrap_or_else(|p| p.into_inner());
         let mut last = Vec::new();
-        let (status, failure) = match stop {
-            Stop::Done(Ok(())) => (if st.recovered { RunStatus::Recovered } else { RunStatus::Succeeded }, None),
-            Stop::Done(Err(f)) => (RunStatus::Failed, Some((Some(f.node), f.error.kind, f.error.message))),
+        let mut block = false;
+        let mut park = false;
+        let (status, failure): (RunStatus, Option<Failed>) = match stop {
+            Stop::Walked(Walk::Done { handled: None }) => (if st.recovered { RunStatus::Recovered } else { RunStatus::Succeeded }, None),
+            Stop::Walked(Walk::Done { handled: Some((node, e)) }) => (RunStatus::Recovered, Some((Some(node), e.kind, e.message, None))),
+            Stop::Walked(Walk::Failed { node, error, severity, block: b }) => {
+                block = b;
+                (RunStatus::Failed, Some((Some(node), error.kind, error.message, Some(severity))))
+            }
+            Stop::Walked(Walk::Parked { node, error, severity }) => {
+                park = true;
+                (RunStatus::WaitingManual, Some((Some(node), error.kind, error.message, Some(severity))))
+            }
             Stop::TimedOut | Stop::Cancelled => {
-                let (status, kind, msg) = match stop {
-                    Stop::TimedOut => {
-                        let limit = flow.timeout.map(|t| humantime::format_duration(t).to_string()).unwrap_or_default();
-                        (RunStatus::TimedOut, ErrorKind::FlowTimeout, format!("the run exceeded its {limit} limit"))
-                    }
-                    _ => (RunStatus::Cancelled, ErrorKind::Cancelled, "the run was cancelled".to_owned()),
+                let timed_out = matches!(stop, Stop::TimedOut);
+                let (status, kind, msg) = if timed_out {
+                    let limit = flow.timeout.map(|t| humantime::format_duration(t).to_string()).unwrap_or_default();
+                    (RunStatus::TimedOut, ErrorKind::FlowTimeout, format!("the run exceeded its {limit} limit"))
+                } else {
+                    (RunStatus::Cancelled, ErrorKind::Cancelled, "the run was cancelled".to_owned())
                 };
                 if let Some(c) = &st.current {
-                    last.push(self.record(
-                        &flow,
-                        &run_id,
-                        st.seq + 1,
-                        c,
-                        now,
-                        Err(&NodeError::new(kind, msg.clone())),
-                        false,
-                        "stop",
-                        None,
-                    ));
+                    last.push(self.record(flow, &run_id, st.seq + 1, c, now, Err(&NodeError::new(kind, msg.clone())), false, "stop", None));
                 }
-                (status, Some((st.current.as_ref().map(|c| c.node.clone()), kind, msg)))
+                let severity = timed_out.then(|| policy_severity(flow, None, kind));
+                (status, Some((st.current.as_ref().map(|c| c.node.clone()), kind, msg, severity)))
             }
         };
-        let (failed_node, kind, message) = match failure {
-            Some((n, k, m)) => (n, Some(k), Some(self.reg.redactor.redact(&m))),
-            None => (None, None, None),
+        let (failed_node, kind, message, severity) = match failure {
+            Some((n, k, m, s)) => (n, Some(k), Some(self.reg.redactor.redact(&m)), s),
+            None => (None, None, None, None),
         };
         let end = RunEnd {
             status: Some(status),
             ended_at: now,
-            duration_ms: now - started,
+            duration_ms: now - started_at,
             failed_node: failed_node.clone(),
             error_kind: kind.map(|k| k.as_str().to_owned()),
             error_message: message.clone(),
-            severity: kind.filter(|k| *k != ErrorKind::Cancelled).map(|k| k.default_severity().as_str().to_owned()),
+            severity: severity.map(|s| s.as_str().to_owned()),
         };
-        self.store.finish_run(&run_id, &end, &last).await?;
+        let recorded = if park {
+            let task = ManualTask {
+                id: uuid::Uuid::now_v7().to_string(),
+                run_id: run_id.clone(),
+                flow: flow.name.clone(),
+                node_id: failed_node.clone().unwrap_or_default(),
+                error_kind: kind.map(|k| k.as_str().to_owned()).unwrap_or_default(),
+                error_message: message.clone(),
+                severity: severity.unwrap_or(Severity::Medium).as_str().to_owned(),
+                status: "open".into(),
+                created_at: now,
+                closed_at: None,
+                closed_by: None,
+                note: None,
+            };
+            self.store.park_run(&run_id, &end, &task).await
+        } else {
+            self.store.finish_run(&run_id, &end, &last).await
+        };
+        recorded.map_err(|e| {
+            // The database is away: say how the run ended, since its row cannot.
+            let how = match (&failed_node, kind, &message) {
+                (node, Some(k), Some(m)) => format!(" at `{}` with {k}: {m}", node.as_deref().unwrap_or("-")),
+                _ => String::new(),
+            };
+            e.context(format!("run {run_id} of `{}` ended {status}{how}; recording its end failed", flow.name))
+        })?;
+        if block {
+            let reason = format!(
+                "{} at `{}`: {}",
+                kind.map(|k| k.as_str()).unwrap_or(""),
+                failed_node.as_deref().unwrap_or(""),
+                message.as_deref().unwrap_or("")
+            );
+            self.store
+                .block_flow(&FlowBlock {
+                    flow: flow.name.clone(),
+                    blocked_at: now,
+                    run_id: Some(run_id.clone()),
+                    reason: Some(reason),
+                    blocked_by: "flowguard".into(),
+                })
+                .await?;
+        }
         let outcome = RunOutcome {
             run_id,
             flow: flow.name.clone(),
             status,
-            duration_ms: now - started,
+            duration_ms: now - started_at,
             failed_node,
             error_kind: kind,
             error_message: message,
+            severity,
             outputs: st.outputs,
         };
         self.emit(Event::RunFinished(outcome.clone()));
         Ok(outcome)
     }
 
-    /// Walks the nodes in file order, following jumps.
-    async fn nodes(&self, flow: &Flow, run_id: &str, mut scope: Scope, state: &Mutex<RunState>) -> Result<(), NodeFailure> {
-        let mut idx = 0;
+    /// Walks the nodes in file order from `from`, following jumps and applying the error policy.
+    async fn walk(&self, flow: &Flow, run_id: &str, mut scope: Scope, state: &Mutex<RunState>, from: usize) -> Walk {
+        let mut idx = from;
+        let mut repairs: HashMap<String, u32> = HashMap::new();
+        let mut handled = None;
         while idx < flow.nodes.len() {
             let node = &flow.nodes[idx];
-            let value = match &node.foreach {
-                None => self.node(flow, node, run_id, &scope, None, state).await?,
-                Some(list) => {
-                    let items = flow.templates.render(list, &scope.context()).map_err(|m| fail(node, ErrorKind::Internal, m))?;
-                    let items = match items {
-                        Json::Array(a) => a,
-                        Json::Null => Vec::new(),
-                        other => {
-                            return Err(fail(node, ErrorKind::Internal, format!("`foreach` must give a list, not {}", type_name(&other))));
-                        }
-                    };
-                    if items.len() > node.max_iterations {
-                        return Err(fail(
-                            node,
-                            ErrorKind::LoopLimit,
-                            format!("`foreach` has {} items, more than max_iterations {}", items.len(), node.max_iterations),
-                        ));
-                    }
-                    let mut outs = Vec::with_capacity(items.len());
-                    for (i, item) in items.iter().enumerate() {
-                        scope.item = Some((to_value(item), i));
-                        let out = self.node(flow, node, run_id, &scope, Some(i as i64), state).await?;
-                        outs.push(out.value);
-                    }
-                    scope.item = None;
-                    Output { value: Json::Array(outs), ..Default::default() }
-                }
+            let result = match self.node_or_foreach(flow, node, run_id, &mut scope, state).await {
+                Ok(out) => Ok(Handled::Output(out)),
+                Err(f) => self.handle(flow, node, run_id, &scope, state, f, &mut repairs).await,
             };
-            scope.nodes.insert(node.id.clone(), to_value(&value.value));
-            let jump = value.next.clone().or_else(|| node.next.clone());
-            state.lock().expect("run state").outputs.insert(node.id.clone(), value.value);
-            let next = match jump {
-                Some(target) => {
-                    flow.index_of(&target).ok_or_else(|| fail(node, ErrorKind::Internal, format!("jump to unknown node `{target}`")))?
+            let next = match result {
+                Ok(Handled::Output(out)) => {
+                    // A foreach node's output is the list of its items' outputs, kept here; other
+                    // nodes keep theirs with their attempt.
+                    if node.foreach.is_some()
+                        && let Err(e) = self.keep_output(run_id, &node.id, &out.value).await
+                    {
+                        return fail_walk(node, NodeError::new(ErrorKind::Internal, format!("could not record the output: {e:#}")));
+                    }
+                    if scope.repair.as_ref().and_then(|r| r.get_attr("from").ok()).is_some_and(|f| f.as_str() == Some(node.id.as_str())) {
+                        scope.repair = None;
+                    }
+                    scope.nodes.insert(node.id.clone(), to_value(&out.value));
+                    let jump = out.next.clone().or_else(|| node.next.clone());
+                    state.lock().expect("run state").outputs.insert(node.id.clone(), out.value);
+                    match jump {
+                        Some(target) => match flow.index_of(&target) {
+                            Some(j) => j,
+                            None => {
+                                return fail_walk(node, NodeError::new(ErrorKind::Internal, format!("jump to unknown node `{target}`")));
+                            }
+                        },
+                        None => idx + 1,
+                    }
                 }
-                None => idx + 1,
+                Ok(Handled::Goto { target, failure }) => {
+                    scope.error = Some(to_value(&json!({"kind": failure.kind, "message": failure.message, "node": node.id})));
+                    handled = Some((node.id.clone(), failure));
+                    flow.index_of(&target).unwrap_or(flow.nodes.len())
+                }
+                Ok(Handled::Repair { target, feedback }) => {
+                    scope.repair = Some(to_value(&feedback));
+                    match flow.index_of(&target) {
+                        Some(j) => {
+                            idx = j;
+                            continue;
+                        }
+                        None => {
+                            return fail_walk(
+                                node,
+                                NodeError::new(ErrorKind::Internal, format!("repair target `{target}` is not in the flow")),
+                            );
+                        }
+                    }
+                }
+                Err(w) => return w,
             };
             for skipped in &flow.nodes[(idx + 1).min(next)..next] {
-                self.skip(flow, skipped, run_id, state).await.map_err(|e| fail(skipped, ErrorKind::Internal, e.to_string()))?;
+                if let Err(e) = self.skip(flow, skipped, run_id, state).await {
+                    return fail_walk(skipped, NodeError::new(ErrorKind::Internal, e.to_string()));
+                }
             }
             idx = next;
         }
-        Ok(())
+        Walk::Done { handled }
+    }
+
+    /// Decides what a node's failure leads to, and writes its last attempt with that action.
+    #[allow(clippy::too_many_arguments)]
+    async fn handle(
+        &self,
+        flow: &Flow,
+        node: &NodeSpec,
+        run_id: &str,
+        scope: &Scope,
+        state: &Mutex<RunState>,
+        f: NodeFailure,
+        repairs: &mut HashMap<String, u32>,
+    ) -> Result<Handled, Walk> {
+        let NodeFailure { error, last, .. } = f;
+        let (action, severity) = resolve(flow, node, error.kind);
+        let write = |action: &str| {
+            let mut rec = last.clone();
+            if let Some(r) = rec.as_mut() {
+                r.action = Some(action.to_owned());
+            }
+            rec
+        };
+        match action {
+            Action::Fallback(value) => {
+                self.write_last(node, write("fallback")).await?;
+                let ctx = scope.context();
+                let value =
+                    flow.templates.render_json(&value, &ctx).map_err(|m| fail_walk(node, NodeError::new(ErrorKind::Internal, m)))?;
+                let seq = next_seq(state);
+                let now = self.clock.now_ms();
+                let attempt = last.as_ref().map(|l| l.attempt + 1).unwrap_or(1);
+                let current =
+                    Current { node: node.id.clone(), kind: node.kind.clone(), attempt, iteration: None, started_at: now, model: None };
+                let out = Output { value, ..Default::default() };
+                let mut rec = self.record(flow, run_id, seq, &current, now, Ok(&out), false, "continue", None);
+                rec.status = AttemptStatus::Defaulted;
+                rec.error_kind = Some(error.kind.as_str().to_owned());
+                self.emit(Event::AttemptFinished(Box::new(rec.clone())));
+                let kept = self.full(&out.value);
+                self.store
+                    .record_attempt(&rec, Some(&kept))
+                    .await
+                    .map_err(|e| fail_walk(node, NodeError::new(ErrorKind::Internal, format!("could not record the attempt: {e:#}"))))?;
+                state.lock().expect("run state").recovered = true;
+                Ok(Handled::Output(out))
+            }
+            Action::Goto(target) => {
+                self.write_last(node, write("goto")).await?;
+                state.lock().expect("run state").recovered = true;
+                Ok(Handled::Goto { target, failure: error })
+            }
+            Action::Repair { target, max } => {
+                let Some(target) = target.or_else(|| node.reads.first().cloned()) else {
+                    self.write_last(node, write("fail")).await?;
+                    return Err(Walk::Failed { node: node.id.clone(), error, severity, block: false });
+                };
+                let count = repairs.entry(node.id.clone()).or_insert(0);
+                *count += 1;
+                if *count > max {
+                    self.write_last(node, write("fail")).await?;
+                    let e = NodeError::new(
+                        ErrorKind::LoopLimit,
+                        format!("gave up repairing `{target}` after {max} tries; last: {}", error.message),
+                    );
+                    let severity = policy_severity(flow, Some(node), ErrorKind::LoopLimit);
+                    return Err(Walk::Failed { node: node.id.clone(), error: e, severity, block: false });
+                }
+                self.write_last(node, write("repair")).await?;
+                state.lock().expect("run state").recovered = true;
+                let violations =
+                    error.output.as_ref().and_then(|o| o.get("violations").cloned()).unwrap_or_else(|| json!([{"message": error.message}]));
+                let feedback = json!({"node": target, "from": node.id, "attempt": *count, "kind": error.kind, "message": error.message, "violations": violations});
+                Ok(Handled::Repair { target, feedback })
+            }
+            Action::Manual => {
+                self.write_last(node, write("manual")).await?;
+                Err(Walk::Parked { node: node.id.clone(), error, severity })
+            }
+            Action::Block => {
+                self.write_last(node, write("block")).await?;
+                Err(Walk::Failed { node: node.id.clone(), error, severity, block: true })
+            }
+            Action::Abort | Action::FallbackModel => {
+                self.write_last(node, write("fail")).await?;
+                Err(Walk::Failed { node: node.id.clone(), error, severity, block: false })
+            }
+        }
+    }
+
+    async fn write_last(&self, node: &NodeSpec, rec: Option<AttemptRecord>) -> Result<(), Walk> {
+        let Some(rec) = rec else { return Ok(()) };
+        self.emit(Event::AttemptFinished(Box::new(rec.clone())));
+        self.store
+            .record_attempt(&rec, None)
+            .await
+            .map_err(|e| fail_walk(node, NodeError::new(ErrorKind::Internal, format!("could not record the attempt: {e:#}"))))
+    }
+
+    async fn keep_output(&self, run_id: &str, node_id: &str, value: &Json) -> anyhow::Result<()> {
+        self.store.write_output(run_id, node_id, &self.full(value)).await
+    }
+
+    /// A node's output as kept for resuming: whole, with secrets masked.
+    fn full(&self, v: &Json) -> String {
+        self.reg.redactor.redact(&v.to_string())
+    }
+
+    async fn node_or_foreach(
+        &self,
+        flow: &Flow,
+        node: &NodeSpec,
+        run_id: &str,
+        scope: &mut Scope,
+        state: &Mutex<RunState>,
+    ) -> Result<Output, NodeFailure> {
+        let Some(list) = &node.foreach else {
+            return self.node(flow, node, run_id, scope, None, state).await;
+        };
+        let items = flow.templates.render(list, &scope.context()).map_err(|m| failure(ErrorKind::Internal, m))?;
+        let items = match items {
+            Json::Array(a) => a,
+            Json::Null => Vec::new(),
+            other => return Err(failure(ErrorKind::Internal, format!("`foreach` must give a list, not {}", type_name(&other)))),
+        };
+        if items.len() > node.max_iterations {
+            return Err(failure(
+                ErrorKind::LoopLimit,
+                format!("`foreach` has {} items, more than max_iterations {}", items.len(), node.max_iterations),
+            ));
+        }
+        let mut outs = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            scope.item = Some((to_value(item), i));
+            let out = self.node(flow, node, run_id, scope, Some(i as i64), state).await;
+            scope.item = None;
+            outs.push(out?.value);
+        }
+        Ok(Output { value: Json::Array(outs), ..Default::default() })
     }
 
     /// Runs one node (one item of a foreach) with its retries and model chain.
@@ -289,6 +624,11 @@ impl Engine {
         let chain = node.node.model_chain();
         let models: Vec<Option<&str>> = if chain.is_empty() { vec![None] } else { chain.iter().map(|m| Some(m.as_str())).collect() };
         let ctx = scope.context();
+        let repair = scope
+            .repair
+            .as_ref()
+            .filter(|r| r.get_attr("node").ok().and_then(|n| n.as_str().map(str::to_owned)).as_deref() == Some(node.id.as_str()));
+        let repair = repair.and_then(|r| serde_json::to_value(r).ok());
         let idem = format!("{run_id}:{}{}", node.id, iteration.map(|i| format!(":{i}")).unwrap_or_default());
         let default_policy = RetryPolicy::default();
         let policy = node.retry.as_ref().unwrap_or(&default_policy);
@@ -320,6 +660,7 @@ impl Engine {
                     side_effect: node.side_effect,
                     idempotency_key: &idem,
                     model: *model,
+                    repair: repair.as_ref(),
                     input_bytes: AtomicUsize::new(0),
                     inputs: Mutex::new(Vec::new()),
                 };
@@ -328,6 +669,10 @@ impl Engine {
                     r = node.node.run(&cx) => r,
                     _ = limit => Err(self.timeout_error(node)),
                 };
+                let result = result.and_then(|out| match node.expect.iter().find_map(|e| e.check(&out, &flow.templates, &ctx)) {
+                    Some(e) => Err(e),
+                    None => Ok(out),
+                });
                 let now = self.clock.now_ms();
                 let inputs = std::mem::take(&mut *cx.inputs.lock().expect("inputs"));
                 let input = match inputs.len() {
@@ -336,18 +681,18 @@ impl Engine {
                     _ => Some(Json::Array(inputs)),
                 };
                 let input_bytes = cx.input_bytes.load(std::sync::atomic::Ordering::Relaxed) as i64;
-                let seq = {
-                    let mut st = state.lock().expect("run state");
-                    st.seq += 1;
-                    st.current = None;
-                    st.seq
-                };
+                let seq = next_seq(state);
+                state.lock().expect("run state").current = None;
                 match result {
                     Ok(out) => {
-                        let rec = self
-                            .record(flow, run_id, seq, &current, now, Ok(&out), false, "continue", input.as_ref())
-                            .with_input_bytes(input_bytes);
-                        self.write_attempt(node, rec).await?;
+                        let mut rec = self.record(flow, run_id, seq, &current, now, Ok(&out), false, "continue", input.as_ref());
+                        rec.input_bytes = rec.input_bytes.max(input_bytes);
+                        self.emit(Event::AttemptFinished(Box::new(rec.clone())));
+                        let kept = iteration.is_none().then(|| self.full(&out.value));
+                        self.store
+                            .record_attempt(&rec, kept.as_deref())
+                            .await
+                            .map_err(|e| failure(ErrorKind::Internal, format!("could not record the attempt: {e:#}")))?;
                         if attempt > 1 || mi > 0 {
                             state.lock().expect("run state").recovered = true;
                         }
@@ -356,7 +701,9 @@ impl Engine {
                     Err(e) => {
                         let allowed = RetryPolicy::attempts_for(node.retry.as_ref(), e.kind);
                         let retry = attempt < allowed;
-                        let switch = !retry && mi + 1 < models.len() && switches_model(e.kind);
+                        let switch = !retry
+                            && mi + 1 < models.len()
+                            && (switches_model(e.kind) || matches!(resolve(flow, node, e.kind).0, Action::FallbackModel));
                         let action = if retry {
                             "retry"
                         } else if switch {
@@ -364,10 +711,15 @@ impl Engine {
                         } else {
                             "fail"
                         };
-                        let rec = self
-                            .record(flow, run_id, seq, &current, now, Err(&e), retry, action, input.as_ref())
-                            .with_input_bytes(input_bytes);
-                        self.write_attempt(node, rec).await?;
+                        let mut rec = self.record(flow, run_id, seq, &current, now, Err(&e), retry, action, input.as_ref());
+                        rec.input_bytes = rec.input_bytes.max(input_bytes);
+                        if retry || switch {
+                            self.emit(Event::AttemptFinished(Box::new(rec.clone())));
+                            self.store
+                                .record_attempt(&rec, None)
+                                .await
+                                .map_err(|e| failure(ErrorKind::Internal, format!("could not record the attempt: {e:#}")))?;
+                        }
                         if retry {
                             let delay = policy.delay(attempt, fastrand::f64()).max(e.retry_after.unwrap_or_default());
                             self.clock.sleep(delay).await;
@@ -377,17 +729,22 @@ impl Engine {
                         if switch {
                             break;
                         }
-                        let error = if models.len() > 1 && switches_model(e.kind) {
+                        let error = if models.len() > 1
+                            && (switches_model(e.kind) || matches!(resolve(flow, node, e.kind).0, Action::FallbackModel))
+                        {
                             NodeError::new(ErrorKind::NoHealthyModel, format!("every model failed: {}", failures.join("; ")))
                         } else {
                             e
                         };
-                        return Err(NodeFailure { node: node.id.clone(), error });
+                        if let Some(r) = rec.as_mut_kind() {
+                            *r = error.kind.as_str().to_owned();
+                        }
+                        return Err(NodeFailure { error, last: Some(rec) });
                     }
                 }
             }
         }
-        Err(fail(node, ErrorKind::Internal, "the node has no model to run on"))
+        Err(failure(ErrorKind::Internal, "the node has no model to run on"))
     }
 
     fn timeout_error(&self, node: &NodeSpec) -> NodeError {
@@ -404,17 +761,8 @@ impl Engine {
         }
     }
 
-    async fn write_attempt(&self, node: &NodeSpec, rec: AttemptRecord) -> Result<(), NodeFailure> {
-        self.emit(Event::AttemptFinished(Box::new(rec.clone())));
-        self.store.insert_attempt(&rec).await.map_err(|e| fail(node, ErrorKind::Internal, format!("could not record the attempt: {e:#}")))
-    }
-
     async fn skip(&self, flow: &Flow, node: &NodeSpec, run_id: &str, state: &Mutex<RunState>) -> anyhow::Result<()> {
-        let seq = {
-            let mut st = state.lock().expect("run state");
-            st.seq += 1;
-            st.seq
-        };
+        let seq = next_seq(state);
         let now = self.clock.now_ms();
         let current = Current { node: node.id.clone(), kind: node.kind.clone(), attempt: 0, iteration: None, started_at: now, model: None };
         let mut rec = self.record(flow, run_id, seq, &current, now, Ok(&Output::default()), false, "skip", None);
@@ -422,7 +770,7 @@ impl Engine {
         rec.output = None;
         rec.output_bytes = 0;
         self.emit(Event::AttemptFinished(Box::new(rec.clone())));
-        self.store.insert_attempt(&rec).await
+        self.store.record_attempt(&rec, None).await
     }
 
     /// Builds the stored record of an attempt: payloads redacted, then truncated.
@@ -499,19 +847,59 @@ impl Engine {
     }
 }
 
-trait WithInputBytes {
-    fn with_input_bytes(self, n: i64) -> Self;
+/// Where a run failed: node, kind, message, severity.
+type Failed = (Option<String>, ErrorKind, String, Option<Severity>);
+
+/// What a handled failure turns into.
+enum Handled {
+    Output(Output),
+    Goto { target: String, failure: NodeError },
+    Repair { target: String, feedback: Json },
 }
 
-impl WithInputBytes for AttemptRecord {
-    fn with_input_bytes(mut self, n: i64) -> Self {
-        self.input_bytes = self.input_bytes.max(n);
-        self
+trait KindSlot {
+    fn as_mut_kind(&mut self) -> Option<&mut String>;
+}
+
+impl KindSlot for AttemptRecord {
+    fn as_mut_kind(&mut self) -> Option<&mut String> {
+        self.error_kind.as_mut()
     }
 }
 
+fn next_seq(state: &Mutex<RunState>) -> i64 {
+    let mut st = state.lock().expect("run state");
+    st.seq += 1;
+    st.seq
+}
+
+/// The action and severity for a failure of `kind` at `node` (node `on_error`, node policy, flow
+/// policy, built-in table).
+pub fn resolve(flow: &Flow, node: &NodeSpec, kind: ErrorKind) -> (Action, Severity) {
+    let severity = policy_severity(flow, Some(node), kind);
+    if let Some(on) = &node.on_error
+        && on.on.as_ref().is_none_or(|kinds| kinds.contains(&kind))
+    {
+        return (on.action.clone(), severity);
+    }
+    let action = node
+        .policy
+        .get(&kind)
+        .and_then(|p| p.action.clone())
+        .or_else(|| flow.policy.get(&kind).and_then(|p| p.action.clone()))
+        .unwrap_or_else(|| policy::default_action(kind, node.default.as_ref()));
+    (action, severity)
+}
+
+pub fn policy_severity(flow: &Flow, node: Option<&NodeSpec>, kind: ErrorKind) -> Severity {
+    node.and_then(|n| n.policy.get(&kind))
+        .and_then(|p| p.severity)
+        .or_else(|| flow.policy.get(&kind).and_then(|p| p.severity))
+        .unwrap_or_else(|| kind.default_severity())
+}
+
 /// Failures that another model may not have: the llm node moves on to its next model.
-fn switches_model(kind: ErrorKind) -> bool {
+pub fn switches_model(kind: ErrorKind) -> bool {
     use ErrorKind::*;
     matches!(
         kind,
@@ -528,8 +916,12 @@ fn switches_model(kind: ErrorKind) -> bool {
     )
 }
 
-fn fail(node: &NodeSpec, kind: ErrorKind, message: impl Into<String>) -> NodeFailure {
-    NodeFailure { node: node.id.clone(), error: NodeError::new(kind, message) }
+fn failure(kind: ErrorKind, message: impl Into<String>) -> NodeFailure {
+    NodeFailure { error: NodeError::new(kind, message), last: None }
+}
+
+fn fail_walk(node: &NodeSpec, error: NodeError) -> Walk {
+    Walk::Failed { node: node.id.clone(), severity: error.kind.default_severity(), error, block: false }
 }
 
 fn type_name(v: &Json) -> &'static str {

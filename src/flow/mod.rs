@@ -9,7 +9,10 @@ pub mod yaml;
 pub use diag::{Diagnostic, Diagnostics, suggest};
 pub use retry::{RetryPolicy, RetrySpec, parse_duration};
 
+use crate::engine::expect::{Expect, ExpectSpec};
+use crate::engine::policy::{self, OnError, Policy, PolicyTable};
 use crate::nodes::{self, BuildCx, NodeKind};
+use crate::vocab::{ErrorKind, Severity};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
@@ -35,6 +38,10 @@ pub struct Flow {
     pub inputs: serde_json::Map<String, Json>,
     pub nodes: Vec<NodeSpec>,
     pub templates: Templates,
+    /// Error kind → severity and action, over the built-in table.
+    pub policy: PolicyTable,
+    /// A passing canary run lifts a block of this flow.
+    pub unblock_on_canary: bool,
 }
 
 impl Flow {
@@ -60,6 +67,15 @@ pub struct NodeSpec {
     pub max_iterations: usize,
     /// Jump to this node when this one finishes (forward only).
     pub next: Option<String>,
+    /// What to do when the node fails for good.
+    pub on_error: Option<OnError>,
+    /// Per-node overrides of the flow's policy table.
+    pub policy: PolicyTable,
+    pub expect: Vec<Expect>,
+    /// The default value a `fallback` uses (the seed's "default template").
+    pub default: Option<template::JsonTmpl>,
+    /// The earlier nodes whose outputs this node reads (a quality check's repair target).
+    pub reads: Vec<String>,
     pub node: Arc<dyn NodeKind>,
 }
 
@@ -80,10 +96,51 @@ struct CommonFields {
     foreach: Option<String>,
     max_iterations: Option<usize>,
     next: Option<String>,
+    on_error: Option<Json>,
+    #[serde(default)]
+    policy: BTreeMap<ErrorKind, PolicySpec>,
+    #[serde(default)]
+    expect: Vec<ExpectSpec>,
+    default: Option<Json>,
 }
 
-const COMMON: &[&str] =
-    &["id", "kind", "description", "timeout", "retry", "side_effect", "idempotent", "foreach", "max_iterations", "next"];
+/// A row of a policy table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicySpec {
+    severity: Option<Severity>,
+    action: Option<Json>,
+}
+
+const COMMON: &[&str] = &[
+    "id",
+    "kind",
+    "description",
+    "timeout",
+    "retry",
+    "side_effect",
+    "idempotent",
+    "foreach",
+    "max_iterations",
+    "next",
+    "on_error",
+    "policy",
+    "expect",
+    "default",
+];
+
+fn build_policy(specs: &BTreeMap<ErrorKind, PolicySpec>, t: &mut template::TemplateBuilder) -> Result<PolicyTable, String> {
+    specs
+        .iter()
+        .map(|(kind, p)| {
+            let action = match &p.action {
+                Some(a) => Some(policy::parse_action(a, t).map_err(|m| format!("{kind}: {m}"))?.action),
+                None => None,
+            };
+            Ok((*kind, Policy { severity: p.severity, action }))
+        })
+        .collect()
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +152,10 @@ struct FlowFields {
     latency_warning: Option<String>,
     #[serde(default)]
     inputs: serde_json::Map<String, Json>,
+    #[serde(default)]
+    policy: BTreeMap<ErrorKind, PolicySpec>,
+    #[serde(default)]
+    unblock_on_canary: bool,
     nodes: Vec<Json>,
 }
 
@@ -171,6 +232,9 @@ fn one(file: &Path, pos: Pos, field: &str, message: String) -> Diagnostics {
     d
 }
 
+/// A variable a template reads: (field, its position, the variable).
+type Located = (String, Pos, String);
+
 /// Parses and checks flow text; `file` names it in errors.
 pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Diagnostics> {
     let tree = yaml::parse(text).map_err(|m| one(file, Pos::default(), "", m))?;
@@ -203,7 +267,7 @@ pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Dia
     let mut builder = template::TemplateBuilder::new();
     let mut specs: Vec<NodeSpec> = Vec::new();
     // (node index, [(field, position, variable read)])
-    let mut refs: Vec<(usize, Vec<(String, Pos, String)>)> = Vec::new();
+    let mut refs: Vec<(usize, Vec<Located>)> = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
     let base_dir = file.parent().unwrap_or(Path::new("."));
 
@@ -282,10 +346,41 @@ pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Dia
             Some(s) => builder.string(s).map_err(|m| diags.push(file, pos_of("foreach"), field_of("foreach"), m)).ok(),
             None => None,
         };
+        builder.field = "on_error".into();
+        let on_error = match &common.on_error {
+            Some(v) => {
+                policy::parse_action(v, &mut builder).map_err(|m| diags.push(file, pos_of("on_error"), field_of("on_error"), m)).ok()
+            }
+            None => None,
+        };
+        let node_policy = build_policy(&common.policy, &mut builder).unwrap_or_else(|m| {
+            diags.push(file, pos_of("policy"), field_of("policy"), m);
+            PolicyTable::new()
+        });
+        let mut expect = Vec::new();
+        for spec in &common.expect {
+            match spec.build(&mut builder) {
+                Ok(e) => expect.push(e),
+                Err(m) => diags.push(file, pos_of("expect"), field_of("expect"), m),
+            }
+        }
+        builder.field = "default".into();
+        let default = match &common.default {
+            Some(v) => builder.json(v).map_err(|m| diags.push(file, pos_of("default"), field_of("default"), m)).ok(),
+            None => None,
+        };
         if common.idempotent && !common.side_effect {
             diags.push(file, pos_of("idempotent"), field_of("idempotent"), "`idempotent` only applies to a node with `side_effect: true`");
         }
         let located = builder.references_since(mark).into_iter().map(|(f, v)| (field_of(&f), pos_of(&f), v)).collect::<Vec<_>>();
+        let mut reads: Vec<String> = Vec::new();
+        for (_, _, var) in &located {
+            if let Some(target) = var.strip_prefix("nodes.").map(|r| r.split('.').next().unwrap_or(r).to_owned())
+                && !reads.contains(&target)
+            {
+                reads.push(target);
+            }
+        }
         refs.push((i, located));
         let _ = common.description;
         if let Some(node) = node {
@@ -300,6 +395,11 @@ pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Dia
                 foreach,
                 max_iterations: common.max_iterations.unwrap_or(100),
                 next: common.next,
+                on_error,
+                policy: node_policy,
+                expect,
+                default,
+                reads,
                 node,
             });
         }
@@ -363,6 +463,52 @@ pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Dia
         }
     }
 
+    let flow_policy = build_policy(&top.policy, &mut builder).unwrap_or_else(|m| {
+        diags.push(file, tree.locate(&key("policy")).pos, "policy", m);
+        PolicyTable::new()
+    });
+    for (i, spec) in specs.iter().enumerate() {
+        let here = order.get(spec.id.as_str()).copied().unwrap_or(i);
+        let actions = spec
+            .on_error
+            .iter()
+            .map(|o| ("on_error", &o.action))
+            .chain(spec.policy.values().filter_map(|p| p.action.as_ref()).map(|a| ("policy", a)));
+        for (field, action) in actions {
+            let field = format!("nodes[{here}].{field}");
+            match action {
+                policy::Action::Goto(target) => match order.get(target.as_str()) {
+                    None => diags.push(file, spec.pos, &field, format!("goto: unknown node `{target}`")),
+                    Some(j) if *j <= here => {
+                        diags.push(file, spec.pos, &field, format!("goto `{target}`: a catch node must come after the node it catches"))
+                    }
+                    _ => {}
+                },
+                policy::Action::Repair { target: Some(target), .. } => match order.get(target.as_str()) {
+                    None => diags.push(file, spec.pos, &field, format!("repair: unknown node `{target}`")),
+                    Some(j) if *j > here => {
+                        diags.push(file, spec.pos, &field, format!("repair `{target}`: the node to re-run must come before this one"))
+                    }
+                    _ => {}
+                },
+                policy::Action::Repair { target: None, .. } if spec.reads.is_empty() => {
+                    diags.push(file, spec.pos, &field, "repair: this node reads no earlier node; name the node to re-run with `target`")
+                }
+                _ => {}
+            }
+        }
+    }
+    for (kind, p) in &flow_policy {
+        if let Some(policy::Action::Goto(_) | policy::Action::Repair { target: Some(_), .. }) = &p.action {
+            diags.push(
+                file,
+                tree.locate(&key("policy")).pos,
+                format!("policy.{kind}"),
+                "`goto` and `repair` with a target belong on a node's `on_error`, not the flow's policy",
+            );
+        }
+    }
+
     let templates = builder.finish();
     diags.into_result(Flow {
         name: top.name,
@@ -374,6 +520,8 @@ pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Dia
         inputs: top.inputs,
         nodes: specs,
         templates,
+        policy: flow_policy,
+        unblock_on_canary: top.unblock_on_canary,
     })
 }
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Names a template may use at top level.
-pub const ROOTS: &[&str] = &["input", "nodes", "run", "item", "index", "error", "now"];
+pub const ROOTS: &[&str] = &["input", "nodes", "run", "item", "index", "error", "repair", "output"];
 
 /// A compiled string: plain text, a text template, or a single typed expression.
 #[derive(Debug, Clone)]
@@ -142,6 +142,8 @@ pub struct Scope {
     pub run: Value,
     pub item: Option<(Value, usize)>,
     pub error: Option<Value>,
+    /// Set while a node is re-run to repair a rejected output: what was wrong.
+    pub repair: Option<Value>,
 }
 
 impl Scope {
@@ -157,6 +159,7 @@ impl Scope {
             item => item,
             index => index,
             error => self.error.clone().unwrap_or(Value::UNDEFINED),
+            repair => self.repair.clone().unwrap_or(Value::UNDEFINED),
         }
     }
 }

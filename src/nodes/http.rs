@@ -40,9 +40,6 @@ struct Params {
     body: Option<Json>,
     /// Statuses that count as success (default: any 2xx).
     accept: Option<Vec<u16>>,
-    /// JSON paths (`/topics`) that must be present and non-empty, else `data_empty`.
-    #[serde(default)]
-    require: Vec<String>,
     /// Header that carries the idempotency key on side-effecting calls.
     #[serde(default = "default_idem_header")]
     idempotency_header: String,
@@ -60,7 +57,6 @@ struct Http {
     headers: Vec<(String, Tmpl)>,
     body: Option<JsonTmpl>,
     accept: Option<Vec<u16>>,
-    require: Vec<String>,
     idempotency_header: String,
 }
 
@@ -92,24 +88,10 @@ pub fn build(raw: Raw<'_>, cx: &mut BuildCx<'_>) -> Result<Arc<dyn NodeKind>, Di
         cx.error("method", format!("`{method}` is not an HTTP method"));
         reqwest::Method::GET
     });
-    for r in &p.require {
-        if !r.starts_with('/') {
-            cx.error("require", format!("`{r}` is not a JSON pointer (write `/topics` or `/data/items`)"));
-        }
-    }
     let headers = p.headers.iter().map(|(k, v)| (k.clone(), cx.string("headers", v))).collect();
     let url = cx.string("url", &url_src);
     let body = p.body.as_ref().map(|b| cx.json("body", b));
-    Ok(Arc::new(Http {
-        endpoint,
-        url,
-        method,
-        headers,
-        body,
-        accept: p.accept,
-        require: p.require,
-        idempotency_header: p.idempotency_header,
-    }))
+    Ok(Arc::new(Http { endpoint, url, method, headers, body, accept: p.accept, idempotency_header: p.idempotency_header }))
 }
 
 impl Http {
@@ -137,26 +119,15 @@ impl Http {
         {
             return Err(NodeError::new(kind, msg).with_meta(meta));
         }
-        for path in &self.require {
-            let found = value.pointer(path);
-            let empty = match found {
-                None | Some(Json::Null) => true,
-                Some(Json::String(s)) => s.is_empty(),
-                Some(Json::Array(a)) => a.is_empty(),
-                Some(Json::Object(o)) => o.is_empty(),
-                _ => false,
-            };
-            if empty {
-                let mut e = NodeError::new(ErrorKind::DataEmpty, format!("the answer has nothing at `{path}`")).with_meta(meta);
-                e.output = Some(value);
-                return Err(e);
-            }
-        }
         Ok(Output { value, next: None, meta })
     }
 }
 
 impl NodeKind for Http {
+    fn failure_kinds(&self, side_effect: bool) -> Vec<ErrorKind> {
+        super::remote_failure_kinds(side_effect)
+    }
+
     fn run<'a>(&'a self, cx: &'a RunCx<'a>) -> BoxFuture<'a, Result<Output, NodeError>> {
         Box::pin(async move {
             let body = self.body.as_ref().map(|b| cx.json(b)).transpose()?;
@@ -167,29 +138,53 @@ impl NodeKind for Http {
                 return self.judge(answer.status, &bytes, answer.retry_after, cx.side_effect);
             }
             let url = cx.text(&self.url)?;
-            let mut rb = cx.reg.http.request(self.method.clone(), &url);
-            for (k, v) in self.endpoint.iter().flat_map(|e| e.headers.iter()) {
-                rb = rb.header(k, v);
-            }
+            let mut headers = Vec::with_capacity(self.headers.len());
             for (k, v) in &self.headers {
-                rb = rb.header(k, cx.text(v)?);
+                headers.push((k.as_str(), cx.text(v)?));
             }
-            if let Some(key) = idem {
-                rb = rb.header(&self.idempotency_header, key);
+            let auth = self.endpoint.as_ref().and_then(|e| e.auth.as_ref());
+            let mut token = match auth {
+                Some(a) => Some(a.token(&cx.reg.http, cx.clock, false).await?),
+                None => None,
+            };
+            let mut refreshed = false;
+            loop {
+                let mut rb = cx.reg.http.request(self.method.clone(), &url);
+                for (k, v) in self.endpoint.iter().flat_map(|e| e.headers.iter()) {
+                    rb = rb.header(k, v);
+                }
+                for (k, v) in &headers {
+                    rb = rb.header(*k, v);
+                }
+                if let Some(t) = &token {
+                    rb = rb.bearer_auth(t);
+                }
+                if let Some(key) = idem {
+                    rb = rb.header(&self.idempotency_header, key);
+                }
+                if let Some(b) = &body {
+                    rb = rb.json(b);
+                }
+                let resp = rb.send().await.map_err(|e| {
+                    let (kind, msg) = classify_transport(&e);
+                    NodeError::new(kind, msg)
+                })?;
+                let status = resp.status().as_u16();
+                let wait = retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()));
+                let bytes = crate::net::read_limited(resp, crate::net::MAX_BODY).await.map_err(|m| {
+                    NodeError::new(ErrorKind::Upstream4xx, m).with_meta(Meta { http_status: Some(status), ..Default::default() })
+                })?;
+                let result = self.judge(status, &bytes, wait, cx.side_effect);
+                // An expired token: get a fresh one and try once more, within this attempt.
+                if let (Err(e), Some(a), false) = (&result, auth, refreshed)
+                    && e.kind == ErrorKind::AuthExpired
+                {
+                    refreshed = true;
+                    token = Some(a.token(&cx.reg.http, cx.clock, true).await?);
+                    continue;
+                }
+                return result;
             }
-            if let Some(b) = &body {
-                rb = rb.json(b);
-            }
-            let resp = rb.send().await.map_err(|e| {
-                let (kind, msg) = classify_transport(&e);
-                NodeError::new(kind, msg)
-            })?;
-            let status = resp.status().as_u16();
-            let wait = retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()));
-            let bytes = crate::net::read_limited(resp, crate::net::MAX_BODY).await.map_err(|m| {
-                NodeError::new(ErrorKind::Upstream4xx, m).with_meta(Meta { http_status: Some(status), ..Default::default() })
-            })?;
-            self.judge(status, &bytes, wait, cx.side_effect)
         })
     }
 }

@@ -87,13 +87,11 @@ impl NodeKind for Llm {
                     None => hint.to_owned(),
                 });
             }
-            let req = ChatRequest {
-                system,
-                prompt: cx.text(&self.prompt)?,
-                json: self.json,
-                temperature: self.temperature,
-                max_tokens: self.max_tokens,
-            };
+            let mut prompt = cx.text(&self.prompt)?;
+            if let Some(repair) = cx.repair {
+                prompt.push_str(&repair_feedback(repair, &cx.reg.locale));
+            }
+            let req = ChatRequest { system, prompt, json: self.json, temperature: self.temperature, max_tokens: self.max_tokens };
             let reply = client.chat(&req, cx.clock).await?;
             let meta = Meta {
                 model: Some(reply.model.clone()),
@@ -112,6 +110,35 @@ impl NodeKind for Llm {
 
     fn model_chain(&self) -> Vec<String> {
         self.chain.clone()
+    }
+
+    fn failure_kinds(&self, _side_effect: bool) -> Vec<ErrorKind> {
+        let mut kinds = vec![ErrorKind::GenerationEmpty, ErrorKind::GenerationMalformed, ErrorKind::ContentBlocked];
+        kinds.extend(super::remote_failure_kinds(false));
+        kinds
+    }
+}
+
+/// The text appended to the prompt when the node re-runs to repair a rejected output.
+fn repair_feedback(repair: &Json, locale: &str) -> String {
+    let attempt = repair.get("attempt").and_then(Json::as_u64).unwrap_or(1);
+    let items: Vec<String> = repair
+        .get("violations")
+        .and_then(Json::as_array)
+        .map(|v| v.iter().filter_map(|x| x.get("message").and_then(Json::as_str)).map(|m| format!("- {m}")).collect())
+        .unwrap_or_default();
+    let list =
+        if items.is_empty() { format!("- {}", repair.get("message").and_then(Json::as_str).unwrap_or("")) } else { items.join("\n") };
+    if locale == "en" {
+        format!(
+            "\n\n{} The previous output was rejected (repair {attempt}). Fix every problem below and give the whole answer again:\n{list}",
+            super::REPAIR_MARK_EN
+        )
+    } else {
+        format!(
+            "\n\n{}上一次的输出未通过质检（第 {attempt} 次修正）。请逐条修正以下问题，然后重新完整输出：\n{list}",
+            super::REPAIR_MARK_ZH
+        )
     }
 }
 

@@ -40,6 +40,10 @@ pub const KINDS: &[(&str, Factory)] = &[
     ("notify", notify::build),
 ];
 
+/// Marks the feedback an llm prompt gets when its output is being repaired.
+pub const REPAIR_MARK_ZH: &str = "【修正要求】";
+pub const REPAIR_MARK_EN: &str = "[Repair]";
+
 /// A node kind, built once per flow load, run once per attempt.
 pub trait NodeKind: Send + Sync + std::fmt::Debug {
     fn run<'a>(&'a self, cx: &'a RunCx<'a>) -> BoxFuture<'a, Result<Output, NodeError>>;
@@ -51,6 +55,20 @@ pub trait NodeKind: Send + Sync + std::fmt::Debug {
     fn model_chain(&self) -> Vec<String> {
         Vec::new()
     }
+    /// The error kinds this kind of node can fail with (for `check --explain`).
+    fn failure_kinds(&self, side_effect: bool) -> Vec<ErrorKind> {
+        let _ = side_effect;
+        vec![ErrorKind::Internal]
+    }
+}
+
+/// What a call to a provider or an HTTP service can fail with.
+pub fn remote_failure_kinds(side_effect: bool) -> Vec<ErrorKind> {
+    use ErrorKind::*;
+    let mut kinds =
+        vec![if side_effect { PublishAmbiguous } else { Timeout }, RateLimited, Upstream5xx, Network, AuthExpired, QuotaExhausted];
+    kinds.push(if side_effect { PublishFailed } else { Upstream4xx });
+    kinds
 }
 
 /// What a successful attempt produced.
@@ -108,6 +126,8 @@ pub struct RunCx<'a> {
     pub idempotency_key: &'a str,
     /// The model to use (an llm node walking its fallback chain).
     pub model: Option<&'a str>,
+    /// When this node re-runs to repair a rejected output: `{violations, message, attempt}`.
+    pub repair: Option<&'a Json>,
     /// Bytes of rendered input, counted as templates render.
     pub input_bytes: AtomicUsize,
     /// The rendered inputs, recorded with the attempt.
@@ -211,6 +231,8 @@ impl BuildCx<'_> {
 #[derive(Debug)]
 pub struct Endpoint {
     pub base_url: Option<String>,
+    /// Gets the bearer token sent with every request.
+    pub auth: Option<Arc<crate::auth::TokenProvider>>,
     pub headers: BTreeMap<String, String>,
     pub simulate: Option<SimEndpoint>,
 }
@@ -223,6 +245,8 @@ pub struct Registry {
     pub http: reqwest::Client,
     pub default_node_timeout: Duration,
     pub redactor: Redactor,
+    /// `zh-CN` or `en`: the language of text flowguard writes into prompts and messages.
+    pub locale: String,
 }
 
 impl Registry {
@@ -239,15 +263,26 @@ impl Registry {
             models.insert(name.clone(), model::build(name, m, http.clone()));
             fallbacks.insert(name.clone(), m.fallback.clone());
         }
+        let auth: BTreeMap<String, Arc<crate::auth::TokenProvider>> =
+            cfg.auth.iter().map(|(name, a)| (name.clone(), Arc::new(crate::auth::TokenProvider::new(a.clone())))).collect();
         let endpoints = cfg
             .endpoints
             .iter()
             .map(|(name, e)| {
                 let simulate = e.simulate.clone().map(|s| SimEndpoint::new(name, s));
-                (name.clone(), Arc::new(Endpoint { base_url: e.base_url.clone(), headers: e.headers.clone(), simulate }))
+                let auth = e.auth.as_ref().and_then(|a| auth.get(a).cloned());
+                (name.clone(), Arc::new(Endpoint { base_url: e.base_url.clone(), auth, headers: e.headers.clone(), simulate }))
             })
             .collect();
-        Ok(Registry { models, fallbacks, endpoints, http, default_node_timeout: cfg.node_timeout(), redactor: cfg.redactor.clone() })
+        Ok(Registry {
+            models,
+            fallbacks,
+            endpoints,
+            http,
+            default_node_timeout: cfg.node_timeout(),
+            redactor: cfg.redactor.clone(),
+            locale: cfg.locale.clone(),
+        })
     }
 
     pub fn kind(&self, name: &str) -> Option<Factory> {

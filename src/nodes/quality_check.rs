@@ -214,6 +214,10 @@ impl QualityCheck {
 }
 
 impl NodeKind for QualityCheck {
+    fn failure_kinds(&self, _side_effect: bool) -> Vec<ErrorKind> {
+        vec![ErrorKind::QualityRejected]
+    }
+
     fn run<'a>(&'a self, cx: &'a RunCx<'a>) -> BoxFuture<'a, Result<Output, NodeError>> {
         Box::pin(async move {
             let target = cx.value(&self.target)?;

@@ -137,7 +137,17 @@ macro_rules! decode_row {
         let mut vals = Vec::with_capacity($tys.len());
         for (i, ty) in $tys.iter().enumerate() {
             vals.push(match ty {
-                Ty::I64 => Val::I64(row.try_get::<Option<i64>, _>(i)?),
+                // PostgreSQL does not widen INT4/INT2/BOOL to INT8 on decode; we do.
+                Ty::I64 => Val::I64(match row.try_get::<Option<i64>, _>(i) {
+                    Ok(v) => v,
+                    Err(e) => match row.try_get::<Option<i32>, _>(i) {
+                        Ok(v) => v.map(i64::from),
+                        Err(_) => match row.try_get::<Option<bool>, _>(i) {
+                            Ok(v) => v.map(i64::from),
+                            Err(_) => return Err(e),
+                        },
+                    },
+                }),
                 Ty::Str => Val::Str(row.try_get::<Option<String>, _>(i)?),
             });
         }
@@ -146,6 +156,102 @@ macro_rules! decode_row {
 }
 
 pub type Stmt = (Cow<'static, str>, Vec<Arg>);
+
+/// Pool settings from `storage:` in the config.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// Bounds opening a connection and waiting for a free one.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings { max_connections: 8, connect_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// The lock is per server on MySQL, so its name carries the database (names are cut at 64 chars).
+const MYSQL_LOCK: &str = "SELECT GET_LOCK(CONCAT('flowguard_migrate_', LEFT(MD5(IFNULL(DATABASE(), '')), 16)), 60)";
+const MYSQL_UNLOCK: &str = "SELECT RELEASE_LOCK(CONCAT('flowguard_migrate_', LEFT(MD5(IFNULL(DATABASE(), '')), 16)))";
+/// Advisory locks are per database on PostgreSQL; any fixed key will do ("flowguar" in ASCII).
+const PG_LOCK_KEY: i64 = 0x666c_6f77_6775_6172;
+
+async fn probe<C: sqlx::Connection>(
+    connect: impl std::future::Future<Output = Result<C, sqlx::Error>>,
+    timeout: Duration,
+) -> Result<(), sqlx::Error> {
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(c)) => {
+            let _ = c.close().await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {}", humantime::format_duration(timeout)),
+        ))),
+    }
+}
+
+/// One connection taken from the pool (for migrations, which must run where the lock is held).
+pub enum Conn<'c> {
+    Sqlite(&'c mut sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    MySql(&'c mut sqlx::pool::PoolConnection<sqlx::MySql>),
+    Postgres(&'c mut sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+impl Conn<'_> {
+    pub fn backend(&self) -> Backend {
+        match self {
+            Conn::Sqlite(_) => Backend::Sqlite,
+            Conn::MySql(_) => Backend::MySql,
+            Conn::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub async fn exec(&mut self, sql: &str, args: &[Arg]) -> Result<u64, sqlx::Error> {
+        Ok(match self {
+            Conn::Sqlite(c) => bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).execute(&mut ***c).await?.rows_affected(),
+            Conn::MySql(c) => bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).execute(&mut ***c).await?.rows_affected(),
+            Conn::Postgres(c) => {
+                let sql = pg_sql(sql);
+                bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())), args).execute(&mut ***c).await?.rows_affected()
+            }
+        })
+    }
+
+    pub async fn fetch(&mut self, sql: &str, args: &[Arg], tys: &[Ty]) -> Result<Vec<Vec<Val>>, sqlx::Error> {
+        let mut out = Vec::new();
+        match self {
+            Conn::Sqlite(c) => {
+                for row in bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).fetch_all(&mut ***c).await? {
+                    out.push(decode_row!(row, tys));
+                }
+            }
+            Conn::MySql(c) => {
+                for row in bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).fetch_all(&mut ***c).await? {
+                    out.push(decode_row!(row, tys));
+                }
+            }
+            Conn::Postgres(c) => {
+                let sql = pg_sql(sql);
+                for row in bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())), args).fetch_all(&mut ***c).await? {
+                    out.push(decode_row!(row, tys));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs a script of `;`-separated statements (migrations).
+    pub async fn exec_script(&mut self, script: &str) -> Result<(), sqlx::Error> {
+        for stmt in split_statements(script) {
+            self.exec(&stmt, &[]).await?;
+        }
+        Ok(())
+    }
+}
 
 impl Pool {
     pub fn backend(&self) -> Backend {
@@ -156,7 +262,12 @@ impl Pool {
         }
     }
 
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Pool, sqlx::Error> {
+    /// Opens a pool. For MySQL and PostgreSQL one connection is made first, on its own and within
+    /// `connect_timeout`, so that a refused or rejected connection reports the server's answer
+    /// (the pool itself would retry a refused connection until its timeout and say only that).
+    pub async fn connect(url: &str, settings: &PoolSettings) -> Result<Pool, sqlx::Error> {
+        let max = settings.max_connections.max(1);
+        let timeout = settings.connect_timeout;
         if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -165,23 +276,62 @@ impl Pool {
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(false)
                 .disable_statement_logging();
-            let pool = SqlitePoolOptions::new().max_connections(max_connections.clamp(1, 8)).connect_with(opts).await?;
+            let pool = SqlitePoolOptions::new().max_connections(max.clamp(1, 8)).connect_with(opts).await?;
             Ok(Pool::Sqlite(pool))
         } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
             let url = url.replacen("mariadb:", "mysql:", 1);
             let opts = MySqlConnectOptions::from_str(&url)?.charset("utf8mb4").disable_statement_logging();
-            let pool = MySqlPoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(opts)
-                .await?;
+            probe(opts.connect(), timeout).await?;
+            let pool = MySqlPoolOptions::new().max_connections(max).acquire_timeout(timeout).connect_with(opts).await?;
             Ok(Pool::MySql(pool))
         } else {
-            let opts = PgConnectOptions::from_str(url)?.disable_statement_logging();
-            let pool =
-                PgPoolOptions::new().max_connections(max_connections).acquire_timeout(Duration::from_secs(10)).connect_with(opts).await?;
+            let mut opts = PgConnectOptions::from_str(url)?.disable_statement_logging();
+            if opts.get_application_name().is_none() {
+                // Lets a DBA tell flowguard's sessions apart in pg_stat_activity.
+                opts = opts.application_name("flowguard");
+            }
+            probe(opts.connect(), timeout).await?;
+            let pool = PgPoolOptions::new().max_connections(max).acquire_timeout(timeout).connect_with(opts).await?;
             Ok(Pool::Postgres(pool))
         }
+    }
+
+    /// Runs `f` on one connection while holding the database's migration lock (`GET_LOCK` on
+    /// MySQL/MariaDB, `pg_advisory_lock` on PostgreSQL; SQLite serialises writers itself), so two
+    /// processes starting at once do not migrate over each other.
+    pub async fn with_migration_lock<T>(&self, f: impl AsyncFnOnce(&mut Conn<'_>) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        match self {
+            Pool::Sqlite(p) => {
+                let mut c = p.acquire().await?;
+                f(&mut Conn::Sqlite(&mut c)).await
+            }
+            Pool::MySql(p) => {
+                let mut c = p.acquire().await?;
+                let got: Option<i64> = sqlx::query_scalar(MYSQL_LOCK).fetch_one(&mut *c).await?;
+                if got != Some(1) {
+                    anyhow::bail!("another flowguard process held the migration lock for 60 s");
+                }
+                let r = f(&mut Conn::MySql(&mut c)).await;
+                let _ = sqlx::query(MYSQL_UNLOCK).execute(&mut *c).await;
+                r
+            }
+            Pool::Postgres(p) => {
+                let mut c = p.acquire().await?;
+                sqlx::query("SELECT pg_advisory_lock($1)").bind(PG_LOCK_KEY).execute(&mut *c).await?;
+                let r = f(&mut Conn::Postgres(&mut c)).await;
+                let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(PG_LOCK_KEY).execute(&mut *c).await;
+                r
+            }
+        }
+    }
+
+    /// The server's version string (`SELECT VERSION()`; SQLite's library version).
+    pub async fn server_version(&self) -> Result<String, sqlx::Error> {
+        let sql = match self {
+            Pool::Sqlite(_) => "SELECT sqlite_version()",
+            _ => "SELECT VERSION()",
+        };
+        Ok(self.fetch(sql, &[], &[Ty::Str]).await?.into_iter().next().and_then(|r| r[0].str()).unwrap_or_default())
     }
 
     /// Runs statements in one transaction: all of them commit, or none.

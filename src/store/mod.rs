@@ -8,14 +8,18 @@
 
 mod alerts;
 mod db;
+mod manual;
 
 pub use alerts::{AlertFilter, AlertRecord, AlertTx, DeliveryRecord, GroupRecord, NotificationRecord, SilenceRecord};
-pub use db::{Arg, Backend, Pool, Stmt, Ty, Val};
+pub use manual::{FlowBlock, ManualAction, ManualTask};
+
+pub use db::{Arg, Backend, Conn, Pool, PoolSettings, Stmt, Ty, Val};
 
 use crate::vocab::{AttemptStatus, RunStatus};
 use anyhow::{Context, anyhow};
 use serde::Serialize;
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -32,7 +36,7 @@ macro_rules! migration {
     };
 }
 
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[migration!(1, "v1"), migration!(3, "v3")];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[migration!(1, "v1"), migration!(2, "v2"), migration!(3, "v3"), migration!(6, "v6")];
 
 /// One run, as stored.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -118,6 +122,43 @@ enum Write {
 pub struct Store {
     pub(crate) pool: Pool,
     writes: mpsc::UnboundedSender<Write>,
+    server: Arc<str>,
+}
+
+/// How to open the store: the pool, and how long writes wait for a database that went away.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub pool: PoolSettings,
+    pub write_patience: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { pool: PoolSettings::default(), write_patience: Duration::from_secs(30) }
+    }
+}
+
+impl StoreOptions {
+    /// `storage.max_connections`, `storage.connect_timeout` and `storage.write_patience`.
+    pub fn from_config(cfg: &crate::config::Config) -> StoreOptions {
+        StoreOptions {
+            pool: PoolSettings { max_connections: cfg.storage.max_connections, connect_timeout: cfg.connect_timeout() },
+            write_patience: cfg.write_patience(),
+        }
+    }
+}
+
+/// The backend a storage URL names.
+pub fn backend_of(url: &str) -> anyhow::Result<Backend> {
+    if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+        Ok(Backend::MySql)
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Backend::Postgres)
+    } else {
+        Err(anyhow!("unsupported storage URL `{}`: expected sqlite://, mysql:// or postgres://", redact_url(url)))
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -126,15 +167,30 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Removes the password from a database URL, for messages.
+/// Removes the password from a database URL, for messages: the one in the user part and any
+/// `password=` / `sslpassword=` query parameter.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
+    let Ok(mut u) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
     }
+    if u.query_pairs().any(|(k, _)| is_secret_param(&k)) {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if is_secret_param(&k) { "***".to_owned() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
+
+fn is_secret_param(k: &str) -> bool {
+    k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword")
 }
 
 const RUN_COLS: &str = "id, flow, flow_hash, trigger_kind, status, canary, inputs, started_at, ended_at, duration_ms, failed_node, error_kind, error_message, severity";
@@ -171,22 +227,33 @@ impl Store {
     /// Connects, applies migrations, and starts the writer. `patience`: how long writes are
     /// retried while the database is unreachable.
     pub async fn open(url: &str, max_connections: u32, patience: Duration) -> anyhow::Result<Store> {
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
-            Backend::MySql
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Backend::Postgres
-        } else {
-            return Err(anyhow!("unsupported storage URL `{}`: expected sqlite://, mysql:// or postgres://", redact_url(url)));
-        };
-        let pool = Pool::connect(url, max_connections)
+        let opts = StoreOptions { pool: PoolSettings { max_connections, ..Default::default() }, write_patience: patience };
+        Store::open_with(url, &opts).await
+    }
+
+    /// Connects with the pool settings of `opts`, applies migrations, and starts the writer.
+    pub async fn open_with(url: &str, opts: &StoreOptions) -> anyhow::Result<Store> {
+        let backend = backend_of(url)?;
+        let pool = Pool::connect(url, &opts.pool)
             .await
-            .map_err(|e| anyhow!("cannot open the {} database at {}: {}", backend.name(), describe_target(url), e))?;
-        migrate(&pool).await.with_context(|| format!("migrating the {} database at {}", backend.name(), describe_target(url)))?;
+            .map_err(|e| anyhow!("cannot open the {} database at {}: {}", backend.name(), describe_target(url), describe_error(&e)))?;
+        let server = pool.server_version().await.unwrap_or_default();
+        if let Err(e) = check_server_version(backend, &server) {
+            pool.close().await;
+            return Err(anyhow!("the {} database at {}: {e}", backend.name(), describe_target(url)));
+        }
+        if let Err(e) = migrate(&pool).await {
+            pool.close().await;
+            return Err(e.context(format!("migrating the {} database at {}", backend.name(), describe_target(url))));
+        }
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(pool.clone(), rx, patience));
-        Ok(Store { pool, writes: tx })
+        tokio::spawn(writer(pool.clone(), rx, opts.write_patience, describe_target(url)));
+        Ok(Store { pool, writes: tx, server: Arc::from(server) })
+    }
+
+    /// The server's version string, as it answered at open.
+    pub fn server_version(&self) -> &str {
+        &self.server
     }
 
     pub fn backend(&self) -> Backend {
@@ -197,15 +264,17 @@ impl Store {
         &self.pool
     }
 
-    /// Commits statements together; returns once they are durable.
-    pub(crate) async fn write(&self, stmts: Vec<db::Stmt>) -> anyhow::Result<()> {
+    /// Commits statements together (with whatever else is waiting: group commit); returns once
+    /// they are durable. Statements must be idempotent — insert with [`Store::on_conflict_skip`] —
+    /// because a batch whose commit was not acknowledged is tried again.
+    pub async fn write(&self, stmts: Vec<db::Stmt>) -> anyhow::Result<()> {
         let (tx, rx) = oneshot::channel();
         self.writes.send(Write::Batch(stmts, tx)).map_err(|_| anyhow!("the store's writer has stopped"))?;
         rx.await.map_err(|_| anyhow!("the store's writer has stopped"))?.map_err(|e| anyhow!(e))
     }
 
     pub async fn insert_run(&self, r: &RunRecord) -> anyhow::Result<()> {
-        let sql = format!("INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        let sql = format!("INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){}", self.on_conflict_skip("id"));
         let args = vec![
             r.id.as_str().into(),
             r.flow.as_str().into(),
@@ -226,25 +295,32 @@ impl Store {
     }
 
     pub async fn insert_attempt(&self, a: &AttemptRecord) -> anyhow::Result<()> {
-        self.write(vec![attempt_stmt(a)]).await
+        self.write(vec![attempt_stmt(a, self.backend())]).await
+    }
+
+    /// The clause that turns an INSERT into a no-op when the row (by its unique `key` column) is
+    /// already there.
+    pub fn on_conflict_skip(&self, key: &str) -> String {
+        match self.backend() {
+            Backend::MySql => format!(" ON DUPLICATE KEY UPDATE {key} = {key}"),
+            _ => " ON CONFLICT DO NOTHING".to_owned(),
+        }
     }
 
     /// Records a run's end (and any last attempts) in one transaction.
     pub async fn finish_run(&self, run_id: &str, end: &RunEnd, attempts: &[AttemptRecord]) -> anyhow::Result<()> {
-        let mut stmts: Vec<db::Stmt> = attempts.iter().map(attempt_stmt).collect();
-        stmts.push((
-            Cow::Borrowed("UPDATE runs SET status = ?, ended_at = ?, duration_ms = ?, failed_node = ?, error_kind = ?, error_message = ?, severity = ? WHERE id = ?"),
-            vec![
-                end.status.map(|s| s.as_str()).into(),
-                end.ended_at.into(),
-                end.duration_ms.into(),
-                end.failed_node.clone().into(),
-                end.error_kind.clone().into(),
-                end.error_message.clone().into(),
-                end.severity.clone().into(),
-                run_id.into(),
-            ],
-        ));
+        let mut stmts: Vec<db::Stmt> = attempts.iter().map(|a| attempt_stmt(a, self.backend())).collect();
+        stmts.push(finish_stmt(run_id, end));
+        self.write(stmts).await
+    }
+
+    /// Records an attempt and, for a node that produced output, keeps the full output so the run
+    /// can be resumed; one transaction.
+    pub async fn record_attempt(&self, a: &AttemptRecord, keep_output: Option<&str>) -> anyhow::Result<()> {
+        let mut stmts = vec![attempt_stmt(a, self.backend())];
+        if let Some(out) = keep_output {
+            stmts.extend(manual::output_stmts(&a.run_id, &a.node_id, out));
+        }
         self.write(stmts).await
     }
 
@@ -343,8 +419,36 @@ impl Store {
     }
 }
 
-fn attempt_stmt(a: &AttemptRecord) -> db::Stmt {
-    let sql = "INSERT INTO node_attempts (run_id, flow, node_id, kind, seq, attempt, iteration, status, started_at, ended_at, duration_ms, input_bytes, output_bytes, input, output, retried, action, error_kind, error_message, model, tokens_in, tokens_out, http_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+pub(crate) fn finish_stmt(run_id: &str, end: &RunEnd) -> db::Stmt {
+    (
+        Cow::Borrowed(
+            "UPDATE runs SET status = ?, ended_at = ?, duration_ms = ?, failed_node = ?, error_kind = ?, error_message = ?, severity = ? WHERE id = ?",
+        ),
+        vec![
+            end.status.map(|s| s.as_str()).into(),
+            end.ended_at.into(),
+            end.duration_ms.into(),
+            end.failed_node.clone().into(),
+            end.error_kind.clone().into(),
+            end.error_message.clone().into(),
+            end.severity.clone().into(),
+            run_id.into(),
+        ],
+    )
+}
+
+macro_rules! attempt_insert {
+    () => {
+        "INSERT INTO node_attempts (run_id, flow, node_id, kind, seq, attempt, iteration, status, started_at, ended_at, duration_ms, input_bytes, output_bytes, input, output, retried, action, error_kind, error_message, model, tokens_in, tokens_out, http_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    };
+}
+
+fn attempt_stmt(a: &AttemptRecord, backend: Backend) -> db::Stmt {
+    // Idempotent by (run_id, seq): a batch retried after a lost COMMIT acknowledgement is not doubled.
+    let sql: &'static str = match backend {
+        Backend::MySql => concat!(attempt_insert!(), " ON DUPLICATE KEY UPDATE seq = seq"),
+        _ => concat!(attempt_insert!(), " ON CONFLICT DO NOTHING"),
+    };
     let args = vec![
         a.run_id.as_str().into(),
         a.flow.as_str().into(),
@@ -436,47 +540,68 @@ pub fn describe_target(url: &str) -> String {
     }
 }
 
-/// Applies what is missing of the schema. DDL is idempotent and the version insert ignores a
-/// duplicate, so two processes starting at once both succeed.
-async fn migrate(pool: &Pool) -> anyhow::Result<()> {
-    let create = match pool.backend() {
-        Backend::MySql => {
-            "CREATE TABLE IF NOT EXISTS flowguard_migrations (version BIGINT NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL) ENGINE=InnoDB"
-        }
-        _ => "CREATE TABLE IF NOT EXISTS flowguard_migrations (version BIGINT NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL)",
+/// Oldest servers flowguard supports: MySQL 8.0, MariaDB 10.6, PostgreSQL 14.
+pub fn check_server_version(backend: Backend, version: &str) -> Result<(), String> {
+    let nums: Vec<u32> =
+        version.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).take(2).filter_map(|p| p.parse().ok()).collect();
+    let (major, minor) = (nums.first().copied().unwrap_or(0), nums.get(1).copied().unwrap_or(0));
+    let (name, need) = match backend {
+        Backend::Sqlite => return Ok(()),
+        Backend::MySql if version.to_ascii_lowercase().contains("mariadb") => ("MariaDB", (10, 6)),
+        Backend::MySql => ("MySQL", (8, 0)),
+        Backend::Postgres => ("PostgreSQL", (14, 0)),
     };
-    pool.exec(create, &[]).await?;
-    let applied: Vec<i64> =
-        pool.fetch("SELECT version FROM flowguard_migrations", &[], &[Ty::I64]).await?.into_iter().filter_map(|r| r[0].i64()).collect();
-    let newest = MIGRATIONS.iter().map(|m| m.0).max().unwrap_or(0);
-    if let Some(v) = applied.iter().find(|v| **v > newest) {
-        return Err(anyhow!("the database has schema version {v}, newer than this flowguard knows ({newest}); upgrade flowguard"));
-    }
-    for (version, sqlite, mysql, postgres) in MIGRATIONS {
-        if applied.contains(version) {
-            continue;
-        }
-        let script = match pool.backend() {
-            Backend::Sqlite => sqlite,
-            Backend::MySql => mysql,
-            Backend::Postgres => postgres,
-        };
-        pool.exec_script(script).await?;
-        let now = jiff::Timestamp::now().as_millisecond();
-        let insert = match pool.backend() {
-            Backend::Sqlite => "INSERT OR IGNORE INTO flowguard_migrations (version, applied_at) VALUES (?, ?)",
-            Backend::MySql => "INSERT IGNORE INTO flowguard_migrations (version, applied_at) VALUES (?, ?)",
-            Backend::Postgres => "INSERT INTO flowguard_migrations (version, applied_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        };
-        pool.exec(insert, &[(*version).into(), now.into()]).await?;
+    if (major, minor) < need {
+        return Err(format!("the server runs {name} {version}; flowguard needs {name} {}.{} or newer", need.0, need.1));
     }
     Ok(())
+}
+
+/// Applies what is missing of the schema, on one connection holding the migration lock, so two
+/// processes starting at once neither race on DDL nor apply a version twice.
+async fn migrate(pool: &Pool) -> anyhow::Result<()> {
+    pool.with_migration_lock(async |c: &mut Conn<'_>| {
+        let backend = c.backend();
+        let create = match backend {
+            Backend::MySql => {
+                "CREATE TABLE IF NOT EXISTS flowguard_migrations (version BIGINT NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL) ENGINE=InnoDB"
+            }
+            _ => "CREATE TABLE IF NOT EXISTS flowguard_migrations (version BIGINT NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        };
+        c.exec(create, &[]).await?;
+        let applied: Vec<i64> =
+            c.fetch("SELECT version FROM flowguard_migrations", &[], &[Ty::I64]).await?.into_iter().filter_map(|r| r[0].i64()).collect();
+        let newest = MIGRATIONS.iter().map(|m| m.0).max().unwrap_or(0);
+        if let Some(v) = applied.iter().find(|v| **v > newest) {
+            return Err(anyhow!("the database has schema version {v}, newer than this flowguard knows ({newest}); upgrade flowguard"));
+        }
+        for (version, sqlite, mysql, postgres) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            let script = match backend {
+                Backend::Sqlite => sqlite,
+                Backend::MySql => mysql,
+                Backend::Postgres => postgres,
+            };
+            c.exec_script(script).await.with_context(|| format!("applying schema version {version}"))?;
+            let now = jiff::Timestamp::now().as_millisecond();
+            let insert = match backend {
+                Backend::Sqlite => "INSERT OR IGNORE INTO flowguard_migrations (version, applied_at) VALUES (?, ?)",
+                Backend::MySql => "INSERT IGNORE INTO flowguard_migrations (version, applied_at) VALUES (?, ?)",
+                Backend::Postgres => "INSERT INTO flowguard_migrations (version, applied_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            };
+            c.exec(insert, &[(*version).into(), now.into()]).await?;
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// The group-commit writer: takes everything waiting, commits it in one transaction, answers each
 /// caller. A failed batch is retried (with backoff, up to `patience`); a statement that fails on
 /// its own (not the connection) fails only its caller.
-async fn writer(pool: Pool, mut rx: mpsc::UnboundedReceiver<Write>, patience: Duration) {
+async fn writer(pool: Pool, mut rx: mpsc::UnboundedReceiver<Write>, patience: Duration, target: String) {
     const MAX_BATCH: usize = 512;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -497,12 +622,15 @@ async fn writer(pool: Pool, mut rx: mpsc::UnboundedReceiver<Write>, patience: Du
             Err(e) if batch.len() > 1 && !is_connection_error(&e) => {
                 // One bad write must not fail its neighbours: commit each on its own.
                 for Write::Batch(stmts, ack) in batch {
-                    let r = commit_with_patience(&pool, &stmts, patience).await.map_err(|e| e.to_string());
+                    let r = commit_with_patience(&pool, &stmts, patience).await.map_err(|e| write_failed(&pool, &target, patience, &e));
                     let _ = ack.send(r);
                 }
             }
             Err(e) => {
-                let msg = format!("the database did not accept the write within {}: {e}", humantime::format_duration(patience));
+                let msg = write_failed(&pool, &target, patience, &e);
+                if is_connection_error(&e) {
+                    tracing::error!("{msg}");
+                }
                 for Write::Batch(_, ack) in batch {
                     let _ = ack.send(Err(msg.clone()));
                 }
@@ -511,19 +639,76 @@ async fn writer(pool: Pool, mut rx: mpsc::UnboundedReceiver<Write>, patience: Du
     }
 }
 
-fn is_connection_error(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed)
-        || matches!(e, sqlx::Error::Database(d) if d.message().contains("database is locked") || d.message().contains("server has gone away") || d.message().contains("Lost connection") || d.message().contains("terminating connection"))
+fn write_failed(pool: &Pool, target: &str, patience: Duration, e: &sqlx::Error) -> String {
+    if is_connection_error(e) {
+        format!(
+            "the {} database at {target} did not accept the write within {} (storage.write_patience): {}",
+            pool.backend().name(),
+            humantime::format_duration(patience),
+            describe_error(e)
+        )
+    } else {
+        format!("the {} database at {target} refused the write: {}", pool.backend().name(), describe_error(e))
+    }
 }
 
+/// The server's answer in one line: its error code and message, or the transport's error.
+pub fn describe_error(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => match d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+            Some(m) => format!("server answered error {} ({}): {}", m.number(), m.code().unwrap_or("-"), m.message()),
+            None => format!("server answered {}: {}", d.code().as_deref().unwrap_or("an error"), d.message()),
+        },
+        sqlx::Error::PoolTimedOut => "no connection could be made or freed within storage.connect_timeout".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Errors that mean the connection or the server is gone (or refusing for now), as opposed to a
+/// statement the database rejects: only these are retried.
+fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => {
+            if let Some(m) = d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                // 1040 too many connections, 1053 server shutdown, 1205 lock wait timeout,
+                // 1213 deadlock, 1927 connection killed, 2006 gone away, 2013 lost connection.
+                return matches!(m.number(), 1040 | 1053 | 1205 | 1213 | 1927 | 2006 | 2013);
+            }
+            let code = d.code().unwrap_or_default();
+            // PostgreSQL: class 08 connection exceptions; 57P01–57P03 admin/crash shutdown, cannot
+            // connect now; 53300 too many connections; 40001/40P01 serialisation failure, deadlock.
+            if code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01") {
+                return true;
+            }
+            // SQLite: busy or locked.
+            matches!(code.as_ref(), "5" | "6" | "261" | "517") || d.message().contains("database is locked")
+        }
+        _ => false,
+    }
+}
+
+/// Commits `stmts` in one transaction, retrying while the database is away until `patience` is
+/// spent. Each try is bounded by what is left of the patience, so a server that stops answering
+/// (rather than refusing) cannot hold the run longer than configured.
 async fn commit_with_patience(pool: &Pool, stmts: &[db::Stmt], patience: Duration) -> Result<(), sqlx::Error> {
     let start = std::time::Instant::now();
     let mut delay = Duration::from_millis(50);
     loop {
-        match pool.exec_batch(stmts).await {
+        let left = patience.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
+        let r = match tokio::time::timeout(left, pool.exec_batch(stmts)).await {
+            Ok(r) => r,
+            Err(_) => Err(sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "the database stopped answering"))),
+        };
+        match r {
             Ok(()) => return Ok(()),
             Err(e) if is_connection_error(&e) && start.elapsed() + delay < patience => {
-                tracing::warn!(error = %e, "database write failed; retrying");
+                tracing::warn!(error = %describe_error(&e), "database write failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }

@@ -2,6 +2,7 @@
 //! signatures like the real services, and a real SMTP server. Grouping windows, backoff and
 //! escalation run on the injected clock: the pump is driven with `step()`, never by sleeping.
 
+use crate::support::db::{TestDb, backends};
 use crate::support::fake_bots::{self, FakeBots};
 use crate::support::fake_feishu::{self, FakeFeishu};
 use crate::support::fake_sms::{self, FakeSms};
@@ -40,25 +41,21 @@ async fn rig(yaml: &str, env: &[(&str, &str)]) -> Rig {
 
 async fn rig_in(dir: tempfile::TempDir, yaml: &str, env: &[(&str, &str)]) -> Rig {
     let cfg = config(yaml, env);
-    let url = match std::env::var("FLOWGUARD_ALERT_TEST_ADMIN_URL") {
-        // Manual check on MariaDB/PostgreSQL: a database per test, named after the temp dir.
-        Ok(admin) => {
-            let name = format!(
-                "fg_{}",
-                dir.path().file_name().unwrap().to_string_lossy().to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "")
-            );
-            let pool = flowguard::store::Pool::connect(&admin, 1).await.unwrap();
-            let _ = pool.exec(&format!("CREATE DATABASE {name}"), &[]).await;
-            pool.close().await;
-            format!("{admin}/{name}")
-        }
-        Err(_) => format!("sqlite://{}", dir.path().join("fg.db").display()),
-    };
+    let url = format!("sqlite://{}", dir.path().join("fg.db").display());
     let store = Store::open(&url, 4, Duration::from_secs(5)).await.unwrap();
+    rig_on(store, dir, cfg)
+}
+
+fn rig_on(store: Store, dir: tempfile::TempDir, cfg: Config) -> Rig {
     let clock = TestClock::new(T0);
     let shared: SharedClock = Arc::new(clock.clone());
     let alerter = Alerter::new(&cfg, store.clone(), shared).unwrap();
     Rig { alerter, clock, store, dir, cfg }
+}
+
+/// A rig on a fresh test database of any backend.
+async fn rig_db(db: &TestDb, yaml: &str, env: &[(&str, &str)]) -> Rig {
+    rig_on(db.open().await, tempfile::tempdir().unwrap(), config(yaml, env))
 }
 
 fn input(flow: &str, node: &str, kind: &str, sev: Severity) -> AlertInput {
@@ -121,50 +118,52 @@ async fn a_wrong_secret_is_judged_by_the_body_code_not_the_http_status() {
     assert!(n.last_error.as_deref().unwrap().contains("19021"), "{n:?}");
 }
 
-#[tokio::test]
-async fn one_message_per_group_per_interval_listing_each_fingerprint_with_its_count() {
-    let fake = FakeFeishu::start().await;
-    let r = rig(&feishu_yaml(&fake.url, "alerting:\n  group_interval: 5m\n"), &[("FEISHU_SECRET", fake_feishu::SECRET)]).await;
-    for _ in 0..10 {
-        r.alerter.raise(input("douyin", "publish", "auth_expired", Severity::High)).await.unwrap();
+backends! {
+    async fn one_message_per_group_per_interval_listing_each_fingerprint_with_its_count(db: TestDb) {
+        let fake = FakeFeishu::start().await;
+        let r = rig_db(&db, &feishu_yaml(&fake.url, "alerting:\n  group_interval: 5m\n"), &[("FEISHU_SECRET", fake_feishu::SECRET)]).await;
+        for _ in 0..10 {
+            r.alerter.raise(input("douyin", "publish", "auth_expired", Severity::High)).await.unwrap();
+        }
+        for _ in 0..3 {
+            r.alerter.raise(input("douyin", "script", "quota_exhausted", Severity::High)).await.unwrap();
+        }
+        r.alerter.step().await.unwrap();
+        assert_eq!(fake.messages().len(), 1, "the rest waits for group_interval");
+        r.clock.advance(Duration::from_secs(299));
+        r.alerter.step().await.unwrap();
+        assert_eq!(fake.messages().len(), 1, "not before the interval");
+        r.clock.advance(Duration::from_secs(1));
+        r.alerter.step().await.unwrap();
+        let msgs = fake.messages();
+        assert_eq!(msgs.len(), 2);
+        let t = card_text(&msgs[1]);
+        assert!(t.contains("publish") && t.contains("×10"), "{t}");
+        assert!(t.contains("script") && t.contains("×3"), "{t}");
+        let alerts = r.store.list_alerts(&AlertFilter::default()).await.unwrap();
+        assert_eq!(alerts.len(), 2, "one alert per fingerprint");
+        // A different flow is another group: told at once.
+        r.alerter.raise(input("other", "publish", "auth_expired", Severity::High)).await.unwrap();
+        r.alerter.step().await.unwrap();
+        assert_eq!(fake.messages().len(), 3);
     }
-    for _ in 0..3 {
-        r.alerter.raise(input("douyin", "script", "quota_exhausted", Severity::High)).await.unwrap();
-    }
-    r.alerter.step().await.unwrap();
-    assert_eq!(fake.messages().len(), 1, "the rest waits for group_interval");
-    r.clock.advance(Duration::from_secs(299));
-    r.alerter.step().await.unwrap();
-    assert_eq!(fake.messages().len(), 1, "not before the interval");
-    r.clock.advance(Duration::from_secs(1));
-    r.alerter.step().await.unwrap();
-    let msgs = fake.messages();
-    assert_eq!(msgs.len(), 2);
-    let t = card_text(&msgs[1]);
-    assert!(t.contains("publish") && t.contains("×10"), "{t}");
-    assert!(t.contains("script") && t.contains("×3"), "{t}");
-    let alerts = r.store.list_alerts(&AlertFilter::default()).await.unwrap();
-    assert_eq!(alerts.len(), 2, "one alert per fingerprint");
-    // A different flow is another group: told at once.
-    r.alerter.raise(input("other", "publish", "auth_expired", Severity::High)).await.unwrap();
-    r.alerter.step().await.unwrap();
-    assert_eq!(fake.messages().len(), 3);
 }
 
-#[tokio::test]
-async fn the_flow_succeeding_again_sends_a_resolved_message() {
-    let fake = FakeFeishu::start().await;
-    let r = rig(&feishu_yaml(&fake.url, ""), &[("FEISHU_SECRET", fake_feishu::SECRET)]).await;
-    r.alerter.raise(input("douyin", "publish", "auth_expired", Severity::High)).await.unwrap();
-    r.alerter.step().await.unwrap();
-    r.alerter.resolve("unrelated").await.unwrap();
-    r.alerter.resolve("douyin").await.unwrap();
-    r.alerter.step().await.unwrap();
-    let msgs = fake.messages();
-    assert_eq!(msgs.len(), 2);
-    assert_eq!(msgs[1]["card"]["header"]["template"], "green");
-    assert!(card_text(&msgs[1]).contains("[恢复]"), "{}", msgs[1]);
-    assert_eq!(r.store.list_alerts(&AlertFilter { status: Some("resolved".into()), ..Default::default() }).await.unwrap().len(), 1);
+backends! {
+    async fn the_flow_succeeding_again_sends_a_resolved_message(db: TestDb) {
+        let fake = FakeFeishu::start().await;
+        let r = rig_db(&db, &feishu_yaml(&fake.url, ""), &[("FEISHU_SECRET", fake_feishu::SECRET)]).await;
+        r.alerter.raise(input("douyin", "publish", "auth_expired", Severity::High)).await.unwrap();
+        r.alerter.step().await.unwrap();
+        r.alerter.resolve("unrelated").await.unwrap();
+        r.alerter.resolve("douyin").await.unwrap();
+        r.alerter.step().await.unwrap();
+        let msgs = fake.messages();
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[1]["card"]["header"]["template"], "green");
+        assert!(card_text(&msgs[1]).contains("[恢复]"), "{}", msgs[1]);
+        assert_eq!(r.store.list_alerts(&AlertFilter { status: Some("resolved".into()), ..Default::default() }).await.unwrap().len(), 1);
+    }
 }
 
 #[tokio::test]
@@ -197,35 +196,36 @@ async fn silenced_alerts_are_recorded_but_nobody_is_paged() {
     assert_eq!(a[0].count, 2);
 }
 
-#[tokio::test]
-async fn an_unacknowledged_high_alert_escalates_to_sms_and_an_acknowledged_one_does_not() {
-    let fake = FakeFeishu::start().await;
-    let sms = FakeSms::start().await;
-    let extra = format!(
-        "  oncall_sms:\n    type: sms\n    provider: aliyun\n    endpoint: \"{}\"\n    access_key_id: {}\n    access_key_secret: ${{ALI_SECRET}}\n    sign_name: 流程卫士\n    template_id: SMS_123\n    phones: [\"13800000000\"]\nroutes:\n  - match: {{ severity: [high] }}\n    channels: [ops]\n    escalate: {{ after: 10m, to: [oncall_sms] }}\n",
-        sms.aliyun_url,
-        fake_sms::ALI_KEY_ID
-    );
-    let r = rig(&feishu_yaml(&fake.url, &extra), &[("FEISHU_SECRET", fake_feishu::SECRET), ("ALI_SECRET", fake_sms::ALI_SECRET)]).await;
-    r.alerter.raise(input("a", "publish", "auth_expired", Severity::High)).await.unwrap();
-    let acked = r.alerter.raise(input("b", "publish", "auth_expired", Severity::High)).await.unwrap();
-    r.alerter.step().await.unwrap();
-    r.alerter.ack(&acked.alert_id, "alice").await.unwrap();
-    r.clock.advance(Duration::from_secs(9 * 60));
-    r.alerter.step().await.unwrap();
-    assert!(sms.aliyun().is_empty(), "not before 10 minutes");
-    r.clock.advance(Duration::from_secs(61));
-    let rep = r.alerter.step().await.unwrap();
-    assert_eq!(rep.escalated, 1, "{rep:?}");
-    r.alerter.step().await.unwrap();
-    let sent = sms.aliyun();
-    assert_eq!(sent.len(), 1, "only the unacknowledged alert escalates");
-    let params: Value = serde_json::from_str(&sent[0]["TemplateParam"]).unwrap();
-    assert_eq!(params["flow"], "a");
-    assert_eq!(sent[0]["SignName"], "流程卫士");
-    r.clock.advance(Duration::from_secs(3600));
-    r.alerter.step().await.unwrap();
-    assert_eq!(sms.aliyun().len(), 1, "escalates once");
+backends! {
+    async fn an_unacknowledged_high_alert_escalates_to_sms_and_an_acknowledged_one_does_not(db: TestDb) {
+        let fake = FakeFeishu::start().await;
+        let sms = FakeSms::start().await;
+        let extra = format!(
+            "  oncall_sms:\n    type: sms\n    provider: aliyun\n    endpoint: \"{}\"\n    access_key_id: {}\n    access_key_secret: ${{ALI_SECRET}}\n    sign_name: 流程卫士\n    template_id: SMS_123\n    phones: [\"13800000000\"]\nroutes:\n  - match: {{ severity: [high] }}\n    channels: [ops]\n    escalate: {{ after: 10m, to: [oncall_sms] }}\n",
+            sms.aliyun_url,
+            fake_sms::ALI_KEY_ID
+        );
+        let r = rig_db(&db, &feishu_yaml(&fake.url, &extra), &[("FEISHU_SECRET", fake_feishu::SECRET), ("ALI_SECRET", fake_sms::ALI_SECRET)]).await;
+        r.alerter.raise(input("a", "publish", "auth_expired", Severity::High)).await.unwrap();
+        let acked = r.alerter.raise(input("b", "publish", "auth_expired", Severity::High)).await.unwrap();
+        r.alerter.step().await.unwrap();
+        r.alerter.ack(&acked.alert_id, "alice").await.unwrap();
+        r.clock.advance(Duration::from_secs(9 * 60));
+        r.alerter.step().await.unwrap();
+        assert!(sms.aliyun().is_empty(), "not before 10 minutes");
+        r.clock.advance(Duration::from_secs(61));
+        let rep = r.alerter.step().await.unwrap();
+        assert_eq!(rep.escalated, 1, "{rep:?}");
+        r.alerter.step().await.unwrap();
+        let sent = sms.aliyun();
+        assert_eq!(sent.len(), 1, "only the unacknowledged alert escalates");
+        let params: Value = serde_json::from_str(&sent[0]["TemplateParam"]).unwrap();
+        assert_eq!(params["flow"], "a");
+        assert_eq!(sent[0]["SignName"], "流程卫士");
+        r.clock.advance(Duration::from_secs(3600));
+        r.alerter.step().await.unwrap();
+        assert_eq!(sms.aliyun().len(), 1, "escalates once");
+    }
 }
 
 #[tokio::test]
@@ -287,30 +287,31 @@ async fn a_channel_down_then_up_delivers_with_backoff() {
     assert_eq!((n.status.as_str(), n.attempts), ("sent", 3));
 }
 
-#[tokio::test]
-async fn after_n_failures_the_notification_is_dead_and_raised_on_the_backup_channel() {
-    let fake = FakeFeishu::start().await;
-    let bots = FakeBots::start().await;
-    let extra = format!(
-        "    backup: team_wecom\n  team_wecom:\n    type: wecom\n    key: ${{WECOM_KEY}}\n    endpoint: \"{}\"\nalerting:\n  max_attempts: 2\n  backoff: 1s\nroutes:\n  - match: {{ severity: [high] }}\n    channels: [ops]\n",
-        bots.wecom_base
-    );
-    let r = rig(&feishu_yaml(&fake.url, &extra), &[("FEISHU_SECRET", fake_feishu::SECRET), ("WECOM_KEY", fake_bots::WECOM_KEY)]).await;
-    fake.set_down(true);
-    r.alerter.raise(input("f", "publish", "auth_expired", Severity::High)).await.unwrap();
-    r.alerter.step().await.unwrap();
-    r.clock.advance(Duration::from_secs(1));
-    let rep = r.alerter.step().await.unwrap();
-    assert_eq!(rep.dead, 1, "{rep:?}");
-    r.alerter.step().await.unwrap();
-    let got = bots.wecom();
-    assert_eq!(got.len(), 1, "errors: {:?}", bots.errors());
-    let text = got[0]["text"]["content"].as_str().unwrap();
-    assert!(text.starts_with("[转发]") && text.contains("ops") && text.contains("publish"), "{text}");
-    let counts: BTreeMap<String, i64> = r.store.notification_counts().await.unwrap().into_iter().collect();
-    assert_eq!(counts.get("dead"), Some(&1));
-    assert_eq!(counts.get("sent"), Some(&1));
-    assert_eq!(counts.get("pending"), None, "every notification ends sent or dead");
+backends! {
+    async fn after_n_failures_the_notification_is_dead_and_raised_on_the_backup_channel(db: TestDb) {
+        let fake = FakeFeishu::start().await;
+        let bots = FakeBots::start().await;
+        let extra = format!(
+            "    backup: team_wecom\n  team_wecom:\n    type: wecom\n    key: ${{WECOM_KEY}}\n    endpoint: \"{}\"\nalerting:\n  max_attempts: 2\n  backoff: 1s\nroutes:\n  - match: {{ severity: [high] }}\n    channels: [ops]\n",
+            bots.wecom_base
+        );
+        let r = rig_db(&db, &feishu_yaml(&fake.url, &extra), &[("FEISHU_SECRET", fake_feishu::SECRET), ("WECOM_KEY", fake_bots::WECOM_KEY)]).await;
+        fake.set_down(true);
+        r.alerter.raise(input("f", "publish", "auth_expired", Severity::High)).await.unwrap();
+        r.alerter.step().await.unwrap();
+        r.clock.advance(Duration::from_secs(1));
+        let rep = r.alerter.step().await.unwrap();
+        assert_eq!(rep.dead, 1, "{rep:?}");
+        r.alerter.step().await.unwrap();
+        let got = bots.wecom();
+        assert_eq!(got.len(), 1, "errors: {:?}", bots.errors());
+        let text = got[0]["text"]["content"].as_str().unwrap();
+        assert!(text.starts_with("[转发]") && text.contains("ops") && text.contains("publish"), "{text}");
+        let counts: BTreeMap<String, i64> = r.store.notification_counts().await.unwrap().into_iter().collect();
+        assert_eq!(counts.get("dead"), Some(&1));
+        assert_eq!(counts.get("sent"), Some(&1));
+        assert_eq!(counts.get("pending"), None, "every notification ends sent or dead");
+    }
 }
 
 #[tokio::test]
@@ -508,6 +509,7 @@ fn outcome(flow: &str, status: flowguard::vocab::RunStatus, kind: Option<flowgua
         error_kind: kind,
         error_message: kind.map(|k| format!("{k} happened")),
         outputs: Default::default(),
+        severity: None,
     }
 }
 
@@ -623,9 +625,13 @@ fn fingerprint_of(flow: &str, node: &str, kind: &str) -> String {
 async fn engine_runs_raise_and_resolve_through_the_observer() {
     use crate::support::fake_openai::{FakeOpenAi, Reply};
     use crate::support::harness::{harness_with, openai_config};
-    let ai = FakeOpenAi::start(vec![Reply::Error(401, Some("invalid_api_key"), None), Reply::Content("{\"ok\": true}".into())]).await;
+    let ai = FakeOpenAi::start(vec![Reply::Error(500, None, None), Reply::Content("{\"ok\": true}".into())]).await;
     let fake = FakeFeishu::start().await;
-    let cfg_text = format!("{}{}", openai_config(&ai.base_url), feishu_yaml(&fake.url, "").replace("locale: zh-CN\n", ""));
+    let cfg_text = format!(
+        "{}{}",
+        openai_config(&ai.base_url),
+        feishu_yaml(&fake.url, "routes:\n  - channels: [ops]\n").replace("locale: zh-CN\n", "")
+    );
     let env = [("FEISHU_SECRET", fake_feishu::SECRET)];
     let flow = "name: writer\nnodes:\n  - id: write\n    kind: llm\n    model: m\n    prompt: hi\n    retry: { policy: none }\n";
     let h = harness_with(&cfg_text, flow, &env, None).await;
@@ -640,10 +646,10 @@ async fn engine_runs_raise_and_resolve_through_the_observer() {
     assert_eq!(msgs.len(), 1, "{:?}", fake.rejected());
     let t = card_text(&msgs[0]);
     assert!(
-        t.contains("writer") && t.contains("write") && t.contains("auth_expired") && t.contains("尝试 1 次"),
+        t.contains("writer") && t.contains("write") && t.contains("upstream_5xx") && t.contains("尝试 1 次"),
         "attempts counted from the events: {t}"
     );
-    assert_eq!(msgs[0]["card"]["header"]["template"], "red", "auth_expired is high");
+    assert_eq!(msgs[0]["card"]["header"]["template"], "orange", "upstream_5xx is medium");
     let ok = engine.run(req()).await.unwrap();
     assert!(ok.status.is_success());
     alerter.drain(Duration::from_secs(5)).await.unwrap();

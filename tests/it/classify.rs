@@ -136,7 +136,7 @@ async fn a_timeout_on_a_non_idempotent_publication_goes_to_a_human_not_a_retry()
 #[tokio::test]
 async fn an_empty_knowledge_base_answer_is_data_empty_and_low() {
     let fake = FakePublisher::start(vec![Answer::Ok(json!({"topics": []}))]).await;
-    let flow = "name: f\nnodes:\n  - id: topic\n    kind: http\n    endpoint: p\n    path: /topics\n    require: [/topics]\n";
+    let flow = "name: f\nnodes:\n  - id: topic\n    kind: http\n    endpoint: p\n    path: /topics\n    expect: [{ non_empty: /topics, kind: data_empty }]\n";
     let h = harness(&publisher_config(&fake.base_url).replace("${PUBLISH_TOKEN}", "x"), flow).await;
     let o = h.run().await;
     assert_eq!((o.error_kind, o.failed_node.as_deref()), (Some(ErrorKind::DataEmpty), Some("topic")));
@@ -187,4 +187,15 @@ nodes:
     let rules: Vec<&str> = out["violations"].as_array().unwrap().iter().map(|v| v["rule"].as_str().unwrap()).collect();
     assert_eq!(rules, vec!["required", "required", "max_length", "sensitive_word", "sensitive_word", "rule", "schema"], "{out}");
     assert_eq!(h.record(&o.run_id).await.severity.as_deref(), Some("low"));
+}
+
+#[tokio::test]
+async fn a_slow_model_times_out_is_retried_once_then_waits_for_a_human() {
+    let fake = FakeOpenAi::start(vec![Reply::Slow(Duration::from_secs(5), "late".into())]).await;
+    let flow = "name: f\nnodes:\n  - id: s\n    kind: llm\n    model: m\n    prompt: hi\n    timeout: 200ms\n";
+    let h = harness_with(&openai_config(&fake.base_url), flow, &[], Some(Arc::new(SystemClock))).await;
+    let o = h.run().await;
+    assert_eq!((o.status, o.error_kind), (RunStatus::WaitingManual, Some(ErrorKind::Timeout)));
+    let a = h.attempts(&o.run_id).await;
+    assert_eq!(a.iter().map(|a| a.status).collect::<Vec<_>>(), vec![AttemptStatus::TimedOut, AttemptStatus::TimedOut]);
 }

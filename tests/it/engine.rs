@@ -50,13 +50,13 @@ async fn a_node_past_its_limit_times_out_and_is_retried_once() {
     let h = harness(cfg, &llm_flow("    timeout: 30s\n")).await;
     let start = h.now();
     let o = h.run().await;
-    assert_eq!(o.status, RunStatus::Failed);
+    assert_eq!(o.status, RunStatus::WaitingManual, "medium: retry once, then a human");
     assert_eq!(o.error_kind, Some(ErrorKind::Timeout));
     let a = h.attempts(&o.run_id).await;
     assert_eq!(a.len(), 2, "timeout is retried once by default");
     assert!(a.iter().all(|a| a.status == AttemptStatus::TimedOut && a.duration_ms == 30_000));
     assert_eq!(a[0].action.as_deref(), Some("retry"));
-    assert_eq!(a[1].action.as_deref(), Some("fail"));
+    assert_eq!(a[1].action.as_deref(), Some("manual"));
     assert!(h.now() - start >= 60_000);
     assert_eq!(h.record(&o.run_id).await.severity.as_deref(), Some("medium"));
 }
@@ -195,7 +195,7 @@ async fn secrets_are_masked_and_payloads_cut_before_they_are_stored() {
     assert!(!stored.contains("t0ps3cr3t"), "{stored}");
     assert_eq!(a.output_bytes, 500);
     assert!(a.output.as_ref().unwrap().len() < 130 && a.output.as_ref().unwrap().ends_with("[truncated]"));
-    assert_eq!(fake.requests()[0]["messages"][0]["content"].as_str().unwrap().contains("t0ps3cr3t"), true);
+    assert!(fake.requests()[0]["messages"][0]["content"].as_str().unwrap().contains("t0ps3cr3t"), "the provider gets the real value");
 }
 
 #[tokio::test]

@@ -9,3 +9,6 @@ mod alert_secrets;
 mod classify;
 mod cli;
 mod engine;
+mod policy;
+mod storage;
+mod store;

@@ -7,7 +7,6 @@ use flowguard::engine::{Engine, Event, RunOutcome, RunRequest};
 use flowguard::flow::Flow;
 use flowguard::nodes::Registry;
 use flowguard::store::{AttemptRecord, RunRecord, Store};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +15,8 @@ pub struct Harness {
     pub flow: Arc<Flow>,
     pub clock: TestClock,
     pub events: Arc<Mutex<Vec<Event>>>,
-    pub dir: tempfile::TempDir,
+    /// Keeps the project directory (and its database) alive as long as the harness.
+    _dir: tempfile::TempDir,
 }
 
 /// Builds a harness with the virtual clock. `env` feeds `${VARS}` in the config.
@@ -43,7 +43,7 @@ pub async fn harness_with(config: &str, flow: &str, env: &[(&str, &str)], clock:
     let engine = Engine::new(store, reg, clock, cfg.storage.max_payload_bytes).with_observer(Arc::new(move |e: &Event| {
         sink.lock().unwrap().push(e.clone());
     }));
-    Harness { engine, flow, clock: test_clock, events, dir }
+    Harness { engine, flow, clock: test_clock, events, _dir: dir }
 }
 
 impl Harness {
@@ -61,10 +61,6 @@ impl Harness {
 
     pub async fn record(&self, run_id: &str) -> RunRecord {
         self.engine.store.get_run(run_id).await.expect("get_run").expect("run exists")
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
     }
 
     pub fn now(&self) -> i64 {

@@ -1,0 +1,73 @@
+//! 1,000 concurrent runs × 3 `llm` calls against a local fake OpenAI-compatible server that answers
+//! after 200 ms: wall time against the ideal (3 × 200 ms = 0.6 s) and peak RSS.
+//!
+//! `cargo bench --bench concurrency` (env RUNS, LATENCY_MS to change the shape).
+
+use axum::Router;
+use axum::routing::post;
+use flowguard::clock::{SharedClock, SystemClock};
+use flowguard::config::Config;
+use flowguard::engine::{Engine, RunRequest};
+use flowguard::nodes::Registry;
+use flowguard::store::Store;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn main() {
+    let runs: usize = std::env::var("RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let latency = Duration::from_millis(std::env::var("LATENCY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(200));
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async move {
+        let app = Router::new().route(
+            "/v1/chat/completions",
+            post(move || async move {
+                tokio::time::sleep(latency).await;
+                axum::Json(serde_json::json!({
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "{\"title\":\"t\",\"body\":\"b\"}"}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 10}
+                }))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg_text = format!("models:\n  m:\n    provider: openai\n    base_url: http://{addr}/v1\n    model: fake\n    api_key: sk-bench\n");
+        let cfg = Config::parse(&dir.path().join("flowguard.yaml"), &cfg_text, dir.path(), &|_| None).expect("config");
+        let reg = Arc::new(Registry::from_config(&cfg).expect("registry"));
+        let flow_path = dir.path().join("f.yaml");
+        let node = |id: &str| format!("  - id: {id}\n    kind: llm\n    model: m\n    prompt: 'write {{{{ run.id }}}}'\n    json: true\n");
+        std::fs::write(&flow_path, format!("name: bench\nnodes:\n{}{}{}", node("a"), node("b"), node("c"))).expect("flow");
+        let flow = Arc::new(flowguard::flow::load(&flow_path, &reg).expect("flow"));
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("b.db").display()), 4, Duration::from_secs(30)).await.expect("store");
+        let clock: SharedClock = Arc::new(SystemClock);
+        let engine = Engine::new(store, reg, clock, 65536);
+
+        let start = Instant::now();
+        let handles: Vec<_> = (0..runs)
+            .map(|_| {
+                let (engine, flow) = (engine.clone(), flow.clone());
+                tokio::spawn(async move { engine.run(RunRequest { flow, inputs: Default::default(), trigger: "bench".into(), canary: false }).await })
+            })
+            .collect();
+        let mut ok = 0;
+        for h in handles {
+            if matches!(h.await, Ok(Ok(o)) if o.status.is_success()) {
+                ok += 1;
+            }
+        }
+        let wall = start.elapsed();
+        let ideal = latency * 3;
+        println!("concurrency: runs={runs} llm_calls={} succeeded={ok}", runs * 3);
+        println!("concurrency: wall_ms={:.0} ideal_ms={} over_ideal_pct={:.1}", wall.as_secs_f64() * 1000.0, ideal.as_millis(), (wall.as_secs_f64() / ideal.as_secs_f64() - 1.0) * 100.0);
+        println!("concurrency: peak_rss_mb={:.1} (fake server in the same process)", peak_rss_kb() as f64 / 1024.0);
+    });
+}

@@ -1,0 +1,310 @@
+//! The store on SQLite, MySQL/MariaDB and PostgreSQL: the same records and queries on each.
+
+use crate::support::db::{TestDb, backends};
+use flowguard::store::{AttemptRecord, Backend, RunEnd, RunFilter, RunRecord, Store, Ty};
+use flowguard::vocab::{AttemptStatus, RunStatus};
+
+pub fn run(id: &str, flow: &str, started_at: i64) -> RunRecord {
+    RunRecord {
+        id: id.into(),
+        flow: flow.into(),
+        flow_hash: "abc123".into(),
+        trigger: "cli".into(),
+        status: RunStatus::Running,
+        canary: false,
+        inputs: Some(r#"{"category":"生活技巧"}"#.into()),
+        started_at,
+        ended_at: None,
+        duration_ms: None,
+        failed_node: None,
+        error_kind: None,
+        error_message: None,
+        severity: None,
+    }
+}
+
+pub fn attempt(run_id: &str, node: &str, seq: i64, started_at: i64) -> AttemptRecord {
+    AttemptRecord {
+        run_id: run_id.into(),
+        flow: "f".into(),
+        node_id: node.into(),
+        kind: "llm".into(),
+        seq,
+        attempt: 1,
+        iteration: None,
+        status: AttemptStatus::Succeeded,
+        started_at,
+        ended_at: started_at + 120,
+        duration_ms: 120,
+        input_bytes: 10,
+        output_bytes: 20,
+        input: Some("in".into()),
+        output: Some("out".into()),
+        retried: false,
+        action: Some("continue".into()),
+        error_kind: None,
+        error_message: None,
+        model: Some("simulated:writer".into()),
+        tokens_in: Some(11),
+        tokens_out: Some(22),
+        http_status: Some(200),
+    }
+}
+
+fn failed_end(at: i64) -> RunEnd {
+    RunEnd {
+        status: Some(RunStatus::Failed),
+        ended_at: at,
+        duration_ms: 500,
+        failed_node: Some("publish".into()),
+        error_kind: Some("publish_failed".into()),
+        error_message: Some("the platform said no".into()),
+        severity: Some("medium".into()),
+    }
+}
+
+fn ids(runs: &[RunRecord]) -> Vec<&str> {
+    runs.iter().map(|r| r.id.as_str()).collect()
+}
+
+backends! {
+    async fn runs_and_attempts_round_trip(db: TestDb) {
+        let store = db.open().await;
+        let r = run("r1", "f", 1_000);
+        store.insert_run(&r).await.unwrap();
+        assert_eq!(store.get_run("r1").await.unwrap(), Some(r.clone()));
+        let mut a1 = attempt("r1", "script", 1, 1_010);
+        a1.status = AttemptStatus::Failed;
+        a1.retried = true;
+        a1.action = Some("retry".into());
+        a1.error_kind = Some("generation_malformed".into());
+        a1.error_message = Some("not JSON".into());
+        a1.iteration = Some(3);
+        store.insert_attempt(&a1).await.unwrap();
+        let a2 = attempt("r1", "script", 2, 1_200);
+        let a3 = attempt("r1", "publish", 3, 1_400);
+        store.finish_run("r1", &failed_end(1_500), &[a2.clone(), a3.clone()]).await.unwrap();
+
+        let got = store.get_run("r1").await.unwrap().unwrap();
+        assert_eq!(got.status, RunStatus::Failed);
+        assert_eq!((got.ended_at, got.duration_ms), (Some(1_500), Some(500)));
+        assert_eq!(got.failed_node.as_deref(), Some("publish"));
+        assert_eq!(got.error_kind.as_deref(), Some("publish_failed"));
+        assert_eq!(got.severity.as_deref(), Some("medium"));
+        assert_eq!(store.attempts("r1").await.unwrap(), vec![a1, a2, a3]);
+        assert_eq!(store.get_run("nope").await.unwrap(), None);
+        store.close().await;
+    }
+
+    async fn list_runs_filters(db: TestDb) {
+        let store = db.open().await;
+        for (id, flow, at) in [("a1", "alpha", 100), ("a2", "alpha", 200), ("b1", "beta", 300), ("a3", "alpha", 400)] {
+            store.insert_run(&run(id, flow, at)).await.unwrap();
+        }
+        let mut canary = run("c1", "alpha", 500);
+        canary.canary = true;
+        store.insert_run(&canary).await.unwrap();
+        store.finish_run("a2", &failed_end(250), &[]).await.unwrap();
+
+        let all = store.list_runs(&RunFilter::default()).await.unwrap();
+        assert_eq!(ids(&all), ["a3", "b1", "a2", "a1"], "newest first, canaries excluded");
+        let with_canary = store.list_runs(&RunFilter { include_canary: true, ..Default::default() }).await.unwrap();
+        assert_eq!(ids(&with_canary), ["c1", "a3", "b1", "a2", "a1"]);
+        assert!(with_canary[0].canary);
+        let alpha = store.list_runs(&RunFilter { flow: Some("alpha".into()), ..Default::default() }).await.unwrap();
+        assert_eq!(ids(&alpha), ["a3", "a2", "a1"]);
+        let failed = store.list_runs(&RunFilter { status: Some(RunStatus::Failed), ..Default::default() }).await.unwrap();
+        assert_eq!(ids(&failed), ["a2"]);
+        let window = store.list_runs(&RunFilter { since_ms: Some(200), until_ms: Some(400), ..Default::default() }).await.unwrap();
+        assert_eq!(ids(&window), ["b1", "a2"], "since inclusive, until exclusive");
+        let limited = store.list_runs(&RunFilter { limit: Some(2), ..Default::default() }).await.unwrap();
+        assert_eq!(ids(&limited), ["a3", "b1"]);
+        let zero = store.list_runs(&RunFilter { limit: Some(0), ..Default::default() }).await.unwrap();
+        assert!(zero.is_empty());
+        store.close().await;
+    }
+
+    async fn find_runs_by_prefix(db: TestDb) {
+        let store = db.open().await;
+        for (id, at) in [("0190aaaa-1", 1), ("0190aaab-2", 2), ("0190bbbb-3", 3)] {
+            store.insert_run(&run(id, "f", at)).await.unwrap();
+        }
+        assert_eq!(ids(&store.find_runs("0190aaa").await.unwrap()), ["0190aaab-2", "0190aaaa-1"]);
+        assert_eq!(ids(&store.find_runs("0190b").await.unwrap()), ["0190bbbb-3"]);
+        assert!(store.find_runs("zz").await.unwrap().is_empty());
+        store.close().await;
+    }
+
+    async fn attempts_between_a_window(db: TestDb) {
+        let store = db.open().await;
+        store.insert_run(&run("early", "f", 100)).await.unwrap();
+        store.insert_run(&run("in1", "f", 1_000)).await.unwrap();
+        store.insert_run(&run("in2", "g", 1_500)).await.unwrap();
+        let mut c = run("canary", "f", 1_200);
+        c.canary = true;
+        store.insert_run(&c).await.unwrap();
+        for (r, n) in [("early", 1), ("in1", 2), ("in2", 1), ("canary", 1)] {
+            for seq in 1..=n {
+                store.insert_attempt(&attempt(r, "n", seq, 1)).await.unwrap();
+            }
+        }
+        let got = store.attempts_between(None, 1_000, 2_000).await.unwrap();
+        let keys: Vec<(&str, i64)> = got.iter().map(|a| (a.run_id.as_str(), a.seq)).collect();
+        assert_eq!(keys, [("in1", 1), ("in1", 2), ("in2", 1)]);
+        assert!(got.iter().all(|a| a.input.is_none() && a.output.is_none()), "payloads are left out");
+        assert_eq!(got[0].tokens_in, Some(11));
+        let only_g = store.attempts_between(Some("g"), 0, 10_000).await.unwrap();
+        assert_eq!(only_g.len(), 1);
+        assert_eq!(only_g[0].run_id, "in2");
+        store.close().await;
+    }
+
+    async fn interrupt_stale_marks_only_old_running_runs(db: TestDb) {
+        let store = db.open().await;
+        store.insert_run(&run("old", "f", 1_000)).await.unwrap();
+        store.insert_run(&run("old_other_flow", "g", 1_000)).await.unwrap();
+        store.insert_run(&run("young", "f", 9_000)).await.unwrap();
+        store.insert_run(&run("done", "f", 1_000)).await.unwrap();
+        store.finish_run("done", &failed_end(2_000), &[]).await.unwrap();
+
+        let hit = store.interrupt_stale(5_000, 10_000, Some("f")).await.unwrap();
+        assert_eq!(hit, ["old"]);
+        let old = store.get_run("old").await.unwrap().unwrap();
+        assert_eq!(old.status, RunStatus::Interrupted);
+        assert_eq!(old.error_kind.as_deref(), Some("interrupted"));
+        assert_eq!(old.duration_ms, Some(9_000));
+        assert_eq!(store.get_run("young").await.unwrap().unwrap().status, RunStatus::Running);
+        assert_eq!(store.get_run("done").await.unwrap().unwrap().status, RunStatus::Failed);
+        assert_eq!(store.interrupt_stale(5_000, 10_000, None).await.unwrap(), ["old_other_flow"]);
+        store.close().await;
+    }
+
+    async fn nulls_round_trip(db: TestDb) {
+        let store = db.open().await;
+        let mut r = run("n", "f", 1);
+        r.inputs = None;
+        store.insert_run(&r).await.unwrap();
+        let mut a = attempt("n", "x", 1, 1);
+        (a.input, a.output, a.action, a.model, a.tokens_in, a.tokens_out, a.http_status, a.iteration) =
+            (None, None, None, None, None, None, None, None);
+        store.insert_attempt(&a).await.unwrap();
+        let mut empty = attempt("n", "y", 2, 2);
+        (empty.input, empty.output) = (Some(String::new()), Some(String::new()));
+        store.insert_attempt(&empty).await.unwrap();
+        assert_eq!(store.get_run("n").await.unwrap().unwrap().inputs, None);
+        let got = store.attempts("n").await.unwrap();
+        assert_eq!(got, vec![a, empty.clone()]);
+        assert_eq!(got[1].output.as_deref(), Some(""), "an empty string is not NULL");
+        store.close().await;
+    }
+
+    async fn non_ascii_round_trips(db: TestDb) {
+        let store = db.open().await;
+        // Simplified and traditional Chinese, a supplementary-plane CJK character, emoji (4-byte
+        // UTF-8, which MySQL's 3-byte `utf8` would reject), a ZWJ sequence and combining marks.
+        let text = "抖音脚本：秋天露营装备清单 · 繁體中文測試 · 𠮷野家 · 🚀🔥👨‍👩‍👧 · e\u{301} · 한국어 · العربية";
+        let mut r = run("u", "流程_抖音", 1);
+        r.inputs = Some(text.into());
+        r.error_message = Some(text.into());
+        store.insert_run(&r).await.unwrap();
+        let mut a = attempt("u", "生成脚本", 1, 1);
+        a.input = Some(text.repeat(50));
+        a.output = Some(format!("{{\"title\":\"{text}\"}}"));
+        a.error_message = Some("敏感词：国家级 🚫".into());
+        store.insert_attempt(&a).await.unwrap();
+        assert_eq!(store.get_run("u").await.unwrap().unwrap(), r);
+        assert_eq!(store.attempts("u").await.unwrap(), vec![a]);
+        assert_eq!(store.list_runs(&RunFilter { flow: Some("流程_抖音".into()), ..Default::default() }).await.unwrap().len(), 1);
+        if store.backend() == Backend::MySql {
+            assert_mysql_is_utf8mb4(&store, &db.name).await;
+        }
+        store.close().await;
+    }
+
+    async fn migrations_apply_twice_and_from_concurrent_opens(db: TestDb) {
+        // Several processes starting at once on an empty database.
+        let opens = (0..4).map(|_| db.open());
+        let stores: Vec<Store> = futures::future::join_all(opens).await;
+        stores[0].insert_run(&run("m", "f", 1)).await.unwrap();
+        for s in &stores {
+            assert!(s.get_run("m").await.unwrap().is_some());
+        }
+        let versions = stores[0].pool().fetch("SELECT version FROM flowguard_migrations ORDER BY version", &[], &[Ty::I64]).await.unwrap();
+        let mut distinct = versions.clone();
+        distinct.dedup();
+        assert!(versions.len() >= 2 && distinct == versions, "each version is recorded once: {versions:?}");
+        for s in stores {
+            s.close().await;
+        }
+        // And again on a database that already has the schema: nothing lost.
+        let again = db.open().await;
+        assert!(again.get_run("m").await.unwrap().is_some());
+        again.close().await;
+    }
+
+    async fn a_newer_schema_is_refused(db: TestDb) {
+        let store = db.open().await;
+        store.pool().exec("INSERT INTO flowguard_migrations (version, applied_at) VALUES (?, ?)", &[99i64.into(), 0i64.into()]).await.unwrap();
+        store.close().await;
+        let err = Store::open(db.url(), 2, std::time::Duration::from_secs(1)).await.unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("schema version 99") && text.contains("upgrade flowguard"), "{text}");
+    }
+
+    async fn a_rejected_write_fails_alone(db: TestDb) {
+        let store = db.open().await;
+        // Group commit: a statement the database rejects must not fail the writes committed with it.
+        let bad = vec![(std::borrow::Cow::Borrowed("INSERT INTO no_such_table (x) VALUES (1)"), vec![])];
+        let fine = run("fine", "f", 2);
+        let (bad, good) = tokio::join!(store.write(bad), store.insert_run(&fine));
+        let err = bad.unwrap_err().to_string();
+        assert!(err.contains("refused the write") && err.contains("no_such_table"), "{err}");
+        good.unwrap();
+        assert!(store.get_run("fine").await.unwrap().is_some());
+        store.close().await;
+    }
+
+    async fn writes_are_idempotent(db: TestDb) {
+        // A batch retried after its COMMIT went through unacknowledged must not double anything.
+        let store = db.open().await;
+        let r = run("i", "f", 1);
+        let a = attempt("i", "n", 1, 1);
+        for _ in 0..2 {
+            store.insert_run(&r).await.unwrap();
+            store.insert_attempt(&a).await.unwrap();
+            store.finish_run("i", &failed_end(9), std::slice::from_ref(&a)).await.unwrap();
+        }
+        assert_eq!(store.attempts("i").await.unwrap(), vec![a]);
+        assert_eq!(store.list_runs(&RunFilter::default()).await.unwrap().len(), 1);
+        assert_eq!(store.get_run("i").await.unwrap().unwrap().status, RunStatus::Failed);
+        store.close().await;
+    }
+}
+
+/// The connection speaks utf8mb4 and every flowguard table stores it.
+async fn assert_mysql_is_utf8mb4(store: &Store, db: &str) {
+    let pool = store.pool();
+    let vars = pool
+        .fetch("SELECT @@character_set_client, @@character_set_connection, @@character_set_results", &[], &[Ty::Str, Ty::Str, Ty::Str])
+        .await
+        .unwrap();
+    for v in &vars[0] {
+        assert_eq!(v.str().as_deref(), Some("utf8mb4"), "connection charsets: {vars:?}");
+    }
+    let tables = pool
+        .fetch(
+            "SELECT TABLE_NAME, TABLE_COLLATION FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?",
+            &[db.into()],
+            &[Ty::Str, Ty::Str],
+        )
+        .await
+        .unwrap();
+    assert!(tables.len() >= 2, "{tables:?}");
+    for t in &tables {
+        let name = t[0].str().unwrap_or_default();
+        if name == "flowguard_migrations" {
+            continue;
+        }
+        assert!(t[1].str().unwrap_or_default().starts_with("utf8mb4"), "table {name} is {:?}", t[1]);
+    }
+}
