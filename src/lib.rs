@@ -5,6 +5,7 @@
 // attempt, never in a hot loop, so its size is not worth boxing.
 #![allow(clippy::result_large_err)]
 
+pub mod alert;
 pub mod auth;
 pub mod classify;
 pub mod cli;

@@ -18,7 +18,19 @@ pub async fn demo(dir: &Path, runs: u32, concurrency: usize, clock: SharedClock)
     let flow = app.flow("douyin_script")?;
     let kinds: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let seen = kinds.clone();
-    let engine = app.engine(clock.clone()).await?.with_observer(Arc::new(move |e: &Event| {
+    let alerter = crate::alert::Alerter::new(&app.config, app.store().await?, clock.clone())?;
+    crate::alert::install(&alerter);
+    let (stop_pump, pump_stopped) = tokio::sync::oneshot::channel::<()>();
+    let pump = {
+        let a = alerter.clone();
+        tokio::spawn(async move {
+            a.run_loop(async {
+                let _ = pump_stopped.await;
+            })
+            .await
+        })
+    };
+    let engine = app.engine(clock.clone()).await?.with_observer(alerter.observer()).with_observer(Arc::new(move |e: &Event| {
         if let Event::AttemptFinished(a) = e
             && let Some(k) = &a.error_kind
         {
@@ -61,6 +73,9 @@ pub async fn demo(dir: &Path, runs: u32, concurrency: usize, clock: SharedClock)
         .buffer_unordered(concurrency.max(1))
         .collect::<Vec<_>>()
         .await;
+    let _ = stop_pump.send(());
+    let _ = pump.await;
+    alerter.drain(alerter.drain_budget()).await?;
     if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
         return Err(e.into());
     }
@@ -74,7 +89,18 @@ pub async fn demo(dir: &Path, runs: u32, concurrency: usize, clock: SharedClock)
     if waiting > 0 {
         println!("{waiting} run(s) wait for a human: flowguard --config {} manual list", config.display());
     }
-    println!("\nexplore: flowguard --config {} runs | show RUN_ID | stats | manual list | check --explain douyin_script", config.display());
+    let alerts = engine.store.list_alerts(&Default::default()).await?;
+    let notes: Vec<String> = engine.store.notification_counts().await?.into_iter().map(|(s, n)| format!("{s} {n}")).collect();
+    println!(
+        "alerts: {} fingerprint(s), {} occurrence(s); notifications: {}",
+        alerts.len(),
+        alerts.iter().map(|a| a.count).sum::<i64>(),
+        if notes.is_empty() { "none".into() } else { notes.join(", ") }
+    );
+    println!(
+        "\nexplore: flowguard --config {} runs | show RUN_ID | stats | manual list | alerts list | check --explain douyin_script",
+        config.display()
+    );
     engine.store.close().await;
     Ok(0)
 }

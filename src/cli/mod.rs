@@ -2,6 +2,7 @@
 //! 0 succeeded or recovered; 1 failed, timed out or interrupted; 2 usage, config or flow error;
 //! 3 waiting for a human; 4 refused because the flow is blocked.
 
+mod alerts;
 mod demo;
 mod init;
 mod manual;
@@ -133,6 +134,16 @@ pub enum Command {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
+    /// Alerts and their notifications: list, acknowledge, test a channel.
+    Alerts {
+        #[command(subcommand)]
+        cmd: alerts::AlertsCmd,
+    },
+    /// Silence alerts by label for a while.
+    Silences {
+        #[command(subcommand)]
+        cmd: alerts::SilencesCmd,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -234,6 +245,8 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
         Command::Stats { flow, since, format } => query::stats(&cli.config, flow, &since, format).await,
         Command::Report { cmd } => report::main(&cli.config, cmd).await,
         Command::Demo { dir, runs, concurrency } => demo::demo(&dir, runs, concurrency, clock).await,
+        Command::Alerts { cmd } => alerts::alerts(&cli.config, cmd).await,
+        Command::Silences { cmd } => alerts::silences(&cli.config, cmd).await,
     }
 }
 

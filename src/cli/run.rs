@@ -157,7 +157,10 @@ async fn execute(
     format: Format,
     clock: SharedClock,
 ) -> Result<i32, Failure> {
-    let mut engine = app.engine(clock).await?;
+    let mut engine = app.engine(clock.clone()).await?;
+    let alerter = crate::alert::Alerter::new(&app.config, engine.store.clone(), clock)?;
+    crate::alert::install(&alerter);
+    engine = engine.with_observer(alerter.observer());
     if format == Format::Table {
         let live = std::io::stdout().is_terminal();
         engine = engine.with_observer(Arc::new(move |e: &Event| progress(e, live)));
@@ -167,6 +170,10 @@ async fn execute(
         let _ = tokio::signal::ctrl_c().await;
     };
     let outcome = engine.run_until(req, ctrl_c).await?;
+    // Deliver this run's alert now, within a bound; what is left stays in the outbox.
+    if let Err(e) = alerter.drain(alerter.drain_budget()).await {
+        eprintln!("warning: alert delivery: {}", alerter.redactor().redact(&format!("{e:#}")));
+    }
     engine.store.close().await;
     match format {
         Format::Json => table::json(&json!({

@@ -6,7 +6,6 @@ use crate::flow::yaml::{self, Node, Pos, Yaml};
 use crate::flow::{Diagnostics, from_tree, parse_duration};
 use crate::redact::Redactor;
 use serde::Deserialize;
-use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,11 +33,15 @@ pub struct Config {
     /// Token providers for endpoints (OAuth2 client credentials).
     #[serde(default)]
     pub auth: BTreeMap<String, crate::auth::AuthConfig>,
-    /// Alert channels (filled by the alerting part).
+    /// Alert channels by name (see `alert::config`).
     #[serde(default)]
-    pub channels: BTreeMap<String, Json>,
+    pub channels: BTreeMap<String, crate::alert::config::ChannelConfig>,
+    /// Alert routing rules, first match wins unless `continue`.
     #[serde(default)]
-    pub routes: Vec<Json>,
+    pub routes: Vec<crate::alert::config::RouteConfig>,
+    /// Grouping windows and delivery settings for alerts.
+    #[serde(default)]
+    pub alerting: crate::alert::config::AlertingConfig,
     /// Daily and weekly reports, retention and the suggestion rules' thresholds.
     #[serde(default)]
     pub reports: crate::report::ReportsConfig,
@@ -256,6 +259,10 @@ impl Config {
         for (field, m) in self.reports.problems() {
             let path: Vec<&str> = field.split('.').collect();
             diags.push(file, at(&path), field.clone(), m);
+        }
+        for (path, m) in crate::alert::config::check(&self.channels, &self.routes, &self.alerting) {
+            let segs: Vec<&str> = path.iter().map(String::as_str).filter(|s| !s.starts_with('[')).collect();
+            diags.push(file, at(&segs), path.join(".").replace(".[", "["), m);
         }
         for (name, e) in &self.endpoints {
             if let Some(a) = &e.auth

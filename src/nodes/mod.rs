@@ -5,6 +5,7 @@
 mod condition;
 mod http;
 mod llm;
+mod notify;
 mod quality_check;
 mod template;
 
@@ -36,6 +37,7 @@ pub const KINDS: &[(&str, Factory)] = &[
     ("quality_check", quality_check::build),
     ("template", template::build),
     ("condition", condition::build),
+    ("notify", notify::build),
 ];
 
 /// Marks the feedback an llm prompt gets when its output is being repaired.

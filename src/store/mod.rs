@@ -6,10 +6,12 @@
 //! the database goes away the writer retries with backoff for `write_patience`, then fails the
 //! writes, and the engine fails the run with kind `internal`.
 
+mod alerts;
 mod db;
 mod manual;
 pub mod rollups;
 
+pub use alerts::{AlertFilter, AlertRecord, AlertTx, DeliveryRecord, GroupRecord, NotificationRecord, SilenceRecord};
 pub use manual::{FlowBlock, ManualAction, ManualTask};
 
 pub use db::{Arg, Backend, Conn, Pool, PoolSettings, Stmt, Ty, Val};
@@ -35,7 +37,8 @@ macro_rules! migration {
     };
 }
 
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[migration!(1, "v1"), migration!(2, "v2"), migration!(5, "v5"), migration!(6, "v6")];
+const MIGRATIONS: &[(i64, &str, &str, &str)] =
+    &[migration!(1, "v1"), migration!(2, "v2"), migration!(3, "v3"), migration!(5, "v5"), migration!(6, "v6")];
 
 /// One run, as stored.
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -3,6 +3,9 @@
 
 mod support;
 
+mod alert;
+mod alert_bench;
+mod alert_secrets;
 mod classify;
 mod cli;
 mod engine;

@@ -1,0 +1,86 @@
+//! `notify`: sends a message to an alert channel from inside a flow (the seed's alert node, called
+//! from a catch branch). The message goes through the same durable outbox as alerts, so it is
+//! retried, rate-limited and failed over like them; the node succeeds once it is stored.
+//!
+//! ```yaml
+//! - id: tell_ops
+//!   kind: notify
+//!   channel: ops_feishu
+//!   title: "[告警] 流程失败"
+//!   text: "步骤: {{ nodes.check.node }}\n原因: {{ nodes.check.reason }}"
+//!   severity: high
+//! ```
+
+use super::{BuildCx, NodeError, NodeKind, Output, Raw, RunCx};
+use crate::flow::Diagnostic;
+use crate::flow::template::Tmpl;
+use crate::vocab::{ErrorKind, Severity};
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    /// A channel named in the config's `channels:`.
+    channel: String,
+    /// The message body (a template over inputs and earlier outputs).
+    text: String,
+    /// The first line (default: the flow's name).
+    title: Option<String>,
+    /// `low`, `medium` (default) or `high`: the colour and priority on the channel.
+    severity: Option<String>,
+    /// @all where the channel supports it.
+    #[serde(default)]
+    mention_all: bool,
+}
+
+#[derive(Debug)]
+struct Notify {
+    channel: String,
+    text: Tmpl,
+    title: Option<Tmpl>,
+    severity: Severity,
+    mention_all: bool,
+}
+
+pub fn build(raw: Raw<'_>, cx: &mut BuildCx<'_>) -> Result<Arc<dyn NodeKind>, Diagnostic> {
+    let p: Params = raw.parse()?;
+    let severity = match p.severity.as_deref().unwrap_or("medium").parse::<Severity>() {
+        Ok(s) => s,
+        Err(m) => {
+            cx.error("severity", m);
+            Severity::Medium
+        }
+    };
+    Ok(Arc::new(Notify {
+        channel: p.channel,
+        text: cx.string("text", &p.text),
+        title: p.title.map(|t| cx.string("title", &t)),
+        severity,
+        mention_all: p.mention_all,
+    }))
+}
+
+impl NodeKind for Notify {
+    fn run<'a>(&'a self, cx: &'a RunCx<'a>) -> BoxFuture<'a, Result<Output, NodeError>> {
+        Box::pin(async move {
+            let text = cx.text(&self.text)?;
+            let title = match &self.title {
+                Some(t) => cx.text(t)?,
+                None => cx.flow.to_owned(),
+            };
+            let Some(alerter) = crate::alert::installed() else {
+                return Err(NodeError::new(ErrorKind::Internal, "alerting is not set up in this process; `notify` cannot send"));
+            };
+            let mut msg = alerter.message("notify", self.severity.as_str(), &title, &text);
+            msg.mention_all = self.mention_all;
+            msg.fields.insert("flow".into(), cx.flow.to_owned());
+            msg.fields.insert("node".into(), cx.node_id.to_owned());
+            msg.fields.insert("run_id".into(), cx.run_id.to_owned());
+            let id = alerter.enqueue(&self.channel, &msg).await.map_err(|e| NodeError::new(ErrorKind::Internal, format!("{e:#}")))?;
+            Ok(Output { value: json!({"notification": id, "channel": self.channel}), ..Default::default() })
+        })
+    }
+}

@@ -1,0 +1,587 @@
+//! Alerting's tables (schema v3): alerts and their occurrences, groups, silences, the notification
+//! outbox and every delivery attempt. The alerting module composes changes in an [`AlertTx`] and
+//! commits them through the group-commit writer, so an alert and the notifications it causes are
+//! durable together.
+
+use super::Store;
+use super::db::{Arg, Backend, Stmt, Ty, Val};
+use serde::Serialize;
+use std::borrow::Cow;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AlertRecord {
+    pub id: String,
+    pub fingerprint: String,
+    pub flow: String,
+    pub node: String,
+    pub error_kind: String,
+    pub severity: String,
+    /// `firing`, `resolved` or `silenced`.
+    pub status: String,
+    /// JSON object of labels (status, event …).
+    pub labels: String,
+    pub count: i64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub last_run_id: Option<String>,
+    pub last_message: Option<String>,
+    pub acked_at: Option<i64>,
+    pub acked_by: Option<String>,
+    pub escalated_at: Option<i64>,
+    /// When a notification first carried this alert.
+    pub notified_at: Option<i64>,
+    pub resolved_at: Option<i64>,
+}
+
+const ALERT_COLS: &str = "id, fingerprint, flow, node, error_kind, severity, status, labels, count, first_seen, last_seen, last_run_id, last_message, acked_at, acked_by, escalated_at, notified_at, resolved_at";
+const ALERT_TYS: &[Ty] = &[
+    Ty::Str,
+    Ty::Str,
+    Ty::Str,
+    Ty::Str,
+    Ty::Str,
+    Ty::Str,
+    Ty::Str,
+    Ty::Str,
+    Ty::I64,
+    Ty::I64,
+    Ty::I64,
+    Ty::Str,
+    Ty::Str,
+    Ty::I64,
+    Ty::Str,
+    Ty::I64,
+    Ty::I64,
+    Ty::I64,
+];
+
+fn alert_from(r: Vec<Val>) -> AlertRecord {
+    AlertRecord {
+        id: r[0].str().unwrap_or_default(),
+        fingerprint: r[1].str().unwrap_or_default(),
+        flow: r[2].str().unwrap_or_default(),
+        node: r[3].str().unwrap_or_default(),
+        error_kind: r[4].str().unwrap_or_default(),
+        severity: r[5].str().unwrap_or_default(),
+        status: r[6].str().unwrap_or_default(),
+        labels: r[7].str().unwrap_or_default(),
+        count: r[8].i64().unwrap_or(0),
+        first_seen: r[9].i64().unwrap_or(0),
+        last_seen: r[10].i64().unwrap_or(0),
+        last_run_id: r[11].str(),
+        last_message: r[12].str(),
+        acked_at: r[13].i64(),
+        acked_by: r[14].str(),
+        escalated_at: r[15].i64(),
+        notified_at: r[16].i64(),
+        resolved_at: r[17].i64(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GroupRecord {
+    /// A hash of route, channel and the group's label values.
+    pub group_key: String,
+    pub route: i64,
+    pub channel: String,
+    pub labels: String,
+    pub created_at: i64,
+    /// Set while the group has news not yet sent.
+    pub dirty_since: Option<i64>,
+    pub last_sent_at: Option<i64>,
+    /// When the group is next looked at (flush of news, or a repeat).
+    pub next_flush_at: Option<i64>,
+}
+
+const GROUP_COLS: &str = "group_key, route, channel, labels, created_at, dirty_since, last_sent_at, next_flush_at";
+const GROUP_TYS: &[Ty] = &[Ty::Str, Ty::I64, Ty::Str, Ty::Str, Ty::I64, Ty::I64, Ty::I64, Ty::I64];
+
+fn group_from(r: Vec<Val>) -> GroupRecord {
+    GroupRecord {
+        group_key: r[0].str().unwrap_or_default(),
+        route: r[1].i64().unwrap_or(0),
+        channel: r[2].str().unwrap_or_default(),
+        labels: r[3].str().unwrap_or_default(),
+        created_at: r[4].i64().unwrap_or(0),
+        dirty_since: r[5].i64(),
+        last_sent_at: r[6].i64(),
+        next_flush_at: r[7].i64(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NotificationRecord {
+    pub id: String,
+    pub group_key: Option<String>,
+    pub channel: String,
+    /// `firing`, `resolved`, `escalation`, `failover`, `dead`, `test`, `notify`.
+    pub purpose: String,
+    pub severity: String,
+    /// The rendered message (JSON), secrets already masked.
+    pub message: String,
+    /// `pending`, `sent` or `dead`.
+    pub status: String,
+    pub attempts: i64,
+    pub created_at: i64,
+    pub next_attempt_at: i64,
+    pub sent_at: Option<i64>,
+    pub last_error: Option<String>,
+    /// Where it goes when this channel fails for good.
+    pub backup: Option<String>,
+    /// The notification this one replaces on a backup channel.
+    pub failover_of: Option<String>,
+}
+
+const NOTE_COLS: &str = "id, group_key, channel, purpose, severity, message, status, attempts, created_at, next_attempt_at, sent_at, last_error, backup, failover_of";
+const NOTE_TYS: &[Ty] =
+    &[Ty::Str, Ty::Str, Ty::Str, Ty::Str, Ty::Str, Ty::Str, Ty::Str, Ty::I64, Ty::I64, Ty::I64, Ty::I64, Ty::Str, Ty::Str, Ty::Str];
+
+fn note_from(r: Vec<Val>) -> NotificationRecord {
+    NotificationRecord {
+        id: r[0].str().unwrap_or_default(),
+        group_key: r[1].str(),
+        channel: r[2].str().unwrap_or_default(),
+        purpose: r[3].str().unwrap_or_default(),
+        severity: r[4].str().unwrap_or_default(),
+        message: r[5].str().unwrap_or_default(),
+        status: r[6].str().unwrap_or_default(),
+        attempts: r[7].i64().unwrap_or(0),
+        created_at: r[8].i64().unwrap_or(0),
+        next_attempt_at: r[9].i64().unwrap_or(0),
+        sent_at: r[10].i64(),
+        last_error: r[11].str(),
+        backup: r[12].str(),
+        failover_of: r[13].str(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeliveryRecord {
+    pub notification_id: String,
+    pub channel: String,
+    pub attempt: i64,
+    pub at: i64,
+    pub duration_ms: i64,
+    pub http_status: Option<i64>,
+    /// `sent`, `retry`, `rate_limited`, `failed`.
+    pub outcome: String,
+    /// The service's answer, masked and cut.
+    pub answer: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SilenceRecord {
+    pub id: String,
+    /// JSON object: label → value (flow, node, error_kind, severity, status).
+    pub matchers: String,
+    pub comment: Option<String>,
+    pub created_by: Option<String>,
+    pub created_at: i64,
+    pub ends_at: i64,
+    pub expired_at: Option<i64>,
+}
+
+/// Filters for listings.
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    pub status: Option<String>,
+    pub flow: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// Changes committed together.
+pub struct AlertTx {
+    backend: Backend,
+    pub(crate) stmts: Vec<Stmt>,
+}
+
+impl AlertTx {
+    pub fn is_empty(&self) -> bool {
+        self.stmts.is_empty()
+    }
+
+    fn push(&mut self, sql: impl Into<Cow<'static, str>>, args: Vec<Arg>) {
+        self.stmts.push((sql.into(), args));
+    }
+
+    pub fn insert_alert(&mut self, a: &AlertRecord) {
+        let sql = format!("INSERT INTO alerts ({ALERT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        self.push(sql, alert_args(a));
+    }
+
+    pub fn update_alert(&mut self, a: &AlertRecord) {
+        let sql = "UPDATE alerts SET severity = ?, status = ?, labels = ?, count = ?, last_seen = ?, last_run_id = ?, last_message = ?, acked_at = ?, acked_by = ?, escalated_at = ?, notified_at = ?, resolved_at = ? WHERE id = ?";
+        self.push(
+            sql,
+            vec![
+                a.severity.as_str().into(),
+                a.status.as_str().into(),
+                a.labels.as_str().into(),
+                a.count.into(),
+                a.last_seen.into(),
+                a.last_run_id.clone().into(),
+                a.last_message.clone().into(),
+                a.acked_at.into(),
+                a.acked_by.clone().into(),
+                a.escalated_at.into(),
+                a.notified_at.into(),
+                a.resolved_at.into(),
+                a.id.as_str().into(),
+            ],
+        );
+    }
+
+    pub fn occurrence(&mut self, alert_id: &str, run_id: Option<&str>, at: i64, status: &str, message: Option<&str>) {
+        self.push(
+            "INSERT INTO alert_occurrences (alert_id, run_id, at, status, message) VALUES (?, ?, ?, ?, ?)",
+            vec![alert_id.into(), run_id.into(), at.into(), status.into(), message.into()],
+        );
+    }
+
+    pub fn insert_group(&mut self, g: &GroupRecord) {
+        let sql = format!("INSERT INTO alert_groups ({GROUP_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+        self.push(
+            sql,
+            vec![
+                g.group_key.as_str().into(),
+                g.route.into(),
+                g.channel.as_str().into(),
+                g.labels.as_str().into(),
+                g.created_at.into(),
+                g.dirty_since.into(),
+                g.last_sent_at.into(),
+                g.next_flush_at.into(),
+            ],
+        );
+    }
+
+    pub fn update_group(&mut self, g: &GroupRecord) {
+        self.push(
+            "UPDATE alert_groups SET dirty_since = ?, last_sent_at = ?, next_flush_at = ? WHERE group_key = ?",
+            vec![g.dirty_since.into(), g.last_sent_at.into(), g.next_flush_at.into(), g.group_key.as_str().into()],
+        );
+    }
+
+    pub fn add_member(&mut self, group_key: &str, alert_id: &str) {
+        let sql = match self.backend {
+            Backend::Sqlite => "INSERT OR IGNORE INTO alert_group_members (group_key, alert_id) VALUES (?, ?)",
+            Backend::MySql => "INSERT IGNORE INTO alert_group_members (group_key, alert_id) VALUES (?, ?)",
+            Backend::Postgres => "INSERT INTO alert_group_members (group_key, alert_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        };
+        self.push(sql, vec![group_key.into(), alert_id.into()]);
+    }
+
+    pub fn insert_notification(&mut self, n: &NotificationRecord) {
+        let sql = format!("INSERT INTO notifications ({NOTE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        self.push(
+            sql,
+            vec![
+                n.id.as_str().into(),
+                n.group_key.clone().into(),
+                n.channel.as_str().into(),
+                n.purpose.as_str().into(),
+                n.severity.as_str().into(),
+                n.message.as_str().into(),
+                n.status.as_str().into(),
+                n.attempts.into(),
+                n.created_at.into(),
+                n.next_attempt_at.into(),
+                n.sent_at.into(),
+                n.last_error.clone().into(),
+                n.backup.clone().into(),
+                n.failover_of.clone().into(),
+            ],
+        );
+    }
+
+    pub fn update_notification(&mut self, n: &NotificationRecord) {
+        self.push(
+            "UPDATE notifications SET status = ?, attempts = ?, next_attempt_at = ?, sent_at = ?, last_error = ? WHERE id = ?",
+            vec![
+                n.status.as_str().into(),
+                n.attempts.into(),
+                n.next_attempt_at.into(),
+                n.sent_at.into(),
+                n.last_error.clone().into(),
+                n.id.as_str().into(),
+            ],
+        );
+    }
+
+    pub fn insert_delivery(&mut self, d: &DeliveryRecord) {
+        self.push(
+            "INSERT INTO deliveries (notification_id, channel, attempt, at, duration_ms, http_status, outcome, answer) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            vec![
+                d.notification_id.as_str().into(),
+                d.channel.as_str().into(),
+                d.attempt.into(),
+                d.at.into(),
+                d.duration_ms.into(),
+                d.http_status.into(),
+                d.outcome.as_str().into(),
+                d.answer.clone().into(),
+            ],
+        );
+    }
+}
+
+fn alert_args(a: &AlertRecord) -> Vec<Arg> {
+    vec![
+        a.id.as_str().into(),
+        a.fingerprint.as_str().into(),
+        a.flow.as_str().into(),
+        a.node.as_str().into(),
+        a.error_kind.as_str().into(),
+        a.severity.as_str().into(),
+        a.status.as_str().into(),
+        a.labels.as_str().into(),
+        a.count.into(),
+        a.first_seen.into(),
+        a.last_seen.into(),
+        a.last_run_id.clone().into(),
+        a.last_message.clone().into(),
+        a.acked_at.into(),
+        a.acked_by.clone().into(),
+        a.escalated_at.into(),
+        a.notified_at.into(),
+        a.resolved_at.into(),
+    ]
+}
+
+impl Store {
+    pub fn alert_tx(&self) -> AlertTx {
+        AlertTx { backend: self.backend(), stmts: Vec::new() }
+    }
+
+    /// Commits the changes together; returns once they are durable.
+    pub async fn commit_alerts(&self, tx: AlertTx) -> anyhow::Result<()> {
+        if tx.stmts.is_empty() {
+            return Ok(());
+        }
+        self.write(tx.stmts).await
+    }
+
+    /// The alert of this fingerprint that is firing (or silenced), if any.
+    pub async fn open_alert(&self, fingerprint: &str) -> anyhow::Result<Option<AlertRecord>> {
+        let sql = format!(
+            "SELECT {ALERT_COLS} FROM alerts WHERE fingerprint = ? AND status IN ('firing', 'silenced') ORDER BY first_seen DESC LIMIT 1"
+        );
+        Ok(self.pool().fetch(&sql, &[fingerprint.into()], ALERT_TYS).await?.into_iter().next().map(alert_from))
+    }
+
+    /// Alerts whose id or fingerprint starts with `prefix`.
+    pub async fn find_alerts(&self, prefix: &str) -> anyhow::Result<Vec<AlertRecord>> {
+        let p = format!("{}%", prefix.replace(['%', '_'], ""));
+        let sql = format!("SELECT {ALERT_COLS} FROM alerts WHERE id LIKE ? OR fingerprint LIKE ? ORDER BY last_seen DESC LIMIT 20");
+        Ok(self.pool().fetch(&sql, &[p.clone().into(), p.into()], ALERT_TYS).await?.into_iter().map(alert_from).collect())
+    }
+
+    /// Newest first.
+    pub async fn list_alerts(&self, f: &AlertFilter) -> anyhow::Result<Vec<AlertRecord>> {
+        let mut sql = format!("SELECT {ALERT_COLS} FROM alerts WHERE 1 = 1");
+        let mut args: Vec<Arg> = Vec::new();
+        if let Some(s) = &f.status {
+            sql.push_str(" AND status = ?");
+            args.push(s.as_str().into());
+        }
+        if let Some(fl) = &f.flow {
+            sql.push_str(" AND flow = ?");
+            args.push(fl.as_str().into());
+        }
+        sql.push_str(" ORDER BY last_seen DESC, id DESC");
+        if let Some(l) = f.limit {
+            sql.push_str(&format!(" LIMIT {}", l.max(0)));
+        }
+        Ok(self.pool().fetch(&sql, &args, ALERT_TYS).await?.into_iter().map(alert_from).collect())
+    }
+
+    pub async fn firing_alerts_of_flow(&self, flow: &str) -> anyhow::Result<Vec<AlertRecord>> {
+        let sql = format!("SELECT {ALERT_COLS} FROM alerts WHERE flow = ? AND status = 'firing'");
+        Ok(self.pool().fetch(&sql, &[flow.into()], ALERT_TYS).await?.into_iter().map(alert_from).collect())
+    }
+
+    /// High alerts that were notified, are still firing, not acknowledged and not yet escalated.
+    pub async fn escalation_candidates(&self) -> anyhow::Result<Vec<AlertRecord>> {
+        let sql = format!(
+            "SELECT {ALERT_COLS} FROM alerts WHERE status = 'firing' AND severity = 'high' AND acked_at IS NULL AND escalated_at IS NULL AND notified_at IS NOT NULL"
+        );
+        Ok(self.pool().fetch(&sql, &[], ALERT_TYS).await?.into_iter().map(alert_from).collect())
+    }
+
+    pub async fn group(&self, key: &str) -> anyhow::Result<Option<GroupRecord>> {
+        let sql = format!("SELECT {GROUP_COLS} FROM alert_groups WHERE group_key = ?");
+        Ok(self.pool().fetch(&sql, &[key.into()], GROUP_TYS).await?.into_iter().next().map(group_from))
+    }
+
+    pub async fn due_groups(&self, now: i64) -> anyhow::Result<Vec<GroupRecord>> {
+        let sql =
+            format!("SELECT {GROUP_COLS} FROM alert_groups WHERE next_flush_at IS NOT NULL AND next_flush_at <= ? ORDER BY next_flush_at");
+        Ok(self.pool().fetch(&sql, &[now.into()], GROUP_TYS).await?.into_iter().map(group_from).collect())
+    }
+
+    /// The earliest time a group is due, if any.
+    pub async fn next_group_due(&self) -> anyhow::Result<Option<i64>> {
+        let rows = self.pool().fetch("SELECT MIN(next_flush_at) FROM alert_groups", &[], &[Ty::I64]).await?;
+        Ok(rows.into_iter().next().and_then(|r| r[0].i64()))
+    }
+
+    /// Groups an alert belongs to.
+    pub async fn groups_of_alert(&self, alert_id: &str) -> anyhow::Result<Vec<GroupRecord>> {
+        let cols = GROUP_COLS.split(", ").map(|c| format!("g.{c}")).collect::<Vec<_>>().join(", ");
+        let sql = format!("SELECT {cols} FROM alert_groups g JOIN alert_group_members m ON m.group_key = g.group_key WHERE m.alert_id = ?");
+        Ok(self.pool().fetch(&sql, &[alert_id.into()], GROUP_TYS).await?.into_iter().map(group_from).collect())
+    }
+
+    /// The alerts of a group with one of these statuses.
+    pub async fn group_alerts(&self, key: &str, statuses: &[&str]) -> anyhow::Result<Vec<AlertRecord>> {
+        let cols = ALERT_COLS.split(", ").map(|c| format!("a.{c}")).collect::<Vec<_>>().join(", ");
+        let marks = vec!["?"; statuses.len().max(1)].join(", ");
+        let sql = format!(
+            "SELECT {cols} FROM alerts a JOIN alert_group_members m ON m.alert_id = a.id WHERE m.group_key = ? AND a.status IN ({marks}) ORDER BY a.first_seen"
+        );
+        let mut args: Vec<Arg> = vec![key.into()];
+        args.extend(statuses.iter().map(|s| Arg::from(*s)));
+        if statuses.is_empty() {
+            args.push("".into());
+        }
+        Ok(self.pool().fetch(&sql, &args, ALERT_TYS).await?.into_iter().map(alert_from).collect())
+    }
+
+    /// Pending notifications due by `now`, oldest first.
+    pub async fn due_notifications(&self, now: i64, limit: i64) -> anyhow::Result<Vec<NotificationRecord>> {
+        let sql = format!(
+            "SELECT {NOTE_COLS} FROM notifications WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, created_at LIMIT {}",
+            limit.max(1)
+        );
+        Ok(self.pool().fetch(&sql, &[now.into()], NOTE_TYS).await?.into_iter().map(note_from).collect())
+    }
+
+    /// The earliest time a pending notification is due, if any.
+    pub async fn next_notification_due(&self) -> anyhow::Result<Option<i64>> {
+        let rows = self.pool().fetch("SELECT MIN(next_attempt_at) FROM notifications WHERE status = 'pending'", &[], &[Ty::I64]).await?;
+        Ok(rows.into_iter().next().and_then(|r| r[0].i64()))
+    }
+
+    /// Takes a pending notification for one send: moves its due time to `lease_until` only if no
+    /// other process did so first. Returns whether this process owns the send.
+    pub async fn claim_notification(&self, id: &str, seen_due: i64, lease_until: i64) -> anyhow::Result<bool> {
+        let n = self
+            .pool()
+            .exec(
+                "UPDATE notifications SET next_attempt_at = ? WHERE id = ? AND status = 'pending' AND next_attempt_at = ?",
+                &[lease_until.into(), id.into(), seen_due.into()],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Moves a pending notification's due time (a local rate limit queues it).
+    pub async fn postpone_notification(&self, id: &str, until: i64) -> anyhow::Result<()> {
+        self.write(vec![(
+            Cow::Borrowed("UPDATE notifications SET next_attempt_at = ? WHERE id = ? AND status = 'pending'"),
+            vec![until.into(), id.into()],
+        )])
+        .await
+    }
+
+    pub async fn find_notifications(&self, prefix: &str) -> anyhow::Result<Vec<NotificationRecord>> {
+        let sql = format!("SELECT {NOTE_COLS} FROM notifications WHERE id LIKE ? ORDER BY created_at DESC LIMIT 5");
+        Ok(self
+            .pool()
+            .fetch(&sql, &[format!("{}%", prefix.replace(['%', '_'], "")).into()], NOTE_TYS)
+            .await?
+            .into_iter()
+            .map(note_from)
+            .collect())
+    }
+
+    /// Newest first; `status` filters (`pending`, `sent`, `dead`).
+    pub async fn list_notifications(&self, status: Option<&str>, limit: i64) -> anyhow::Result<Vec<NotificationRecord>> {
+        let mut sql = format!("SELECT {NOTE_COLS} FROM notifications");
+        let mut args: Vec<Arg> = Vec::new();
+        if let Some(s) = status {
+            sql.push_str(" WHERE status = ?");
+            args.push(s.into());
+        }
+        sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT {}", limit.max(0)));
+        Ok(self.pool().fetch(&sql, &args, NOTE_TYS).await?.into_iter().map(note_from).collect())
+    }
+
+    /// (status, count) of every notification ever stored.
+    pub async fn notification_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        let rows = self.pool().fetch("SELECT status, COUNT(*) FROM notifications GROUP BY status", &[], &[Ty::Str, Ty::I64]).await?;
+        Ok(rows.into_iter().map(|r| (r[0].str().unwrap_or_default(), r[1].i64().unwrap_or(0))).collect())
+    }
+
+    pub async fn deliveries(&self, notification_id: &str) -> anyhow::Result<Vec<DeliveryRecord>> {
+        let rows = self
+            .pool()
+            .fetch(
+                "SELECT notification_id, channel, attempt, at, duration_ms, http_status, outcome, answer FROM deliveries WHERE notification_id = ? ORDER BY id",
+                &[notification_id.into()],
+                &[Ty::Str, Ty::Str, Ty::I64, Ty::I64, Ty::I64, Ty::I64, Ty::Str, Ty::Str],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DeliveryRecord {
+                notification_id: r[0].str().unwrap_or_default(),
+                channel: r[1].str().unwrap_or_default(),
+                attempt: r[2].i64().unwrap_or(0),
+                at: r[3].i64().unwrap_or(0),
+                duration_ms: r[4].i64().unwrap_or(0),
+                http_status: r[5].i64(),
+                outcome: r[6].str().unwrap_or_default(),
+                answer: r[7].str(),
+            })
+            .collect())
+    }
+
+    pub async fn insert_silence(&self, s: &SilenceRecord) -> anyhow::Result<()> {
+        self.write(vec![(
+            Cow::Borrowed(
+                "INSERT INTO silences (id, matchers, comment, created_by, created_at, ends_at, expired_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ),
+            vec![
+                s.id.as_str().into(),
+                s.matchers.as_str().into(),
+                s.comment.clone().into(),
+                s.created_by.clone().into(),
+                s.created_at.into(),
+                s.ends_at.into(),
+                s.expired_at.into(),
+            ],
+        )])
+        .await
+    }
+
+    /// Silences in force at `now` (or all, newest first, when `all`).
+    pub async fn silences(&self, now: i64, all: bool) -> anyhow::Result<Vec<SilenceRecord>> {
+        let mut sql = "SELECT id, matchers, comment, created_by, created_at, ends_at, expired_at FROM silences".to_string();
+        let mut args: Vec<Arg> = Vec::new();
+        if !all {
+            sql.push_str(" WHERE expired_at IS NULL AND ends_at > ?");
+            args.push(now.into());
+        }
+        sql.push_str(" ORDER BY created_at DESC");
+        let rows = self.pool().fetch(&sql, &args, &[Ty::Str, Ty::Str, Ty::Str, Ty::Str, Ty::I64, Ty::I64, Ty::I64]).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| SilenceRecord {
+                id: r[0].str().unwrap_or_default(),
+                matchers: r[1].str().unwrap_or_default(),
+                comment: r[2].str(),
+                created_by: r[3].str(),
+                created_at: r[4].i64().unwrap_or(0),
+                ends_at: r[5].i64().unwrap_or(0),
+                expired_at: r[6].i64(),
+            })
+            .collect())
+    }
+
+    /// Ends silences whose id starts with `prefix`; returns how many.
+    pub async fn expire_silence(&self, prefix: &str, now: i64) -> anyhow::Result<u64> {
+        let p = format!("{}%", prefix.replace(['%', '_'], ""));
+        Ok(self.pool().exec("UPDATE silences SET expired_at = ? WHERE id LIKE ? AND expired_at IS NULL", &[now.into(), p.into()]).await?)
+    }
+}
