@@ -15,6 +15,8 @@ pub mod model;
 pub mod net;
 pub mod nodes;
 pub mod redact;
+pub mod scheduler;
+pub mod server;
 pub mod sim;
 pub mod stats;
 pub mod store;

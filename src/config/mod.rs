@@ -38,6 +38,9 @@ pub struct Config {
     pub routes: Vec<Json>,
     #[serde(default)]
     pub reports: Json,
+    /// `flowguard serve`: listen address, API tokens, limits.
+    #[serde(default)]
+    pub server: crate::server::config::ServerConfig,
     /// The directory of the config file; paths in it are relative to this.
     #[serde(skip)]
     pub base_dir: PathBuf,

@@ -7,6 +7,7 @@
 //! left, the run fails with the kind (or `no_healthy_model` when a chain of models was spent).
 
 pub mod events;
+pub mod resume;
 
 pub use events::{Event, Observer};
 
@@ -110,38 +111,48 @@ impl Engine {
 
     /// Runs a flow; when `cancel` resolves first, the run ends `cancelled`.
     pub async fn run_until(&self, req: RunRequest, cancel: impl Future<Output = ()>) -> anyhow::Result<RunOutcome> {
+        self.start(req, resume::Start::default(), cancel).await
+    }
+
+    /// `run_until` with a run id chosen by the caller, or going on with a run already recorded
+    /// (see resume.rs).
+    pub async fn start(&self, req: RunRequest, start: resume::Start, cancel: impl Future<Output = ()>) -> anyhow::Result<RunOutcome> {
         let flow = req.flow.clone();
-        let run_id = uuid::Uuid::now_v7().to_string();
-        let started = self.clock.now_ms();
+        let run_id = start.run_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let started = start.resume.as_ref().map(|r| r.started_at).unwrap_or_else(|| self.clock.now_ms());
         let mut inputs = flow.inputs.clone();
         inputs.extend(req.inputs);
         let inputs_text = self.payload(&Json::Object(inputs.clone())).0;
-        self.store
-            .insert_run(&RunRecord {
-                id: run_id.clone(),
-                flow: flow.name.clone(),
-                flow_hash: flow.hash.clone(),
-                trigger: req.trigger.clone(),
-                status: RunStatus::Running,
-                canary: req.canary,
-                inputs: inputs_text,
-                started_at: started,
-                ended_at: None,
-                duration_ms: None,
-                failed_node: None,
-                error_kind: None,
-                error_message: None,
-                severity: None,
-            })
-            .await?;
+        if start.resume.is_none() {
+            self.store
+                .insert_run(&RunRecord {
+                    id: run_id.clone(),
+                    flow: flow.name.clone(),
+                    flow_hash: flow.hash.clone(),
+                    trigger: req.trigger.clone(),
+                    status: RunStatus::Running,
+                    canary: req.canary,
+                    inputs: inputs_text,
+                    started_at: started,
+                    ended_at: None,
+                    duration_ms: None,
+                    failed_node: None,
+                    error_kind: None,
+                    error_message: None,
+                    severity: None,
+                })
+                .await?;
+        }
         self.emit(Event::RunStarted { run_id: run_id.clone(), flow: flow.name.clone() });
 
-        let state = Mutex::new(RunState { seq: 0, recovered: false, current: None, outputs: Map::new() });
-        let scope = Scope {
+        let (seq, outputs, first) = start.resume.map(|r| (r.seq, r.outputs, r.next_node)).unwrap_or_default();
+        let mut scope = Scope {
             input: to_value(&Json::Object(inputs)),
             run: to_value(&json!({"id": run_id, "flow": flow.name, "trigger": req.trigger})),
             ..Default::default()
         };
+        scope.nodes.extend(outputs.iter().map(|(k, v)| (k.clone(), to_value(v))));
+        let state = Mutex::new(RunState { seq, recovered: false, current: None, outputs });
 
         // The latency warning comes from the engine's own timer, so every way of running warns.
         let watchdog = flow.latency_warning.map(|warn| {
@@ -152,7 +163,7 @@ impl Engine {
             })
         });
 
-        let body = self.nodes(&flow, &run_id, scope, &state);
+        let body = self.nodes(&flow, &run_id, scope, &state, first);
         let deadline = async {
             match flow.timeout {
                 Some(t) => self.clock.until(started + t.as_millis() as i64).await,
@@ -227,8 +238,8 @@ impl Engine {
     }
 
     /// Walks the nodes in file order, following jumps.
-    async fn nodes(&self, flow: &Flow, run_id: &str, mut scope: Scope, state: &Mutex<RunState>) -> Result<(), NodeFailure> {
-        let mut idx = 0;
+    async fn nodes(&self, flow: &Flow, run_id: &str, mut scope: Scope, state: &Mutex<RunState>, first: usize) -> Result<(), NodeFailure> {
+        let mut idx = first;
         while idx < flow.nodes.len() {
             let node = &flow.nodes[idx];
             let value = match &node.foreach {

@@ -3,6 +3,7 @@
 
 pub mod diag;
 pub mod retry;
+pub mod schedule;
 pub mod template;
 pub mod yaml;
 
@@ -35,6 +36,8 @@ pub struct Flow {
     pub inputs: serde_json::Map<String, Json>,
     pub nodes: Vec<NodeSpec>,
     pub templates: Templates,
+    /// Schedule, canary, interrupt policy and concurrency, for `flowguard serve`.
+    pub serve: schedule::ServeSpec,
 }
 
 impl Flow {
@@ -96,6 +99,11 @@ struct FlowFields {
     #[serde(default)]
     inputs: serde_json::Map<String, Json>,
     nodes: Vec<Json>,
+    schedule: Option<schedule::ScheduleFields>,
+    canary: Option<schedule::CanaryFields>,
+    #[serde(default)]
+    on_interrupt: schedule::OnInterrupt,
+    concurrency: Option<usize>,
 }
 
 /// Deserializes a subtree; an error points at the field where it broke.
@@ -357,6 +365,7 @@ pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Dia
         }
     }
 
+    let serve = serve_spec(&top, file, &tree, &mut diags);
     let templates = builder.finish();
     diags.into_result(Flow {
         name: top.name,
@@ -368,7 +377,30 @@ pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Dia
         inputs: top.inputs,
         nodes: specs,
         templates,
+        serve,
     })
+}
+
+fn serve_spec(top: &FlowFields, file: &Path, tree: &Node, diags: &mut Diagnostics) -> schedule::ServeSpec {
+    let pos = |k: &[&str]| tree.locate(&k.iter().map(|k| PathSeg::Key((*k).into())).collect::<Vec<_>>()).pos;
+    let schedule = top.schedule.as_ref().and_then(|s| match schedule::parse_cron(&s.cron) {
+        Ok(cron) => Some(schedule::Schedule { cron, overlap: s.overlap, catch_up: s.catch_up, inputs: s.inputs.clone() }),
+        Err(m) => {
+            diags.push(file, pos(&["schedule", "cron"]), "schedule.cron", m);
+            None
+        }
+    });
+    let canary = top.canary.as_ref().and_then(|c| match schedule::parse_cron(&c.cron) {
+        Ok(cron) => Some(schedule::Canary { cron, inputs: c.inputs.clone() }),
+        Err(m) => {
+            diags.push(file, pos(&["canary", "cron"]), "canary.cron", m);
+            None
+        }
+    });
+    if top.concurrency == Some(0) {
+        diags.push(file, pos(&["concurrency"]), "concurrency", "must be at least 1 (leave it out for no limit)");
+    }
+    schedule::ServeSpec { schedule, canary, on_interrupt: top.on_interrupt, concurrency: top.concurrency }
 }
 
 pub fn is_ident(s: &str) -> bool {

@@ -7,8 +7,10 @@
 //! writes, and the engine fails the run with kind `internal`.
 
 mod db;
+mod server;
 
 pub use db::{Arg, Backend, Pool, Stmt, Ty, Val};
+pub use server::{Cursor, IngestWrite};
 
 use crate::vocab::{AttemptStatus, RunStatus};
 use anyhow::{Context, anyhow};
@@ -30,7 +32,7 @@ macro_rules! migration {
     };
 }
 
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[migration!(1, "v1")];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[migration!(1, "v1"), migration!(4, "v4")];
 
 /// One run, as stored.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -203,24 +205,7 @@ impl Store {
     }
 
     pub async fn insert_run(&self, r: &RunRecord) -> anyhow::Result<()> {
-        let sql = format!("INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-        let args = vec![
-            r.id.as_str().into(),
-            r.flow.as_str().into(),
-            r.flow_hash.as_str().into(),
-            r.trigger.as_str().into(),
-            r.status.as_str().into(),
-            (r.canary as i64).into(),
-            r.inputs.clone().into(),
-            r.started_at.into(),
-            r.ended_at.into(),
-            r.duration_ms.into(),
-            r.failed_node.clone().into(),
-            r.error_kind.clone().into(),
-            r.error_message.clone().into(),
-            r.severity.clone().into(),
-        ];
-        self.write(vec![(Cow::Owned(sql), args)]).await
+        self.write(vec![run_stmt(r)]).await
     }
 
     pub async fn insert_attempt(&self, a: &AttemptRecord) -> anyhow::Result<()> {
@@ -339,6 +324,27 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await
     }
+}
+
+fn run_stmt(r: &RunRecord) -> db::Stmt {
+    let sql = format!("INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    let args = vec![
+        r.id.as_str().into(),
+        r.flow.as_str().into(),
+        r.flow_hash.as_str().into(),
+        r.trigger.as_str().into(),
+        r.status.as_str().into(),
+        (r.canary as i64).into(),
+        r.inputs.clone().into(),
+        r.started_at.into(),
+        r.ended_at.into(),
+        r.duration_ms.into(),
+        r.failed_node.clone().into(),
+        r.error_kind.clone().into(),
+        r.error_message.clone().into(),
+        r.severity.clone().into(),
+    ];
+    (Cow::Owned(sql), args)
 }
 
 fn attempt_stmt(a: &AttemptRecord) -> db::Stmt {
