@@ -37,6 +37,7 @@ struct FlowLimits {
 
 struct Active {
     flow: String,
+    canary: bool,
     on_interrupt: OnInterrupt,
     handle: Option<JoinHandle<()>>,
     queued: bool,
@@ -93,7 +94,9 @@ impl Runs {
     /// Starts a run in the background and returns its id at once; `None` when the overlap policy
     /// skips it.
     pub fn launch(self: &Arc<Self>, engine: Engine, l: Launch, start: Start, on_finish: OnFinish) -> Option<String> {
-        if l.overlap == Some(Overlap::Skip) && self.active_count(&l.flow.name) > 0 {
+        // Canaries and business runs do not hold each other up.
+        let same_kind = self.active.lock().expect("active").values().filter(|a| a.flow == l.flow.name && a.canary == l.canary).count();
+        if l.overlap == Some(Overlap::Skip) && same_kind > 0 {
             tracing::info!(flow = %l.flow.name, trigger = %l.trigger, "skipped: the previous run is still going (overlap: skip)");
             return None;
         }
@@ -104,7 +107,7 @@ impl Runs {
         // Registered before the task starts, so the id is known (as queued) the moment it is returned.
         self.active.lock().expect("active").insert(
             run_id.clone(),
-            Active { flow: l.flow.name.clone(), on_interrupt: l.flow.serve.on_interrupt, handle: None, queued: true },
+            Active { flow: l.flow.name.clone(), canary: l.canary, on_interrupt: l.flow.serve.on_interrupt, handle: None, queued: true },
         );
         let handle = tokio::spawn(async move {
             let _serial = match l.overlap {

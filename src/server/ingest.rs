@@ -283,15 +283,13 @@ fn check(item: &Value, redactor: &crate::redact::Redactor, max_payload: usize) -
         "node.finished" => {
             let node = required(m, "node", 191)?.to_owned();
             let status: AttemptStatus = required(m, "status", 32)?.parse().map_err(|e| format!("`status`: {e}"))?;
-            let ended = match ts("ended_at")? {
-                Some(t) => t,
-                None => at()?,
-            };
             let duration = int(m, "duration_ms")?;
-            let started = match (ts("started_at")?, duration) {
-                (Some(s), _) => s,
-                (None, Some(d)) => ended - d,
-                (None, None) => return Err("a node.finished event needs `started_at` or `duration_ms`".into()),
+            let (started, ended) = match (ts("started_at")?, ts("ended_at")?.or(ts("ts")?), duration) {
+                (Some(s), Some(e), _) => (s, e),
+                (Some(s), None, Some(d)) => (s, s + d),
+                (None, Some(e), Some(d)) => (e - d, e),
+                (Some(_), None, None) => return Err("a node.finished event needs `ended_at` (or `ts`) or `duration_ms`".into()),
+                _ => return Err("a node.finished event needs `started_at` or `duration_ms`, and `ended_at` (or `ts`)".into()),
             };
             if started > ended {
                 return Err("`started_at` is after the end of the node".into());
