@@ -5,3 +5,4 @@ mod support;
 
 mod cli;
 mod serve;
+mod serve_process;
