@@ -50,8 +50,7 @@ server:
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
-    pub shared: Arc<flowguard::server::Shared>,
-    pub project: Project,
+    _project: Project,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -101,7 +100,6 @@ pub async fn spawn_app(extra_config: &str, flows: &[(&str, &str)]) -> TestApp {
     let opts = Options { listen: None, clock: Arc::new(SystemClock), extra_schedules: Vec::new() };
     let app = Application::build(&project.config(), opts).await.expect("build the app");
     let base = format!("http://127.0.0.1:{}", app.port());
-    let shared = app.shared.clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         app.run_until_stopped(async move {
@@ -110,7 +108,7 @@ pub async fn spawn_app(extra_config: &str, flows: &[(&str, &str)]) -> TestApp {
         .await
         .expect("serve");
     });
-    TestApp { base, http: reqwest::Client::new(), shared, project, stop: Some(tx), task: Some(task) }
+    TestApp { base, http: reqwest::Client::new(), _project: project, stop: Some(tx), task: Some(task) }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
