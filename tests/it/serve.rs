@@ -411,3 +411,78 @@ async fn cron_and_canary_runs_fire_and_canaries_stay_out_of_statistics() {
     assert_eq!(health["flows"][0]["last_canary"]["ok"], true, "{health}");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_concurrency_limit_queues_the_second_run() {
+    let flow = "name: one_at_a_time\nconcurrency: 1\nnodes:\n  - id: think\n    kind: llm\n    model: slow\n    prompt: hi\n";
+    let app = spawn_app("", &[("one_at_a_time", flow)]).await;
+    let (_, a) = app.post("/api/v1/flows/one_at_a_time/runs", OPERATE, &json!({})).await;
+    let (_, b) = app.post("/api/v1/flows/one_at_a_time/runs", OPERATE, &json!({})).await;
+    let (a, b) = (a["run_id"].as_str().expect("a").to_owned(), b["run_id"].as_str().expect("b").to_owned());
+    let (_, second) = app.get(&format!("/api/v1/runs/{b}"), READ).await;
+    assert_eq!(second["status"], "queued", "{second}");
+    let (ra, rb) = (app.wait_run(&a).await, app.wait_run(&b).await);
+    let end_a = ra["ended_at"].as_i64().expect("ended");
+    assert!(rb["started_at"].as_i64().expect("started") >= end_a, "the second run starts after the first ends: {ra} {rb}");
+    app.shutdown().await;
+}
+
+/// The serve queries on MariaDB and PostgreSQL (when their admin URLs are set, as in CI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_queries_work_on_every_backend() {
+    use flowguard::store::{Cursor, IngestWrite, Pool, RunFilter, RunRecord, Store};
+    let urls: Vec<String> =
+        ["FLOWGUARD_TEST_MYSQL_URL", "FLOWGUARD_TEST_POSTGRES_URL"].iter().filter_map(|v| std::env::var(v).ok()).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let mut targets = vec![(None, sqlite)];
+    for admin in urls {
+        let name = format!("fg_serve_{}", uuid::Uuid::now_v7().simple());
+        let pool = Pool::connect(&admin, 1).await.expect("admin connection");
+        pool.exec(&format!("CREATE DATABASE {name}"), &[]).await.expect("create database");
+        targets.push((Some((pool, name.clone())), format!("{}/{name}", admin.trim_end_matches('/'))));
+    }
+    for (admin, url) in &targets {
+        let store = Store::open(url, 2, Duration::from_secs(5)).await.expect("open");
+        assert!(store.schema_current().await.expect("schema"));
+        let run = |i: i64| RunRecord {
+            id: format!("r{i}"),
+            flow: "f".into(),
+            flow_hash: "external".into(),
+            trigger: "external".into(),
+            status: flowguard::vocab::RunStatus::Succeeded,
+            canary: false,
+            inputs: None,
+            started_at: 1000 + i / 2,
+            ended_at: None,
+            duration_ms: None,
+            failed_node: None,
+            error_kind: None,
+            error_message: None,
+            severity: None,
+        };
+        let w = IngestWrite {
+            events: (0..5).map(|i| (format!("e{i}"), format!("r{i}"))).collect(),
+            runs: (0..5).map(run).collect(),
+            attempts: vec![],
+        };
+        store.apply_ingest(w, 1).await.expect("ingest");
+        // Written again whole (the ingestion merge), not duplicated.
+        store.apply_ingest(IngestWrite { runs: vec![run(4)], ..Default::default() }, 2).await.expect("rewrite");
+        let known = store.known_events(&["e1".into(), "x".into()]).await.expect("known");
+        assert_eq!(known.into_iter().collect::<Vec<_>>(), vec!["e1".to_owned()], "{url}");
+        let f = RunFilter { flow: Some("f".into()), ..Default::default() };
+        let (page, next) = store.runs_page(&f, None, 2).await.expect("page");
+        assert_eq!(page.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["r4", "r3"], "{url}");
+        let next: Cursor = next.expect("more");
+        let (rest, _) = store.runs_page(&f, Some(&next), 10).await.expect("page 2");
+        assert_eq!(rest.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["r2", "r1", "r0"], "{url}");
+        store.set_last_fire("cron:f", 5).await.expect("fire");
+        store.set_last_fire("cron:f", 7).await.expect("fire again");
+        assert_eq!(store.last_fire("cron:f").await.expect("last"), Some(7));
+        store.close().await;
+        if let Some((pool, name)) = admin {
+            pool.exec(&format!("DROP DATABASE {name}"), &[]).await.expect("drop");
+        }
+    }
+}
