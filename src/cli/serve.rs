@@ -8,10 +8,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub async fn serve(config: &Path, listen: Option<String>, clock: SharedClock) -> Result<i32, Failure> {
-    let opts = Options { listen, clock, extra_schedules: Vec::new() };
+    let opts = Options { listen: listen.clone(), clock, extra_schedules: Vec::new() };
     let app = Application::build(config, opts).await.map_err(|e| Failure { code: 2, error: e })?;
     let shared = app.shared.clone();
-    let addr = shared.loaded().config.server.listen.clone();
+    let addr = listen.unwrap_or_else(|| shared.loaded().config.server.listen.clone());
     let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
     println!("flowguard serving on http://{host}:{}/ (API /api/v1, /healthz, /readyz, /metrics)", app.port());
     report_recovery(&app);
