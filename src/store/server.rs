@@ -147,20 +147,40 @@ impl Store {
         Ok(out)
     }
 
-    /// Commits one ingestion batch; returns once it is durable.
+    /// Commits one ingestion batch; returns once it is durable. Rows go in multi-row INSERTs (one
+    /// statement per few hundred rows, not one per event).
     pub async fn apply_ingest(&self, w: IngestWrite, now_ms: i64) -> anyhow::Result<()> {
-        let mut stmts: Vec<Stmt> = Vec::with_capacity(w.events.len() + w.runs.len() * 2 + w.attempts.len());
-        for (id, run) in &w.events {
-            stmts.push((
-                Cow::Borrowed("INSERT INTO ingest_events (id, run_id, received_at) VALUES (?, ?, ?)"),
-                vec![id.as_str().into(), run.as_str().into(), now_ms.into()],
-            ));
+        let mut stmts: Vec<Stmt> = Vec::new();
+        for chunk in w.events.chunks(500) {
+            let sql = format!("INSERT INTO ingest_events (id, run_id, received_at) VALUES {}", vec!["(?, ?, ?)"; chunk.len()].join(", "));
+            let args = chunk.iter().flat_map(|(id, run)| [id.as_str().into(), run.as_str().into(), now_ms.into()]).collect();
+            stmts.push((Cow::Owned(sql), args));
         }
-        for r in &w.runs {
-            stmts.push((Cow::Borrowed("DELETE FROM runs WHERE id = ?"), vec![r.id.as_str().into()]));
-            stmts.push(super::run_stmt(r));
+        for chunk in w.runs.chunks(500) {
+            let ids: Vec<Arg> = chunk.iter().map(|r| r.id.as_str().into()).collect();
+            stmts.push((Cow::Owned(format!("DELETE FROM runs WHERE id IN ({})", in_list(ids.len()))), ids));
+            stmts.push(multi_row(chunk.iter().map(super::run_stmt)));
         }
-        stmts.extend(w.attempts.iter().map(attempt_stmt));
+        for chunk in w.attempts.chunks(500) {
+            stmts.push(multi_row(chunk.iter().map(attempt_stmt)));
+        }
         self.write(stmts).await
     }
+}
+
+/// Joins single-row `INSERT … VALUES (…)` statements of one shape into one multi-row INSERT.
+fn multi_row(rows: impl Iterator<Item = Stmt>) -> Stmt {
+    let mut sql = String::new();
+    let mut args = Vec::new();
+    for (i, (one, a)) in rows.enumerate() {
+        let split = one.find(" VALUES ").expect("an INSERT … VALUES statement");
+        if i == 0 {
+            sql.push_str(&one);
+        } else {
+            sql.push_str(", ");
+            sql.push_str(&one[split + " VALUES ".len()..]);
+        }
+        args.extend(a);
+    }
+    (Cow::Owned(sql), args)
 }
