@@ -128,7 +128,8 @@ async fn list_latency() {
     for (name, q) in [
         ("unfiltered", "/api/v1/runs?limit=50"),
         ("flow", "/api/v1/runs?limit=50&flow=flow3"),
-        ("flow_status", "/api/v1/runs?limit=50&flow=flow3&status=failed"),
+        // Flows and statuses both cycle with the run number: flow4 runs are the failed ones.
+        ("flow_status", "/api/v1/runs?limit=50&flow=flow4&status=failed"),
         ("status", "/api/v1/runs?limit=50&status=failed"),
     ] {
         let mut lat = Vec::new();
