@@ -18,6 +18,8 @@ pub mod net;
 pub mod nodes;
 pub mod redact;
 pub mod report;
+pub mod scheduler;
+pub mod server;
 pub mod sim;
 pub mod stats;
 pub mod store;

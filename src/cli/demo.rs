@@ -104,3 +104,25 @@ pub async fn demo(dir: &Path, runs: u32, concurrency: usize, clock: SharedClock)
     engine.store.close().await;
     Ok(0)
 }
+
+/// After the batch: serve the API and keep the example flow running every 15 seconds, until Ctrl-C.
+pub async fn serve(dir: &Path, listen: &str, clock: SharedClock) -> Result<i32, Failure> {
+    let config = dir.join("flowguard.yaml");
+    let cron = crate::flow::schedule::parse_cron("*/15 * * * * *").map_err(super::usage)?;
+    let mut opts = crate::server::Options { listen: Some(listen.to_owned()), clock, extra_schedules: vec![("douyin_script".into(), cron)] };
+    let app = match crate::server::Application::build(&config, opts.clone()).await {
+        Ok(app) => app,
+        Err(_) => {
+            // The port is taken: any free one will do for a demo.
+            opts.listen = Some("127.0.0.1:0".into());
+            crate::server::Application::build(&config, opts).await.map_err(|e| Failure { code: 2, error: e })?
+        }
+    };
+    let base = format!("http://127.0.0.1:{}", app.port());
+    println!("\nflowguard is serving the demo at {base}/ — `douyin_script` runs every 15 s on a schedule.");
+    println!("  {base}/api/v1/runs    {base}/api/v1/stats    {base}/api/v1/health    {base}/metrics");
+    println!("press Ctrl-C to stop (or run `flowguard demo --no-serve` for the batch alone).");
+    let shared = app.shared.clone();
+    super::serve::run(app, shared).await?;
+    Ok(0)
+}

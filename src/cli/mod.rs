@@ -9,6 +9,7 @@ mod manual;
 mod query;
 mod report;
 mod run;
+mod serve;
 pub mod table;
 
 use crate::clock::{SharedClock, SystemClock};
@@ -133,6 +134,19 @@ pub enum Command {
         /// Runs at once.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+        /// Only the bounded batch of runs, then exit (for scripts); without it the demo then
+        /// serves the dashboard API and keeps the flow running on a schedule until Ctrl-C.
+        #[arg(long)]
+        no_serve: bool,
+        /// Where the demo server listens (a busy port falls back to a free one).
+        #[arg(long, default_value = "127.0.0.1:7878")]
+        listen: String,
+    },
+    /// Serve the HTTP API, ingestion, health checks and metrics; run flows on their schedules.
+    Serve {
+        /// Overrides `server.listen`, e.g. `127.0.0.1:0` for a free port.
+        #[arg(long)]
+        listen: Option<String>,
     },
     /// Alerts and their notifications: list, acknowledge, test a channel.
     Alerts {
@@ -244,9 +258,13 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
         Command::Show { run_id, format } => query::show(&cli.config, &run_id, format).await,
         Command::Stats { flow, since, format } => query::stats(&cli.config, flow, &since, format).await,
         Command::Report { cmd } => report::main(&cli.config, cmd).await,
-        Command::Demo { dir, runs, concurrency } => demo::demo(&dir, runs, concurrency, clock).await,
         Command::Alerts { cmd } => alerts::alerts(&cli.config, cmd).await,
         Command::Silences { cmd } => alerts::silences(&cli.config, cmd).await,
+        Command::Demo { dir, runs, concurrency, no_serve, listen } => {
+            demo::demo(&dir, runs, concurrency, clock.clone()).await?;
+            if no_serve { Ok(0) } else { demo::serve(&dir, &listen, clock).await }
+        }
+        Command::Serve { listen } => serve::serve(&cli.config, listen, clock).await,
     }
 }
 

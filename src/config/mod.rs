@@ -45,6 +45,9 @@ pub struct Config {
     /// Daily and weekly reports, retention and the suggestion rules' thresholds.
     #[serde(default)]
     pub reports: crate::report::ReportsConfig,
+    /// `flowguard serve`: listen address, API tokens, limits.
+    #[serde(default)]
+    pub server: crate::server::config::ServerConfig,
     /// The directory of the config file; paths in it are relative to this.
     #[serde(skip)]
     pub base_dir: PathBuf,

@@ -12,6 +12,7 @@ pub mod events;
 pub mod expect;
 pub mod explain;
 pub mod policy;
+pub mod resume;
 
 pub use events::{Event, Observer};
 
@@ -149,11 +150,28 @@ impl Engine {
     /// Runs a flow; when `cancel` resolves first (or `flowguard runs cancel` asks), the run ends
     /// `cancelled`. A blocked flow refuses the run (recorded as a `refused` run), canaries excepted.
     pub async fn run_until(&self, req: RunRequest, cancel: impl Future<Output = ()>) -> anyhow::Result<RunOutcome> {
+        self.start(req, resume::Start::default(), cancel).await
+    }
+
+    /// `run_until` with a run id chosen by the caller (the API hands it out before the run
+    /// starts), or going on with a run a dead process left `running` (see resume.rs).
+    pub async fn start(&self, req: RunRequest, start: resume::Start, cancel: impl Future<Output = ()>) -> anyhow::Result<RunOutcome> {
         let flow = req.flow.clone();
-        let run_id = uuid::Uuid::now_v7().to_string();
-        let started = self.clock.now_ms();
+        let run_id = start.run_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let mut inputs = flow.inputs.clone();
         inputs.extend(req.inputs);
+        if let Some(r) = start.resume {
+            self.emit(Event::RunStarted { run_id: run_id.clone(), flow: flow.name.clone() });
+            let mut scope = Scope {
+                input: to_value(&Json::Object(inputs)),
+                run: to_value(&json!({"id": run_id, "flow": flow.name, "trigger": req.trigger})),
+                ..Default::default()
+            };
+            scope.nodes.extend(r.outputs.iter().map(|(k, v)| (k.clone(), to_value(v))));
+            let state = RunState { seq: r.seq, recovered: false, current: None, outputs: r.outputs };
+            return self.drive(&flow, Start { run_id, started_at: r.started_at, scope, state, from: r.next_node }, cancel).await;
+        }
+        let started = self.clock.now_ms();
         let mut record = RunRecord {
             id: run_id.clone(),
             flow: flow.name.clone(),

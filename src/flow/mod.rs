@@ -3,6 +3,7 @@
 
 pub mod diag;
 pub mod retry;
+pub mod schedule;
 pub mod template;
 pub mod yaml;
 
@@ -42,6 +43,8 @@ pub struct Flow {
     pub policy: PolicyTable,
     /// A passing canary run lifts a block of this flow.
     pub unblock_on_canary: bool,
+    /// Schedule, canary, interrupt policy and concurrency, for `flowguard serve`.
+    pub serve: schedule::ServeSpec,
 }
 
 impl Flow {
@@ -157,6 +160,11 @@ struct FlowFields {
     #[serde(default)]
     unblock_on_canary: bool,
     nodes: Vec<Json>,
+    schedule: Option<schedule::ScheduleFields>,
+    canary: Option<schedule::CanaryFields>,
+    #[serde(default)]
+    on_interrupt: schedule::OnInterrupt,
+    concurrency: Option<usize>,
 }
 
 /// Deserializes a subtree; an error points at the field where it broke.
@@ -509,6 +517,7 @@ pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Dia
         }
     }
 
+    let serve = serve_spec(&top, file, &tree, &mut diags);
     let templates = builder.finish();
     diags.into_result(Flow {
         name: top.name,
@@ -522,7 +531,30 @@ pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Dia
         templates,
         policy: flow_policy,
         unblock_on_canary: top.unblock_on_canary,
+        serve,
     })
+}
+
+fn serve_spec(top: &FlowFields, file: &Path, tree: &Node, diags: &mut Diagnostics) -> schedule::ServeSpec {
+    let pos = |k: &[&str]| tree.locate(&k.iter().map(|k| PathSeg::Key((*k).into())).collect::<Vec<_>>()).pos;
+    let schedule = top.schedule.as_ref().and_then(|s| match schedule::parse_cron(&s.cron) {
+        Ok(cron) => Some(schedule::Schedule { cron, overlap: s.overlap, catch_up: s.catch_up, inputs: s.inputs.clone() }),
+        Err(m) => {
+            diags.push(file, pos(&["schedule", "cron"]), "schedule.cron", m);
+            None
+        }
+    });
+    let canary = top.canary.as_ref().and_then(|c| match schedule::parse_cron(&c.cron) {
+        Ok(cron) => Some(schedule::Canary { cron, inputs: c.inputs.clone() }),
+        Err(m) => {
+            diags.push(file, pos(&["canary", "cron"]), "canary.cron", m);
+            None
+        }
+    });
+    if top.concurrency == Some(0) {
+        diags.push(file, pos(&["concurrency"]), "concurrency", "must be at least 1 (leave it out for no limit)");
+    }
+    schedule::ServeSpec { schedule, canary, on_interrupt: top.on_interrupt, concurrency: top.concurrency }
 }
 
 pub fn is_ident(s: &str) -> bool {

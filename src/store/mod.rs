@@ -10,9 +10,11 @@ mod alerts;
 mod db;
 mod manual;
 pub mod rollups;
+mod server;
 
 pub use alerts::{AlertFilter, AlertRecord, AlertTx, DeliveryRecord, GroupRecord, NotificationRecord, SilenceRecord};
 pub use manual::{FlowBlock, ManualAction, ManualTask};
+pub use server::{Cursor, IngestWrite};
 
 pub use db::{Arg, Backend, Conn, Pool, PoolSettings, Stmt, Ty, Val};
 
@@ -38,7 +40,7 @@ macro_rules! migration {
 }
 
 const MIGRATIONS: &[(i64, &str, &str, &str)] =
-    &[migration!(1, "v1"), migration!(2, "v2"), migration!(3, "v3"), migration!(5, "v5"), migration!(6, "v6")];
+    &[migration!(1, "v1"), migration!(2, "v2"), migration!(3, "v3"), migration!(4, "v4"), migration!(5, "v5"), migration!(6, "v6")];
 
 /// One run, as stored.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -455,6 +457,11 @@ fn run_args(r: &RunRecord) -> Vec<Arg> {
         r.error_message.clone().into(),
         r.severity.clone().into(),
     ]
+}
+
+/// Inserts a run row as it is (ingestion writes runs that started elsewhere).
+fn run_stmt(r: &RunRecord) -> db::Stmt {
+    (Cow::Owned(format!("INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")), run_args(r))
 }
 
 macro_rules! attempt_insert {

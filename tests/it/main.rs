@@ -11,5 +11,7 @@ mod cli;
 mod engine;
 mod policy;
 mod report;
+mod serve;
+mod serve_process;
 mod storage;
 mod store;

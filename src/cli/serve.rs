@@ -1,0 +1,68 @@
+//! `flowguard serve`: the HTTP API, ingestion, scheduler, health checks and metrics in one
+//! process. SIGHUP reloads config and flows; SIGTERM/SIGINT shut down gracefully.
+
+use super::Failure;
+use crate::clock::SharedClock;
+use crate::server::{Application, Options, Shared};
+use std::path::Path;
+use std::sync::Arc;
+
+pub async fn serve(config: &Path, listen: Option<String>, clock: SharedClock) -> Result<i32, Failure> {
+    let opts = Options { listen: listen.clone(), clock, extra_schedules: Vec::new() };
+    let app = Application::build(config, opts).await.map_err(|e| Failure { code: 2, error: e })?;
+    let shared = app.shared.clone();
+    let addr = listen.unwrap_or_else(|| shared.loaded().config.server.listen.clone());
+    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
+    println!("flowguard serving on http://{host}:{}/ (API /api/v1, /healthz, /readyz, /metrics)", app.port());
+    report_recovery(&app);
+    run(app, shared).await?;
+    Ok(0)
+}
+
+pub(super) fn report_recovery(app: &Application) {
+    for r in &app.recovered {
+        match r {
+            crate::scheduler::runs::Recovered::Resumed(id) => println!("resumed run {id} (interrupted by a stopped process)"),
+            crate::scheduler::runs::Recovered::Interrupted(id, why) => println!("run {id} recorded interrupted: {why}"),
+        }
+    }
+}
+
+/// Serves until SIGTERM or SIGINT; SIGHUP reloads.
+pub(super) async fn run(app: Application, shared: Arc<Shared>) -> Result<(), Failure> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup())?;
+        let reloader = shared.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let _ = reloader.reload();
+            }
+        });
+    }
+    let stop = async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        eprintln!("stopping: finishing running runs (up to server.shutdown_grace)…");
+    };
+    app.run_until_stopped(stop).await?;
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! Going on with a run that a dead process left `running`: from the first node without a completed
+//! attempt, with the outputs of the nodes before it read back from the run log. A run can resume
+//! only when the flow file is the version it started with and every output it needs was stored
+//! whole (not cut at `storage.max_payload_bytes`); otherwise the caller marks it `interrupted`.
+
+use crate::flow::Flow;
+use crate::store::{AttemptRecord, RunRecord};
+use crate::vocab::AttemptStatus;
+use serde_json::{Map, Value as Json};
+
+/// How [`super::Engine::start`] begins a run.
+#[derive(Debug, Clone, Default)]
+pub struct Start {
+    /// Use this run id (the API hands it out before the run starts).
+    pub run_id: Option<String>,
+    /// Go on with a recorded run instead of inserting a new one.
+    pub resume: Option<Resume>,
+}
+
+/// Where a recorded run goes on.
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    pub started_at: i64,
+    /// The last attempt's `seq`; new attempts follow it.
+    pub seq: i64,
+    /// Index of the first node to run.
+    pub next_node: usize,
+    /// Outputs of the nodes before it, by id.
+    pub outputs: Map<String, Json>,
+}
+
+/// Marks a stored payload cut at the size limit (see `Engine::payload`).
+const TRUNCATED: &str = "…[truncated]";
+
+/// Works out where `run` goes on, or says why it cannot.
+pub fn plan(flow: &Flow, run: &RunRecord, attempts: &[AttemptRecord]) -> Result<(Start, Map<String, Json>), String> {
+    if run.flow_hash != flow.hash {
+        return Err(format!("the flow file changed since the run started (version {} → {})", run.flow_hash, flow.hash));
+    }
+    let inputs = match run.inputs.as_deref() {
+        None => Map::new(),
+        Some(t) if t.ends_with(TRUNCATED) => return Err("the run's inputs were stored truncated".into()),
+        Some(t) => match serde_json::from_str::<Json>(t) {
+            Ok(Json::Object(m)) => m,
+            _ => return Err("the run's inputs could not be read back".into()),
+        },
+    };
+    let mut outputs = Map::new();
+    let mut next_node = flow.nodes.len();
+    for (i, node) in flow.nodes.iter().enumerate() {
+        // The last recorded attempt of the node decides; a foreach node is run again whole, since
+        // its combined output is not stored.
+        let last = attempts.iter().rev().find(|a| a.node_id == node.id);
+        let done = node.foreach.is_none() && last.is_some_and(|a| matches!(a.status, AttemptStatus::Succeeded | AttemptStatus::Defaulted));
+        let skipped = last.is_some_and(|a| a.status == AttemptStatus::Skipped);
+        if skipped {
+            continue;
+        }
+        if !done {
+            next_node = i;
+            break;
+        }
+        let a = last.expect("done implies an attempt");
+        let value = match a.output.as_deref() {
+            None => Json::Null,
+            Some(t) if t.ends_with(TRUNCATED) => return Err(format!("the output of `{}` was stored truncated", node.id)),
+            // Strings are stored as they are, everything else as JSON.
+            Some(t) => serde_json::from_str::<Json>(t).ok().filter(|v| !v.is_string()).unwrap_or_else(|| Json::String(t.to_owned())),
+        };
+        outputs.insert(node.id.clone(), value);
+    }
+    let seq = attempts.iter().map(|a| a.seq).max().unwrap_or(0);
+    let resume = Resume { started_at: run.started_at, seq, next_node, outputs };
+    Ok((Start { run_id: Some(run.id.clone()), resume: Some(resume) }, inputs))
+}

@@ -1,0 +1,99 @@
+//! Flow-level fields for `flowguard serve`: a cron schedule with an overlap policy and catch-up, a
+//! canary schedule with test inputs, what happens to a run the process died in, and how many runs
+//! of the flow may go at once.
+
+use serde::Deserialize;
+use serde_json::{Map, Value as Json};
+
+/// What `serve` does with this flow.
+#[derive(Debug, Clone, Default)]
+pub struct ServeSpec {
+    pub schedule: Option<Schedule>,
+    pub canary: Option<Canary>,
+    pub on_interrupt: OnInterrupt,
+    /// Runs of this flow at once (all triggers); `None`: no limit.
+    pub concurrency: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub cron: croner::Cron,
+    pub overlap: Overlap,
+    /// A fire missed while the server was down runs once at start.
+    pub catch_up: bool,
+    pub inputs: Map<String, Json>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Canary {
+    pub cron: croner::Cron,
+    pub inputs: Map<String, Json>,
+}
+
+/// When a fire comes while the previous run of the flow is still going.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// Do not start another run (the default).
+    #[default]
+    Skip,
+    /// Start it when the previous one ends.
+    Queue,
+    /// Start it at once.
+    Allow,
+}
+
+/// What happens at start to a run left `running` by a process that died.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInterrupt {
+    /// Mark it `interrupted` (the default).
+    #[default]
+    Fail,
+    /// Go on from the last completed node when every output it needs was stored whole.
+    Resume,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ScheduleFields {
+    /// Five fields (minute hour day month weekday) or six with seconds first, in the config's time zone.
+    pub cron: String,
+    #[serde(default)]
+    pub overlap: Overlap,
+    #[serde(default)]
+    pub catch_up: bool,
+    #[serde(default)]
+    pub inputs: Map<String, Json>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CanaryFields {
+    pub cron: String,
+    #[serde(default)]
+    pub inputs: Map<String, Json>,
+}
+
+/// Parses a cron expression: 5 fields, or 6 with seconds first.
+pub fn parse_cron(s: &str) -> Result<croner::Cron, String> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Optional)
+        .build()
+        .parse(s)
+        .map_err(|e| format!("`{s}` is not a valid cron expression: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cron_next_fire_follows_the_time_zone() {
+        let c = parse_cron("0 9 * * *").expect("cron");
+        let at: jiff::Zoned = "2026-11-28T10:00:00+08:00[Asia/Shanghai]".parse().expect("time");
+        let next = c.find_next_occurrence(&at, false).expect("next");
+        assert_eq!(next.to_string(), "2026-11-29T09:00:00+08:00[Asia/Shanghai]");
+        assert!(parse_cron("61 * * * *").is_err());
+    }
+}

@@ -1,0 +1,341 @@
+//! `POST /api/v1/events`: run and node events of flows that run elsewhere (Coze, Dify, n8n).
+//! External runs get the same records as native ones (runs with trigger `external`, node
+//! attempts), so statistics, reports and alerts treat them alike.
+//!
+//! Each event has an `id`; a repeated id is answered `duplicate` and not applied again. Events may
+//! come in any order: a node event before its run's start creates the run, a finish before the
+//! start is kept and the start only fills in what is missing. Every item gets its own result;
+//! a bad one is rejected with its reason, never dropped in silence.
+
+use super::Shared;
+use super::api::{ApiError, parse_json};
+use super::config::Scope;
+use crate::store::{AttemptRecord, IngestWrite, RunRecord};
+use crate::vocab::{AttemptStatus, ErrorKind, RunStatus};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// Most events one request may carry.
+pub const MAX_EVENTS: usize = 1000;
+
+/// One event, checked.
+#[derive(Debug, Clone)]
+struct Event {
+    id: String,
+    flow: String,
+    run_id: String,
+    body: Body,
+}
+
+#[derive(Debug, Clone)]
+enum Body {
+    RunStarted {
+        at: i64,
+        inputs: Option<String>,
+    },
+    RunFinished {
+        at: i64,
+        started_at: Option<i64>,
+        status: RunStatus,
+        error_kind: Option<ErrorKind>,
+        error: Option<String>,
+        failed_node: Option<String>,
+    },
+    NodeStarted {
+        at: i64,
+    },
+    NodeFinished(Box<AttemptRecord>),
+}
+
+pub async fn events(State(s): State<Arc<Shared>>, h: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    s.authorize(h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()), Scope::Ingest)?;
+    let doc: Value = parse_json(&body)?;
+    let items = match doc {
+        Value::Object(mut m) if m.contains_key("events") => match m.remove("events") {
+            Some(Value::Array(a)) => a,
+            _ => return Err(ApiError::BadRequest("field `events`: must be a list of events".into())),
+        },
+        // One event alone, as low-code HTTP nodes most easily send it.
+        Value::Object(m) => vec![Value::Object(m)],
+        Value::Array(a) => a,
+        _ => return Err(ApiError::BadRequest("the body must be {\"events\": [...]}, a list of events, or one event".into())),
+    };
+    if items.len() > MAX_EVENTS {
+        return Err(ApiError::BadRequest(format!("{} events in one request; at most {MAX_EVENTS}", items.len())));
+    }
+    let loaded = s.loaded();
+    let redactor = loaded.config.redactor.clone();
+    let max_payload = loaded.config.storage.max_payload_bytes;
+    drop(loaded);
+
+    let mut results: Vec<Value> = Vec::with_capacity(items.len());
+    let mut checked: Vec<(usize, Event)> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        match check(item, &redactor, max_payload) {
+            Ok(e) => {
+                results.push(json!({"index": i, "id": e.id, "result": "accepted"}));
+                checked.push((i, e));
+            }
+            Err(why) => {
+                results.push(json!({"index": i, "id": item.get("id").cloned().unwrap_or(Value::Null), "result": "rejected", "error": why}))
+            }
+        }
+    }
+
+    let _one_at_a_time = s.ingest_lock.lock().await;
+    let ids: Vec<String> = checked.iter().map(|(_, e)| e.id.clone()).collect();
+    let known = s.store.known_events(&ids).await?;
+    let run_ids: Vec<String> = checked.iter().map(|(_, e)| e.run_id.clone()).collect::<HashSet<_>>().into_iter().collect();
+    let mut runs: HashMap<String, RunRecord> = s.store.runs_by_ids(&run_ids).await?.into_iter().map(|r| (r.id.clone(), r)).collect();
+    let mut dirty: HashSet<String> = HashSet::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut write = IngestWrite::default();
+    let mut finished: Vec<(String, String, Option<String>)> = Vec::new();
+    for (i, e) in checked {
+        if known.contains(&e.id) || !seen.insert(e.id.clone()) {
+            results[i]["result"] = "duplicate".into();
+            continue;
+        }
+        if let Some(r) = runs.get(&e.run_id) {
+            if r.flow != e.flow {
+                results[i] = reject(i, &e.id, format!("run `{}` belongs to flow `{}`, not `{}`", e.run_id, r.flow, e.flow));
+                continue;
+            }
+            if r.trigger != "external" {
+                results[i] = reject(i, &e.id, format!("run `{}` is a flowguard run, not an external one", e.run_id));
+                continue;
+            }
+        }
+        let at = match &e.body {
+            Body::RunStarted { at, .. } | Body::RunFinished { at, .. } | Body::NodeStarted { at } => *at,
+            Body::NodeFinished(a) => a.started_at,
+        };
+        let run = runs.entry(e.run_id.clone()).or_insert_with(|| placeholder(&e, at));
+        match e.body {
+            Body::RunStarted { at, inputs } => {
+                run.started_at = run.started_at.min(at);
+                if inputs.is_some() {
+                    run.inputs = inputs;
+                }
+            }
+            Body::NodeStarted { at } => run.started_at = run.started_at.min(at),
+            Body::NodeFinished(a) => {
+                run.started_at = run.started_at.min(a.started_at);
+                s.metrics.attempt(&a);
+                write.attempts.push(*a);
+            }
+            Body::RunFinished { at, started_at, status, error_kind, error, failed_node } => {
+                if let Some(t) = started_at {
+                    run.started_at = run.started_at.min(t);
+                }
+                run.status = status;
+                run.ended_at = Some(at);
+                run.duration_ms = Some((at - run.started_at).max(0));
+                run.error_kind = error_kind.map(|k| k.as_str().to_owned());
+                run.severity = error_kind.filter(|_| !status.is_success()).map(|k| k.default_severity().as_str().to_owned());
+                run.error_message = error;
+                run.failed_node = failed_node;
+                finished.push((run.flow.clone(), status.as_str().to_owned(), run.error_kind.clone()));
+            }
+        }
+        if let Some(end) = run.ended_at {
+            run.duration_ms = Some((end - run.started_at).max(0));
+        }
+        dirty.insert(e.run_id.clone());
+        write.events.push((e.id, e.run_id));
+    }
+    write.runs = dirty.iter().filter_map(|id| runs.remove(id)).collect();
+    let accepted = write.events.len() as u64;
+    s.store.apply_ingest(write, s.clock.now_ms()).await?;
+    drop(_one_at_a_time);
+    for (flow, status, kind) in finished {
+        s.metrics.run_finished(&flow, &status, kind.as_deref());
+        // ALERTING (issue 5): an external run's final outcome alerts like a native one's.
+    }
+    let count = |r: &str| results.iter().filter(|v| v["result"] == r).count() as u64;
+    let (duplicates, rejected) = (count("duplicate"), count("rejected"));
+    s.metrics.ingested("accepted", accepted);
+    s.metrics.ingested("duplicate", duplicates);
+    s.metrics.ingested("rejected", rejected);
+    Ok(Json(json!({"accepted": accepted, "duplicates": duplicates, "rejected": rejected, "results": results})).into_response())
+}
+
+fn reject(i: usize, id: &str, why: String) -> Value {
+    json!({"index": i, "id": id, "result": "rejected", "error": why})
+}
+
+fn placeholder(e: &Event, at: i64) -> RunRecord {
+    RunRecord {
+        id: e.run_id.clone(),
+        flow: e.flow.clone(),
+        flow_hash: "external".into(),
+        trigger: "external".into(),
+        status: RunStatus::Running,
+        canary: false,
+        inputs: None,
+        started_at: at,
+        ended_at: None,
+        duration_ms: None,
+        failed_node: None,
+        error_kind: None,
+        error_message: None,
+        severity: None,
+    }
+}
+
+/// A time: epoch milliseconds, epoch seconds (a number below 10^11), or RFC 3339 text.
+fn time(v: &Value, field: &str) -> Result<i64, String> {
+    match v {
+        Value::Number(n) => {
+            let f = n.as_f64().ok_or_else(|| format!("`{field}`: not a time"))?;
+            if f < 0.0 {
+                return Err(format!("`{field}`: a time cannot be negative"));
+            }
+            Ok(if f < 1e11 { (f * 1000.0) as i64 } else { f as i64 })
+        }
+        Value::String(s) => {
+            s.parse::<jiff::Timestamp>().map(|t| t.as_millisecond()).map_err(|e| format!("`{field}`: `{s}` is not an RFC 3339 time ({e})"))
+        }
+        _ => Err(format!("`{field}`: a time is epoch milliseconds or RFC 3339 text")),
+    }
+}
+
+fn text<'a>(m: &'a Map<String, Value>, field: &str, max: usize) -> Result<Option<&'a str>, String> {
+    match m.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) if s.len() > max => Err(format!("`{field}`: longer than {max} bytes")),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("`{field}`: must be text")),
+    }
+}
+
+fn required<'a>(m: &'a Map<String, Value>, field: &str, max: usize) -> Result<&'a str, String> {
+    text(m, field, max)?.ok_or_else(|| format!("`{field}` is required"))
+}
+
+fn int(m: &Map<String, Value>, field: &str) -> Result<Option<i64>, String> {
+    match m.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_i64().filter(|n| *n >= 0).map(Some).ok_or_else(|| format!("`{field}`: must be a whole number ≥ 0")),
+    }
+}
+
+/// A payload as stored: redacted, cut at the size limit, with its full size.
+fn payload(v: Option<&Value>, redactor: &crate::redact::Redactor, max: usize) -> (Option<String>, i64) {
+    let Some(v) = v.filter(|v| !v.is_null()) else { return (None, 0) };
+    let full = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let size = full.len() as i64;
+    let mut t = redactor.redact(&full);
+    if t.len() > max {
+        let mut cut = max;
+        while !t.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        t.truncate(cut);
+        t.push_str("…[truncated]");
+    }
+    (Some(t), size)
+}
+
+fn check(item: &Value, redactor: &crate::redact::Redactor, max_payload: usize) -> Result<Event, String> {
+    let m = item.as_object().ok_or("an event must be a JSON object")?;
+    let id = required(m, "id", 191)?.to_owned();
+    let ty = required(m, "type", 64)?;
+    let flow = required(m, "flow", 191)?;
+    if !crate::flow::is_ident(flow) {
+        return Err(format!("`flow`: `{flow}` is not a valid flow name (letters, digits, `_` and `-`)"));
+    }
+    let run_id = required(m, "run_id", 64)?.to_owned();
+    let ts = |field: &str| m.get(field).filter(|v| !v.is_null()).map(|v| time(v, field)).transpose();
+    let at = || ts("ts")?.ok_or_else(|| "`ts` (the time of the event) is required".to_owned());
+    let error_kind = |field: &str| text(m, field, 64)?.map(|k| k.parse::<ErrorKind>()).transpose().map_err(|e| format!("`{field}`: {e}"));
+    let message = |field: &str| text(m, field, 64 * 1024).map(|t| t.map(|t| redactor.redact(t)));
+    let body = match ty {
+        "run.started" => Body::RunStarted { at: at()?, inputs: payload(m.get("inputs"), redactor, max_payload).0 },
+        "run.finished" => {
+            let status: RunStatus = required(m, "status", 32)?.parse().map_err(|e| format!("`status`: {e}"))?;
+            if !status.is_final() {
+                return Err(format!("`status`: `{status}` is not a final run status"));
+            }
+            Body::RunFinished {
+                at: at()?,
+                started_at: ts("started_at")?,
+                status,
+                error_kind: error_kind("error_kind")?,
+                error: message("error")?,
+                failed_node: text(m, "failed_node", 191)?.map(str::to_owned),
+            }
+        }
+        "node.started" => {
+            required(m, "node", 191)?;
+            Body::NodeStarted { at: at()? }
+        }
+        "node.finished" => {
+            let node = required(m, "node", 191)?.to_owned();
+            let status: AttemptStatus = required(m, "status", 32)?.parse().map_err(|e| format!("`status`: {e}"))?;
+            let duration = int(m, "duration_ms")?;
+            let (started, ended) = match (ts("started_at")?, ts("ended_at")?.or(ts("ts")?), duration) {
+                (Some(s), Some(e), _) => (s, e),
+                (Some(s), None, Some(d)) => (s, s + d),
+                (None, Some(e), Some(d)) => (e - d, e),
+                (Some(_), None, None) => return Err("a node.finished event needs `ended_at` (or `ts`) or `duration_ms`".into()),
+                _ => return Err("a node.finished event needs `started_at` or `duration_ms`, and `ended_at` (or `ts`)".into()),
+            };
+            if started > ended {
+                return Err("`started_at` is after the end of the node".into());
+            }
+            let kind = error_kind("error_kind")?;
+            if kind.is_some() && status == AttemptStatus::Succeeded {
+                return Err("`error_kind` on a succeeded node".into());
+            }
+            let (input, input_size) = payload(m.get("input"), redactor, max_payload);
+            let (output, output_size) = payload(m.get("output"), redactor, max_payload);
+            let attempt = int(m, "attempt")?.unwrap_or(1).max(1);
+            Body::NodeFinished(Box::new(AttemptRecord {
+                run_id: run_id.clone(),
+                flow: flow.to_owned(),
+                kind: text(m, "kind", 64)?.unwrap_or("external").to_owned(),
+                // Attempts of an external run are ordered by their start.
+                seq: int(m, "seq")?.unwrap_or(started),
+                attempt,
+                iteration: int(m, "iteration")?,
+                status,
+                started_at: started,
+                ended_at: ended,
+                duration_ms: duration.unwrap_or(ended - started),
+                input_bytes: int(m, "input_bytes")?.unwrap_or(input_size),
+                output_bytes: int(m, "output_bytes")?.unwrap_or(output_size),
+                input,
+                output,
+                retried: m.get("retried").and_then(Value::as_bool).unwrap_or(false),
+                action: None,
+                error_kind: kind.map(|k| k.as_str().to_owned()),
+                error_message: message("error")?,
+                model: text(m, "model", 191)?.map(str::to_owned),
+                tokens_in: int(m, "tokens_in")?,
+                tokens_out: int(m, "tokens_out")?,
+                http_status: int(m, "http_status")?,
+                node_id: node,
+            }))
+        }
+        other => {
+            let hint = crate::flow::suggest(other, ["run.started", "run.finished", "node.started", "node.finished"])
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            return Err(format!(
+                "`type`: unknown event type `{other}`{hint}; expected run.started, run.finished, node.started or node.finished"
+            ));
+        }
+    };
+    Ok(Event { id, flow: flow.to_owned(), run_id, body })
+}

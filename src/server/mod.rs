@@ -1,0 +1,384 @@
+//! `flowguard serve`: one process that runs scheduled and canary flows, answers the HTTP API
+//! (`/api/v1`, bearer tokens with scopes), takes events of flows that run elsewhere, and serves
+//! health checks and Prometheus metrics.
+//!
+//! [`Application::build`] opens the store, loads config and flows, recovers runs a dead process
+//! left `running`, binds the port and returns; [`Application::run_until_stopped`] serves until the
+//! shutdown future resolves, then drains running runs within the grace period.
+
+pub mod api;
+pub mod config;
+pub mod ingest;
+pub mod metrics;
+
+use crate::cli::App;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::engine::{Engine, Event};
+use crate::flow::Flow;
+use crate::model::{ChatReply, ChatRequest, ModelClient};
+use crate::nodes::NodeError;
+use crate::scheduler::runs::{Launch, OnFinish, Recovered, Runs};
+use crate::scheduler::{Fire, JobKind, Scheduler};
+use crate::store::Store;
+use anyhow::{Context, anyhow};
+use config::Scope;
+use futures::future::BoxFuture;
+use metrics::Metrics;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{Semaphore, watch};
+
+/// How `serve` is started.
+#[derive(Clone)]
+pub struct Options {
+    /// Overrides `server.listen` (tests pass `127.0.0.1:0`).
+    pub listen: Option<String>,
+    pub clock: SharedClock,
+    /// Cron schedules added to flows that have none (the demo keeps its flow running this way).
+    pub extra_schedules: Vec<(String, croner::Cron)>,
+}
+
+/// One loaded version of config and flows, with the engine built from it. A reload swaps it whole.
+pub struct Loaded {
+    pub config: Config,
+    pub flows: BTreeMap<String, Arc<Flow>>,
+    pub engine: Engine,
+}
+
+/// What the handlers and background jobs share.
+pub struct Shared {
+    pub config_path: PathBuf,
+    pub store: Store,
+    pub clock: SharedClock,
+    loaded: RwLock<Arc<Loaded>>,
+    pub metrics: Arc<Metrics>,
+    pub runs: Arc<Runs>,
+    /// Ingestion batches are applied one at a time (each reads, merges and writes its runs).
+    pub ingest_lock: tokio::sync::Mutex<()>,
+    limiter: Mutex<HashMap<String, (f64, Instant)>>,
+    /// Last time the scheduler loop went round (epoch ms); `/readyz` checks it.
+    pub scheduler_beat: AtomicI64,
+    pub started_ms: i64,
+    /// Why the last reload was refused, if it was.
+    pub reload_error: Mutex<Option<String>>,
+    /// Versions loaded (1 at start); the scheduler rebuilds its jobs when it changes.
+    pub generation: watch::Sender<u64>,
+    pub reloads_refused: AtomicU64,
+    extra_schedules: Vec<(String, croner::Cron)>,
+}
+
+impl Shared {
+    pub fn loaded(&self) -> Arc<Loaded> {
+        self.loaded.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Loads config and flows again. An invalid new version is refused with its errors logged,
+    /// and the running version keeps going.
+    pub fn reload(&self) -> Result<(), String> {
+        let current = self.loaded();
+        let result = App::load(&self.config_path).map_err(|f| format!("{:#}", f.error)).and_then(|app| {
+            if app.config.storage_url() != current.config.storage_url() {
+                tracing::warn!("storage.url changed: it takes effect at the next start");
+            }
+            loaded(app, self.store.clone(), self.clock.clone(), self.metrics.clone()).map_err(|e| format!("{e:#}"))
+        });
+        match result {
+            Ok(new) => {
+                *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+                *self.reload_error.lock().expect("reload error") = None;
+                self.generation.send_modify(|g| *g += 1);
+                tracing::info!(config = %self.config_path.display(), "config and flows reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(config = %self.config_path.display(), "reload refused; the running version keeps going:\n{e}");
+                self.reloads_refused.fetch_add(1, Ordering::Relaxed);
+                *self.reload_error.lock().expect("reload error") = Some(e.clone());
+                // ALERTING (issue 5): raise a `config_reload_refused` alert here, once per new error.
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks a bearer token for a scope. 401 without a valid token, 403 without the scope, 429
+    /// past the token's rate. With no tokens configured (loopback only) everything is allowed.
+    pub fn authorize(&self, header: Option<&str>, scope: Scope) -> Result<String, api::ApiError> {
+        let loaded = self.loaded();
+        let cfg = &loaded.config.server;
+        let who = if cfg.tokens.is_empty() {
+            "anonymous".to_owned()
+        } else {
+            let given = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).ok_or(api::ApiError::Unauthorized)?;
+            let given = digest(given);
+            let token = cfg.tokens.iter().find(|t| digest(&t.token) == given).ok_or(api::ApiError::Unauthorized)?;
+            let ok = token.scopes.iter().any(|s| *s == scope || (scope == Scope::Read && *s == Scope::Operate));
+            if !ok {
+                return Err(api::ApiError::Forbidden);
+            }
+            token.name.clone()
+        };
+        self.take_token(&who, cfg.rate_limit.per_second, cfg.rate_limit.burst)?;
+        Ok(who)
+    }
+
+    /// A token bucket per caller.
+    fn take_token(&self, who: &str, rate: f64, burst: f64) -> Result<(), api::ApiError> {
+        let mut l = self.limiter.lock().expect("limiter");
+        let now = Instant::now();
+        let (tokens, last) = l.entry(who.to_owned()).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = ((1.0 - *tokens) / rate.max(1e-9)).ceil().max(1.0) as u64;
+            Err(api::ApiError::RateLimited(wait))
+        }
+    }
+
+    /// Starts a run in the background; its id at once (`None`: skipped by the overlap policy).
+    pub fn launch(self: &Arc<Self>, l: Launch) -> Option<String> {
+        let engine = self.loaded().engine.clone();
+        self.runs.launch(engine, l, Default::default(), self.on_finish())
+    }
+
+    fn on_finish(&self) -> OnFinish {
+        Arc::new(|l: &Launch, o: &crate::engine::RunOutcome| {
+            if l.canary {
+                crate::scheduler::canary_finished(o);
+            }
+        })
+    }
+
+    /// Starts what a scheduler fire asks for.
+    pub fn fire(self: &Arc<Self>, f: &Fire) -> Option<String> {
+        let flow = self.loaded().flows.get(&f.flow).cloned()?;
+        let canary = f.kind == JobKind::Canary;
+        self.metrics.fired(&f.flow, if canary { "canary" } else { "cron" });
+        let trigger = if canary { "canary" } else { "cron" };
+        self.launch(Launch { flow, inputs: f.inputs.clone(), trigger: trigger.into(), canary, overlap: Some(f.overlap) })
+    }
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes()).into()
+}
+
+/// A model with a cap on calls in flight (`server.model_concurrency`).
+struct Limited {
+    inner: Arc<dyn ModelClient>,
+    permits: Arc<Semaphore>,
+}
+
+impl ModelClient for Limited {
+    fn chat<'a>(&'a self, req: &'a ChatRequest, clock: &'a SharedClock) -> BoxFuture<'a, Result<ChatReply, NodeError>> {
+        Box::pin(async move {
+            let _permit = self.permits.acquire().await;
+            self.inner.chat(req, clock).await
+        })
+    }
+    fn label(&self) -> String {
+        self.inner.label()
+    }
+}
+
+fn loaded(app: App, store: Store, clock: SharedClock, metrics: Arc<Metrics>) -> anyhow::Result<Loaded> {
+    let App { config, registry, flows } = app;
+    let mut reg = Arc::try_unwrap(registry).map_err(|_| anyhow!("the node registry is shared; cannot apply model limits"))?;
+    for (name, n) in &config.server.model_concurrency {
+        let Some(inner) = reg.models.get(name).cloned() else {
+            return Err(anyhow!("server.model_concurrency names `{name}`, which is not a configured model"));
+        };
+        reg.models.insert(name.clone(), Arc::new(Limited { inner, permits: Arc::new(Semaphore::new((*n).max(1))) }));
+    }
+    let engine = Engine::new(store, Arc::new(reg), clock, config.storage.max_payload_bytes)
+        .with_observer(Arc::new(move |e: &Event| metrics.observe(e)));
+    Ok(Loaded { config, flows, engine })
+}
+
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    port: u16,
+    pub shared: Arc<Shared>,
+    /// What recovery did at start.
+    pub recovered: Vec<Recovered>,
+}
+
+impl Application {
+    /// Opens the store, loads config and flows, recovers interrupted runs, binds the port.
+    pub async fn build(config_path: &Path, opts: Options) -> anyhow::Result<Application> {
+        let app = App::load(config_path).map_err(|f| f.error)?;
+        let store = app.store().await.map_err(|f| f.error)?;
+        let listen = opts.listen.clone().unwrap_or_else(|| app.config.server.listen.clone());
+        let addr: std::net::SocketAddr = tokio::net::lookup_host(&listen)
+            .await
+            .with_context(|| format!("server.listen `{listen}`"))?
+            .next()
+            .ok_or_else(|| anyhow!("server.listen `{listen}` names no address"))?;
+        for t in &app.config.server.tokens {
+            if t.token.trim().len() < 16 {
+                return Err(anyhow!("server.tokens `{}`: the token must be at least 16 characters", t.name));
+            }
+        }
+        if app.config.server.tokens.is_empty() && !addr.ip().is_loopback() {
+            return Err(anyhow!(
+                "server.listen is {addr}, not a loopback address, and server.tokens is empty: add a token so the API is not open"
+            ));
+        }
+        let metrics = Arc::new(Metrics::default());
+        let now = opts.clock.now_ms();
+        let config_path = config_path.to_path_buf();
+        let loaded = loaded(app, store.clone(), opts.clock.clone(), metrics.clone())?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let port = listener.local_addr()?.port();
+        let shared = Arc::new(Shared {
+            config_path,
+            store,
+            clock: opts.clock.clone(),
+            loaded: RwLock::new(Arc::new(loaded)),
+            metrics,
+            runs: Arc::new(Runs::default()),
+            ingest_lock: Default::default(),
+            limiter: Default::default(),
+            scheduler_beat: AtomicI64::new(now),
+            started_ms: now,
+            reload_error: Default::default(),
+            generation: watch::channel(1).0,
+            reloads_refused: AtomicU64::new(0),
+            extra_schedules: opts.extra_schedules.clone(),
+        });
+        let l = shared.loaded();
+        let recovered = crate::scheduler::runs::recover(&shared.runs, &l.engine, &l.flows, now, shared.on_finish()).await?;
+        Ok(Application { listener, port, shared, recovered })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until `shutdown` resolves: stops taking requests and runs, then gives running runs
+    /// the grace period (`server.shutdown_grace`).
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let shared = self.shared.clone();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let jobs = background_jobs(&shared, stop_rx.clone());
+        let router = api::router(shared.clone());
+        let mut stop = stop_rx.clone();
+        let server = axum::serve(self.listener, router).with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        let server = tokio::spawn(async move { server.await });
+        shutdown.await;
+        tracing::info!("shutting down: no new runs; running runs get the grace period");
+        let _ = stop_tx.send(true);
+        for j in jobs {
+            j.abort();
+        }
+        let grace = crate::flow::parse_duration(&shared.loaded().config.server.shutdown_grace).unwrap_or(Duration::from_secs(30));
+        let clock = shared.clock.clone();
+        let left = shared.runs.drain(grace, &shared.store, || clock.now_ms()).await;
+        if left > 0 {
+            tracing::warn!(runs = left, "runs still going at the end of the grace period were stopped");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        shared.store.close().await;
+        Ok(())
+    }
+}
+
+/// The jobs `serve` runs beside the HTTP server. Each is one task; they stop at shutdown.
+fn background_jobs(shared: &Arc<Shared>, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(scheduler_loop(shared.clone(), stop.clone())),
+        tokio::spawn(watch_files(shared.clone(), stop)),
+        // ALERTING (issue 5): the outbox pump loop goes here (`tokio::spawn(alert::pump(shared.store.clone(), …))`).
+        // REPORTS (issue 7): the daily/weekly report jobs go here; their cron fires through `Scheduler` like flows.
+    ]
+}
+
+/// Fires scheduled and canary runs; rebuilds its jobs when config and flows are reloaded.
+async fn scheduler_loop(shared: Arc<Shared>, _stop: watch::Receiver<bool>) {
+    let mut generation = shared.generation.subscribe();
+    loop {
+        let l = shared.loaded();
+        let tz = l.config.time_zone();
+        let now = shared.clock.now_ms();
+        let mut sched = Scheduler::new(&l.flows, &shared.extra_schedules, tz, now);
+        drop(l);
+        // Catch-up of fires missed while the server was down (state kept in the store).
+        let mut last = HashMap::new();
+        for j in &sched.jobs {
+            match shared.store.last_fire(&j.name).await {
+                Ok(Some(t)) => {
+                    last.insert(j.name.clone(), t);
+                }
+                Ok(None) => {
+                    let _ = shared.store.set_last_fire(&j.name, now).await;
+                }
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot read the scheduler state"),
+            }
+        }
+        for f in sched.missed(now, &|j| last.get(j).copied()) {
+            tracing::info!(flow = %f.flow, job = %f.job, "catching up a fire missed while the server was down");
+            run_fire(&shared, &f).await;
+        }
+        loop {
+            shared.scheduler_beat.store(shared.clock.now_ms(), Ordering::Relaxed);
+            for f in sched.due(shared.clock.now_ms()) {
+                run_fire(&shared, &f).await;
+            }
+            // Wake at the next fire, at least every second for the heartbeat.
+            let next = sched.next_ms().unwrap_or(i64::MAX).min(shared.clock.now_ms() + 1000);
+            tokio::select! {
+                _ = shared.clock.until(next) => {}
+                _ = generation.changed() => break,
+            }
+        }
+    }
+}
+
+async fn run_fire(shared: &Arc<Shared>, f: &Fire) {
+    shared.fire(f);
+    if let Err(e) = shared.store.set_last_fire(&f.job, shared.clock.now_ms().max(f.at_ms)).await {
+        tracing::error!(error = %format!("{e:#}"), "cannot record the scheduler state");
+    }
+}
+
+/// Reloads when the config or a flow file changes (modification times, polled).
+async fn watch_files(shared: Arc<Shared>, _stop: watch::Receiver<bool>) {
+    let interval = crate::flow::parse_duration(&shared.loaded().config.server.watch_interval).unwrap_or(Duration::from_secs(2));
+    if interval.is_zero() {
+        return;
+    }
+    let mut seen = mtimes(&shared);
+    loop {
+        tokio::time::sleep(interval).await;
+        let now = mtimes(&shared);
+        if now != seen {
+            seen = now;
+            let _ = shared.reload();
+        }
+    }
+}
+
+fn mtimes(shared: &Shared) -> Vec<(PathBuf, Option<SystemTime>)> {
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut out = vec![(shared.config_path.clone(), mtime(&shared.config_path))];
+    let dir = shared.loaded().config.flows_dir();
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        out.extend(files.into_iter().map(|p| {
+            let t = mtime(&p);
+            (p, t)
+        }));
+    }
+    out
+}

@@ -1,0 +1,209 @@
+//! Queries of `flowguard serve`: run pages with cursors, ingestion of external events, scheduler
+//! state, recovery of runs a dead process left `running`, and readiness.
+
+use super::{AttemptRecord, RUN_COLS, RUN_TYS, RunEnd, RunFilter, RunRecord, Store, attempt_stmt, run_from};
+use crate::store::db::{Arg, Stmt, Ty};
+use crate::vocab::RunStatus;
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+/// Where a page of runs ends: the (started_at, id) of its last run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub started_at: i64,
+    pub id: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.started_at, self.id)
+    }
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let (t, id) = s.split_once('.')?;
+        Some(Cursor { started_at: t.parse().ok()?, id: id.to_owned() }).filter(|c| !c.id.is_empty())
+    }
+}
+
+/// What one ingestion batch writes, in one transaction.
+#[derive(Debug, Default)]
+pub struct IngestWrite {
+    /// (event id, run id).
+    pub events: Vec<(String, String)>,
+    /// Runs written whole (replacing the stored row).
+    pub runs: Vec<RunRecord>,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+fn in_list(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+impl Store {
+    /// Newest first, `limit` runs after `cursor`; the cursor of the next page when there is one.
+    pub async fn runs_page(&self, f: &RunFilter, cursor: Option<&Cursor>, limit: i64) -> anyhow::Result<(Vec<RunRecord>, Option<Cursor>)> {
+        let mut sql = format!("SELECT {RUN_COLS} FROM runs WHERE 1 = 1");
+        let mut args: Vec<Arg> = Vec::new();
+        if let Some(flow) = &f.flow {
+            sql.push_str(" AND flow = ?");
+            args.push(flow.as_str().into());
+        }
+        if let Some(s) = f.status {
+            sql.push_str(" AND status = ?");
+            args.push(s.as_str().into());
+        }
+        if let Some(t) = f.since_ms {
+            sql.push_str(" AND started_at >= ?");
+            args.push(t.into());
+        }
+        if !f.include_canary {
+            sql.push_str(" AND canary = 0");
+        }
+        if let Some(c) = cursor {
+            sql.push_str(" AND (started_at < ? OR (started_at = ? AND id < ?))");
+            args.extend([c.started_at.into(), c.started_at.into(), c.id.as_str().into()]);
+        }
+        let limit = limit.clamp(1, 500);
+        sql.push_str(&format!(" ORDER BY started_at DESC, id DESC LIMIT {}", limit + 1));
+        let mut runs: Vec<RunRecord> = self.pool.fetch(&sql, &args, RUN_TYS).await?.into_iter().map(run_from).collect();
+        let next = if runs.len() as i64 > limit {
+            runs.truncate(limit as usize);
+            runs.last().map(|r| Cursor { started_at: r.started_at, id: r.id.clone() })
+        } else {
+            None
+        };
+        Ok((runs, next))
+    }
+
+    /// The newest run of a flow, canary or not.
+    pub async fn last_run(&self, flow: &str, canary: bool) -> anyhow::Result<Option<RunRecord>> {
+        let sql = format!("SELECT {RUN_COLS} FROM runs WHERE flow = ? AND canary = ? ORDER BY started_at DESC, id DESC LIMIT 1");
+        let rows = self.pool.fetch(&sql, &[flow.into(), (canary as i64).into()], RUN_TYS).await?;
+        Ok(rows.into_iter().next().map(run_from))
+    }
+
+    /// Runs still `running` that started before `before_ms` (left by a process that died).
+    pub async fn running_runs(&self, before_ms: i64) -> anyhow::Result<Vec<RunRecord>> {
+        let sql = format!("SELECT {RUN_COLS} FROM runs WHERE status = 'running' AND started_at < ? AND trigger_kind <> 'external'");
+        Ok(self.pool.fetch(&sql, &[before_ms.into()], RUN_TYS).await?.into_iter().map(run_from).collect())
+    }
+
+    /// Records a run as `interrupted` (kind `interrupted`).
+    pub async fn mark_interrupted(&self, run: &RunRecord, now_ms: i64, message: &str) -> anyhow::Result<()> {
+        let end = RunEnd {
+            status: Some(RunStatus::Interrupted),
+            ended_at: now_ms,
+            duration_ms: now_ms - run.started_at,
+            error_kind: Some("interrupted".into()),
+            error_message: Some(message.to_owned()),
+            severity: Some("medium".into()),
+            ..Default::default()
+        };
+        self.finish_run(&run.id, &end, &[]).await
+    }
+
+    /// The database answers and has every schema version this flowguard knows.
+    pub async fn schema_current(&self) -> anyhow::Result<bool> {
+        let applied: HashSet<i64> = self
+            .pool
+            .fetch("SELECT version FROM flowguard_migrations", &[], &[Ty::I64])
+            .await?
+            .into_iter()
+            .filter_map(|r| r[0].i64())
+            .collect();
+        Ok(super::MIGRATIONS.iter().all(|m| applied.contains(&m.0)))
+    }
+
+    pub async fn last_fire(&self, job: &str) -> anyhow::Result<Option<i64>> {
+        let rows = self.pool.fetch("SELECT last_fire FROM schedule_state WHERE job = ?", &[job.into()], &[Ty::I64]).await?;
+        Ok(rows.into_iter().next().and_then(|r| r[0].i64()))
+    }
+
+    pub async fn set_last_fire(&self, job: &str, at_ms: i64) -> anyhow::Result<()> {
+        self.write(vec![
+            (Cow::Borrowed("DELETE FROM schedule_state WHERE job = ?"), vec![job.into()]),
+            (Cow::Borrowed("INSERT INTO schedule_state (job, last_fire) VALUES (?, ?)"), vec![job.into(), at_ms.into()]),
+        ])
+        .await
+    }
+
+    /// Which of these event ids were applied before.
+    pub async fn known_events(&self, ids: &[String]) -> anyhow::Result<HashSet<String>> {
+        let mut out = HashSet::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!("SELECT id FROM ingest_events WHERE id IN ({})", in_list(chunk.len()));
+            let args: Vec<Arg> = chunk.iter().map(|s| s.as_str().into()).collect();
+            out.extend(self.pool.fetch(&sql, &args, &[Ty::Str]).await?.into_iter().filter_map(|r| r[0].str()));
+        }
+        Ok(out)
+    }
+
+    pub async fn runs_by_ids(&self, ids: &[String]) -> anyhow::Result<Vec<RunRecord>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!("SELECT {RUN_COLS} FROM runs WHERE id IN ({})", in_list(chunk.len()));
+            let args: Vec<Arg> = chunk.iter().map(|s| s.as_str().into()).collect();
+            out.extend(self.pool.fetch(&sql, &args, RUN_TYS).await?.into_iter().map(run_from));
+        }
+        Ok(out)
+    }
+
+    /// Commits one ingestion batch; returns once it is durable. Rows go in multi-row INSERTs (one
+    /// statement per few hundred rows, not one per event).
+    pub async fn apply_ingest(&self, w: IngestWrite, now_ms: i64) -> anyhow::Result<()> {
+        let mut stmts: Vec<Stmt> = Vec::new();
+        for chunk in w.events.chunks(500) {
+            let sql = format!("INSERT INTO ingest_events (id, run_id, received_at) VALUES {}", vec!["(?, ?, ?)"; chunk.len()].join(", "));
+            let args = chunk.iter().flat_map(|(id, run)| [id.as_str().into(), run.as_str().into(), now_ms.into()]).collect();
+            stmts.push((Cow::Owned(sql), args));
+        }
+        for chunk in w.runs.chunks(500) {
+            let ids: Vec<Arg> = chunk.iter().map(|r| r.id.as_str().into()).collect();
+            stmts.push((Cow::Owned(format!("DELETE FROM runs WHERE id IN ({})", in_list(ids.len()))), ids));
+            stmts.push(multi_row(chunk.iter().map(super::run_stmt)));
+        }
+        let backend = self.backend();
+        for chunk in w.attempts.chunks(500) {
+            stmts.push(multi_row(chunk.iter().map(|a| attempt_stmt(a, backend))));
+        }
+        self.write(stmts).await?;
+        // Report rollups for the external runs that have ended, from what is now committed.
+        let mut rollups = Vec::new();
+        for r in w.runs.iter().filter(|r| r.status.is_final()) {
+            let end = super::RunEnd {
+                status: Some(r.status),
+                ended_at: r.ended_at.unwrap_or(r.started_at),
+                duration_ms: r.duration_ms.unwrap_or(0),
+                failed_node: r.failed_node.clone(),
+                error_kind: r.error_kind.clone(),
+                error_message: r.error_message.clone(),
+                severity: r.severity.clone(),
+            };
+            rollups.extend(self.rollup_stmts(&r.id, &end, &[], None).await?);
+        }
+        if !rollups.is_empty() {
+            self.write(rollups).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Joins single-row `INSERT … VALUES (…)` statements of one shape into one multi-row INSERT.
+/// Folds single-row `INSERT … VALUES (…) [tail]` statements into one multi-row INSERT, keeping the
+/// first statement's tail (e.g. `ON CONFLICT DO NOTHING`).
+fn multi_row(rows: impl Iterator<Item = Stmt>) -> Stmt {
+    let mut head = String::new();
+    let mut tail = String::new();
+    let mut tuples: Vec<String> = Vec::new();
+    let mut args = Vec::new();
+    for (one, a) in rows {
+        let split = one.find(" VALUES ").expect("an INSERT … VALUES statement") + " VALUES ".len();
+        let close = one[split..].find(')').map(|i| split + i + 1).expect("a VALUES tuple");
+        if tuples.is_empty() {
+            head = one[..split].to_owned();
+            tail = one[close..].to_owned();
+        }
+        tuples.push(one[split..close].to_owned());
+        args.extend(a);
+    }
+    (Cow::Owned(format!("{head}{}{tail}", tuples.join(", "))), args)
+}
