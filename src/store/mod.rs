@@ -743,3 +743,28 @@ async fn commit_with_patience(pool: &Pool, stmts: &[db::Stmt], patience: Duratio
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_versions_below_the_minimum_are_refused() {
+        assert!(check_server_version(Backend::MySql, "10.11.19-MariaDB-0+deb12u1").is_ok());
+        assert!(check_server_version(Backend::MySql, "10.6.0-MariaDB").is_ok());
+        let old = check_server_version(Backend::MySql, "10.5.23-MariaDB").unwrap_err();
+        assert!(old.contains("MariaDB 10.6 or newer") && old.contains("10.5.23"), "{old}");
+        assert!(check_server_version(Backend::MySql, "8.0.36").is_ok());
+        assert!(check_server_version(Backend::MySql, "5.7.44-log").unwrap_err().contains("MySQL 8.0 or newer"));
+        assert!(check_server_version(Backend::Postgres, "PostgreSQL 15.20 (Debian 15.20-0+deb12u1) on x86_64").is_ok());
+        assert!(check_server_version(Backend::Postgres, "PostgreSQL 13.9 on x86_64").unwrap_err().contains("PostgreSQL 14.0 or newer"));
+    }
+
+    #[test]
+    fn passwords_are_masked_in_urls() {
+        assert_eq!(redact_url("mysql://fg:s3cret@db:3306/fg"), "mysql://fg:***@db:3306/fg");
+        let pg = redact_url("postgres://fg@db/fg?sslmode=require&password=s3cret");
+        assert!(!pg.contains("s3cret") && pg.contains("sslmode=require"), "{pg}");
+        assert_eq!(describe_target("postgres://fg:s3cret@db:5433/fg"), "db:5433/fg");
+    }
+}
