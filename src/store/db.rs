@@ -194,6 +194,101 @@ async fn probe<C: sqlx::Connection>(
     }
 }
 
+/// A connection the group-commit writer keeps between batches, so a commit costs no pool
+/// round trip (the pool pings a connection on every acquire).
+pub enum OwnedConn {
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    MySql(sqlx::pool::PoolConnection<sqlx::MySql>),
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+/// Runs `stmts` on one connection: a single statement as it is (autocommit), several in one
+/// transaction.
+macro_rules! run_batch {
+    ($c:expr, $stmts:expr, $rewrite:expr) => {{
+        let c = $c;
+        let stmts: &[Stmt] = $stmts;
+        if let [(sql, args)] = stmts {
+            let sql: Cow<'_, str> = $rewrite(sql.as_ref());
+            bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql.as_ref())), args).execute(&mut **c).await?;
+            Ok(())
+        } else {
+            let mut tx = sqlx::Connection::begin(&mut **c).await?;
+            for (sql, args) in stmts {
+                let sql: Cow<'_, str> = $rewrite(sql.as_ref());
+                bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql.as_ref())), args).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        }
+    }};
+}
+
+fn same(sql: &str) -> Cow<'_, str> {
+    Cow::Borrowed(sql)
+}
+
+fn numbered(sql: &str) -> Cow<'_, str> {
+    Cow::Owned(pg_sql(sql))
+}
+
+impl OwnedConn {
+    pub async fn exec_batch(&mut self, stmts: &[Stmt]) -> Result<(), sqlx::Error> {
+        match self {
+            OwnedConn::Sqlite(c) => run_batch!(c, stmts, same),
+            OwnedConn::MySql(c) => run_batch!(c, stmts, same),
+            OwnedConn::Postgres(c) => run_batch!(c, stmts, numbered),
+        }
+    }
+}
+
+/// Consecutive copies of one `INSERT … VALUES (?, …)` become one multi-row INSERT: under load a
+/// group commit carries one statement per table instead of one per record.
+pub fn merge_inserts(stmts: Vec<Stmt>) -> Vec<Stmt> {
+    // Below every backend's limit on bound parameters (SQLite: 32766).
+    const MAX_ARGS: usize = 30_000;
+    let mut out: Vec<Stmt> = Vec::with_capacity(stmts.len());
+    let mut run: Option<(Cow<'static, str>, usize, Vec<Arg>)> = None;
+    let flush = |run: &mut Option<(Cow<'static, str>, usize, Vec<Arg>)>, out: &mut Vec<Stmt>| {
+        if let Some((sql, n, args)) = run.take() {
+            out.push(if n == 1 { (sql, args) } else { (Cow::Owned(multi_row(&sql, n).unwrap_or_default()), args) });
+        }
+    };
+    for (sql, args) in stmts {
+        let mergeable = multi_row(&sql, 1).is_some();
+        match &mut run {
+            Some((s, n, a)) if mergeable && *s == sql && a.len() + args.len() <= MAX_ARGS => {
+                *n += 1;
+                a.extend(args);
+            }
+            _ => {
+                flush(&mut run, &mut out);
+                if mergeable {
+                    run = Some((sql, 1, args));
+                } else {
+                    out.push((sql, args));
+                }
+            }
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+/// `INSERT … VALUES (?, ?) tail` with its row repeated `n` times; `None` for other statements.
+fn multi_row(sql: &str, n: usize) -> Option<String> {
+    if !sql.starts_with("INSERT INTO ") {
+        return None;
+    }
+    let at = sql.find(" VALUES (")? + " VALUES ".len();
+    let len = sql[at..].find(')')? + 1;
+    let row = &sql[at..at + len];
+    if row[1..len - 1].split(',').any(|p| p.trim() != "?") {
+        return None;
+    }
+    let rows = vec![row; n].join(", ");
+    Some(format!("{}{rows}{}", &sql[..at], &sql[at + len..]))
+}
+
 /// One connection taken from the pool (for migrations, which must run where the lock is held).
 pub enum Conn<'c> {
     Sqlite(&'c mut sqlx::pool::PoolConnection<sqlx::Sqlite>),
@@ -266,7 +361,8 @@ impl Pool {
     /// `connect_timeout`, so that a refused or rejected connection reports the server's answer
     /// (the pool itself would retry a refused connection until its timeout and say only that).
     pub async fn connect(url: &str, settings: &PoolSettings) -> Result<Pool, sqlx::Error> {
-        let max = settings.max_connections.max(1);
+        // One connection is kept by the group-commit writer; queries need at least one more.
+        let max = settings.max_connections.max(2);
         let timeout = settings.connect_timeout;
         if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
@@ -332,6 +428,15 @@ impl Pool {
             _ => "SELECT VERSION()",
         };
         Ok(self.fetch(sql, &[], &[Ty::Str]).await?.into_iter().next().and_then(|r| r[0].str()).unwrap_or_default())
+    }
+
+    /// A connection for the writer to keep.
+    pub async fn acquire_owned(&self) -> Result<OwnedConn, sqlx::Error> {
+        Ok(match self {
+            Pool::Sqlite(p) => OwnedConn::Sqlite(p.acquire().await?),
+            Pool::MySql(p) => OwnedConn::MySql(p.acquire().await?),
+            Pool::Postgres(p) => OwnedConn::Postgres(p.acquire().await?),
+        })
     }
 
     /// Runs statements in one transaction: all of them commit, or none.
@@ -444,6 +549,19 @@ mod tests {
     #[test]
     fn placeholders_are_numbered_for_postgres() {
         assert_eq!(pg_sql("SELECT a FROM t WHERE b = ? AND c = ?"), "SELECT a FROM t WHERE b = $1 AND c = $2");
+    }
+
+    #[test]
+    fn consecutive_inserts_merge_into_one() {
+        let ins =
+            |v: i64| -> Stmt { (Cow::Borrowed("INSERT INTO t (a, b) VALUES (?, ?) ON CONFLICT DO NOTHING"), vec![v.into(), v.into()]) };
+        let upd: Stmt = (Cow::Borrowed("UPDATE t SET b = ? WHERE a = ?"), vec![1i64.into(), 1i64.into()]);
+        let out = merge_inserts(vec![ins(1), ins(2), ins(3), upd, ins(4)]);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].0, "INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, ?) ON CONFLICT DO NOTHING");
+        assert_eq!(out[0].1.len(), 6);
+        assert!(out[1].0.starts_with("UPDATE"));
+        assert_eq!(out[2].0, "INSERT INTO t (a, b) VALUES (?, ?) ON CONFLICT DO NOTHING");
     }
 
     #[test]

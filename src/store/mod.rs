@@ -16,7 +16,7 @@ pub use alerts::{AlertFilter, AlertRecord, AlertTx, DeliveryRecord, GroupRecord,
 pub use manual::{FlowBlock, ManualAction, ManualTask};
 pub use server::{Cursor, IngestWrite};
 
-pub use db::{Arg, Backend, Conn, Pool, PoolSettings, Stmt, Ty, Val};
+pub use db::{Arg, Backend, Conn, OwnedConn, Pool, PoolSettings, Stmt, Ty, Val};
 
 use crate::vocab::{AttemptStatus, RunStatus};
 use anyhow::{Context, anyhow};
@@ -126,6 +126,8 @@ enum Write {
 pub struct Store {
     pub(crate) pool: Pool,
     writes: mpsc::UnboundedSender<Write>,
+    /// Asks the writer to give its kept connection back to the pool.
+    release: mpsc::UnboundedSender<oneshot::Sender<()>>,
     server: Arc<str>,
     /// Runs in flight in this process, so their end rolls up without reading them back.
     live: std::sync::Arc<rollups::Live>,
@@ -240,9 +242,19 @@ impl Store {
     /// Connects with the pool settings of `opts`, applies migrations, and starts the writer.
     pub async fn open_with(url: &str, opts: &StoreOptions) -> anyhow::Result<Store> {
         let backend = backend_of(url)?;
-        let pool = Pool::connect(url, &opts.pool)
-            .await
-            .map_err(|e| anyhow!("cannot open the {} database at {}: {}", backend.name(), describe_target(url), describe_error(&e)))?;
+        let mut tries = 0;
+        let pool = loop {
+            match Pool::connect(url, &opts.pool).await {
+                // Several processes opening one new SQLite file at once can meet a lock while
+                // switching it to WAL, which the busy timeout does not cover.
+                Err(e) if backend == Backend::Sqlite && is_connection_error(&e) && tries < 20 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                r => break r,
+            }
+        }
+        .map_err(|e| anyhow!("cannot open the {} database at {}: {}", backend.name(), describe_target(url), describe_error(&e)))?;
         let server = pool.server_version().await.unwrap_or_default();
         if let Err(e) = check_server_version(backend, &server) {
             pool.close().await;
@@ -253,8 +265,9 @@ impl Store {
             return Err(e.context(format!("migrating the {} database at {}", backend.name(), describe_target(url))));
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(pool.clone(), rx, opts.write_patience, describe_target(url)));
-        Ok(Store { pool, writes: tx, server: Arc::from(server), live: Default::default() })
+        let (release, released) = mpsc::unbounded_channel();
+        tokio::spawn(writer(pool.clone(), rx, released, opts.write_patience, describe_target(url)));
+        Ok(Store { pool, writes: tx, release, server: Arc::from(server), live: Default::default() })
     }
 
     /// The server's version string, as it answered at open.
@@ -418,6 +431,11 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        // The writer keeps a connection; the pool's close waits for every connection to return.
+        let (tx, rx) = oneshot::channel();
+        if self.release.send(tx).is_ok() {
+            let _ = rx.await;
+        }
         self.pool.close().await
     }
 }
@@ -628,9 +646,28 @@ async fn migrate(pool: &Pool) -> anyhow::Result<()> {
 /// The group-commit writer: takes everything waiting, commits it in one transaction, answers each
 /// caller. A failed batch is retried (with backoff, up to `patience`); a statement that fails on
 /// its own (not the connection) fails only its caller.
-async fn writer(pool: Pool, mut rx: mpsc::UnboundedReceiver<Write>, patience: Duration, target: String) {
+async fn writer(
+    pool: Pool,
+    mut rx: mpsc::UnboundedReceiver<Write>,
+    mut release: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    patience: Duration,
+    target: String,
+) {
     const MAX_BATCH: usize = 512;
-    while let Some(first) = rx.recv().await {
+    let mut conn: Option<OwnedConn> = None;
+    loop {
+        let first = tokio::select! {
+            biased;
+            w = rx.recv() => match w {
+                Some(w) => w,
+                None => break,
+            },
+            Some(ack) = release.recv() => {
+                conn = None;
+                let _ = ack.send(());
+                continue;
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -638,8 +675,8 @@ async fn writer(pool: Pool, mut rx: mpsc::UnboundedReceiver<Write>, patience: Du
                 Err(_) => break,
             }
         }
-        let stmts: Vec<db::Stmt> = batch.iter().flat_map(|Write::Batch(s, _)| s.iter().cloned()).collect();
-        let result = commit_with_patience(&pool, &stmts, patience).await;
+        let stmts: Vec<db::Stmt> = db::merge_inserts(batch.iter().flat_map(|Write::Batch(s, _)| s.iter().cloned()).collect());
+        let result = commit_with_patience(&pool, &mut conn, &stmts, patience).await;
         match result {
             Ok(()) => {
                 for Write::Batch(_, ack) in batch {
@@ -649,7 +686,9 @@ async fn writer(pool: Pool, mut rx: mpsc::UnboundedReceiver<Write>, patience: Du
             Err(e) if batch.len() > 1 && !is_connection_error(&e) => {
                 // One bad write must not fail its neighbours: commit each on its own.
                 for Write::Batch(stmts, ack) in batch {
-                    let r = commit_with_patience(&pool, &stmts, patience).await.map_err(|e| write_failed(&pool, &target, patience, &e));
+                    let r = commit_with_patience(&pool, &mut conn, &stmts, patience)
+                        .await
+                        .map_err(|e| write_failed(&pool, &target, patience, &e));
                     let _ = ack.send(r);
                 }
             }
@@ -723,15 +762,35 @@ fn is_connection_error(e: &sqlx::Error) -> bool {
 /// Commits `stmts` in one transaction, retrying while the database is away until `patience` is
 /// spent. Each try is bounded by what is left of the patience, so a server that stops answering
 /// (rather than refusing) cannot hold the run longer than configured.
-async fn commit_with_patience(pool: &Pool, stmts: &[db::Stmt], patience: Duration) -> Result<(), sqlx::Error> {
+async fn commit_with_patience(
+    pool: &Pool,
+    conn: &mut Option<OwnedConn>,
+    stmts: &[db::Stmt],
+    patience: Duration,
+) -> Result<(), sqlx::Error> {
     let start = std::time::Instant::now();
     let mut delay = Duration::from_millis(50);
     loop {
         let left = patience.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
-        let r = match tokio::time::timeout(left, pool.exec_batch(stmts)).await {
+        let attempt = async {
+            if conn.is_none() {
+                *conn = Some(pool.acquire_owned().await?);
+            }
+            match conn.as_mut() {
+                Some(c) => c.exec_batch(stmts).await,
+                None => Err(sqlx::Error::PoolClosed),
+            }
+        };
+        let r = match tokio::time::timeout(left, attempt).await {
             Ok(r) => r,
             Err(_) => Err(sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "the database stopped answering"))),
         };
+        if r.is_err() {
+            // The kept connection may be the broken part: take a fresh one next time. (A
+            // statement the database rejected leaves it usable, but telling the two apart is
+            // not worth a stale connection.)
+            *conn = None;
+        }
         match r {
             Ok(()) => return Ok(()),
             Err(e) if is_connection_error(&e) && start.elapsed() + delay < patience => {
