@@ -89,9 +89,30 @@ pub enum ReportCmd {
 }
 
 async fn ctx(config: &Path) -> Result<ReportCtx, Failure> {
+    Ok(ctx_and_sink(config).await?.0)
+}
+
+/// The report context and where `--send` delivers: the alert channels through the outbox when
+/// any are configured (the caller drains it), else standard output.
+async fn ctx_and_sink(config: &Path) -> Result<(ReportCtx, Box<dyn ReportSink>, Option<crate::alert::Alerter>), Failure> {
     let app = App::load(config)?;
     let store = app.store().await?;
-    Ok(ReportCtx::new(store, &app.config, &app.flows))
+    let ctx = ReportCtx::new(store.clone(), &app.config, &app.flows);
+    if app.config.channels.is_empty() {
+        return Ok((ctx, Box::new(StdoutSink), None));
+    }
+    let clock: crate::clock::SharedClock = std::sync::Arc::new(crate::clock::SystemClock);
+    let alerter = crate::alert::Alerter::new(&app.config, store, clock)?;
+    let sink = report::outbox::OutboxSink { alerter: alerter.clone(), channels: app.config.reports.channels.clone() };
+    Ok((ctx, Box::new(sink), Some(alerter)))
+}
+
+/// Delivers what the outbox holds (bounded), so a one-shot `--send` reaches its channels.
+async fn drain(alerter: Option<crate::alert::Alerter>) -> Result<(), Failure> {
+    if let Some(a) = alerter {
+        a.drain(a.drain_budget()).await?;
+    }
+    Ok(())
 }
 
 fn now_ms() -> i64 {
@@ -120,7 +141,7 @@ pub async fn main(config: &Path, cmd: ReportCmd) -> Result<i32, Failure> {
                 Some(d) => date(&d)?,
                 None => jiff::Timestamp::now().to_zoned(ctx.tz.clone()).date().yesterday().map_err(|e| usage(e.to_string()))?,
             };
-            one(&ctx, schedule::day(day, &ctx.tz), send, format).await
+            one(config, &ctx, schedule::day(day, &ctx.tz), send, format).await
         }
         ReportCmd::Weekly { from, send, format } => {
             let ctx = ctx(config).await?;
@@ -132,7 +153,7 @@ pub async fn main(config: &Path, cmd: ReportCmd) -> Result<i32, Failure> {
                     today.checked_sub(jiff::Span::new().days(back)).map_err(|e| usage(e.to_string()))?
                 }
             };
-            one(&ctx, schedule::week(first, &ctx.tz), send, format).await
+            one(config, &ctx, schedule::week(first, &ctx.tz), send, format).await
         }
         ReportCmd::Show { kind, period, format } => {
             let (_, store) = open_store(config).await?;
@@ -146,11 +167,12 @@ pub async fn main(config: &Path, cmd: ReportCmd) -> Result<i32, Failure> {
             Ok(0)
         }
         ReportCmd::SendDue => {
-            let ctx = ctx(config).await?;
-            let sent = report::send_due(&ctx, &StdoutSink, now_ms()).await?;
+            let (ctx, sink, alerter) = ctx_and_sink(config).await?;
+            let sent = report::send_due(&ctx, sink.as_ref(), now_ms()).await?;
             if sent.is_empty() {
                 eprintln!("no report is due");
             }
+            drain(alerter).await?;
             Ok(0)
         }
         ReportCmd::Export { what, since, until, flow, format } => {
@@ -177,13 +199,14 @@ pub async fn main(config: &Path, cmd: ReportCmd) -> Result<i32, Failure> {
     }
 }
 
-async fn one(ctx: &ReportCtx, period: report::Period, send: bool, format: ReportFormat) -> Result<i32, Failure> {
+async fn one(config: &Path, ctx: &ReportCtx, period: report::Period, send: bool, format: ReportFormat) -> Result<i32, Failure> {
     let (_, rendered) = report::generate(ctx, &period, now_ms()).await?;
     if send {
-        let sink: &dyn ReportSink = &StdoutSink;
-        if !report::deliver(ctx, &period, &rendered, sink, now_ms()).await? {
+        let (_, sink, alerter) = ctx_and_sink(config).await?;
+        if !report::deliver(ctx, &period, &rendered, sink.as_ref(), now_ms()).await? {
             eprintln!("the {} report for {} was already sent", period.kind.as_str(), period.key);
         }
+        drain(alerter).await?;
     } else {
         print(&rendered, format);
     }

@@ -13,6 +13,8 @@ pub struct ReportsConfig {
     pub rules: Rules,
     /// How many failing nodes the daily report lists.
     pub top: usize,
+    /// Alert channels the reports go to (through the outbox); empty: every configured channel.
+    pub channels: Vec<String>,
 }
 
 impl Default for ReportsConfig {
@@ -23,6 +25,7 @@ impl Default for ReportsConfig {
             retention: Retention::default(),
             rules: Rules::default(),
             top: 3,
+            channels: Vec::new(),
         }
     }
 }

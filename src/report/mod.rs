@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod hist;
+pub mod outbox;
 pub mod render;
 pub mod schedule;
 

@@ -48,6 +48,8 @@ pub struct Loaded {
     pub config: Config,
     pub flows: BTreeMap<String, Arc<Flow>>,
     pub engine: Engine,
+    /// Raises alerts from run outcomes; its outbox pump runs beside the server.
+    pub alerter: crate::alert::Alerter,
 }
 
 /// What the handlers and background jobs share.
@@ -198,9 +200,12 @@ fn loaded(app: App, store: Store, clock: SharedClock, metrics: Arc<Metrics>) -> 
         };
         reg.models.insert(name.clone(), Arc::new(Limited { inner, permits: Arc::new(Semaphore::new((*n).max(1))) }));
     }
+    let alerter = crate::alert::Alerter::new(&config, store.clone(), clock.clone())?;
+    crate::alert::install(&alerter);
     let engine = Engine::new(store, Arc::new(reg), clock, config.storage.max_payload_bytes)
-        .with_observer(Arc::new(move |e: &Event| metrics.observe(e)));
-    Ok(Loaded { config, flows, engine })
+        .with_observer(Arc::new(move |e: &Event| metrics.observe(e)))
+        .with_observer(alerter.observer());
+    Ok(Loaded { config, flows, engine, alerter })
 }
 
 pub struct Application {
@@ -297,10 +302,52 @@ impl Application {
 fn background_jobs(shared: &Arc<Shared>, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
         tokio::spawn(scheduler_loop(shared.clone(), stop.clone())),
-        tokio::spawn(watch_files(shared.clone(), stop)),
-        // ALERTING (issue 5): the outbox pump loop goes here (`tokio::spawn(alert::pump(shared.store.clone(), …))`).
-        // REPORTS (issue 7): the daily/weekly report jobs go here; their cron fires through `Scheduler` like flows.
+        tokio::spawn(watch_files(shared.clone(), stop.clone())),
+        tokio::spawn(outbox_pump(shared.clone(), stop.clone())),
+        tokio::spawn(report_jobs(shared.clone(), stop)),
     ]
+}
+
+/// Delivers alert notifications; picks up a reloaded config's channels.
+async fn outbox_pump(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut generation = shared.generation.subscribe();
+    loop {
+        let alerter = shared.loaded().alerter.clone();
+        let mut stop2 = stop.clone();
+        tokio::select! {
+            _ = alerter.run_loop(async move { let _ = stop2.wait_for(|s| *s).await; }) => return,
+            _ = generation.changed() => continue,
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Sends the daily and weekly reports when due (once across processes), and prunes raw rows
+/// past their retention once a day.
+async fn report_jobs(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut last_prune = 0i64;
+    loop {
+        let l = shared.loaded();
+        let now = shared.clock.now_ms();
+        let ctx = crate::report::ReportCtx::new(shared.store.clone(), &l.config, &l.flows);
+        let sink = crate::report::outbox::OutboxSink { alerter: l.alerter.clone(), channels: l.config.reports.channels.clone() };
+        drop(l);
+        match crate::report::send_due(&ctx, &sink, now).await {
+            Ok(sent) if !sent.is_empty() => tracing::info!(reports = sent.len(), "reports sent"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "sending a due report failed"),
+        }
+        if now - last_prune > 24 * 3600 * 1000 {
+            last_prune = now;
+            if let Err(e) = crate::report::prune(&ctx, now).await {
+                tracing::warn!(error = %format!("{e:#}"), "pruning raw rows failed");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// Fires scheduled and canary runs; rebuilds its jobs when config and flows are reloaded.

@@ -163,7 +163,7 @@ fn an_unreachable_database_is_a_clear_error_without_the_password() {
 #[test]
 fn demo_runs_a_bounded_batch_and_prints_statistics() {
     let dir = tempfile::tempdir().unwrap();
-    let o = bin().current_dir(dir.path()).args(["demo", "--dir", "d", "--runs", "6", "--concurrency", "3"]).output().unwrap();
+    let o = bin().current_dir(dir.path()).args(["demo", "--dir", "d", "--runs", "6", "--concurrency", "3", "--no-serve"]).output().unwrap();
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
     assert!(out.contains("[  6/6]") && out.contains("flow douyin_script: 6 runs"), "{out}");
@@ -206,4 +206,19 @@ fn a_killed_run_keeps_its_finished_nodes() {
     let nodes: Vec<&str> = shown["attempts"].as_array().unwrap().iter().map(|a| a["node_id"].as_str().unwrap()).collect();
     assert_eq!(nodes, vec!["one", "two"]);
     assert_eq!(shown["attempts"][0]["status"], "succeeded");
+}
+
+#[test]
+fn report_send_goes_through_the_outbox_to_the_channels() {
+    let p = quick_project(OK_FLOW);
+    std::fs::write(p.config(), format!("{QUICK_CONFIG}channels:\n  terminal:\n    type: console\nreports:\n  channels: [terminal]\n"))
+        .unwrap();
+    assert_eq!(p.run(&["run", "f"]).status.code(), Some(0));
+    let today = jiff::Zoned::now().with_time_zone(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap()).date().to_string();
+    let o = p.run(&["report", "daily", "--date", &today, "--send"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("f"), "the console channel printed the report: {}", stdout(&o));
+    let listed = p.json(&["alerts", "list", "--notifications"]);
+    let text = listed.to_string();
+    assert!(text.contains("report") && text.contains("sent"), "the report went through the outbox: {text}");
 }
