@@ -659,6 +659,32 @@ impl Alerter {
         Ok(found)
     }
 
+    /// Raises the alerts that runs ended in [since_ms, until_ms) should have raised but did not
+    /// (the process died between the two writes, or a restart marked the run `interrupted`).
+    /// Called at the start of every process that alerts; returns how many it raised.
+    pub async fn sweep(&self, since_ms: i64, until_ms: i64) -> anyhow::Result<usize> {
+        let runs = self.inner.store.runs_missing_alerts(since_ms, until_ms).await?;
+        let mut raised = 0;
+        for r in runs {
+            let outcome = RunOutcome {
+                run_id: r.id.clone(),
+                flow: r.flow.clone(),
+                status: r.status,
+                duration_ms: r.duration_ms.unwrap_or(0),
+                failed_node: r.failed_node.clone(),
+                error_kind: r.error_kind.as_deref().and_then(|k| k.parse().ok()),
+                error_message: r.error_message.clone(),
+                severity: r.severity.as_deref().and_then(|s| s.parse().ok()),
+                outputs: Default::default(),
+            };
+            if let Some(input) = AlertInput::from_outcome(&outcome, None) {
+                self.raise(input).await?;
+                raised += 1;
+            }
+        }
+        Ok(raised)
+    }
+
     /// Puts a message for `channel` into the outbox (the `notify` node; tests; dead letters).
     pub async fn enqueue(&self, channel: &str, msg: &Message) -> anyhow::Result<String> {
         if !self.inner.channels.contains_key(channel) {

@@ -157,9 +157,14 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     (status, Json(json!({"ready": ready, "database": db, "scheduler": scheduler}))).into_response()
 }
 
+/// Notifications stored and not yet `sent` or `dead`.
+async fn outbox_backlog(store: &crate::store::Store) -> anyhow::Result<i64> {
+    Ok(store.notification_counts().await?.into_iter().filter(|(status, _)| status != "sent" && status != "dead").map(|(_, n)| n).sum())
+}
+
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    // ALERTING (issue 5): the outbox backlog comes from the store once the outbox exists.
-    let body = s.metrics.render(0);
+    let backlog = outbox_backlog(&s.store).await.unwrap_or(-1);
+    let body = s.metrics.render(backlog);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
@@ -175,21 +180,21 @@ async fn health(State(s): State<Arc<Shared>>, h: HeaderMap) -> ApiResult {
     for name in l.flows.keys() {
         let last = s.store.last_run(name, false).await?;
         let canary = s.store.last_run(name, true).await?;
+        let block = s.store.flow_block(name).await?;
         flows.push(json!({
             "flow": name,
             "last_run": last.map(|r| json!({"id": r.id, "status": r.status, "started_at": r.started_at, "ended_at": r.ended_at})),
             "last_canary": canary.map(|r| json!({"id": r.id, "status": r.status, "started_at": r.started_at, "ok": r.status.is_success()})),
             "running": s.runs.active_count(name),
-            // ERROR POLICIES (issue 4): the flow's block state.
-            "blocked": false,
+            "blocked": block.is_some(),
+            "block": block.map(|b| json!({"since": b.blocked_at, "by": b.blocked_by, "reason": b.reason, "run_id": b.run_id})),
         }));
     }
     Ok(Json(json!({
         "status": "ok",
         "started_at": s.started_ms,
         "reload_error": s.reload_error.lock().expect("reload error").clone(),
-        // ALERTING (issue 5): notifications waiting in the outbox.
-        "outbox_backlog": 0,
+        "outbox_backlog": outbox_backlog(&s.store).await?,
         "flows": flows,
     }))
     .into_response())

@@ -261,6 +261,10 @@ impl Application {
         });
         let l = shared.loaded();
         let recovered = crate::scheduler::runs::recover(&shared.runs, &l.engine, &l.flows, now, shared.on_finish()).await?;
+        // Runs marked interrupted just now, and alerts a dead process owed, alert like any outcome.
+        if let Err(e) = l.alerter.sweep(now - 24 * 3600 * 1000, shared.clock.now_ms() + 1).await {
+            tracing::warn!(error = %l.alerter.redactor().redact(&format!("{e:#}")), "alert sweep failed");
+        }
         Ok(Application { listener, port, shared, recovered })
     }
 

@@ -585,3 +585,17 @@ impl Store {
         Ok(self.pool().exec("UPDATE silences SET expired_at = ? WHERE id LIKE ? AND expired_at IS NULL", &[now.into(), p.into()]).await?)
     }
 }
+
+impl Store {
+    /// Runs that ended in a state that alerts (DESIGN.md §4) in [since_ms, until_ms) but have no alert
+    /// occurrence: their process died between recording the end and recording the alert, or the
+    /// run was marked `interrupted` at a restart. Oldest first.
+    pub async fn runs_missing_alerts(&self, since_ms: i64, until_ms: i64) -> anyhow::Result<Vec<super::RunRecord>> {
+        let sql = format!(
+            "SELECT {} FROM runs WHERE ended_at >= ? AND ended_at < ? AND status IN ('failed', 'timed_out', 'waiting_manual', 'refused', 'interrupted') \
+             AND NOT EXISTS (SELECT 1 FROM alert_occurrences o WHERE o.run_id = runs.id) ORDER BY ended_at LIMIT 1000",
+            super::RUN_COLS
+        );
+        Ok(self.pool.fetch(&sql, &[since_ms.into(), until_ms.into()], super::RUN_TYS).await?.into_iter().map(super::run_from).collect())
+    }
+}

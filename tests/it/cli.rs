@@ -222,3 +222,36 @@ fn report_send_goes_through_the_outbox_to_the_channels() {
     let text = listed.to_string();
     assert!(text.contains("report") && text.contains("sent"), "the report went through the outbox: {text}");
 }
+
+#[tokio::test]
+async fn an_alert_a_dead_process_owed_is_raised_by_the_next_one() {
+    let p = quick_project(OK_FLOW);
+    assert_eq!(p.run(&["run", "f"]).status.code(), Some(0));
+    // A run that ended failed two minutes ago, whose process died before recording its alert.
+    let store = flowguard::store::Store::open(
+        &format!("sqlite://{}", p.path().join("flowguard.db").display()),
+        2,
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let now = jiff::Timestamp::now().as_millisecond();
+    let mut r = store.list_runs(&Default::default()).await.unwrap().remove(0);
+    r.id = "orphan-run".into();
+    r.status = flowguard::vocab::RunStatus::Failed;
+    r.started_at = now - 130_000;
+    r.ended_at = Some(now - 120_000);
+    r.failed_node = Some("s".into());
+    r.error_kind = Some("quota_exhausted".into());
+    r.severity = Some("high".into());
+    store.insert_run(&r).await.unwrap();
+    store.close().await;
+    assert!(!p.json(&["alerts", "list"]).to_string().contains("orphan-run"));
+    assert_eq!(p.run(&["run", "f"]).status.code(), Some(0));
+    let alerts = p.json(&["alerts", "list"]).to_string();
+    assert!(alerts.contains("quota_exhausted"), "the next process raised the owed alert: {alerts}");
+    // Raised once: a third process finds nothing owed.
+    assert_eq!(p.run(&["run", "f"]).status.code(), Some(0));
+    let occurrences = p.json(&["alerts", "list"]).as_array().unwrap().iter().filter(|a| a.to_string().contains("quota_exhausted")).count();
+    assert_eq!(occurrences, 1);
+}
