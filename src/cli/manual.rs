@@ -4,8 +4,8 @@
 use super::run::summary;
 use super::{App, Failure, Format, open_store, table, usage};
 use crate::clock::SharedClock;
-use crate::store::{FlowBlock, ManualAction, ManualTask, RunEnd, Store};
-use crate::vocab::RunStatus;
+use crate::engine::manual::{self, Act, Acted, open_task};
+use crate::store::{FlowBlock, ManualTask, Store};
 use clap::Subcommand;
 use serde_json::json;
 use std::path::Path;
@@ -97,13 +97,6 @@ async fn task(store: &Store, id: &str) -> Result<ManualTask, Failure> {
     store.manual_task(id).await?.ok_or_else(|| usage(format!("no manual task for `{id}` (list them with `flowguard manual list`)")))
 }
 
-fn open(t: &ManualTask) -> Result<(), Failure> {
-    if t.status != "open" {
-        return Err(usage(format!("task {} is already {} (by {})", t.id, t.status, t.closed_by.as_deref().unwrap_or("?"))));
-    }
-    Ok(())
-}
-
 pub async fn manual(config: &Path, cmd: ManualCmd, clock: SharedClock) -> Result<i32, Failure> {
     match cmd {
         ManualCmd::List { all, format } => {
@@ -173,85 +166,23 @@ pub async fn manual(config: &Path, cmd: ManualCmd, clock: SharedClock) -> Result
     }
 }
 
-enum Act {
-    Retry(Option<String>),
-    Skip(serde_json::Value),
-    Resolve,
-    Abort,
-}
-
 async fn act(config: &Path, id: &str, what: Act, who: Who, clock: SharedClock) -> Result<i32, Failure> {
     let app = App::load(config)?;
-    let engine = app.engine(clock.clone()).await?;
-    let t = task(&engine.store, id).await?;
-    open(&t)?;
-    let now = clock.now_ms();
-    let (name, status) = match &what {
-        Act::Retry(_) => ("retry", "retried"),
-        Act::Skip(_) => ("skip", "skipped"),
-        Act::Resolve => ("resolve", "resolved"),
-        Act::Abort => ("abort", "aborted"),
-    };
-    let action = ManualAction {
-        task_id: t.id.clone(),
-        run_id: t.run_id.clone(),
-        action: name.into(),
-        actor: who.actor(),
-        note: who.note.clone(),
-        at: now,
-    };
-    let run = engine.store.get_run(&t.run_id).await?.ok_or_else(|| usage(format!("run {} is gone", t.run_id)))?;
-    let end = |status: RunStatus, message: String| RunEnd {
-        status: Some(status),
-        ended_at: now,
-        duration_ms: now - run.started_at,
-        failed_node: run.failed_node.clone(),
-        error_kind: run.error_kind.clone(),
-        error_message: Some(message),
-        severity: run.severity.clone(),
-    };
-    let closing = match &what {
-        Act::Resolve => Some(end(
-            RunStatus::Failed,
-            format!(
-                "{} — resolved by hand by {}{}",
-                run.error_message.clone().unwrap_or_default(),
-                action.actor,
-                who.note.as_deref().map(|n| format!(": {n}")).unwrap_or_default()
-            ),
-        )),
-        Act::Abort => Some(end(
-            RunStatus::Cancelled,
-            format!("aborted by {}{}", action.actor, who.note.as_deref().map(|n| format!(": {n}")).unwrap_or_default()),
-        )),
-        _ => None,
-    };
-    if !engine.store.close_manual_task(&t, status, &action, closing.as_ref()).await? {
-        return Err(usage(format!("task {} was closed by someone else meanwhile", t.id)));
-    }
-    let outcome = match what {
-        Act::Retry(from) => {
-            let flow = app.flow(&t.flow)?;
-            engine.resume(flow, &t.run_id, from.as_deref().unwrap_or(&t.node_id), None).await?
-        }
-        Act::Skip(value) => {
-            let flow = app.flow(&t.flow)?;
-            engine.resume(flow, &t.run_id, &t.node_id, Some(value)).await?
-        }
-        Act::Resolve | Act::Abort => {
-            println!(
-                "task {} {status} by {}; run {} is {}",
-                t.id,
-                action.actor,
-                t.run_id,
-                closing.and_then(|c| c.status).map(|s| s.as_str()).unwrap_or("")
-            );
-            return Ok(0);
-        }
-    };
-    println!("{}", summary(&outcome));
+    let engine = app.engine(clock).await?;
+    let t = open_task(&engine, id).await.map_err(|e| usage(e.to_string()))?;
+    let (_, status) = what.names();
+    let acted = manual::act(&engine, &app.flows, t, what, &who.actor(), who.note.clone()).await.map_err(|e| usage(format!("{e:#}")))?;
     engine.store.close().await;
-    Ok(outcome.status.exit_code())
+    match acted {
+        Acted::Closed { task, run_status } => {
+            println!("task {} {status} by {}; run {} is {run_status}", task.id, who.actor(), task.run_id);
+            Ok(0)
+        }
+        Acted::Resumed { outcome, .. } => {
+            println!("{}", summary(&outcome));
+            Ok(outcome.status.exit_code())
+        }
+    }
 }
 
 pub async fn flow(config: &Path, cmd: FlowCmd, clock: SharedClock) -> Result<i32, Failure> {

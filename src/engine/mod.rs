@@ -11,6 +11,7 @@ mod cancel;
 pub mod events;
 pub mod expect;
 pub mod explain;
+pub mod manual;
 pub mod policy;
 pub mod resume;
 

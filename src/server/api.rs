@@ -2,8 +2,8 @@
 //! route table below is the one place routes are added; `openapi.json` beside this file documents
 //! every one of them (a test checks that it does).
 
-use super::Shared;
 use super::config::Scope;
+use super::{Shared, ops};
 use crate::scheduler::runs::Launch;
 use crate::store::{Cursor, RunFilter};
 use crate::vocab::RunStatus;
@@ -37,6 +37,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/runs/{id}"),
     ("get", "/api/v1/stats"),
     ("post", "/api/v1/events"),
+    ("post", "/api/v1/flows/{name}/block"),
+    ("post", "/api/v1/flows/{name}/unblock"),
+    ("get", "/api/v1/manual"),
+    ("get", "/api/v1/manual/{id}"),
+    ("post", "/api/v1/manual/{id}/{action}"),
+    ("get", "/api/v1/alerts"),
+    ("post", "/api/v1/alerts/{id}/ack"),
+    ("get", "/api/v1/silences"),
+    ("post", "/api/v1/silences"),
+    ("post", "/api/v1/silences/{id}/expire"),
+    ("get", "/api/v1/reports/{kind}/{period}"),
+    ("post", "/api/v1/reports/{kind}/send"),
 ];
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -48,14 +60,21 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/flows", get(flows))
         .route("/flows/{name}", get(flow))
         .route("/flows/{name}/runs", post(trigger))
-        // ERROR POLICIES (issue 4): POST /flows/{name}/block and /flows/{name}/unblock go here.
+        .route("/flows/{name}/block", post(ops::block))
+        .route("/flows/{name}/unblock", post(ops::unblock))
         .route("/runs", get(runs))
         .route("/runs/{id}", get(run))
         .route("/stats", get(stats))
-        .route("/events", post(super::ingest::events));
-    // MANUAL QUEUE (issue 4): GET /manual, POST /manual/{id}/{action}.
-    // ALERTS (issue 5): GET /alerts, POST /alerts/{id}/ack; SILENCES: GET/POST /silences, DELETE /silences/{id}.
-    // REPORTS (issue 7): GET /reports, POST /reports/{kind}/send.
+        .route("/events", post(super::ingest::events))
+        .route("/manual", get(ops::manual_list))
+        .route("/manual/{id}", get(ops::manual_show))
+        .route("/manual/{id}/{action}", post(ops::manual_act))
+        .route("/alerts", get(ops::alerts))
+        .route("/alerts/{id}/ack", post(ops::ack))
+        .route("/silences", get(ops::silences).post(ops::silence_add))
+        .route("/silences/{id}/expire", post(ops::silence_expire))
+        .route("/reports/{kind}/{period}", get(ops::report_show))
+        .route("/reports/{kind}/send", post(ops::report_send));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -116,9 +135,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(super) type ApiResult = Result<Response, ApiError>;
 
-fn auth(s: &Shared, h: &HeaderMap, scope: Scope) -> Result<String, ApiError> {
+pub(super) fn auth(s: &Shared, h: &HeaderMap, scope: Scope) -> Result<String, ApiError> {
     s.authorize(h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()), scope)
 }
 

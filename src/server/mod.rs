@@ -10,6 +10,7 @@ pub mod api;
 pub mod config;
 pub mod ingest;
 pub mod metrics;
+mod ops;
 
 use crate::cli::App;
 use crate::clock::SharedClock;

@@ -486,3 +486,90 @@ async fn serve_queries_work_on_every_backend() {
         }
     }
 }
+
+/// The operator routes: block/unblock, the manual queue, alerts, silences and reports over HTTP.
+#[tokio::test]
+async fn operators_act_over_the_api() {
+    let parked = "name: parked\ninputs: { who: x }\nnodes:\n  - id: a\n    kind: template\n    text: 'a'\n  - id: b\n    kind: template\n    text: 'b'\n    expect: [{ if: 'input.who == \"ok\"' }]\n    on_error: manual\n  - id: c\n    kind: template\n    text: 'c after {{ nodes.b }}'\n";
+    let app = spawn_app("channels:\n  terminal:\n    type: console\n", &[("hello", HELLO), ("parked", parked)]).await;
+
+    // Block: triggers are refused (recorded), health says so; unblock lets runs through again.
+    let (code, _) = app.post("/api/v1/flows/hello/block", READ, &json!({})).await;
+    assert_eq!(code, 403, "read scope cannot block");
+    let (code, b) = app.post("/api/v1/flows/hello/block", OPERATE, &json!({"note": "maintenance"})).await;
+    assert_eq!((code, b["blocked"].as_bool()), (200, Some(true)));
+    let (_, health) = app.get("/api/v1/health", READ).await;
+    let hello = health["flows"].as_array().unwrap().iter().find(|f| f["flow"] == "hello").unwrap().clone();
+    assert_eq!((hello["blocked"].as_bool(), hello["block"]["reason"].as_str()), (Some(true), Some("maintenance")));
+    let (code, _) = app.post("/api/v1/flows/hello/unblock", OPERATE, &json!({})).await;
+    assert_eq!(code, 200);
+    let (code, _) = app.post("/api/v1/flows/hello/unblock", OPERATE, &json!({})).await;
+    assert_eq!(code, 404, "not blocked any more");
+
+    // A parked run shows in the manual queue; skip it with an output over the API.
+    let (code, started) = app.post("/api/v1/flows/parked/runs", OPERATE, &json!({})).await;
+    assert_eq!(code, 202);
+    let run_id = started["run_id"].as_str().unwrap().to_owned();
+    let mut tasks = Value::Null;
+    for _ in 0..100 {
+        tasks = app.get("/api/v1/manual", READ).await.1;
+        if tasks["tasks"].as_array().is_some_and(|t| !t.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let task = tasks["tasks"][0].clone();
+    assert_eq!((task["run_id"].as_str(), task["node_id"].as_str()), (Some(run_id.as_str()), Some("b")));
+    // Alerts: the parked run raised one; acknowledge it (before the run recovers and resolves it).
+    let mut alerts = Value::Null;
+    for _ in 0..100 {
+        alerts = app.get("/api/v1/alerts", READ).await.1;
+        if alerts["alerts"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let alert_id = alerts["alerts"][0]["id"].as_str().expect("an alert for the parked run").to_owned();
+    let (code, acked) = app.post(&format!("/api/v1/alerts/{alert_id}/ack"), OPERATE, &json!({"by": "bob"})).await;
+    assert_eq!(code, 200, "{acked}");
+
+    let id = task["id"].as_str().unwrap();
+    let (code, _) = app.post(&format!("/api/v1/manual/{id}/skip"), OPERATE, &json!({})).await;
+    assert_eq!(code, 400, "skip needs an output");
+    let (code, _) =
+        app.post(&format!("/api/v1/manual/{id}/skip"), OPERATE, &json!({"output": "人工", "by": "alice", "note": "by hand"})).await;
+    assert_eq!(code, 202);
+    let mut run = Value::Null;
+    for _ in 0..100 {
+        run = app.get(&format!("/api/v1/runs/{run_id}"), READ).await.1;
+        if run["run"]["status"] == "recovered" || run["status"] == "recovered" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(run.to_string().contains("c after 人工"), "{run}");
+    let (_, shown) = app.get(&format!("/api/v1/manual/{id}"), READ).await;
+    assert_eq!((shown["task"]["status"].as_str(), shown["actions"][0]["actor"].as_str()), (Some("skipped"), Some("alice")));
+
+    // Silences: create, list, expire; a bad label is a 400 naming it.
+    let (code, bad) = app.post("/api/v1/silences", OPERATE, &json!({"matchers": {"flwo": "hello"}, "duration": "1h"})).await;
+    assert_eq!(code, 400);
+    assert!(bad.to_string().contains("flwo"), "{bad}");
+    let (code, made) =
+        app.post("/api/v1/silences", OPERATE, &json!({"matchers": {"flow": "hello"}, "duration": "1h", "comment": "deploy"})).await;
+    assert_eq!(code, 201, "{made}");
+    let sid = made["silence"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.get("/api/v1/silences", READ).await.1["silences"].as_array().unwrap().len(), 1);
+    assert_eq!(app.post(&format!("/api/v1/silences/{sid}/expire"), OPERATE, &json!({})).await.0, 200);
+    assert!(app.get("/api/v1/silences", READ).await.1["silences"].as_array().unwrap().is_empty());
+
+    // Reports: send the daily report now, then read it back.
+    let (code, sent) = app.post("/api/v1/reports/daily/send", OPERATE, &json!({})).await;
+    assert_eq!(code, 200, "{sent}");
+    let period = sent["period"].as_str().unwrap().to_owned();
+    let (code, report) = app.get(&format!("/api/v1/reports/daily/{period}"), READ).await;
+    assert_eq!(code, 200, "{report}");
+    assert!(report["markdown"].as_str().is_some_and(|m| !m.is_empty()));
+    assert_eq!(app.get("/api/v1/reports/daily/1999-01-01", READ).await.0, 404);
+    app.shutdown().await;
+}

@@ -1,0 +1,105 @@
+//! What an operator does with a run waiting for a human: retry it (from the failed node or a named
+//! one), skip the node with a supplied output, resolve it by hand, or abort it. Shared by the CLI
+//! and the API; every action is recorded with who, when and why.
+
+use super::{Engine, RunOutcome};
+use crate::flow::Flow;
+use crate::store::{ManualAction, ManualTask, RunEnd};
+use crate::vocab::RunStatus;
+use anyhow::anyhow;
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub enum Act {
+    Retry(Option<String>),
+    Skip(Json),
+    Resolve,
+    Abort,
+}
+
+impl Act {
+    /// (action name, the task's status after it)
+    pub fn names(&self) -> (&'static str, &'static str) {
+        match self {
+            Act::Retry(_) => ("retry", "retried"),
+            Act::Skip(_) => ("skip", "skipped"),
+            Act::Resolve => ("resolve", "resolved"),
+            Act::Abort => ("abort", "aborted"),
+        }
+    }
+}
+
+/// What an action did.
+pub enum Acted {
+    /// The task is closed and the run ended (resolve, abort).
+    Closed { task: ManualTask, run_status: RunStatus },
+    /// The task is closed and the run went on (retry, skip).
+    Resumed { task: ManualTask, outcome: RunOutcome },
+}
+
+/// Finds an open task by task id, run id or a unique prefix.
+pub async fn open_task(engine: &Engine, id: &str) -> anyhow::Result<ManualTask> {
+    let t = engine.store.manual_task(id).await?.ok_or_else(|| anyhow!("no manual task for `{id}`"))?;
+    if t.status != "open" {
+        return Err(anyhow!("task {} is already {} (by {})", t.id, t.status, t.closed_by.as_deref().unwrap_or("?")));
+    }
+    Ok(t)
+}
+
+/// Closes the task with `what` (atomically: a task acted on twice is refused) and, for retry and
+/// skip, resumes the run to its end.
+pub async fn act(
+    engine: &Engine,
+    flows: &BTreeMap<String, Arc<Flow>>,
+    t: ManualTask,
+    what: Act,
+    actor: &str,
+    note: Option<String>,
+) -> anyhow::Result<Acted> {
+    let now = engine.clock.now_ms();
+    let (name, status) = what.names();
+    let action = ManualAction {
+        task_id: t.id.clone(),
+        run_id: t.run_id.clone(),
+        action: name.into(),
+        actor: actor.into(),
+        note: note.clone(),
+        at: now,
+    };
+    let run = engine.store.get_run(&t.run_id).await?.ok_or_else(|| anyhow!("run {} is gone", t.run_id))?;
+    let why = note.as_deref().map(|n| format!(": {n}")).unwrap_or_default();
+    let end = |status: RunStatus, message: String| RunEnd {
+        status: Some(status),
+        ended_at: now,
+        duration_ms: now - run.started_at,
+        failed_node: run.failed_node.clone(),
+        error_kind: run.error_kind.clone(),
+        error_message: Some(message),
+        severity: run.severity.clone(),
+    };
+    let closing = match &what {
+        Act::Resolve => {
+            Some(end(RunStatus::Failed, format!("{} — resolved by hand by {actor}{why}", run.error_message.clone().unwrap_or_default())))
+        }
+        Act::Abort => Some(end(RunStatus::Cancelled, format!("aborted by {actor}{why}"))),
+        _ => None,
+    };
+    let flow = match &what {
+        Act::Retry(_) | Act::Skip(_) => Some(flows.get(&t.flow).cloned().ok_or_else(|| anyhow!("flow `{}` is not loaded", t.flow))?),
+        _ => None,
+    };
+    if !engine.store.close_manual_task(&t, status, &action, closing.as_ref()).await? {
+        return Err(anyhow!("task {} was closed by someone else meanwhile", t.id));
+    }
+    let outcome = match (what, flow) {
+        (Act::Retry(from), Some(flow)) => engine.resume(flow, &t.run_id, from.as_deref().unwrap_or(&t.node_id), None).await?,
+        (Act::Skip(value), Some(flow)) => engine.resume(flow, &t.run_id, &t.node_id, Some(value)).await?,
+        _ => {
+            let run_status = closing.and_then(|c| c.status).unwrap_or(RunStatus::Failed);
+            return Ok(Acted::Closed { task: t, run_status });
+        }
+    };
+    Ok(Acted::Resumed { task: t, outcome })
+}
