@@ -183,7 +183,8 @@ async fn outbox_backlog(store: &crate::store::Store) -> anyhow::Result<i64> {
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let backlog = outbox_backlog(&s.store).await.unwrap_or(-1);
-    let body = s.metrics.render(backlog);
+    let notifications = s.store.notification_counts_by_channel().await.unwrap_or_default();
+    let body = s.metrics.render(backlog, &notifications);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 

@@ -90,7 +90,8 @@ impl Metrics {
     }
 
     /// The text exposition format (version 0.0.4).
-    pub fn render(&self, outbox_backlog: i64) -> String {
+    /// `notifications`: (channel, status, count) from the outbox.
+    pub fn render(&self, outbox_backlog: i64, notifications: &[(String, String, i64)]) -> String {
         let mut out = String::with_capacity(4096);
         self.with(|m| {
             counter2(&mut out, "flowguard_runs_total", "Runs that reached a final state, by flow and status.", ["flow", "status"], &m.runs);
@@ -116,8 +117,10 @@ impl Metrics {
             }
             counter2(&mut out, "flowguard_scheduler_fires_total", "Runs started by the scheduler.", ["flow", "job"], &m.scheduler_fires);
         });
-        // Filled by the alerting outbox once it lands; declared now so dashboards can be built.
-        header(&mut out, "flowguard_notifications_total", "counter", "Notifications by channel and result (sent, dead).");
+        header(&mut out, "flowguard_notifications_total", "counter", "Notifications by channel and result (pending, sending, sent, dead).");
+        for (channel, status, n) in notifications {
+            let _ = writeln!(out, "flowguard_notifications_total{{channel=\"{}\",result=\"{}\"}} {n}", esc(channel), esc(status));
+        }
         header(&mut out, "flowguard_outbox_backlog", "gauge", "Notifications waiting in the outbox.");
         let _ = writeln!(out, "flowguard_outbox_backlog {outbox_backlog}");
         out

@@ -101,8 +101,27 @@ impl Shared {
             Err(e) => {
                 tracing::error!(config = %self.config_path.display(), "reload refused; the running version keeps going:\n{e}");
                 self.reloads_refused.fetch_add(1, Ordering::Relaxed);
-                *self.reload_error.lock().expect("reload error") = Some(e.clone());
-                // ALERTING (issue 5): raise a `config_reload_refused` alert here, once per new error.
+                let previous = self.reload_error.lock().expect("reload error").replace(e.clone());
+                if previous.as_deref() != Some(e.as_str()) {
+                    // Once per new error: the running version keeps going, but someone must know.
+                    let alerter = current.alerter.clone();
+                    let input = crate::alert::AlertInput {
+                        flow: "flowguard".into(),
+                        node: "config".into(),
+                        error_kind: "internal".into(),
+                        severity: crate::vocab::Severity::High,
+                        status: "reload_refused".into(),
+                        run_id: None,
+                        message: format!("reload of {} refused; the running version keeps going: {e}", self.config_path.display()),
+                        attempts: None,
+                        labels: Default::default(),
+                    };
+                    tokio::spawn(async move {
+                        if let Err(err) = alerter.raise(input).await {
+                            tracing::error!(error = %format!("{err:#}"), "could not raise the reload alert");
+                        }
+                    });
+                }
                 Err(e)
             }
         }

@@ -507,6 +507,15 @@ impl Store {
         Ok(self.pool().fetch(&sql, &args, NOTE_TYS).await?.into_iter().map(note_from).collect())
     }
 
+    /// (channel, status, count) of every notification ever stored, for `/metrics`.
+    pub async fn notification_counts_by_channel(&self) -> anyhow::Result<Vec<(String, String, i64)>> {
+        let rows = self
+            .pool()
+            .fetch("SELECT channel, status, COUNT(*) FROM notifications GROUP BY channel, status", &[], &[Ty::Str, Ty::Str, Ty::I64])
+            .await?;
+        Ok(rows.into_iter().map(|r| (r[0].str().unwrap_or_default(), r[1].str().unwrap_or_default(), r[2].i64().unwrap_or(0))).collect())
+    }
+
     /// (status, count) of every notification ever stored.
     pub async fn notification_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
         let rows = self.pool().fetch("SELECT status, COUNT(*) FROM notifications GROUP BY status", &[], &[Ty::Str, Ty::I64]).await?;

@@ -407,7 +407,15 @@ async fn cron_and_canary_runs_fire_and_canaries_stay_out_of_statistics() {
     assert_eq!(seen, (true, true), "a cron run and a canary run: {all}");
     let (_, plain) = app.get("/api/v1/runs?flow=hello", READ).await;
     assert!(plain["runs"].as_array().expect("runs").iter().all(|r| r["canary"] == false));
-    let (_, health) = app.get("/api/v1/health", READ).await;
+    // Canaries fire every second: the newest may still be running; one that finished passed.
+    let mut health = Value::Null;
+    for _ in 0..150 {
+        health = app.get("/api/v1/health", READ).await.1;
+        if health["flows"][0]["last_canary"]["ok"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(health["flows"][0]["last_canary"]["ok"], true, "{health}");
     app.shutdown().await;
 }
@@ -571,5 +579,14 @@ async fn operators_act_over_the_api() {
     assert_eq!(code, 200, "{report}");
     assert!(report["markdown"].as_str().is_some_and(|m| !m.is_empty()));
     assert_eq!(app.get("/api/v1/reports/daily/1999-01-01", READ).await.0, 404);
+
+    // The outbox shows in /metrics by channel and result.
+    let text = app.http.get(format!("{}/metrics", app.base)).send().await.expect("metrics").text().await.expect("text");
+    let notes: f64 = parse_metrics(&text)
+        .iter()
+        .filter(|(k, _)| k.starts_with("flowguard_notifications_total{channel=\"terminal\""))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(notes >= 1.0, "{text}");
     app.shutdown().await;
 }
