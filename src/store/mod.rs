@@ -355,27 +355,7 @@ impl Store {
 
     /// Newest first.
     pub async fn list_runs(&self, f: &RunFilter) -> anyhow::Result<Vec<RunRecord>> {
-        let mut sql = format!("SELECT {RUN_COLS} FROM runs WHERE 1 = 1");
-        let mut args: Vec<Arg> = Vec::new();
-        if let Some(flow) = &f.flow {
-            sql.push_str(" AND flow = ?");
-            args.push(flow.as_str().into());
-        }
-        if let Some(s) = f.status {
-            sql.push_str(" AND status = ?");
-            args.push(s.as_str().into());
-        }
-        if let Some(t) = f.since_ms {
-            sql.push_str(" AND started_at >= ?");
-            args.push(t.into());
-        }
-        if let Some(t) = f.until_ms {
-            sql.push_str(" AND started_at < ?");
-            args.push(t.into());
-        }
-        if !f.include_canary {
-            sql.push_str(" AND canary = 0");
-        }
+        let (mut sql, args) = select_runs(f);
         sql.push_str(" ORDER BY started_at DESC, id DESC");
         if let Some(l) = f.limit {
             sql.push_str(&format!(" LIMIT {}", l.max(0)));
@@ -520,6 +500,32 @@ fn attempt_stmt(a: &AttemptRecord, backend: Backend) -> db::Stmt {
         a.http_status.into(),
     ];
     (Cow::Borrowed(sql), args)
+}
+
+/// `SELECT … FROM runs WHERE …` for a filter (its limit aside), and the values to bind.
+pub(crate) fn select_runs(f: &RunFilter) -> (String, Vec<Arg>) {
+    let mut sql = format!("SELECT {RUN_COLS} FROM runs WHERE 1 = 1");
+    let mut args: Vec<Arg> = Vec::new();
+    if let Some(flow) = &f.flow {
+        sql.push_str(" AND flow = ?");
+        args.push(flow.as_str().into());
+    }
+    if let Some(s) = f.status {
+        sql.push_str(" AND status = ?");
+        args.push(s.as_str().into());
+    }
+    if let Some(t) = f.since_ms {
+        sql.push_str(" AND started_at >= ?");
+        args.push(t.into());
+    }
+    if let Some(t) = f.until_ms {
+        sql.push_str(" AND started_at < ?");
+        args.push(t.into());
+    }
+    if !f.include_canary {
+        sql.push_str(" AND canary = 0");
+    }
+    (sql, args)
 }
 
 fn run_from(r: Vec<Val>) -> RunRecord {

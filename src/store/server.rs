@@ -41,23 +41,7 @@ fn in_list(n: usize) -> String {
 impl Store {
     /// Newest first, `limit` runs after `cursor`; the cursor of the next page when there is one.
     pub async fn runs_page(&self, f: &RunFilter, cursor: Option<&Cursor>, limit: i64) -> anyhow::Result<(Vec<RunRecord>, Option<Cursor>)> {
-        let mut sql = format!("SELECT {RUN_COLS} FROM runs WHERE 1 = 1");
-        let mut args: Vec<Arg> = Vec::new();
-        if let Some(flow) = &f.flow {
-            sql.push_str(" AND flow = ?");
-            args.push(flow.as_str().into());
-        }
-        if let Some(s) = f.status {
-            sql.push_str(" AND status = ?");
-            args.push(s.as_str().into());
-        }
-        if let Some(t) = f.since_ms {
-            sql.push_str(" AND started_at >= ?");
-            args.push(t.into());
-        }
-        if !f.include_canary {
-            sql.push_str(" AND canary = 0");
-        }
+        let (mut sql, mut args) = super::select_runs(f);
         if let Some(c) = cursor {
             sql.push_str(" AND (started_at < ? OR (started_at = ? AND id < ?))");
             args.extend([c.started_at.into(), c.started_at.into(), c.id.as_str().into()]);
