@@ -68,12 +68,17 @@ fn stmt(sql: &'static str, args: Vec<Arg>) -> db::Stmt {
     (Cow::Borrowed(sql), args)
 }
 
-/// Statements that keep a node's full output for resuming (replacing an earlier one).
-pub(crate) fn output_stmts(run_id: &str, node_id: &str, output: &str) -> Vec<db::Stmt> {
-    vec![
-        stmt("DELETE FROM run_outputs WHERE run_id = ? AND node_id = ?", vec![run_id.into(), node_id.into()]),
-        stmt("INSERT INTO run_outputs (run_id, node_id, output) VALUES (?, ?, ?)", vec![run_id.into(), node_id.into(), output.into()]),
-    ]
+/// The statement that keeps a node's full output for resuming (replacing an earlier one).
+pub(crate) fn output_stmt(backend: super::Backend, run_id: &str, node_id: &str, output: &str) -> db::Stmt {
+    let sql = match backend {
+        super::Backend::MySql => {
+            "INSERT INTO run_outputs (run_id, node_id, output) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE output = VALUES(output)"
+        }
+        _ => {
+            "INSERT INTO run_outputs (run_id, node_id, output) VALUES (?, ?, ?) ON CONFLICT (run_id, node_id) DO UPDATE SET output = excluded.output"
+        }
+    };
+    stmt(sql, vec![run_id.into(), node_id.into(), output.into()])
 }
 
 impl Store {
@@ -86,7 +91,7 @@ impl Store {
 
     /// Keeps a node's full output (for a node whose output is not written with an attempt).
     pub async fn write_output(&self, run_id: &str, node_id: &str, output: &str) -> anyhow::Result<()> {
-        self.write(output_stmts(run_id, node_id, output)).await
+        self.write(vec![output_stmt(self.backend(), run_id, node_id, output)]).await
     }
 
     /// The highest attempt sequence number of a run (0 when none).

@@ -335,7 +335,7 @@ impl Store {
         self.live.attempt(a);
         let mut stmts = vec![attempt_stmt(a, self.backend())];
         if let Some(out) = keep_output {
-            stmts.extend(manual::output_stmts(&a.run_id, &a.node_id, out));
+            stmts.push(manual::output_stmt(self.backend(), &a.run_id, &a.node_id, out));
         }
         self.write(stmts).await
     }

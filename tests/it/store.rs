@@ -308,3 +308,18 @@ async fn assert_mysql_is_utf8mb4(store: &Store, db: &str) {
         assert!(t[1].str().unwrap_or_default().starts_with("utf8mb4"), "table {name} is {:?}", t[1]);
     }
 }
+
+backends! {
+    async fn kept_outputs_are_replaced_when_a_node_runs_again(db: TestDb) {
+        let store = db.open().await;
+        store.insert_run(&run("k1", "f", 1_000)).await.unwrap();
+        store.record_attempt(&attempt("k1", "script", 1, 1_010), Some(r#"{"title":"第一版"}"#)).await.unwrap();
+        store.record_attempt(&attempt("k1", "qc", 2, 1_020), Some(r#"{"passed":false}"#)).await.unwrap();
+        // A repair re-runs the script: its kept output is replaced, not doubled.
+        store.record_attempt(&attempt("k1", "script", 3, 1_030), Some(r#"{"title":"修正版 ✅"}"#)).await.unwrap();
+        let kept = store.outputs("k1").await.unwrap();
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept["script"], r#"{"title":"修正版 ✅"}"#);
+        assert_eq!(store.max_seq("k1").await.unwrap(), 3);
+    }
+}
