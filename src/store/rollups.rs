@@ -629,11 +629,9 @@ fn insert_many(table: &str, cols: &str, rows: Vec<Vec<Arg>>) -> Vec<db::Stmt> {
         .collect()
 }
 
-/// HOOK(alerts): once the alerts table exists (issue 5), return
-/// `" AND NOT EXISTS (SELECT 1 FROM alerts al WHERE al.run_id = runs.id AND al.state <> 'resolved')"`
-/// (with that table's real column names) so retention never prunes a run an open alert refers to.
+/// Retention never prunes a run an open (not yet resolved) alert refers to.
 fn open_alert_guard() -> &'static str {
-    ""
+    " AND NOT EXISTS (SELECT 1 FROM alert_occurrences o JOIN alerts al ON al.id = o.alert_id WHERE o.run_id = runs.id AND al.status <> 'resolved')"
 }
 
 fn s(v: &Val) -> String {

@@ -576,6 +576,47 @@ async fn retention_prunes_raw_attempts_but_not_waiting_runs_or_rollups() {
 }
 
 #[tokio::test]
+async fn retention_keeps_runs_an_open_alert_refers_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let t = at("2026-10-01T12:00:00");
+    let failed = run_record("alerted".into(), "douyin", t, false);
+    let a = attempt(&failed, "publish", "http", 1, t, 100, AttemptStatus::Failed);
+    let end = RunEnd {
+        status: Some(RunStatus::Failed),
+        ended_at: t + 100,
+        duration_ms: 100,
+        error_kind: Some("quota_exhausted".into()),
+        ..Default::default()
+    };
+    write_run(&store, &failed, &[a], end).await;
+    let cfg = flowguard::config::Config::parse(std::path::Path::new("flowguard.yaml"), "{}", dir.path(), &|_| None).unwrap();
+    let clock: flowguard::clock::SharedClock = std::sync::Arc::new(flowguard::clock::SystemClock);
+    let alerter = flowguard::alert::Alerter::new(&cfg, store.clone(), clock).unwrap();
+    let input = flowguard::alert::AlertInput {
+        flow: "douyin".into(),
+        node: "publish".into(),
+        error_kind: "quota_exhausted".into(),
+        severity: flowguard::vocab::Severity::High,
+        status: "failed".into(),
+        run_id: Some("alerted".into()),
+        message: "quota".into(),
+        attempts: Some(1),
+        labels: Default::default(),
+    };
+    alerter.raise(input).await.unwrap();
+    let mut c = ctx(&store, "en");
+    c.cfg.retention.node_attempts = Some("30d".into());
+    c.cfg.retention.runs = Some("30d".into());
+    report::prune(&c, at("2026-11-28T00:00:00")).await.unwrap();
+    assert_eq!(store.attempts("alerted").await.unwrap().len(), 1, "an open alert keeps its run whole");
+    assert!(store.get_run("alerted").await.unwrap().is_some());
+    alerter.resolve("douyin").await.unwrap();
+    report::prune(&c, at("2026-11-28T00:00:00")).await.unwrap();
+    assert!(store.get_run("alerted").await.unwrap().is_none(), "once resolved, retention applies");
+}
+
+#[tokio::test]
 async fn weekly_suggestions_cite_their_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(&dir).await;
