@@ -527,12 +527,9 @@ impl Engine {
                 let mut rec = self.record(flow, run_id, seq, &current, now, Ok(&out), false, "continue", None);
                 rec.status = AttemptStatus::Defaulted;
                 rec.error_kind = Some(error.kind.as_str().to_owned());
-                self.emit(Event::AttemptFinished(Box::new(rec.clone())));
-                let kept = self.full(&out.value);
-                self.store
-                    .record_attempt(&rec, Some(&kept))
+                self.write_attempt(&rec, Some(&self.full(&out.value)))
                     .await
-                    .map_err(|e| fail_walk(node, NodeError::new(ErrorKind::Internal, format!("could not record the attempt: {e:#}"))))?;
+                    .map_err(|e| fail_walk(node, NodeError::new(ErrorKind::Internal, format!("{e:#}"))))?;
                 state.lock().expect("run state").recovered = true;
                 Ok(Handled::Output(out))
             }
@@ -579,13 +576,16 @@ impl Engine {
         }
     }
 
+    /// Tells the observers about an attempt and records it (with the node's full output to keep,
+    /// if any); returns once it is durable.
+    async fn write_attempt(&self, rec: &AttemptRecord, keep: Option<&str>) -> anyhow::Result<()> {
+        self.emit(Event::AttemptFinished(Box::new(rec.clone())));
+        self.store.record_attempt(rec, keep).await.map_err(|e| anyhow!("could not record the attempt: {e:#}"))
+    }
+
     async fn write_last(&self, node: &NodeSpec, rec: Option<AttemptRecord>) -> Result<(), Walk> {
         let Some(rec) = rec else { return Ok(()) };
-        self.emit(Event::AttemptFinished(Box::new(rec.clone())));
-        self.store
-            .record_attempt(&rec, None)
-            .await
-            .map_err(|e| fail_walk(node, NodeError::new(ErrorKind::Internal, format!("could not record the attempt: {e:#}"))))
+        self.write_attempt(&rec, None).await.map_err(|e| fail_walk(node, NodeError::new(ErrorKind::Internal, format!("{e:#}"))))
     }
 
     async fn keep_output(&self, run_id: &str, node_id: &str, value: &Json) -> anyhow::Result<()> {
@@ -706,12 +706,8 @@ impl Engine {
                     Ok(out) => {
                         let mut rec = self.record(flow, run_id, seq, &current, now, Ok(&out), false, "continue", input.as_ref());
                         rec.input_bytes = rec.input_bytes.max(input_bytes);
-                        self.emit(Event::AttemptFinished(Box::new(rec.clone())));
                         let kept = iteration.is_none().then(|| self.full(&out.value));
-                        self.store
-                            .record_attempt(&rec, kept.as_deref())
-                            .await
-                            .map_err(|e| failure(ErrorKind::Internal, format!("could not record the attempt: {e:#}")))?;
+                        self.write_attempt(&rec, kept.as_deref()).await.map_err(|e| failure(ErrorKind::Internal, format!("{e:#}")))?;
                         if attempt > 1 || mi > 0 {
                             state.lock().expect("run state").recovered = true;
                         }
@@ -720,9 +716,10 @@ impl Engine {
                     Err(e) => {
                         let allowed = RetryPolicy::attempts_for(node.retry.as_ref(), e.kind);
                         let retry = attempt < allowed;
-                        let switch = !retry
-                            && mi + 1 < models.len()
-                            && (switches_model(e.kind) || matches!(resolve(flow, node, e.kind).0, Action::FallbackModel));
+                        // A failure another model may not have walks the chain, by default or by policy.
+                        let walks_chain =
+                            models.len() > 1 && (switches_model(e.kind) || matches!(resolve(flow, node, e.kind).0, Action::FallbackModel));
+                        let switch = !retry && walks_chain && mi + 1 < models.len();
                         let action = if retry {
                             "retry"
                         } else if switch {
@@ -733,11 +730,7 @@ impl Engine {
                         let mut rec = self.record(flow, run_id, seq, &current, now, Err(&e), retry, action, input.as_ref());
                         rec.input_bytes = rec.input_bytes.max(input_bytes);
                         if retry || switch {
-                            self.emit(Event::AttemptFinished(Box::new(rec.clone())));
-                            self.store
-                                .record_attempt(&rec, None)
-                                .await
-                                .map_err(|e| failure(ErrorKind::Internal, format!("could not record the attempt: {e:#}")))?;
+                            self.write_attempt(&rec, None).await.map_err(|e| failure(ErrorKind::Internal, format!("{e:#}")))?;
                         }
                         if retry {
                             let delay = policy.delay(attempt, fastrand::f64()).max(e.retry_after.unwrap_or_default());
@@ -748,16 +741,12 @@ impl Engine {
                         if switch {
                             break;
                         }
-                        let error = if models.len() > 1
-                            && (switches_model(e.kind) || matches!(resolve(flow, node, e.kind).0, Action::FallbackModel))
-                        {
+                        let error = if walks_chain {
                             NodeError::new(ErrorKind::NoHealthyModel, format!("every model failed: {}", failures.join("; ")))
                         } else {
                             e
                         };
-                        if let Some(r) = rec.as_mut_kind() {
-                            *r = error.kind.as_str().to_owned();
-                        }
+                        rec.error_kind = Some(error.kind.as_str().to_owned());
                         return Err(NodeFailure { error, last: Some(rec) });
                     }
                 }
@@ -788,8 +777,7 @@ impl Engine {
         rec.status = AttemptStatus::Skipped;
         rec.output = None;
         rec.output_bytes = 0;
-        self.emit(Event::AttemptFinished(Box::new(rec.clone())));
-        self.store.record_attempt(&rec, None).await
+        self.write_attempt(&rec, None).await
     }
 
     /// Builds the stored record of an attempt: payloads redacted, then truncated.
@@ -874,16 +862,6 @@ enum Handled {
     Output(Output),
     Goto { target: String, failure: NodeError },
     Repair { target: String, feedback: Json },
-}
-
-trait KindSlot {
-    fn as_mut_kind(&mut self) -> Option<&mut String>;
-}
-
-impl KindSlot for AttemptRecord {
-    fn as_mut_kind(&mut self) -> Option<&mut String> {
-        self.error_kind.as_mut()
-    }
 }
 
 fn next_seq(state: &Mutex<RunState>) -> i64 {
