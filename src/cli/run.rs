@@ -4,7 +4,7 @@ use super::{App, Failure, Format, open_store, query, table, usage};
 use crate::clock::SharedClock;
 use crate::engine::{Event, RunOutcome, RunRequest};
 use crate::flow::Flow;
-use crate::store::{AttemptRecord, ManualAction, RunEnd};
+use crate::store::AttemptRecord;
 use crate::vocab::{AttemptStatus, RunStatus};
 use serde_json::{Map, Value as Json, json};
 use std::io::{IsTerminal, Write};
@@ -123,25 +123,9 @@ pub async fn cancel(config: &Path, run_id: &str, who: super::manual::Who, clock:
         RunStatus::WaitingManual => {
             let task =
                 store.manual_task(&run.id).await?.ok_or_else(|| usage(format!("run {} waits for a human but has no open task", run.id)))?;
-            let now = clock.now_ms();
-            let action = ManualAction {
-                task_id: task.id.clone(),
-                run_id: run.id.clone(),
-                action: "abort".into(),
-                actor: actor.clone(),
-                note: who.note.clone(),
-                at: now,
-            };
-            let end = RunEnd {
-                status: Some(RunStatus::Cancelled),
-                ended_at: now,
-                duration_ms: now - run.started_at,
-                failed_node: run.failed_node.clone(),
-                error_kind: run.error_kind.clone(),
-                error_message: Some(format!("cancelled by {actor}")),
-                severity: run.severity.clone(),
-            };
-            store.close_manual_task(&task, "aborted", &action, Some(&end)).await?;
+            crate::engine::manual::close(&store, &task, &crate::engine::manual::Act::Abort, &actor, who.note.clone(), clock.now_ms())
+                .await
+                .map_err(|e| usage(format!("{e:#}")))?;
             println!("run {} cancelled", run.id);
             Ok(0)
         }

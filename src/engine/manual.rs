@@ -4,7 +4,7 @@
 
 use super::{Engine, RunOutcome};
 use crate::flow::Flow;
-use crate::store::{ManualAction, ManualTask, RunEnd};
+use crate::store::{ManualAction, ManualTask, RunEnd, Store};
 use crate::vocab::RunStatus;
 use anyhow::anyhow;
 use serde_json::Value as Json;
@@ -58,7 +58,30 @@ pub async fn act(
     actor: &str,
     note: Option<String>,
 ) -> anyhow::Result<Acted> {
-    let now = engine.clock.now_ms();
+    let flow = match &what {
+        Act::Retry(_) | Act::Skip(_) => Some(flows.get(&t.flow).cloned().ok_or_else(|| anyhow!("flow `{}` is not loaded", t.flow))?),
+        _ => None,
+    };
+    let run_status = close(&engine.store, &t, &what, actor, note, engine.clock.now_ms()).await?;
+    let outcome = match (what, flow) {
+        (Act::Retry(from), Some(flow)) => engine.resume(flow, &t.run_id, from.as_deref().unwrap_or(&t.node_id), None).await?,
+        (Act::Skip(value), Some(flow)) => engine.resume(flow, &t.run_id, &t.node_id, Some(value)).await?,
+        _ => return Ok(Acted::Closed { run_status: run_status.unwrap_or(RunStatus::Failed), task: t }),
+    };
+    Ok(Acted::Resumed { task: t, outcome })
+}
+
+/// Closes the task and records who did what; for resolve and abort also ends the run (`failed`
+/// with the note, `cancelled`) and returns that status. Needs only the store, so it works while
+/// the flows do not load.
+pub async fn close(
+    store: &Store,
+    t: &ManualTask,
+    what: &Act,
+    actor: &str,
+    note: Option<String>,
+    now: i64,
+) -> anyhow::Result<Option<RunStatus>> {
     let (name, status) = what.names();
     let action = ManualAction {
         task_id: t.id.clone(),
@@ -68,7 +91,7 @@ pub async fn act(
         note: note.clone(),
         at: now,
     };
-    let run = engine.store.get_run(&t.run_id).await?.ok_or_else(|| anyhow!("run {} is gone", t.run_id))?;
+    let run = store.get_run(&t.run_id).await?.ok_or_else(|| anyhow!("run {} is gone", t.run_id))?;
     let why = note.as_deref().map(|n| format!(": {n}")).unwrap_or_default();
     let end = |status: RunStatus, message: String| RunEnd {
         status: Some(status),
@@ -79,27 +102,15 @@ pub async fn act(
         error_message: Some(message),
         severity: run.severity.clone(),
     };
-    let closing = match &what {
+    let closing = match what {
         Act::Resolve => {
             Some(end(RunStatus::Failed, format!("{} — resolved by hand by {actor}{why}", run.error_message.clone().unwrap_or_default())))
         }
         Act::Abort => Some(end(RunStatus::Cancelled, format!("aborted by {actor}{why}"))),
         _ => None,
     };
-    let flow = match &what {
-        Act::Retry(_) | Act::Skip(_) => Some(flows.get(&t.flow).cloned().ok_or_else(|| anyhow!("flow `{}` is not loaded", t.flow))?),
-        _ => None,
-    };
-    if !engine.store.close_manual_task(&t, status, &action, closing.as_ref()).await? {
+    if !store.close_manual_task(t, status, &action, closing.as_ref()).await? {
         return Err(anyhow!("task {} was closed by someone else meanwhile", t.id));
     }
-    let outcome = match (what, flow) {
-        (Act::Retry(from), Some(flow)) => engine.resume(flow, &t.run_id, from.as_deref().unwrap_or(&t.node_id), None).await?,
-        (Act::Skip(value), Some(flow)) => engine.resume(flow, &t.run_id, &t.node_id, Some(value)).await?,
-        _ => {
-            let run_status = closing.and_then(|c| c.status).unwrap_or(RunStatus::Failed);
-            return Ok(Acted::Closed { task: t, run_status });
-        }
-    };
-    Ok(Acted::Resumed { task: t, outcome })
+    Ok(closing.and_then(|c| c.status))
 }
