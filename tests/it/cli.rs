@@ -217,7 +217,8 @@ fn report_send_goes_through_the_outbox_to_the_channels() {
     let today = jiff::Zoned::now().with_time_zone(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap()).date().to_string();
     let o = p.run(&["report", "daily", "--date", &today, "--send"]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
-    assert!(stdout(&o).contains("f"), "the console channel printed the report: {}", stdout(&o));
+    let title = format!("flowguard 日报 {today}");
+    assert!(stdout(&o).contains(&title), "the console channel printed the report `{title}`: {}", stdout(&o));
     let listed = p.json(&["alerts", "list", "--notifications"]);
     let text = listed.to_string();
     assert!(text.contains("report") && text.contains("sent"), "the report went through the outbox: {text}");
