@@ -1,12 +1,13 @@
 //! Going on with a run that a dead process left `running`: from the first node without a completed
-//! attempt, with the outputs of the nodes before it read back from the run log. A run can resume
-//! only when the flow file is the version it started with and every output it needs was stored
-//! whole (not cut at `storage.max_payload_bytes`); otherwise the caller marks it `interrupted`.
+//! attempt, with the outputs of the nodes before it as the engine kept them whole (`run_outputs`,
+//! written with each attempt). A run can resume only when the flow file is the version it started
+//! with and its inputs were stored whole; otherwise the caller marks it `interrupted`.
 
 use crate::flow::Flow;
 use crate::store::{AttemptRecord, RunRecord};
 use crate::vocab::AttemptStatus;
 use serde_json::{Map, Value as Json};
+use std::collections::BTreeMap;
 
 /// How [`super::Engine::start`] begins a run.
 #[derive(Debug, Clone, Default)]
@@ -33,7 +34,13 @@ pub struct Resume {
 const TRUNCATED: &str = "…[truncated]";
 
 /// Works out where `run` goes on, or says why it cannot.
-pub fn plan(flow: &Flow, run: &RunRecord, attempts: &[AttemptRecord]) -> Result<(Start, Map<String, Json>), String> {
+/// `kept`: the run's kept node outputs by node id ([`crate::store::Store::outputs`]).
+pub fn plan(
+    flow: &Flow,
+    run: &RunRecord,
+    attempts: &[AttemptRecord],
+    kept: &BTreeMap<String, String>,
+) -> Result<(Start, Map<String, Json>), String> {
     if run.flow_hash != flow.hash {
         return Err(format!("the flow file changed since the run started (version {} → {})", run.flow_hash, flow.hash));
     }
@@ -60,12 +67,11 @@ pub fn plan(flow: &Flow, run: &RunRecord, attempts: &[AttemptRecord]) -> Result<
             next_node = i;
             break;
         }
-        let a = last.expect("done implies an attempt");
-        let value = match a.output.as_deref() {
-            None => Json::Null,
-            Some(t) if t.ends_with(TRUNCATED) => return Err(format!("the output of `{}` was stored truncated", node.id)),
-            // Strings are stored as they are, everything else as JSON.
-            Some(t) => serde_json::from_str::<Json>(t).ok().filter(|v| !v.is_string()).unwrap_or_else(|| Json::String(t.to_owned())),
+        let value = match kept.get(&node.id) {
+            Some(text) => {
+                serde_json::from_str::<Json>(text).map_err(|e| format!("the kept output of `{}` cannot be read: {e}", node.id))?
+            }
+            None => return Err(format!("the output of `{}` was not kept", node.id)),
         };
         outputs.insert(node.id.clone(), value);
     }

@@ -198,7 +198,8 @@ pub async fn recover(
             Some(f) if f.serve.on_interrupt == OnInterrupt::Fail => Err("the flow's on_interrupt is `fail`".to_owned()),
             Some(f) => {
                 let attempts = store.attempts(&run.id).await?;
-                resume::plan(f, &run, &attempts)
+                let kept = store.outputs(&run.id).await?;
+                resume::plan(f, &run, &attempts, &kept)
             }
         };
         match (flow, plan) {
