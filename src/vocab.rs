@@ -2,20 +2,23 @@
 //! These names are stored in the database, shown by the CLI and API, and used in alert text;
 //! they are defined once here and nowhere else.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
 
-/// Declares a string-named enum with `as_str`, `ALL`, `Display` and `FromStr`.
+/// Declares a string-named enum with `as_str`, `ALL`, `NAMES`, `Display`, `FromStr` and serde.
+/// The literal is the one spelling: serde, the database, the API and the docs all use it
+/// (a derived `rename_all` would turn `Upstream5xx` into `upstream5xx`).
 macro_rules! named_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $var:ident = $s:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum $name { $($(#[$vm])* $var),+ }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$var),+];
+            /// Every spelling, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($s),+];
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$var => $s),+ }
             }
@@ -35,6 +38,20 @@ macro_rules! named_enum {
                         stringify!($name).to_lowercase(), s,
                         crate::flow::suggest(s, [$($s),+]).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default(),
                         [$($s),+].join(", "))),
+                }
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> { s.serialize_str(self.as_str()) }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+                match s.as_ref() {
+                    $($s => Ok($name::$var),)+
+                    other => Err(serde::de::Error::unknown_variant(other, $name::NAMES)),
                 }
             }
         }
@@ -178,5 +195,24 @@ impl ErrorKind {
             Cancelled => "an operator cancelled the run",
             Internal => "a bug or an infrastructure failure inside flowguard",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_spells_every_name_as_design_does() {
+        for k in ErrorKind::ALL {
+            let json = serde_json::to_value(k).unwrap();
+            assert_eq!(json, k.as_str());
+            assert_eq!(serde_json::from_value::<ErrorKind>(json).unwrap(), *k);
+        }
+        for s in RunStatus::ALL {
+            assert_eq!(serde_json::from_value::<RunStatus>(s.as_str().into()).unwrap(), *s);
+        }
+        let err = serde_json::from_value::<ErrorKind>("upstream5xx".into()).unwrap_err().to_string();
+        assert!(err.contains("unknown variant `upstream5xx`") && err.contains("upstream_5xx"), "{err}");
     }
 }

@@ -8,6 +8,7 @@ mod alert_bench;
 mod alert_secrets;
 mod classify;
 mod cli;
+mod docs;
 mod engine;
 mod policy;
 mod report;
