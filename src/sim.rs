@@ -3,7 +3,7 @@
 //! says so: its model names start with `simulated:` and its answers carry `"simulated": true`.
 
 use crate::clock::SharedClock;
-use crate::config::ModelConfig;
+use crate::config::{HumanDuration, ModelConfig};
 use crate::model::{ChatReply, ChatRequest, ModelClient};
 use crate::nodes::{Meta, NodeError};
 use crate::vocab::ErrorKind;
@@ -55,7 +55,7 @@ pub struct ModelFaults {
 pub struct SimModelConfig {
     /// Time to answer.
     #[serde(default = "default_latency")]
-    pub latency: String,
+    pub latency: HumanDuration,
     #[serde(default = "default_seed")]
     pub seed: u64,
     #[serde(default)]
@@ -68,8 +68,8 @@ impl Default for SimModelConfig {
     }
 }
 
-fn default_latency() -> String {
-    "200ms".into()
+fn default_latency() -> HumanDuration {
+    HumanDuration::millis(200)
 }
 fn default_seed() -> u64 {
     42
@@ -115,7 +115,7 @@ impl SimModel {
     pub fn new(name: &str, cfg: &ModelConfig) -> Self {
         SimModel {
             name: name.to_owned(),
-            latency: crate::flow::parse_duration(&cfg.simulate.latency).unwrap_or(Duration::from_millis(200)),
+            latency: cfg.simulate.latency.get(),
             faults: cfg.simulate.faults.clone(),
             rng: Mutex::new(fastrand::Rng::with_seed(cfg.simulate.seed)),
         }
@@ -244,7 +244,7 @@ pub struct EndpointFaults {
 #[serde(deny_unknown_fields)]
 pub struct SimEndpointConfig {
     #[serde(default = "default_endpoint_latency")]
-    pub latency: String,
+    pub latency: HumanDuration,
     #[serde(default = "default_seed")]
     pub seed: u64,
     /// The answer; without one the endpoint echoes the request with an id.
@@ -255,8 +255,8 @@ pub struct SimEndpointConfig {
     pub faults: EndpointFaults,
 }
 
-fn default_endpoint_latency() -> String {
-    "50ms".into()
+fn default_endpoint_latency() -> HumanDuration {
+    HumanDuration::millis(50)
 }
 
 /// One simulated answer: status, body, and Retry-After.
@@ -276,7 +276,7 @@ pub struct SimEndpoint {
 
 impl SimEndpoint {
     pub fn new(name: &str, cfg: SimEndpointConfig) -> Self {
-        let latency = crate::flow::parse_duration(&cfg.latency).unwrap_or(Duration::from_millis(50));
+        let latency = cfg.latency.get();
         let rng = fastrand::Rng::with_seed(cfg.seed);
         SimEndpoint { name: name.to_owned(), cfg, latency, state: Mutex::new((rng, 0, HashMap::new())) }
     }

@@ -16,10 +16,10 @@
 //! With no `routes:`, the defaults of the issue apply: high → every `on_call` channel with @all,
 //! medium → every `team` channel, low → recorded only (it shows in the daily report).
 
-use crate::flow::parse_duration;
+use crate::config::HumanDuration;
+use crate::vocab::{ErrorKind, Severity};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 /// One channel: its `type` and that type's settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -82,7 +82,7 @@ pub struct ChannelConfig {
     /// Channel to use after this one failed `max_attempts` times.
     pub backup: Option<String>,
     /// Per-request time limit (default 10s).
-    pub timeout: Option<String>,
+    pub timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default)]
@@ -108,9 +108,9 @@ pub struct RouteConfig {
     pub mention_all: bool,
     /// Labels that make a group (default `[flow, severity]`).
     pub group_by: Option<Vec<String>>,
-    pub group_wait: Option<String>,
-    pub group_interval: Option<String>,
-    pub repeat_interval: Option<String>,
+    pub group_wait: Option<HumanDuration>,
+    pub group_interval: Option<HumanDuration>,
+    pub repeat_interval: Option<HumanDuration>,
     /// Where a notification goes when its channel fails for good.
     pub backup: Option<String>,
     /// High alerts not acknowledged in time go to more channels.
@@ -121,13 +121,13 @@ pub struct RouteConfig {
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
     #[serde(default)]
-    pub severity: Vec<String>,
+    pub severity: Vec<Severity>,
     #[serde(default)]
     pub flow: Vec<String>,
     #[serde(default)]
     pub node: Vec<String>,
     #[serde(default)]
-    pub error_kind: Vec<String>,
+    pub error_kind: Vec<ErrorKind>,
     /// Outcome labels: `status` (failed, timed_out …), `event` (outcome, latency), and any label the alert carries.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -136,7 +136,7 @@ pub struct RouteMatch {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EscalateConfig {
-    pub after: String,
+    pub after: HumanDuration,
     pub to: Vec<String>,
 }
 
@@ -147,22 +147,22 @@ pub struct AlertingConfig {
     #[serde(default = "d_group_by")]
     pub group_by: Vec<String>,
     #[serde(default = "d_group_wait")]
-    pub group_wait: String,
+    pub group_wait: HumanDuration,
     #[serde(default = "d_group_interval")]
-    pub group_interval: String,
+    pub group_interval: HumanDuration,
     #[serde(default = "d_repeat")]
-    pub repeat_interval: String,
+    pub repeat_interval: HumanDuration,
     /// Failed sends of one notification before it fails over to the backup channel (or is dead).
     #[serde(default = "d_attempts")]
     pub max_attempts: u32,
     /// First retry delay; doubles each time up to `max_backoff`.
     #[serde(default = "d_backoff")]
-    pub backoff: String,
+    pub backoff: HumanDuration,
     #[serde(default = "d_max_backoff")]
-    pub max_backoff: String,
+    pub max_backoff: HumanDuration,
     /// How long `flowguard run` keeps delivering after its run before leaving the rest pending.
     #[serde(default = "d_drain")]
-    pub drain: String,
+    pub drain: HumanDuration,
     /// Channel that hears about dead notifications (default: the dead one's backup, else none).
     pub dead_letter: Option<String>,
     /// Link to a run, `{run_id}` replaced, for channels that set none.
@@ -193,34 +193,30 @@ impl Default for AlertingConfig {
 fn d_group_by() -> Vec<String> {
     vec!["flow".into(), "severity".into()]
 }
-fn d_group_wait() -> String {
-    "0s".into()
+fn d_group_wait() -> HumanDuration {
+    HumanDuration::secs(0)
 }
-fn d_group_interval() -> String {
-    "5m".into()
+fn d_group_interval() -> HumanDuration {
+    HumanDuration::secs(5 * 60)
 }
-fn d_repeat() -> String {
-    "4h".into()
+fn d_repeat() -> HumanDuration {
+    HumanDuration::secs(4 * 3600)
 }
 fn d_attempts() -> u32 {
     5
 }
-fn d_backoff() -> String {
-    "2s".into()
+fn d_backoff() -> HumanDuration {
+    HumanDuration::secs(2)
 }
-fn d_max_backoff() -> String {
-    "5m".into()
+fn d_max_backoff() -> HumanDuration {
+    HumanDuration::secs(5 * 60)
 }
-fn d_drain() -> String {
-    "10s".into()
+fn d_drain() -> HumanDuration {
+    HumanDuration::secs(10)
 }
 
 pub const CHANNEL_TYPES: &[&str] = &["feishu", "dingtalk", "wecom", "email", "sms", "webhook", "console"];
 pub const GROUP_LABELS: &[&str] = &["flow", "severity", "node", "error_kind", "status"];
-
-pub fn dur(s: &Option<String>, default: &str) -> Duration {
-    parse_duration(s.as_deref().unwrap_or(default)).unwrap_or(Duration::ZERO)
-}
 
 /// Problems in the alerting sections as (dotted path, message).
 pub fn check(channels: &BTreeMap<String, ChannelConfig>, routes: &[RouteConfig], a: &AlertingConfig) -> Vec<(Vec<String>, String)> {
@@ -300,11 +296,6 @@ pub fn check(channels: &BTreeMap<String, ChannelConfig>, routes: &[RouteConfig],
         {
             out.push((p(&["channels", name, "backup"]), unknown(b)));
         }
-        if let Some(t) = &c.timeout
-            && let Err(m) = parse_duration(t)
-        {
-            out.push((p(&["channels", name, "timeout"]), m));
-        }
     }
     for (i, r) in routes.iter().enumerate() {
         let at = |f: &str| vec!["routes".to_string(), format!("[{i}]"), f.to_string()];
@@ -313,44 +304,10 @@ pub fn check(channels: &BTreeMap<String, ChannelConfig>, routes: &[RouteConfig],
                 out.push((at("channels"), unknown(c)));
             }
         }
-        for s in &r.matchers.severity {
-            if let Err(m) = s.parse::<crate::vocab::Severity>() {
-                out.push((at("match"), m));
-            }
-        }
-        for k in &r.matchers.error_kind {
-            if let Err(m) = k.parse::<crate::vocab::ErrorKind>() {
-                out.push((at("match"), m));
-            }
-        }
-        for (f, v) in [("group_wait", &r.group_wait), ("group_interval", &r.group_interval), ("repeat_interval", &r.repeat_interval)] {
-            if let Some(v) = v
-                && let Err(m) = parse_duration(v)
-            {
-                out.push((at(f), m));
-            }
-        }
-        if let Some(e) = &r.escalate
-            && let Err(m) = parse_duration(&e.after)
-        {
-            out.push((at("escalate"), m));
-        }
         for g in r.group_by.iter().flatten() {
             if !GROUP_LABELS.contains(&g.as_str()) {
                 out.push((at("group_by"), format!("unknown label `{g}`; expected one of: {}", GROUP_LABELS.join(", "))));
             }
-        }
-    }
-    for (f, v) in [
-        ("group_wait", &a.group_wait),
-        ("group_interval", &a.group_interval),
-        ("repeat_interval", &a.repeat_interval),
-        ("backoff", &a.backoff),
-        ("max_backoff", &a.max_backoff),
-        ("drain", &a.drain),
-    ] {
-        if let Err(m) = parse_duration(v) {
-            out.push((p(&["alerting", f]), m));
         }
     }
     for g in &a.group_by {

@@ -18,7 +18,7 @@ use crate::redact::Redactor;
 use crate::store::{AlertRecord, GroupRecord, NotificationRecord, SilenceRecord, Store};
 use crate::vocab::{RunStatus, Severity};
 use channels::{Channel, Delivery, Message};
-use config::{ChannelConfig, RouteMatch, dur};
+use config::{ChannelConfig, RouteMatch};
 use render::{Renderer, Subject};
 use sha2::Digest;
 use std::collections::{BTreeMap, HashMap};
@@ -127,11 +127,13 @@ struct Route {
 
 impl Route {
     fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let one = |list: &[String], key: &str| list.is_empty() || labels.get(key).is_some_and(|v| list.iter().any(|x| x == v));
-        one(&self.m.severity, "severity")
-            && one(&self.m.flow, "flow")
-            && one(&self.m.node, "node")
-            && one(&self.m.error_kind, "error_kind")
+        fn one<T: AsRef<str>>(labels: &BTreeMap<String, String>, list: &[T], key: &str) -> bool {
+            list.is_empty() || labels.get(key).is_some_and(|v| list.iter().any(|x| x.as_ref() == v))
+        }
+        one(labels, &self.m.severity, "severity")
+            && one(labels, &self.m.flow, "flow")
+            && one(labels, &self.m.node, "node")
+            && one(labels, &self.m.error_kind, "error_kind")
             && self.m.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
     }
 }
@@ -149,9 +151,9 @@ fn build_routes(cfg: &Config) -> Vec<Route> {
         cont: false,
         mention_all: false,
         group_by: a.group_by.clone(),
-        group_wait: ms(dur(&Some(a.group_wait.clone()), "0s")),
-        group_interval: ms(dur(&Some(a.group_interval.clone()), "5m")),
-        repeat: ms(dur(&Some(a.repeat_interval.clone()), "4h")),
+        group_wait: a.group_wait.as_ms(),
+        group_interval: a.group_interval.as_ms(),
+        repeat: a.repeat_interval.as_ms(),
         backup: None,
         escalate: None,
     };
@@ -165,14 +167,14 @@ fn build_routes(cfg: &Config) -> Vec<Route> {
                 .collect()
         };
         let mut high = base(0);
-        high.m.severity = vec!["high".into()];
+        high.m.severity = vec![Severity::High];
         high.channels = with_role("on_call");
         high.mention_all = true;
         let mut medium = base(1);
-        medium.m.severity = vec!["medium".into()];
+        medium.m.severity = vec![Severity::Medium];
         medium.channels = with_role("team");
         let mut low = base(2);
-        low.m.severity = vec!["low".into()];
+        low.m.severity = vec![Severity::Low];
         return vec![high, medium, low];
     }
     cfg.routes
@@ -187,17 +189,17 @@ fn build_routes(cfg: &Config) -> Vec<Route> {
             if let Some(g) = &r.group_by {
                 b.group_by = g.clone();
             }
-            if r.group_wait.is_some() {
-                b.group_wait = ms(dur(&r.group_wait, "0s"));
+            if let Some(d) = r.group_wait {
+                b.group_wait = d.as_ms();
             }
-            if r.group_interval.is_some() {
-                b.group_interval = ms(dur(&r.group_interval, "5m"));
+            if let Some(d) = r.group_interval {
+                b.group_interval = d.as_ms();
             }
-            if r.repeat_interval.is_some() {
-                b.repeat = ms(dur(&r.repeat_interval, "4h"));
+            if let Some(d) = r.repeat_interval {
+                b.repeat = d.as_ms();
             }
             b.backup = r.backup.clone();
-            b.escalate = r.escalate.as_ref().map(|e| (ms(dur(&Some(e.after.clone()), "10m")), e.to.clone()));
+            b.escalate = r.escalate.as_ref().map(|e| (e.after.as_ms(), e.to.clone()));
             b
         })
         .collect()
@@ -297,9 +299,9 @@ impl Alerter {
                 renderer,
                 redactor,
                 max_attempts: a.max_attempts.max(1) as i64,
-                backoff: ms(dur(&Some(a.backoff.clone()), "2s")),
-                max_backoff: ms(dur(&Some(a.max_backoff.clone()), "5m")),
-                drain: dur(&Some(a.drain.clone()), "10s"),
+                backoff: a.backoff.as_ms(),
+                max_backoff: a.max_backoff.as_ms(),
+                drain: a.drain.get(),
                 dead_letter: a.dead_letter.clone(),
                 limiter: Mutex::default(),
                 lock: tokio::sync::Mutex::new(()),
@@ -489,7 +491,7 @@ impl Alerter {
                 a.last_run_id = input.run_id.clone();
                 a.last_message = Some(message.clone());
                 a.labels = serde_json::to_string(&labels)?;
-                if rank(input.severity.as_str()) > rank(&a.severity) {
+                if a.severity.parse::<Severity>().map_or(true, |s| input.severity > s) {
                     a.severity = input.severity.as_str().into();
                 }
                 a.status = if silenced { "silenced".into() } else { "firing".into() };
@@ -971,13 +973,5 @@ impl Alerter {
                 self.inner.clock.sleep(Duration::from_millis((next - now).clamp(1, 1_000) as u64)).await;
             }
         }
-    }
-}
-
-fn rank(s: &str) -> u8 {
-    match s {
-        "high" => 2,
-        "medium" => 1,
-        _ => 0,
     }
 }

@@ -2,8 +2,12 @@
 //! Secrets come from `${ENV_VAR}` substitution; a missing variable is an error that names it.
 //! All problems are reported together, each with file:line:column and the field.
 
+pub mod duration;
+
+pub use duration::{HumanDuration, parse_duration};
+
 use crate::flow::yaml::{self, Node, Pos, Yaml};
-use crate::flow::{Diagnostics, from_tree, parse_duration};
+use crate::flow::{Diagnostics, from_tree};
 use crate::redact::Redactor;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -71,10 +75,10 @@ pub struct StorageConfig {
     pub max_connections: u32,
     /// How long to wait to open a connection, or for a free one from the pool.
     #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: String,
+    pub connect_timeout: HumanDuration,
     /// How long a run keeps retrying a write while the database is away.
     #[serde(default = "default_write_patience")]
-    pub write_patience: String,
+    pub write_patience: HumanDuration,
 }
 
 impl Default for StorageConfig {
@@ -94,7 +98,7 @@ impl Default for StorageConfig {
 pub struct Defaults {
     /// Time limit of a node that sets none.
     #[serde(default = "default_node_timeout")]
-    pub node_timeout: String,
+    pub node_timeout: HumanDuration,
 }
 
 impl Default for Defaults {
@@ -164,14 +168,14 @@ fn default_payload() -> usize {
 fn default_pool() -> u32 {
     8
 }
-fn default_node_timeout() -> String {
-    "60s".into()
+fn default_node_timeout() -> HumanDuration {
+    HumanDuration::secs(60)
 }
-fn default_connect_timeout() -> String {
-    "10s".into()
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration::secs(10)
 }
-fn default_write_patience() -> String {
-    "30s".into()
+fn default_write_patience() -> HumanDuration {
+    HumanDuration::secs(30)
 }
 
 impl Config {
@@ -224,15 +228,6 @@ impl Config {
         if !["zh-CN", "en"].contains(&self.locale.as_str()) {
             diags.push(file, at(&["locale"]), "locale", format!("unknown locale `{}`; expected zh-CN or en", self.locale));
         }
-        if let Err(m) = parse_duration(&self.defaults.node_timeout) {
-            diags.push(file, at(&["defaults", "node_timeout"]), "defaults.node_timeout", m);
-        }
-        if let Err(m) = parse_duration(&self.storage.write_patience) {
-            diags.push(file, at(&["storage", "write_patience"]), "storage.write_patience", m);
-        }
-        if let Err(m) = parse_duration(&self.storage.connect_timeout) {
-            diags.push(file, at(&["storage", "connect_timeout"]), "storage.connect_timeout", m);
-        }
         if self.storage.max_connections == 0 {
             diags.push(file, at(&["storage", "max_connections"]), "storage.max_connections", "must be at least 1".to_string());
         }
@@ -258,6 +253,16 @@ impl Config {
                     }
                 }
             }
+        }
+        for (field, m) in self.server.problems() {
+            let segs: Vec<yaml::PathSeg> = field
+                .split('.')
+                .flat_map(|s| match s.split_once('[') {
+                    Some((k, i)) => vec![yaml::PathSeg::Key(k.into()), yaml::PathSeg::Index(i.trim_end_matches(']').parse().unwrap_or(0))],
+                    None => vec![yaml::PathSeg::Key(s.into())],
+                })
+                .collect();
+            diags.push(file, tree.locate(&segs).pos, field.clone(), m);
         }
         for (field, m) in self.reports.problems() {
             let path: Vec<&str> = field.split('.').collect();
@@ -285,15 +290,15 @@ impl Config {
     }
 
     pub fn node_timeout(&self) -> Duration {
-        parse_duration(&self.defaults.node_timeout).unwrap_or(Duration::from_secs(60))
+        self.defaults.node_timeout.get()
     }
 
     pub fn write_patience(&self) -> Duration {
-        parse_duration(&self.storage.write_patience).unwrap_or(Duration::from_secs(30))
+        self.storage.write_patience.get()
     }
 
     pub fn connect_timeout(&self) -> Duration {
-        parse_duration(&self.storage.connect_timeout).unwrap_or(Duration::from_secs(10))
+        self.storage.connect_timeout.get()
     }
 
     pub fn flows_dir(&self) -> PathBuf {
@@ -399,6 +404,39 @@ mod tests {
         assert_eq!(err.0.len(), 3, "{err}");
         let err = parse("storage:\n  urll: x\n", &[]).unwrap_err().to_string();
         assert!(err.contains("did you mean `url`"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_parsed_once_and_a_bad_one_is_an_error_where_it_is() {
+        let cfg = parse("alerting:\n  group_wait: 30s\nserver:\n  shutdown_grace: 1m\n", &[]).unwrap();
+        assert_eq!(cfg.alerting.group_wait.get(), Duration::from_secs(30));
+        assert_eq!(cfg.server.shutdown_grace.get(), Duration::from_secs(60));
+        // Each of these used to fall back silently to a default where it was used.
+        for (text, at) in [
+            ("alerting:\n  group_wait: soon\n", "flowguard.yaml:2:15: alerting.group_wait"),
+            ("models:\n  m:\n    provider: simulated\n    simulate: { latency: fast }\n", "flowguard.yaml:4:26: models.m.simulate.latency"),
+            ("server:\n  watch_interval: often\n", "flowguard.yaml:2:19: server.watch_interval"),
+            ("reports:\n  retention: { runs: forever }\n", "flowguard.yaml:2:22: reports.retention.runs"),
+        ] {
+            let err = parse(text, &[]).unwrap_err().to_string();
+            assert!(err.contains(at) && err.contains("bad duration"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn severities_and_error_kinds_are_enums_with_design_spellings() {
+        let cfg = parse("routes:\n  - match: { severity: [high], error_kind: [upstream_5xx] }\n", &[]).unwrap();
+        assert_eq!(cfg.routes[0].matchers.severity, vec![crate::vocab::Severity::High]);
+        assert_eq!(cfg.routes[0].matchers.error_kind, vec![crate::vocab::ErrorKind::Upstream5xx]);
+        let err = parse("routes:\n  - match: { severity: [hihg] }\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("routes[0].match.severity[0]") && err.contains("did you mean `high`"), "{err}");
+    }
+
+    #[test]
+    fn short_api_tokens_fail_check() {
+        let err = parse("server:\n  tokens:\n    - { name: ci, token: short, scopes: [read] }\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("flowguard.yaml:3:26: server.tokens[0].token") && err.contains("at least 16"), "{err}");
+        parse("server:\n  tokens:\n    - { name: ci, token: 0123456789abcdef, scopes: [read] }\n", &[]).unwrap();
     }
 
     #[test]

@@ -8,8 +8,9 @@ pub mod template;
 pub mod yaml;
 
 pub use diag::{Diagnostic, Diagnostics, suggest};
-pub use retry::{RetryPolicy, RetrySpec, parse_duration};
+pub use retry::{RetryPolicy, RetrySpec};
 
+use crate::config::HumanDuration;
 use crate::engine::expect::{Expect, ExpectSpec};
 use crate::engine::policy::{self, OnError, Policy, PolicyTable};
 use crate::nodes::{self, BuildCx, NodeKind};
@@ -90,7 +91,7 @@ struct CommonFields {
     kind: String,
     #[serde(default)]
     description: Option<String>,
-    timeout: Option<String>,
+    timeout: Option<HumanDuration>,
     retry: Option<RetrySpec>,
     #[serde(default)]
     side_effect: bool,
@@ -151,8 +152,8 @@ struct FlowFields {
     name: String,
     #[serde(default)]
     description: String,
-    timeout: Option<String>,
-    latency_warning: Option<String>,
+    timeout: Option<HumanDuration>,
+    latency_warning: Option<HumanDuration>,
     #[serde(default)]
     inputs: serde_json::Map<String, Json>,
     #[serde(default)]
@@ -251,12 +252,8 @@ pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Dia
     let hash = hex16(&Sha256::digest(text.as_bytes()));
     let key = |k: &str| vec![PathSeg::Key(k.into())];
 
-    let duration = |field: &str, v: &Option<String>, diags: &mut Diagnostics| -> Option<Duration> {
-        let s = v.as_ref()?;
-        parse_duration(s).map_err(|m| diags.push(file, tree.locate(&key(field)).pos, field, m)).ok()
-    };
-    let timeout = duration("timeout", &top.timeout, &mut diags);
-    let latency_warning = duration("latency_warning", &top.latency_warning, &mut diags);
+    let timeout = top.timeout.map(HumanDuration::get);
+    let latency_warning = top.latency_warning.map(HumanDuration::get);
     if let (Some(w), Some(t)) = (latency_warning, timeout)
         && w >= t
     {
@@ -340,11 +337,7 @@ pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Dia
             diags.push(file, pos_of(&field), field_of(&field), msg);
         }
 
-        let node_timeout = match &common.timeout {
-            Some(s) => parse_duration(s).map_err(|m| diags.push(file, pos_of("timeout"), field_of("timeout"), m)).ok(),
-            None => None,
-        }
-        .unwrap_or(reg.default_node_timeout);
+        let node_timeout = common.timeout.map_or(reg.default_node_timeout, HumanDuration::get);
         let retry = match &common.retry {
             Some(spec) => spec.build().map_err(|m| diags.push(file, pos_of("retry"), field_of("retry"), m)).ok(),
             None => None,

@@ -2,6 +2,7 @@
 //! which error kinds it retries. It is an iterator of delays, so it is deterministic to test and the
 //! same type serves the flow file, the engine and the docs.
 
+use crate::config::HumanDuration;
 use crate::vocab::{DefaultRetry, ErrorKind};
 use serde::Deserialize;
 use std::time::Duration;
@@ -24,9 +25,9 @@ pub struct RetrySpec {
     /// Attempts in all, the first one included (default 3).
     pub max_attempts: Option<u32>,
     /// First delay (default 500ms).
-    pub delay: Option<String>,
+    pub delay: Option<HumanDuration>,
     /// Upper bound of one delay (default 30s).
-    pub max_delay: Option<String>,
+    pub max_delay: Option<HumanDuration>,
     /// Growth per attempt for `exponential` (default 2).
     pub factor: Option<f64>,
     /// Random spread, 0..1, applied as ±jitter×delay (default 0.2).
@@ -65,18 +66,14 @@ impl Default for RetryPolicy {
     }
 }
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("bad duration `{s}`: {e} (write e.g. `500ms`, `30s`, `5m`)"))
-}
-
 impl RetrySpec {
     pub fn build(&self) -> Result<RetryPolicy, String> {
         let d = RetryPolicy::default();
         let p = RetryPolicy {
             backoff: self.policy,
             max_attempts: if self.policy == Backoff::None { 1 } else { self.max_attempts.unwrap_or(d.max_attempts) },
-            delay: self.delay.as_deref().map(parse_duration).transpose()?.unwrap_or(d.delay),
-            max_delay: self.max_delay.as_deref().map(parse_duration).transpose()?.unwrap_or(d.max_delay),
+            delay: self.delay.map_or(d.delay, HumanDuration::get),
+            max_delay: self.max_delay.map_or(d.max_delay, HumanDuration::get),
             factor: self.factor.unwrap_or(d.factor),
             jitter: self.jitter.unwrap_or(d.jitter),
             on: self.on.clone(),
@@ -145,8 +142,8 @@ mod tests {
         let p = RetrySpec {
             policy: Backoff::Exponential,
             max_attempts: Some(6),
-            delay: Some("1s".into()),
-            max_delay: Some("5s".into()),
+            delay: Some(HumanDuration::secs(1)),
+            max_delay: Some(HumanDuration::secs(5)),
             factor: None,
             jitter: Some(0.0),
             on: None,
@@ -179,15 +176,7 @@ mod tests {
         let spec =
             RetrySpec { policy: Backoff::Fixed, max_attempts: Some(0), delay: None, max_delay: None, factor: None, jitter: None, on: None };
         assert!(spec.build().unwrap_err().contains("max_attempts"));
-        let spec = RetrySpec {
-            policy: Backoff::Fixed,
-            max_attempts: None,
-            delay: Some("soon".into()),
-            max_delay: None,
-            factor: None,
-            jitter: None,
-            on: None,
-        };
-        assert!(spec.build().unwrap_err().contains("bad duration"));
+        let err = serde_json::from_value::<RetrySpec>(serde_json::json!({"policy": "fixed", "delay": "soon"})).unwrap_err();
+        assert!(err.to_string().contains("bad duration"), "{err}");
     }
 }

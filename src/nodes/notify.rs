@@ -30,7 +30,7 @@ struct Params {
     /// The first line (default: the flow's name).
     title: Option<String>,
     /// `low`, `medium` (default) or `high`: the colour and priority on the channel.
-    severity: Option<String>,
+    severity: Option<Severity>,
     /// @all where the channel supports it.
     #[serde(default)]
     mention_all: bool,
@@ -47,13 +47,7 @@ struct Notify {
 
 pub fn build(raw: Raw<'_>, cx: &mut BuildCx<'_>) -> Result<Arc<dyn NodeKind>, Diagnostic> {
     let p: Params = raw.parse()?;
-    let severity = match p.severity.as_deref().unwrap_or("medium").parse::<Severity>() {
-        Ok(s) => s,
-        Err(m) => {
-            cx.error("severity", m);
-            Severity::Medium
-        }
-    };
+    let severity = p.severity.unwrap_or(Severity::Medium);
     Ok(Arc::new(Notify {
         channel: p.channel,
         text: cx.string("text", &p.text),

@@ -1,5 +1,6 @@
 //! The `reports:` section of flowguard.yaml.
 
+use crate::config::HumanDuration;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -20,8 +21,8 @@ pub struct ReportsConfig {
 impl Default for ReportsConfig {
     fn default() -> Self {
         ReportsConfig {
-            daily: Schedule { enabled: true, cron: "0 9 * * *".into(), jitter: "2m".into() },
-            weekly: Schedule { enabled: true, cron: "0 9 * * 1".into(), jitter: "2m".into() },
+            daily: Schedule { enabled: true, cron: "0 9 * * *".into(), jitter: default_jitter() },
+            weekly: Schedule { enabled: true, cron: "0 9 * * 1".into(), jitter: default_jitter() },
             retention: Retention::default(),
             rules: Rules::default(),
             top: 3,
@@ -39,23 +40,23 @@ pub struct Schedule {
     pub cron: String,
     /// Up to this much later than the cron time (Feishu throttles bots on the hour).
     #[serde(default = "default_jitter")]
-    pub jitter: String,
+    pub jitter: HumanDuration,
 }
 
 fn yes() -> bool {
     true
 }
-fn default_jitter() -> String {
-    "2m".into()
+fn default_jitter() -> HumanDuration {
+    HumanDuration::secs(120)
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retention {
     /// Delete node attempts of runs older than this (`90d`); unset keeps them.
-    pub node_attempts: Option<String>,
+    pub node_attempts: Option<HumanDuration>,
     /// Delete run rows older than this; unset keeps them.
-    pub runs: Option<String>,
+    pub runs: Option<HumanDuration>,
 }
 
 /// Thresholds of the suggestion rules (see `report::weekly`).
@@ -102,14 +103,6 @@ impl ReportsConfig {
         for (name, s) in [("daily", &self.daily), ("weekly", &self.weekly)] {
             if let Err(e) = super::schedule::parse_cron(&s.cron) {
                 out.push((format!("reports.{name}.cron"), e));
-            }
-            if let Err(e) = crate::flow::parse_duration(&s.jitter) {
-                out.push((format!("reports.{name}.jitter"), e));
-            }
-        }
-        for (name, v) in [("node_attempts", &self.retention.node_attempts), ("runs", &self.retention.runs)] {
-            if let Some(Err(e)) = v.as_deref().map(crate::flow::parse_duration) {
-                out.push((format!("reports.retention.{name}"), e));
             }
         }
         out

@@ -395,7 +395,7 @@ pub async fn send_due(ctx: &ReportCtx, sink: &dyn ReportSink, now_ms: i64) -> an
 /// Applies `reports.retention`: prunes raw node attempts (and run rows) older than configured;
 /// rollups stay. Returns (runs whose attempts were pruned, run rows deleted).
 pub async fn prune(ctx: &ReportCtx, now_ms: i64) -> anyhow::Result<(u64, u64)> {
-    let age = |v: &Option<String>| v.as_deref().and_then(|s| crate::flow::parse_duration(s).ok()).map(|d| now_ms - d.as_millis() as i64);
+    let age = |v: &Option<crate::config::HumanDuration>| v.map(|d| now_ms.saturating_sub(d.as_ms()));
     let (attempts, runs) = (age(&ctx.cfg.retention.node_attempts), age(&ctx.cfg.retention.runs));
     let attempts = match (attempts, runs) {
         (Some(a), Some(r)) => a.max(r),

@@ -116,7 +116,7 @@ pub fn last_fire(cfg: &ReportsConfig, kind: Kind, tz: &TimeZone, now_ms: i64) ->
     let cron = parse_cron(&s.cron).ok()?;
     let fire = cron.find_previous_occurrence(&zoned(now_ms, tz)?, true).ok()?;
     let p = period_for(kind, &fire);
-    let jitter = crate::flow::parse_duration(&s.jitter).unwrap_or_default();
+    let jitter = s.jitter.get();
     Some((fire.timestamp().as_millisecond() + jitter_ms(&p, jitter), p))
 }
 
@@ -127,7 +127,7 @@ pub fn next_fire(cfg: &ReportsConfig, kind: Kind, tz: &TimeZone, now_ms: i64) ->
         return None;
     }
     let cron = parse_cron(&s.cron).ok()?;
-    let jitter = crate::flow::parse_duration(&s.jitter).unwrap_or_default();
+    let jitter = s.jitter.get();
     let mut from = zoned(now_ms, tz)?;
     // The jitter may put this period's send after now even though its cron time has passed.
     if let Some((at, _)) = last_fire(cfg, kind, tz, now_ms).filter(|(at, _)| *at > now_ms) {

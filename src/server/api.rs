@@ -53,7 +53,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 pub fn router(shared: Arc<Shared>) -> Router {
     let cfg = shared.loaded().config.server.clone();
-    let timeout = crate::flow::parse_duration(&cfg.request_timeout).unwrap_or(Duration::from_secs(30));
+    let timeout = cfg.request_timeout.get();
     let api = Router::new()
         .route("/openapi.json", get(openapi))
         .route("/health", get(health))

@@ -1,5 +1,6 @@
 //! The `server:` section of flowguard.yaml.
 
+use crate::config::HumanDuration;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -17,16 +18,16 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// A request that takes longer is answered 503.
     #[serde(default = "default_timeout")]
-    pub request_timeout: String,
+    pub request_timeout: HumanDuration,
     /// Requests per second per token (a token bucket).
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
     /// At SIGTERM/SIGINT, how long running runs get to finish.
     #[serde(default = "default_grace")]
-    pub shutdown_grace: String,
+    pub shutdown_grace: HumanDuration,
     /// How often the config and flow files are checked for changes (`0s`: only on SIGHUP).
     #[serde(default = "default_watch")]
-    pub watch_interval: String,
+    pub watch_interval: HumanDuration,
     /// Calls in flight per model, across all runs (a burst cannot flood a provider).
     #[serde(default)]
     pub model_concurrency: BTreeMap<String, usize>,
@@ -81,20 +82,45 @@ impl Default for RateLimitConfig {
     }
 }
 
+/// Shortest API token accepted: a short token is guessable.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+impl ServerConfig {
+    /// Problems as (field, message).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (i, t) in self.tokens.iter().enumerate() {
+            if t.token.trim().chars().count() < MIN_TOKEN_LEN {
+                out.push((
+                    format!("server.tokens[{i}].token"),
+                    format!("the token of `{}` must be at least {MIN_TOKEN_LEN} characters", t.name),
+                ));
+            }
+            if t.scopes.is_empty() {
+                out.push((format!("server.tokens[{i}].scopes"), format!("the token of `{}` has no scope (read, operate, ingest)", t.name)));
+            }
+        }
+        if !(self.rate_limit.per_second > 0.0 && self.rate_limit.burst >= 1.0) {
+            out.push(("server.rate_limit".into(), "per_second must be above 0 and burst at least 1".into()));
+        }
+        out
+    }
+}
+
 fn default_listen() -> String {
     "127.0.0.1:7878".into()
 }
 fn default_body() -> usize {
     4 * 1024 * 1024
 }
-fn default_timeout() -> String {
-    "30s".into()
+fn default_timeout() -> HumanDuration {
+    HumanDuration::secs(30)
 }
-fn default_grace() -> String {
-    "30s".into()
+fn default_grace() -> HumanDuration {
+    HumanDuration::secs(30)
 }
-fn default_watch() -> String {
-    "2s".into()
+fn default_watch() -> HumanDuration {
+    HumanDuration::secs(2)
 }
 fn default_rate() -> f64 {
     50.0

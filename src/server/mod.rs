@@ -247,11 +247,6 @@ impl Application {
             .with_context(|| format!("server.listen `{listen}`"))?
             .next()
             .ok_or_else(|| anyhow!("server.listen `{listen}` names no address"))?;
-        for t in &app.config.server.tokens {
-            if t.token.trim().len() < 16 {
-                return Err(anyhow!("server.tokens `{}`: the token must be at least 16 characters", t.name));
-            }
-        }
         if app.config.server.tokens.is_empty() && !addr.ip().is_loopback() {
             return Err(anyhow!(
                 "server.listen is {addr}, not a loopback address, and server.tokens is empty: add a token so the API is not open"
@@ -310,7 +305,7 @@ impl Application {
         for j in jobs {
             j.abort();
         }
-        let grace = crate::flow::parse_duration(&shared.loaded().config.server.shutdown_grace).unwrap_or(Duration::from_secs(30));
+        let grace = shared.loaded().config.server.shutdown_grace.get();
         let clock = shared.clock.clone();
         let left = shared.runs.drain(grace, &shared.store, || clock.now_ms()).await;
         if left > 0 {
@@ -424,7 +419,7 @@ async fn run_fire(shared: &Arc<Shared>, f: &Fire) {
 
 /// Reloads when the config or a flow file changes (modification times, polled).
 async fn watch_files(shared: Arc<Shared>, _stop: watch::Receiver<bool>) {
-    let interval = crate::flow::parse_duration(&shared.loaded().config.server.watch_interval).unwrap_or(Duration::from_secs(2));
+    let interval = shared.loaded().config.server.watch_interval.get();
     if interval.is_zero() {
         return;
     }

@@ -171,7 +171,7 @@ pub async fn silence_add(State(s): State<Arc<Shared>>, h: HeaderMap, b: Bytes) -
             crate::alert::config::GROUP_LABELS.join(", ")
         )));
     }
-    let d = crate::flow::parse_duration(&n.duration).map_err(ApiError::BadRequest)?;
+    let d = crate::config::parse_duration(&n.duration).map_err(ApiError::BadRequest)?;
     let now = s.clock.now_ms();
     let rec = SilenceRecord {
         id: uuid::Uuid::now_v7().to_string(),

@@ -559,7 +559,7 @@ async fn retention_prunes_raw_attempts_but_not_waiting_runs_or_rollups() {
     let before = stats::collect(&store, None, day.since_ms, day.until_ms).await.unwrap();
     assert!(before.total.waiting_manual > 0, "the history has parked runs");
     let mut c = ctx(&store, "en");
-    c.cfg.retention.node_attempts = Some("30d".into());
+    c.cfg.retention.node_attempts = Some("30d".parse().unwrap());
     let (pruned, deleted) = report::prune(&c, at("2026-11-28T00:00:00")).await.unwrap();
     assert!(pruned > 50 && deleted == 0);
     let after = stats::collect(&store, None, day.since_ms, day.until_ms).await.unwrap();
@@ -568,7 +568,7 @@ async fn retention_prunes_raw_attempts_but_not_waiting_runs_or_rollups() {
         let n = store.attempts(&r.id).await.unwrap().len();
         assert_eq!(n > 0, r.status == RunStatus::WaitingManual, "{} {}", r.id, r.status);
     }
-    c.cfg.retention.runs = Some("30d".into());
+    c.cfg.retention.runs = Some("30d".parse().unwrap());
     let (_, deleted) = report::prune(&c, at("2026-11-28T00:00:00")).await.unwrap();
     let left = store.list_runs(&RunFilter { include_canary: true, ..Default::default() }).await.unwrap();
     assert!(deleted > 0 && left.iter().all(|r| r.status == RunStatus::WaitingManual));
@@ -606,8 +606,8 @@ async fn retention_keeps_runs_an_open_alert_refers_to() {
     };
     alerter.raise(input).await.unwrap();
     let mut c = ctx(&store, "en");
-    c.cfg.retention.node_attempts = Some("30d".into());
-    c.cfg.retention.runs = Some("30d".into());
+    c.cfg.retention.node_attempts = Some("30d".parse().unwrap());
+    c.cfg.retention.runs = Some("30d".parse().unwrap());
     report::prune(&c, at("2026-11-28T00:00:00")).await.unwrap();
     assert_eq!(store.attempts("alerted").await.unwrap().len(), 1, "an open alert keeps its run whole");
     assert!(store.get_run("alerted").await.unwrap().is_some());

@@ -10,7 +10,7 @@ mod sms;
 mod webhook;
 mod wecom;
 
-use crate::alert::config::{ChannelConfig, dur};
+use crate::alert::config::ChannelConfig;
 use crate::redact::Redactor;
 use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
@@ -170,7 +170,7 @@ pub fn limits(c: &ChannelConfig, default: &[(u32, Duration)]) -> Vec<(u32, Durat
 }
 
 pub fn timeout(c: &ChannelConfig) -> Duration {
-    dur(&c.timeout, "10s")
+    c.timeout.map_or(Duration::from_secs(10), |d| d.get())
 }
 
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
