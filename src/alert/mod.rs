@@ -265,16 +265,25 @@ pub struct Alerter {
     inner: Arc<Inner>,
 }
 
-static INSTALLED: std::sync::OnceLock<Mutex<Option<Alerter>>> = std::sync::OnceLock::new();
-
-/// Makes this alerter the one `notify` nodes of this process send through.
-pub fn install(a: &Alerter) {
-    *INSTALLED.get_or_init(Default::default).lock().expect("alerter slot") = Some(a.clone());
+/// `notify` nodes send through the outbox like alerts; the engine hands them this.
+impl crate::nodes::Notifier for Alerter {
+    fn notify<'a>(&'a self, n: crate::nodes::Notice<'a>) -> futures::future::BoxFuture<'a, anyhow::Result<String>> {
+        Box::pin(async move {
+            let mut msg = self.message("notify", n.severity.as_str(), n.title, n.text);
+            msg.mention_all = n.mention_all;
+            msg.fields.insert("flow".into(), n.flow.to_owned());
+            msg.fields.insert("node".into(), n.node.to_owned());
+            msg.fields.insert("run_id".into(), n.run_id.to_owned());
+            self.enqueue(n.channel, &msg).await
+        })
+    }
 }
 
-/// The alerter `notify` nodes use, if the process set one up.
-pub fn installed() -> Option<Alerter> {
-    INSTALLED.get().and_then(|m| m.lock().ok()?.clone())
+impl Alerter {
+    /// This alerter as the engine's [`crate::nodes::Notifier`].
+    pub fn notifier(&self) -> Arc<dyn crate::nodes::Notifier> {
+        Arc::new(self.clone())
+    }
 }
 
 impl Alerter {

@@ -19,7 +19,6 @@ pub async fn demo(dir: &Path, runs: u32, concurrency: usize, clock: SharedClock)
     let kinds: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let seen = kinds.clone();
     let alerter = crate::alert::Alerter::new(&app.config, app.store().await?, clock.clone())?;
-    crate::alert::install(&alerter);
     let (stop_pump, pump_stopped) = tokio::sync::oneshot::channel::<()>();
     let pump = {
         let a = alerter.clone();
@@ -30,13 +29,15 @@ pub async fn demo(dir: &Path, runs: u32, concurrency: usize, clock: SharedClock)
             .await
         })
     };
-    let engine = app.engine(clock.clone()).await?.with_observer(alerter.observer()).with_observer(Arc::new(move |e: &Event| {
-        if let Event::AttemptFinished(a) = e
-            && let Some(k) = &a.error_kind
-        {
-            *seen.lock().expect("kinds").entry(k.clone()).or_default() += 1;
-        }
-    }));
+    let engine = app.engine(clock.clone()).await?.with_notifier(alerter.notifier()).with_observer(alerter.observer()).with_observer(
+        Arc::new(move |e: &Event| {
+            if let Event::AttemptFinished(a) = e
+                && let Some(k) = &a.error_kind
+            {
+                *seen.lock().expect("kinds").entry(k.clone()).or_default() += 1;
+            }
+        }),
+    );
     println!("flowguard demo: {runs} runs of `douyin_script` against the simulator (simulated model and publisher)");
     println!("project and database: {}\n", dir.display());
     let started = clock.now_ms();

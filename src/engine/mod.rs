@@ -20,7 +20,7 @@ pub use events::{Event, Observer};
 use crate::clock::SharedClock;
 use crate::flow::template::{Scope, to_value};
 use crate::flow::{Flow, NodeSpec, RetryPolicy};
-use crate::nodes::{Meta, NodeError, Output, Registry, RunCx, json_len};
+use crate::nodes::{Meta, NodeError, Notifier, Output, Registry, RunCx, json_len};
 use crate::store::{AttemptRecord, FlowBlock, ManualTask, RunEnd, RunRecord, Store};
 use crate::vocab::{AttemptStatus, ErrorKind, RunStatus, Severity};
 use anyhow::{Context, anyhow};
@@ -41,6 +41,7 @@ pub struct Engine {
     pub max_payload: usize,
     observers: Arc<Vec<Observer>>,
     cancels: Arc<cancel::Cancels>,
+    notifier: Option<Arc<dyn Notifier>>,
 }
 
 /// What to run.
@@ -129,7 +130,13 @@ struct Start {
 
 impl Engine {
     pub fn new(store: Store, reg: Arc<Registry>, clock: SharedClock, max_payload: usize) -> Self {
-        Engine { store, reg, clock, max_payload, observers: Arc::new(Vec::new()), cancels: Arc::default() }
+        Engine { store, reg, clock, max_payload, observers: Arc::new(Vec::new()), cancels: Arc::default(), notifier: None }
+    }
+
+    /// Where `notify` nodes send (alerting's outbox).
+    pub fn with_notifier(mut self, n: Arc<dyn Notifier>) -> Self {
+        self.notifier = Some(n);
+        self
     }
 
     pub fn with_observer(mut self, o: Observer) -> Self {
@@ -682,6 +689,7 @@ impl Engine {
                     repair: repair.as_ref(),
                     input_bytes: AtomicUsize::new(0),
                     inputs: Mutex::new(Vec::new()),
+                    notifier: self.notifier.as_deref(),
                 };
                 let limit = self.clock.until(started + node.timeout.as_millis() as i64);
                 let result = tokio::select! {

@@ -17,7 +17,7 @@ use crate::flow::{Diagnostic, from_tree};
 use crate::model::{self, ModelClient};
 use crate::redact::Redactor;
 use crate::sim::SimEndpoint;
-use crate::vocab::ErrorKind;
+use crate::vocab::{ErrorKind, Severity};
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
@@ -112,6 +112,25 @@ impl NodeError {
 }
 
 /// What an attempt can see and use.
+/// A message a flow sends to an alert channel itself (the `notify` node).
+#[derive(Debug, Clone)]
+pub struct Notice<'a> {
+    pub channel: &'a str,
+    pub severity: Severity,
+    pub title: &'a str,
+    pub text: &'a str,
+    pub mention_all: bool,
+    pub flow: &'a str,
+    pub node: &'a str,
+    pub run_id: &'a str,
+}
+
+/// Stores a notice for delivery and returns its id. Alerting implements it; the engine hands it
+/// to the nodes it runs, so nodes know nothing of alerting.
+pub trait Notifier: Send + Sync {
+    fn notify<'a>(&'a self, notice: Notice<'a>) -> BoxFuture<'a, anyhow::Result<String>>;
+}
+
 pub struct RunCx<'a> {
     pub templates: &'a Templates,
     pub scope: &'a minijinja::Value,
@@ -132,6 +151,8 @@ pub struct RunCx<'a> {
     pub input_bytes: AtomicUsize,
     /// The rendered inputs, recorded with the attempt.
     pub inputs: std::sync::Mutex<Vec<Json>>,
+    /// Where `notify` sends; none when the engine runs without alerting.
+    pub notifier: Option<&'a dyn Notifier>,
 }
 
 impl RunCx<'_> {

@@ -11,7 +11,7 @@
 //!   severity: high
 //! ```
 
-use super::{BuildCx, NodeError, NodeKind, Output, Raw, RunCx};
+use super::{BuildCx, NodeError, NodeKind, Notice, Output, Raw, RunCx};
 use crate::flow::Diagnostic;
 use crate::flow::template::Tmpl;
 use crate::vocab::{ErrorKind, Severity};
@@ -65,15 +65,20 @@ impl NodeKind for Notify {
                 Some(t) => cx.text(t)?,
                 None => cx.flow.to_owned(),
             };
-            let Some(alerter) = crate::alert::installed() else {
+            let Some(notifier) = cx.notifier else {
                 return Err(NodeError::new(ErrorKind::Internal, "alerting is not set up in this process; `notify` cannot send"));
             };
-            let mut msg = alerter.message("notify", self.severity.as_str(), &title, &text);
-            msg.mention_all = self.mention_all;
-            msg.fields.insert("flow".into(), cx.flow.to_owned());
-            msg.fields.insert("node".into(), cx.node_id.to_owned());
-            msg.fields.insert("run_id".into(), cx.run_id.to_owned());
-            let id = alerter.enqueue(&self.channel, &msg).await.map_err(|e| NodeError::new(ErrorKind::Internal, format!("{e:#}")))?;
+            let notice = Notice {
+                channel: &self.channel,
+                severity: self.severity,
+                title: &title,
+                text: &text,
+                mention_all: self.mention_all,
+                flow: cx.flow,
+                node: cx.node_id,
+                run_id: cx.run_id,
+            };
+            let id = notifier.notify(notice).await.map_err(|e| NodeError::new(ErrorKind::Internal, format!("{e:#}")))?;
             Ok(Output { value: json!({"notification": id, "channel": self.channel}), ..Default::default() })
         })
     }

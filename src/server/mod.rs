@@ -221,9 +221,9 @@ fn loaded(app: App, store: Store, clock: SharedClock, metrics: Arc<Metrics>) -> 
         reg.models.insert(name.clone(), Arc::new(Limited { inner, permits: Arc::new(Semaphore::new((*n).max(1))) }));
     }
     let alerter = crate::alert::Alerter::new(&config, store.clone(), clock.clone())?;
-    crate::alert::install(&alerter);
     let engine = Engine::new(store, Arc::new(reg), clock, config.storage.max_payload_bytes)
         .with_observer(Arc::new(move |e: &Event| metrics.observe(e)))
+        .with_notifier(alerter.notifier())
         .with_observer(alerter.observer());
     Ok(Loaded { config, flows, engine, alerter })
 }

@@ -210,3 +210,34 @@ async fn env_secrets_in_the_config_are_masked_in_stored_outputs() {
     let a = &h.attempts(&o.run_id).await[0];
     assert_eq!(a.output.as_deref(), Some("echo: ***"));
 }
+
+/// Records what `notify` nodes hand it.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl flowguard::nodes::Notifier for Recorder {
+    fn notify<'a>(&'a self, n: flowguard::nodes::Notice<'a>) -> futures::future::BoxFuture<'a, anyhow::Result<String>> {
+        let line = format!("{} {} {} {}", n.channel, n.severity, n.title, n.text);
+        Box::pin(async move {
+            self.0.lock().unwrap().push(line);
+            Ok("n-1".into())
+        })
+    }
+}
+
+#[tokio::test]
+async fn notify_sends_through_the_engine_that_runs_it_not_a_process_global() {
+    let flow = "name: tell\nnodes:\n  - id: say\n    kind: notify\n    channel: ops\n    severity: high\n    title: t\n    text: 'hi {{ run.flow }}'\n";
+    let h = harness("locale: en\n", flow).await;
+    let (a, b) = (std::sync::Arc::new(Recorder::default()), std::sync::Arc::new(Recorder::default()));
+    let req = || flowguard::engine::RunRequest { flow: h.flow.clone(), inputs: Default::default(), trigger: "test".into(), canary: false };
+    let with_a = h.engine.clone().with_notifier(a.clone());
+    let with_b = h.engine.clone().with_notifier(b.clone());
+    assert_eq!(with_a.run(req()).await.unwrap().status, RunStatus::Succeeded);
+    assert_eq!(with_b.run(req()).await.unwrap().status, RunStatus::Succeeded);
+    assert_eq!(*a.0.lock().unwrap(), vec!["ops high t hi tell"]);
+    assert_eq!(b.0.lock().unwrap().len(), 1, "each engine sends through its own alerting");
+    let without = h.run().await;
+    assert_eq!(without.status, RunStatus::Failed);
+    assert!(without.error_message.unwrap_or_default().contains("alerting is not set up"));
+}
