@@ -107,6 +107,8 @@ impl DingTalk {
         if msg.purpose == "report" && matches!(format, Format::Text | Format::Link) {
             format = Format::Markdown;
         }
+        // A report's Markdown starts with its own heading.
+        let heading = if msg.purpose == "report" { String::new() } else { format!("### {title}\n\n") };
         let mentions = || {
             let mut t = String::new();
             if msg.mention_all && format != Format::Markdown {
@@ -120,7 +122,7 @@ impl DingTalk {
         match (format, &link) {
             (Format::ActionCard, Some(l)) => {
                 let label = if msg.fields.get("locale").map(String::as_str) == Some("en") { "Open the run" } else { "查看运行" };
-                let text = format!("### {title}\n\n{}\n\n{}", cut(&msg.markdown, 18_000, "\n…"), mentions().trim());
+                let text = format!("{heading}{}\n\n{}", cut(&msg.markdown, 18_000, "\n…"), mentions().trim());
                 json!({"msgtype": "actionCard", "actionCard": {"title": title, "text": text.trim_end(), "singleTitle": label, "singleURL": l}})
             }
             (Format::Link, Some(l)) => {
@@ -128,7 +130,7 @@ impl DingTalk {
                 json!({"msgtype": "link", "link": {"title": title, "text": text, "messageUrl": l, "picUrl": ""}})
             }
             (Format::Markdown | Format::ActionCard, _) => {
-                let mut text = format!("### {title}\n\n{}", cut(&msg.markdown, 18_000, "\n…"));
+                let mut text = format!("{heading}{}", cut(&msg.markdown, 18_000, "\n…"));
                 if let Some(l) = &link {
                     text.push_str(&format!("\n\n[{l}]({l})"));
                 }

@@ -110,7 +110,12 @@ impl WeCom {
                         tail.push_str(&format!(" <@{m}>"));
                     }
                 }
-                let head = if format == Format::Markdown { format!("**{}**\n", msg.title) } else { format!("## {}\n\n", msg.title) };
+                let head = match format {
+                    // A report's Markdown starts with its own heading.
+                    _ if msg.purpose == "report" => String::new(),
+                    Format::Markdown => format!("**{}**\n", msg.title),
+                    _ => format!("## {}\n\n", msg.title),
+                };
                 let room = 4096usize.saturating_sub(head.len() + tail.len());
                 let content = format!("{head}{}{tail}", cut(&msg.markdown, room, "\n…"));
                 if format == Format::Markdown {
