@@ -129,10 +129,9 @@ impl ReportsConfig {
         self.channels
             .iter()
             .filter_map(|n| match channels.get(n) {
-                Some(c) if !c.carries_reports() => Some(format!(
-                    "reports.channels: `{n}` is a `{}` channel, which cannot carry a report; reports are not sent to it",
-                    c.kind
-                )),
+                Some(c) if !c.carries_reports() => {
+                    Some(format!("reports.channels: `{n}` (type `{}`) cannot carry a report; reports are not sent to it", c.kind))
+                }
                 None => Some(format!("reports.channels: unknown channel `{n}`; reports are not sent to it")),
                 _ => None,
             })

@@ -802,3 +802,13 @@ fn undated(s: &str) -> String {
     }
     out
 }
+
+#[test]
+fn check_warns_when_reports_name_a_channel_that_cannot_carry_them() {
+    let p = Project::with_config(
+        "channels:\n  pager:\n    type: sms\n    provider: http\n    endpoint: http://127.0.0.1:9/\n    phones: [\"+8613800000001\"]\n  chat:\n    type: console\nreports:\n  channels: [pager, chat]\n",
+    );
+    let o = p.run(&["check"]);
+    assert_eq!(o.status.code(), Some(0), "a warning, not an error: {}", stderr(&o));
+    assert!(stderr(&o).contains("warning: reports.channels: `pager` (type `sms`) cannot carry a report"), "{}", stderr(&o));
+}
