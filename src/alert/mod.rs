@@ -909,6 +909,8 @@ impl Alerter {
         });
         if let Some(target) = target {
             let mut msg: Message = serde_json::from_str(&n.message).unwrap_or_default();
+            // Whom the failed channel still owed it is that channel's business: the backup sends to all of its own.
+            msg.recipients = None;
             let note = if self.inner.renderer.locale == "en" {
                 format!("(could not be delivered on `{}` after {} attempts: {error})", n.channel, n.attempts)
             } else {

@@ -448,6 +448,26 @@ async fn tencent_numbers_that_keep_failing_stop_at_max_attempts() {
 }
 
 #[tokio::test]
+async fn a_partial_sms_that_fails_over_reaches_every_number_of_the_backup() {
+    let sms = FakeSms::start().await;
+    let (a, b, c) = ("+8613800000001", "+8613800000002", "+8613800000003");
+    sms.script(b, &["LimitExceeded.PhoneNumberThirtySecondLimit", "InvalidParameterValue.IncorrectPhoneNumber"]);
+    let backup = format!(
+        "    backup: tc2\n  tc2:\n    type: sms\n    provider: tencent\n    endpoint: \"{}\"\n    access_key_id: {}\n    access_key_secret: ${{TC}}\n    app_id: \"1400000000\"\n    sign_name: 流程卫士\n    template_id: \"123456\"\n    phones: [\"{c}\"]\nroutes:\n  - channels: [tc]\n",
+        sms.tencent_url,
+        fake_sms::TC_ID
+    );
+    let r = rig(&tencent_yaml(&sms, &format!("[\"{a}\", \"{b}\"]"), &backup), &[("TC", fake_sms::TC_KEY)]).await;
+    r.alerter.raise(input("douyin", "publish", "auth_expired", Severity::High)).await.unwrap();
+    assert_eq!(r.alerter.step().await.unwrap().retried, 1);
+    r.clock.advance(Duration::from_secs(2));
+    let rep = r.alerter.step().await.unwrap();
+    assert_eq!(rep.dead, 1, "a wrong number is not retried: {rep:?}");
+    r.alerter.step().await.unwrap();
+    assert_eq!(sent_to(&sms.tencent(), "PhoneNumberSet"), [vec![a, b], vec![b], vec![c]], "the backup sends to all of its numbers");
+}
+
+#[tokio::test]
 async fn tencent_template_parameters_keep_the_order_written() {
     let sms = FakeSms::start().await;
     let map = "    params: { reason: \"{{ error_kind }}\", flow: \"{{ flow }}\" }\n";
