@@ -5,10 +5,6 @@
 //!   ops_feishu: { type: feishu, webhook: "${FEISHU_WEBHOOK}", secret: "${FEISHU_SECRET}", role: on_call }
 //!   team_ding:  { type: dingtalk, webhook: "${DING_WEBHOOK}", secret: "${DING_SECRET}", role: team }
 //!   oncall_sms: { type: sms, provider: aliyun, access_key_id: "${ALI_AK}", access_key_secret: "${ALI_SK}", … }
-//! ```
-//! Each channel type's own fields are declared, documented and checked in its file under
-//! `alert/channels/`; this file holds the fields all channels share.
-//! ```yaml
 //! routes:
 //!   - match: { severity: [high] }
 //!     channels: [ops_feishu]
@@ -19,6 +15,8 @@
 //! ```
 //! With no `routes:`, the defaults of the issue apply: high → every `on_call` channel with @all,
 //! medium → every `team` channel, low → recorded only (it shows in the daily report).
+//! Each channel type's own fields are declared, documented and checked in its file under
+//! `alert/channels/`; this file holds the fields all channels share.
 
 use crate::flow::parse_duration;
 use serde::Deserialize;

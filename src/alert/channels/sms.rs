@@ -94,6 +94,17 @@ pub enum Provider {
     Http,
 }
 
+impl Provider {
+    fn name(self) -> &'static str {
+        match self {
+            Provider::Aliyun => "aliyun",
+            Provider::Tencent => "tencent",
+            Provider::Http => "http",
+        }
+    }
+}
+
+/// `params:` as written: a map (name → template) or a list (by position).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum TemplateParams {
@@ -109,7 +120,7 @@ pub fn parse(raw: &Raw<'_>) -> Result<Arc<dyn ChannelParams>, Diagnostics> {
     }
     let need = |field: &str, v: bool, problems: &mut Vec<_>| {
         if !v {
-            problems.push(raw.problem(field, format!("provider `{:?}` needs `{field}`", p.provider).to_lowercase()));
+            problems.push(raw.problem(field, format!("provider `{}` needs `{field}`", p.provider.name())));
         }
     };
     match p.provider {
@@ -251,8 +262,11 @@ impl Sms {
         let mut fates = Fates::default();
         for (i, phone) in phones.iter().enumerate() {
             let d = self.aliyun_one(phone, &named).await;
-            let per_number = matches!(aliyun_code(&d).as_str(), c if c.starts_with("isv.BUSINESS_LIMIT_CONTROL") || c.starts_with("isv.MOBILE") || c == "isv.DAY_LIMIT_CONTROL");
+            // The number's own cap or a bad number; anything else holds for every number.
+            let code = aliyun_code(&d);
+            let per_number = code == "isv.BUSINESS_LIMIT_CONTROL" || code.starts_with("isv.MOBILE");
             fates.answers.push(d.answer().to_owned());
+            fates.status = d.status();
             match d {
                 Delivery::Sent { .. } => fates.sent.push(phone.clone()),
                 d if per_number => fates.missed.push((phone.clone(), d)),
@@ -373,6 +387,8 @@ struct Fates {
     /// Numbers not tried (a failure that holds for all of them came first).
     unsent: Vec<String>,
     answers: Vec<String>,
+    /// The HTTP status of the last answer.
+    status: Option<u16>,
 }
 
 impl Fates {
@@ -380,8 +396,7 @@ impl Fates {
     fn verdict(self, who: &str) -> (Delivery, Option<Vec<String>>) {
         let answer = self.answers.join("\n");
         if self.missed.is_empty() && self.unsent.is_empty() {
-            let status = None;
-            return (Delivery::Sent { status, answer }, None);
+            return (Delivery::Sent { status: self.status, answer }, None);
         }
         let mut owed: Vec<String> = self.missed.iter().map(|(p, _)| p.clone()).collect();
         owed.extend(self.unsent.iter().cloned());
@@ -480,7 +495,7 @@ fn judge_tencent(a: Answer, phones: &[String]) -> (Delivery, Option<Vec<String>>
             (Delivery::Retry { status, error: "no SendStatusSet in the answer".into(), answer: a.body }, None)
         };
     };
-    let mut fates = Fates { answers: vec![a.body.clone()], ..Default::default() };
+    let mut fates = Fates { answers: vec![a.body.clone()], status, ..Default::default() };
     for s in set {
         let phone = s["PhoneNumber"].as_str().unwrap_or("").to_owned();
         let code = s["Code"].as_str().unwrap_or("");
@@ -499,11 +514,7 @@ fn judge_tencent(a: Answer, phones: &[String]) -> (Delivery, Option<Vec<String>>
     // Numbers the answer does not mention were not reached.
     let named: Vec<String> = fates.sent.iter().chain(fates.missed.iter().map(|(p, _)| p)).cloned().collect();
     fates.unsent = phones.iter().filter(|p| !named.contains(p)).cloned().collect();
-    let (mut d, owed) = fates.verdict("Tencent");
-    if let Delivery::Sent { status: s, .. } = &mut d {
-        *s = status;
-    }
-    (d, owed)
+    fates.verdict("Tencent")
 }
 
 impl Channel for Sms {
