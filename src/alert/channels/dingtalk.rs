@@ -204,3 +204,31 @@ pub fn judge_errcode(a: super::Answer, rate: &[i64], permanent: &[i64]) -> Deliv
         (_, None) => Delivery::Retry { status, error: format!("HTTP {} without an errcode", a.status), answer: a.body },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ch(format: Format) -> DingTalk {
+        crate::init_tls();
+        DingTalk {
+            p: Params { webhook: "http://x/robot/send?access_token=t".into(), secret: None, keyword: None, format, mention: vec![] },
+            run_url: Some("http://dash/runs/{run_id}".into()),
+            limits: vec![],
+            timeout: Duration::from_secs(1),
+            cx: Ctx { http: reqwest::Client::new(), redactor: Default::default() },
+        }
+    }
+
+    #[test]
+    fn cards_and_links_need_a_run_to_point_at() {
+        let mut msg = Message { title: "t".into(), text: "x".into(), markdown: "**x**".into(), ..Default::default() };
+        assert_eq!(ch(Format::ActionCard).body(&msg)["msgtype"], "markdown", "no run: no button");
+        assert_eq!(ch(Format::Link).body(&msg)["msgtype"], "text");
+        msg.fields.insert("run_id".into(), "r1".into());
+        assert_eq!(ch(Format::ActionCard).body(&msg)["actionCard"]["singleURL"], "http://dash/runs/r1");
+        assert_eq!(ch(Format::Link).body(&msg)["link"]["messageUrl"], "http://dash/runs/r1");
+        msg.purpose = "report".into();
+        assert_eq!(ch(Format::Text).body(&msg)["msgtype"], "markdown", "a report is never plain text");
+    }
+}
