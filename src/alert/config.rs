@@ -15,74 +15,47 @@
 //! ```
 //! With no `routes:`, the defaults of the issue apply: high → every `on_call` channel with @all,
 //! medium → every `team` channel, low → recorded only (it shows in the daily report).
+//! Each channel type's own fields are declared, documented and checked in its file under
+//! `alert/channels/`; this file holds the fields all channels share.
 
 use crate::config::HumanDuration;
 use crate::vocab::{ErrorKind, Severity};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-/// One channel: its `type` and that type's settings.
+/// One channel: the fields every type shares. The type's own fields (webhook, phones, SMTP …)
+/// are read by its file in `alert/channels/` into [`ChannelConfig::params`].
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
-    /// `feishu`, `dingtalk`, `wecom`, `email`, `sms`, `webhook` or `console`.
+    /// The channel type: one of `alert::channels::TYPES` (feishu, dingtalk, wecom, email, sms, webhook, console).
     #[serde(rename = "type")]
     pub kind: String,
     /// `on_call` (gets high alerts by default) or `team` (gets medium alerts by default).
     pub role: Option<String>,
-    /// Feishu/DingTalk/WeCom/webhook: the bot's webhook URL (a secret: it carries the token).
-    pub webhook: Option<String>,
-    /// WeCom: the group bot key (instead of the full webhook URL).
-    pub key: Option<String>,
-    /// Feishu/DingTalk signing secret; webhook: the HMAC-SHA256 key.
-    pub secret: Option<String>,
-    /// Feishu/DingTalk keyword security: a word every message must contain.
-    pub keyword: Option<String>,
-    /// Feishu: `text`, `post` or `card` (default `card`); DingTalk/WeCom: `text` or `markdown`.
-    pub format: Option<String>,
-    /// Users to @: Feishu open_id/user_id, DingTalk mobiles, WeCom user ids.
-    #[serde(default)]
-    pub mention: Vec<String>,
-    /// Link to a run, `{run_id}` replaced (e.g. the dashboard's run page).
-    pub run_url: Option<String>,
-    /// Email: SMTP server.
-    pub smtp_host: Option<String>,
-    pub smtp_port: Option<u16>,
-    /// Email: `starttls` (default), `tls` (implicit, port 465) or `none` (tests, local relays).
-    pub smtp_security: Option<String>,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub from: Option<String>,
-    #[serde(default)]
-    pub to: Vec<String>,
-    /// SMS: `aliyun`, `tencent` or `http` (a generic templated gateway).
-    pub provider: Option<String>,
-    pub access_key_id: Option<String>,
-    pub access_key_secret: Option<String>,
-    /// SMS: the sign name (签名) and template id.
-    pub sign_name: Option<String>,
-    pub template_id: Option<String>,
-    /// Tencent: the SmsSdkAppId; region (default ap-guangzhou).
-    pub app_id: Option<String>,
-    pub region: Option<String>,
-    /// SMS: phone numbers (+86…).
-    #[serde(default)]
-    pub phones: Vec<String>,
-    /// SMS template parameters: name → template over the message (`{{ flow }}`, `{{ node }}` …).
-    #[serde(default)]
-    pub params: BTreeMap<String, String>,
-    /// Override of the service's address (tests; private deployments).
-    pub endpoint: Option<String>,
-    /// Generic webhook/HTTP SMS: extra headers; HTTP SMS: the JSON body template.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    pub body: Option<serde_json::Value>,
-    /// Sends per window instead of the type's default (e.g. `{ per_second: 5, per_minute: 100 }`).
-    pub rate_limit: Option<RateLimitConfig>,
     /// Channel to use after this one failed `max_attempts` times.
     pub backup: Option<String>,
+    /// Sends per window instead of the type's default (e.g. `{ per_second: 5, per_minute: 100 }`).
+    pub rate_limit: Option<RateLimitConfig>,
     /// Per-request time limit (default 10s).
     pub timeout: Option<HumanDuration>,
+    /// Link to a run, `{run_id}` replaced (e.g. the dashboard's run page); default `alerting.run_url`.
+    pub run_url: Option<String>,
+    /// The type's own settings, parsed and checked by its channel file.
+    #[serde(skip)]
+    pub params: Option<std::sync::Arc<dyn crate::alert::channels::ChannelParams>>,
+    /// The type's own fields, read a second time by the channel file (with positions).
+    #[serde(flatten)]
+    _own: BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+/// The fields of [`ChannelConfig`]; everything else under a channel belongs to its type.
+pub const COMMON_FIELDS: &[&str] = &["type", "role", "backup", "rate_limit", "timeout", "run_url"];
+
+impl ChannelConfig {
+    /// Whether reports may go to this channel (see `ChannelParams::carries_reports`).
+    pub fn carries_reports(&self) -> bool {
+        self.params.as_ref().is_some_and(|p| p.carries_reports())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default)]
@@ -215,7 +188,6 @@ fn d_drain() -> HumanDuration {
     HumanDuration::secs(10)
 }
 
-pub const CHANNEL_TYPES: &[&str] = &["feishu", "dingtalk", "wecom", "email", "sms", "webhook", "console"];
 pub const GROUP_LABELS: &[&str] = &["flow", "severity", "node", "error_kind", "status"];
 
 /// Problems in the alerting sections as (dotted path, message).
@@ -229,67 +201,11 @@ pub fn check(channels: &BTreeMap<String, ChannelConfig>, routes: &[RouteConfig],
         format!("unknown channel `{name}`{hint}")
     };
     for (name, c) in channels {
-        if !CHANNEL_TYPES.contains(&c.kind.as_str()) {
-            out.push((
-                p(&["channels", name, "type"]),
-                format!("unknown channel type `{}`; expected one of: {}", c.kind, CHANNEL_TYPES.join(", ")),
-            ));
-            continue;
-        }
-        let need = |field: &str, v: bool, out: &mut Vec<(Vec<String>, String)>| {
-            if !v {
-                out.push((p(&["channels", name]), format!("a `{}` channel needs `{field}`", c.kind)));
-            }
-        };
-        match c.kind.as_str() {
-            "feishu" | "dingtalk" | "webhook" => need("webhook", c.webhook.is_some(), &mut out),
-            "wecom" => need("webhook` or `key", c.webhook.is_some() || c.key.is_some(), &mut out),
-            "email" => {
-                need("smtp_host", c.smtp_host.is_some(), &mut out);
-                need("from", c.from.is_some(), &mut out);
-                need("to", !c.to.is_empty(), &mut out);
-            }
-            "sms" => {
-                need("phones", !c.phones.is_empty(), &mut out);
-                match c.provider.as_deref() {
-                    Some("aliyun") | Some("tencent") => {
-                        need("access_key_id", c.access_key_id.is_some(), &mut out);
-                        need("access_key_secret", c.access_key_secret.is_some(), &mut out);
-                        need("template_id", c.template_id.is_some(), &mut out);
-                        need("sign_name", c.sign_name.is_some(), &mut out);
-                        if c.provider.as_deref() == Some("tencent") {
-                            need("app_id", c.app_id.is_some(), &mut out);
-                        }
-                    }
-                    Some("http") => need("endpoint", c.endpoint.is_some(), &mut out),
-                    other => out.push((
-                        p(&["channels", name, "provider"]),
-                        format!("unknown SMS provider `{}`; expected aliyun, tencent or http", other.unwrap_or("")),
-                    )),
-                }
-            }
-            _ => {}
-        }
-        if let Some(f) = &c.format {
-            let ok: &[&str] = match c.kind.as_str() {
-                "feishu" => &["text", "post", "card"],
-                "dingtalk" | "wecom" => &["text", "markdown"],
-                _ => &["text"],
-            };
-            if !ok.contains(&f.as_str()) {
-                out.push((p(&["channels", name, "format"]), format!("unknown format `{f}`; expected one of: {}", ok.join(", "))));
-            }
-        }
         if let Some(r) = &c.role
             && r != "on_call"
             && r != "team"
         {
             out.push((p(&["channels", name, "role"]), format!("unknown role `{r}`; expected on_call or team")));
-        }
-        if let Some(s) = &c.smtp_security
-            && !["starttls", "tls", "none"].contains(&s.as_str())
-        {
-            out.push((p(&["channels", name, "smtp_security"]), format!("unknown `{s}`; expected starttls, tls or none")));
         }
         if let Some(b) = &c.backup
             && !known(b)

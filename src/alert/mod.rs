@@ -725,6 +725,7 @@ impl Alerter {
             link: None,
             mention_all: false,
             fields,
+            ..Default::default()
         }
     }
 
@@ -847,9 +848,9 @@ impl Alerter {
         if !store.claim_notification(&n.id, n.next_attempt_at, now + 120_000).await? {
             return Ok(());
         }
-        let msg: Message = serde_json::from_str(&n.message).unwrap_or_default();
+        let mut msg: Message = serde_json::from_str(&n.message).unwrap_or_default();
         let started = std::time::Instant::now();
-        let d = ch.send(&msg).await;
+        let (d, owed) = ch.send_partial(&msg).await;
         let took = started.elapsed().as_millis() as i64;
         let taken = now;
         let now = self.now().max(now);
@@ -867,6 +868,11 @@ impl Alerter {
             outcome: d.outcome().into(),
             answer: Some(channels::cut(&red.redact(d.answer()), 4096, "…")),
         });
+        if let Some(owed) = owed {
+            // Who already has it is not sent it again.
+            msg.recipients = Some(owed);
+            tx.set_notification_message(&n.id, &serde_json::to_string(&msg)?);
+        }
         match &d {
             Delivery::Sent { .. } => {
                 n.status = "sent".into();
@@ -914,6 +920,8 @@ impl Alerter {
         });
         if let Some(target) = target {
             let mut msg: Message = serde_json::from_str(&n.message).unwrap_or_default();
+            // Whom the failed channel still owed it is that channel's business: the backup sends to all of its own.
+            msg.recipients = None;
             let note = if self.inner.renderer.locale == "en" {
                 format!("(could not be delivered on `{}` after {} attempts: {error})", n.channel, n.attempts)
             } else {

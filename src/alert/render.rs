@@ -202,6 +202,7 @@ impl Renderer {
             link,
             mention_all: s.mention_all,
             fields,
+            ..Default::default()
         })
     }
 }

@@ -280,6 +280,9 @@ async fn check(config: &Path, db: bool, explain: Option<&str>) -> Result<i32, Fa
         table::print(&["NODE", "ERROR KIND", "ATTEMPTS", "SEVERITY", "THEN"], &rows);
         return Ok(0);
     }
+    for w in app.config.reports.warnings(&app.config.channels) {
+        eprintln!("warning: {w}");
+    }
     for (name, flow) in &app.flows {
         println!("ok  {name}  ({} nodes, {})", flow.nodes.len(), flow.file.display());
     }

@@ -103,7 +103,7 @@ async fn ctx_and_sink(config: &Path) -> Result<(ReportCtx, Box<dyn ReportSink>, 
     }
     let clock: crate::clock::SharedClock = std::sync::Arc::new(crate::clock::SystemClock);
     let alerter = crate::alert::Alerter::new(&app.config, store, clock)?;
-    let sink = report::outbox::OutboxSink { alerter: alerter.clone(), channels: app.config.reports.channels.clone() };
+    let sink = report::outbox::OutboxSink::new(alerter.clone(), &app.config);
     Ok((ctx, Box::new(sink), Some(alerter)))
 }
 

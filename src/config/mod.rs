@@ -208,6 +208,7 @@ impl Config {
         cfg.base_dir = base_dir.to_path_buf();
         cfg.file = file.to_path_buf();
         cfg.redactor = redactor;
+        crate::alert::channels::parse_all(&mut cfg.channels, &tree, file, &mut diags);
         cfg.check(&tree, file, &mut diags);
         diags.into_result(cfg)
     }

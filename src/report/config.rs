@@ -1,7 +1,9 @@
 //! The `reports:` section of flowguard.yaml.
 
 use crate::config::HumanDuration;
+use crate::alert::config::ChannelConfig;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -14,7 +16,8 @@ pub struct ReportsConfig {
     pub rules: Rules,
     /// How many failing nodes the daily report lists.
     pub top: usize,
-    /// Alert channels the reports go to (through the outbox); empty: every configured channel.
+    /// Alert channels the reports go to (through the outbox); empty: every configured channel
+    /// that can carry a report (chat and email; never SMS, whose templates have no room for one).
     pub channels: Vec<String>,
 }
 
@@ -106,5 +109,25 @@ impl ReportsConfig {
             }
         }
         out
+    }
+
+    /// The channels reports go to: those listed (or all), less those that cannot carry one.
+    pub fn report_channels(&self, channels: &BTreeMap<String, ChannelConfig>) -> Vec<String> {
+        let names: Vec<&String> = if self.channels.is_empty() { channels.keys().collect() } else { self.channels.iter().collect() };
+        names.into_iter().filter(|n| channels.get(*n).is_some_and(ChannelConfig::carries_reports)).cloned().collect()
+    }
+
+    /// Not errors, but worth saying: `reports.channels` naming a channel reports cannot go to.
+    pub fn warnings(&self, channels: &BTreeMap<String, ChannelConfig>) -> Vec<String> {
+        self.channels
+            .iter()
+            .filter_map(|n| match channels.get(n) {
+                Some(c) if !c.carries_reports() => {
+                    Some(format!("reports.channels: `{n}` (type `{}`) cannot carry a report; reports are not sent to it", c.kind))
+                }
+                None => Some(format!("reports.channels: unknown channel `{n}`; reports are not sent to it")),
+                _ => None,
+            })
+            .collect()
     }
 }

@@ -349,7 +349,7 @@ async fn report_jobs(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let l = shared.loaded();
         let now = shared.clock.now_ms();
         let ctx = crate::report::ReportCtx::new(shared.store.clone(), &l.config, &l.flows);
-        let sink = crate::report::outbox::OutboxSink { alerter: l.alerter.clone(), channels: l.config.reports.channels.clone() };
+        let sink = crate::report::outbox::OutboxSink::new(l.alerter.clone(), &l.config);
         drop(l);
         match crate::report::send_due(&ctx, &sink, now).await {
             Ok(sent) if !sent.is_empty() => tracing::info!(reports = sent.len(), "reports sent"),

@@ -214,7 +214,7 @@ pub async fn report_send(State(s): State<Arc<Shared>>, h: HeaderMap, Path(kind):
     };
     let l = s.loaded();
     let ctx = crate::report::ReportCtx::new(s.store.clone(), &l.config, &l.flows);
-    let sink = crate::report::outbox::OutboxSink { alerter: l.alerter.clone(), channels: l.config.reports.channels.clone() };
+    let sink = crate::report::outbox::OutboxSink::new(l.alerter.clone(), &l.config);
     drop(l);
     let now = s.clock.now_ms();
     let fire = jiff::Timestamp::from_millisecond(now).map_err(|e| ApiError::Internal(e.to_string()))?.to_zoned(ctx.tz.clone());

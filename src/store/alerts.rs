@@ -308,6 +308,11 @@ impl AlertTx {
         );
     }
 
+    /// Replaces the stored message (after a partial delivery it names who is still owed it).
+    pub fn set_notification_message(&mut self, id: &str, message: &str) {
+        self.push("UPDATE notifications SET message = ? WHERE id = ?", vec![message.into(), id.into()]);
+    }
+
     pub fn insert_delivery(&mut self, d: &DeliveryRecord) {
         self.push(
             "INSERT INTO deliveries (notification_id, channel, attempt, at, duration_ms, http_status, outcome, answer) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -241,8 +241,8 @@ async fn the_bot_rate_limit_queues_messages_instead_of_dropping_them() {
     r.alerter.step().await.unwrap();
     assert_eq!(fake.messages().len(), 5, "still within the same second");
     r.clock.advance(Duration::from_millis(1100));
-    // The fake's own window is in real time: wait it out so the fake does not refuse.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The fake's own window is in real time: wait until it has room, so it does not refuse.
+    fake.until_room_for(3).await;
     r.alerter.step().await.unwrap();
     assert_eq!(fake.messages().len(), 8, "rejected: {:?}", fake.rejected());
     assert!(fake.rejected().is_empty());
@@ -385,11 +385,190 @@ async fn sms_through_aliyun_and_tencent_with_signatures_the_fakes_verify() {
     assert_eq!(
         tc[0]["TemplateParamSet"],
         serde_json::json!(["douyin", "publish", "auth_expired"]),
-        "values in the order of their names (flow, node, reason)"
+        "the default parameters in their order: flow, node, reason"
     );
     let dead = &r.store.list_notifications(Some("dead"), 1).await.unwrap()[0];
     assert!(dead.last_error.as_deref().unwrap().contains("SignatureDoesNotMatch"), "{dead:?}");
     assert!(!serde_json::to_string(dead).unwrap().contains("wrong-secret-000"), "the secret is masked");
+}
+
+fn tencent_yaml(sms: &FakeSms, phones: &str, extra: &str) -> String {
+    format!(
+        "channels:\n  tc:\n    type: sms\n    provider: tencent\n    endpoint: \"{}\"\n    access_key_id: {}\n    access_key_secret: ${{TC}}\n    app_id: \"1400000000\"\n    sign_name: 流程卫士\n    template_id: \"123456\"\n    phones: {phones}\n{extra}alerting: {{ max_attempts: 3, backoff: 1s }}\n",
+        sms.tencent_url,
+        fake_sms::TC_ID
+    )
+}
+
+fn sent_to(requests: &[Value], field: &str) -> Vec<Vec<String>> {
+    requests
+        .iter()
+        .map(|r| match &r[field] {
+            Value::Array(a) => a.iter().map(|p| p.as_str().unwrap().to_owned()).collect(),
+            Value::String(s) => s.split(',').map(str::to_owned).collect(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn tencent_partial_success_retries_only_the_numbers_that_failed() {
+    let sms = FakeSms::start().await;
+    let (a, b) = ("+8613800000001", "+8613800000002");
+    sms.script(b, &["LimitExceeded.PhoneNumberThirtySecondLimit"]);
+    let r = rig(&tencent_yaml(&sms, &format!("[\"{a}\", \"{b}\"]"), ""), &[("TC", fake_sms::TC_KEY)]).await;
+    r.alerter.raise(input("douyin", "publish", "auth_expired", Severity::High)).await.unwrap();
+    let rep = r.alerter.step().await.unwrap();
+    assert_eq!((rep.sent, rep.retried, rep.rate_limited), (0, 1, 0), "{rep:?}");
+    let n = &r.store.list_notifications(None, 1).await.unwrap()[0];
+    assert_eq!(n.attempts, 1, "a per-number limit counts as an attempt");
+    assert!(n.last_error.as_deref().unwrap().contains("sent to 1 of 2"), "{n:?}");
+    r.clock.advance(Duration::from_secs(2));
+    let rep = r.alerter.step().await.unwrap();
+    assert_eq!(rep.sent, 1, "{rep:?}");
+    assert_eq!(sent_to(&sms.tencent(), "PhoneNumberSet"), [vec![a, b], vec![b]], "A is not sent the message twice");
+}
+
+#[tokio::test]
+async fn tencent_numbers_that_keep_failing_stop_at_max_attempts() {
+    let sms = FakeSms::start().await;
+    let (a, b) = ("+8613800000001", "+8613800000002");
+    sms.script(b, &["LimitExceeded.PhoneNumberThirtySecondLimit"; 10]);
+    let r = rig(&tencent_yaml(&sms, &format!("[\"{a}\", \"{b}\"]"), ""), &[("TC", fake_sms::TC_KEY)]).await;
+    r.alerter.raise(input("douyin", "publish", "auth_expired", Severity::High)).await.unwrap();
+    for _ in 0..5 {
+        r.alerter.step().await.unwrap();
+        r.clock.advance(Duration::from_secs(120));
+    }
+    let n = &r.store.list_notifications(None, 1).await.unwrap()[0];
+    assert_eq!((n.status.as_str(), n.attempts), ("dead", 3), "{n:?}");
+    let calls = sent_to(&sms.tencent(), "PhoneNumberSet");
+    assert_eq!(calls.len(), 3);
+    assert_eq!(calls.iter().filter(|c| c.contains(&a.to_string())).count(), 1, "{calls:?}");
+}
+
+#[tokio::test]
+async fn a_partial_sms_that_fails_over_reaches_every_number_of_the_backup() {
+    let sms = FakeSms::start().await;
+    let (a, b, c) = ("+8613800000001", "+8613800000002", "+8613800000003");
+    sms.script(b, &["LimitExceeded.PhoneNumberThirtySecondLimit", "InvalidParameterValue.IncorrectPhoneNumber"]);
+    let backup = format!(
+        "    backup: tc2\n  tc2:\n    type: sms\n    provider: tencent\n    endpoint: \"{}\"\n    access_key_id: {}\n    access_key_secret: ${{TC}}\n    app_id: \"1400000000\"\n    sign_name: 流程卫士\n    template_id: \"123456\"\n    phones: [\"{c}\"]\nroutes:\n  - channels: [tc]\n",
+        sms.tencent_url,
+        fake_sms::TC_ID
+    );
+    let r = rig(&tencent_yaml(&sms, &format!("[\"{a}\", \"{b}\"]"), &backup), &[("TC", fake_sms::TC_KEY)]).await;
+    r.alerter.raise(input("douyin", "publish", "auth_expired", Severity::High)).await.unwrap();
+    assert_eq!(r.alerter.step().await.unwrap().retried, 1);
+    r.clock.advance(Duration::from_secs(2));
+    let rep = r.alerter.step().await.unwrap();
+    assert_eq!(rep.dead, 1, "a wrong number is not retried: {rep:?}");
+    r.alerter.step().await.unwrap();
+    assert_eq!(sent_to(&sms.tencent(), "PhoneNumberSet"), [vec![a, b], vec![b], vec![c]], "the backup sends to all of its numbers");
+}
+
+#[tokio::test]
+async fn tencent_template_parameters_keep_the_order_written() {
+    let sms = FakeSms::start().await;
+    let map = "    params: { reason: \"{{ error_kind }}\", flow: \"{{ flow }}\" }\n";
+    let r = rig(&tencent_yaml(&sms, "[\"+8613800000001\"]", map), &[("TC", fake_sms::TC_KEY)]).await;
+    r.alerter.raise(input("douyin", "publish", "auth_expired", Severity::High)).await.unwrap();
+    r.alerter.step().await.unwrap();
+    assert_eq!(sms.tencent()[0]["TemplateParamSet"], serde_json::json!(["auth_expired", "douyin"]), "slot {{1}} is the first written");
+    let list = "    params: [\"{{ node }}\", \"{{ flow }}\"]\n";
+    let r = rig(&tencent_yaml(&sms, "[\"+8613800000001\"]", list), &[("TC", fake_sms::TC_KEY)]).await;
+    r.alerter.raise(input("douyin", "publish", "auth_expired", Severity::High)).await.unwrap();
+    r.alerter.step().await.unwrap();
+    assert_eq!(sms.tencent()[1]["TemplateParamSet"], serde_json::json!(["publish", "douyin"]));
+}
+
+#[tokio::test]
+async fn aliyun_asks_per_number_and_retries_only_the_number_that_was_limited() {
+    let sms = FakeSms::start().await;
+    let (a, b) = ("13800000001", "13800000002");
+    sms.script(b, &["isv.BUSINESS_LIMIT_CONTROL"]);
+    let yaml = format!(
+        "channels:\n  ali:\n    type: sms\n    provider: aliyun\n    endpoint: \"{}\"\n    access_key_id: {}\n    access_key_secret: ${{ALI}}\n    sign_name: 流程卫士\n    template_id: SMS_1\n    phones: [\"{a}\", \"{b}\"]\nalerting: {{ max_attempts: 3, backoff: 1s }}\n",
+        sms.aliyun_url,
+        fake_sms::ALI_KEY_ID
+    );
+    let r = rig(&yaml, &[("ALI", fake_sms::ALI_SECRET)]).await;
+    r.alerter.raise(input("douyin", "publish", "auth_expired", Severity::High)).await.unwrap();
+    let rep = r.alerter.step().await.unwrap();
+    assert_eq!(rep.retried, 1, "{rep:?}");
+    assert_eq!(r.store.list_notifications(None, 1).await.unwrap()[0].attempts, 1);
+    r.clock.advance(Duration::from_secs(2));
+    assert_eq!(r.alerter.step().await.unwrap().sent, 1);
+    let calls: Vec<Value> = sms.aliyun().iter().map(|p| serde_json::to_value(p).unwrap()).collect();
+    assert_eq!(sent_to(&calls, "PhoneNumbers"), [vec![a], vec![b], vec![b]]);
+}
+
+#[test]
+fn reports_stay_off_sms_and_check_says_so() {
+    let yaml = "channels:\n  chat:\n    type: console\n  sms:\n    type: sms\n    provider: http\n    endpoint: http://127.0.0.1:9/\n    phones: [\"+8613800000001\"]\n";
+    let cfg = config(yaml, &[]);
+    assert_eq!(cfg.reports.report_channels(&cfg.channels), ["chat"], "by default: every channel that can carry a report");
+    assert!(cfg.reports.warnings(&cfg.channels).is_empty());
+    let cfg = config(&format!("{yaml}reports:\n  channels: [chat, sms]\n"), &[]);
+    assert_eq!(cfg.reports.report_channels(&cfg.channels), ["chat"]);
+    let w = cfg.reports.warnings(&cfg.channels);
+    assert!(w.len() == 1 && w[0].contains("`sms`") && w[0].contains("cannot carry a report"), "{w:?}");
+}
+
+#[test]
+fn channel_settings_are_checked_by_their_type_with_positions() {
+    let env: BTreeMap<String, String> = BTreeMap::new();
+    let yaml = "channels:\n  a:\n    type: feishu\n    webhok: http://x\n  b:\n    type: dingtalk\n    webhook: http://x\n    format: cards\n  c:\n    type: emial\n  d:\n    type: sms\n    provider: aliyun\n    phones: []\n    params: [\"{{ flow }}\"]\n";
+    let err = Config::parse(Path::new("flowguard.yaml"), yaml, Path::new("/tmp"), &|k| env.get(k).cloned()).unwrap_err().to_string();
+    for want in [
+        "flowguard.yaml:4:5: channels.a.webhok: unknown field `webhok` (did you mean `webhook`?)",
+        "channels.b.format: unknown variant `cards`",
+        "flowguard.yaml:10:11: channels.c.type: unknown channel type `emial` (did you mean `email`?)",
+        "channels.d.phones: an `sms` channel needs at least one number",
+        "channels.d: provider `aliyun` needs `access_key_id`",
+        "channels.d.params: Aliyun templates name their variables",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}
+
+#[tokio::test]
+async fn dingtalk_action_card_has_a_button_to_the_run_and_wecom_speaks_markdown_v2() {
+    let bots = FakeBots::start().await;
+    let yaml = format!(
+        "locale: en\nchannels:\n  ding:\n    type: dingtalk\n    webhook: \"{}\"\n    secret: ${{DING_SECRET}}\n    keyword: 告警\n    format: actionCard\n  link:\n    type: dingtalk\n    webhook: \"{}\"\n    secret: ${{DING_SECRET}}\n    keyword: 告警\n    format: link\n  wx:\n    type: wecom\n    key: ${{WECOM_KEY}}\n    endpoint: \"{}\"\n    format: markdown_v2\nroutes:\n  - channels: [ding, link, wx]\nalerting:\n  run_url: \"http://dash.local/runs/{{run_id}}\"\n",
+        bots.ding_url, bots.ding_url, bots.wecom_base
+    );
+    let r = rig(&yaml, &[("DING_SECRET", fake_bots::DING_SECRET), ("WECOM_KEY", fake_bots::WECOM_KEY)]).await;
+    r.alerter.raise(input("douyin", "publish", "timeout", Severity::Medium)).await.unwrap();
+    let rep = r.alerter.step().await.unwrap();
+    assert_eq!(rep.sent, 3, "{rep:?} {:?}", bots.errors());
+    let ding = bots.ding();
+    let card = ding.iter().find(|d| d["msgtype"] == "actionCard").expect("an action card");
+    assert_eq!(card["actionCard"]["singleURL"], "http://dash.local/runs/run-douyin-publish");
+    assert_eq!(card["actionCard"]["singleTitle"], "Open the run");
+    let link = ding.iter().find(|d| d["msgtype"] == "link").expect("a link message");
+    assert_eq!(link["link"]["messageUrl"], "http://dash.local/runs/run-douyin-publish");
+    let wx = &bots.wecom()[0];
+    assert_eq!(wx["msgtype"], "markdown_v2");
+    assert!(wx["markdown_v2"]["content"].as_str().unwrap().contains("Flow failed"), "{wx}");
+}
+
+#[tokio::test]
+async fn email_without_starttls_on_the_server_fails_for_good_with_a_clear_error() {
+    let smtp = Smtp::start();
+    let yaml = format!(
+        "locale: en\nchannels:\n  mail:\n    type: email\n    smtp_host: 127.0.0.1\n    smtp_port: {}\n    from: \"fg@example.com\"\n    to: [\"ops@example.com\"]\n",
+        smtp.port
+    );
+    let r = rig(&yaml, &[]).await;
+    r.alerter.raise(input("douyin", "publish", "publish_failed", Severity::Medium)).await.unwrap();
+    let rep = r.alerter.step().await.unwrap();
+    assert_eq!((rep.retried, rep.dead), (0, 1), "{rep:?}");
+    let n = &r.store.list_notifications(None, 1).await.unwrap()[0];
+    assert!(n.last_error.as_deref().unwrap().contains("does not offer STARTTLS"), "{n:?}");
+    assert_eq!(r.store.deliveries(&n.id).await.unwrap()[0].outcome, "failed");
+    assert!(smtp.messages().is_empty(), "nothing is sent in clear");
 }
 
 #[tokio::test]
@@ -409,6 +588,8 @@ async fn email_reaches_a_real_smtp_server_as_text_and_html() {
     assert!(m.contains("Subject: [ALERT] Flow failed"), "{m}");
     assert!(m.contains("text/plain") && m.contains("text/html"), "{m}");
     assert!(m.contains("ops@example.com") && m.contains("http://dash.local/runs/run-douyin-publish"), "{m}");
+    let id = m.lines().find_map(|l| l.strip_prefix("Message-ID: ")).unwrap_or_else(|| panic!("no Message-ID in {m}"));
+    assert!(id.starts_with('<') && id.trim_end().ends_with("@example.com>"), "RFC 5322 id on the sender's domain: {id}");
     let n = &r.store.list_notifications(None, 1).await.unwrap()[0];
     assert!(r.store.deliveries(&n.id).await.unwrap()[0].answer.as_deref().unwrap().starts_with("250"));
 }
@@ -450,7 +631,7 @@ async fn routes_first_match_wins_unless_continue_and_low_is_recorded_only() {
 fn config_errors_name_the_field_and_the_unknown_channel() {
     let yaml = "channels:\n  ops:\n    type: feishu\n  x:\n    type: fax\nroutes:\n  - channels: [opz]\n    group_wait: soon\n";
     let err = Config::parse(Path::new("flowguard.yaml"), yaml, Path::new("/tmp"), &|_| None).unwrap_err().to_string();
-    assert!(err.contains("needs `webhook`"), "{err}");
+    assert!(err.contains("flowguard.yaml:3:5: channels.ops: missing field `webhook`"), "{err}");
     assert!(err.contains("unknown channel type `fax`"), "{err}");
     assert!(err.contains("unknown channel `opz` (did you mean `ops`?)"), "{err}");
     assert!(err.contains("bad duration `soon`"), "{err}");

@@ -2,6 +2,9 @@
 //! against a plain recomputation from the raw rows; time-zone day edges; empty and canary-only
 //! days; runs that end twice; sending once; retention; the CLI.
 
+use crate::support::fake_bots::{self, FakeBots};
+use crate::support::fake_feishu::FakeFeishu;
+use crate::support::fake_smtp::Smtp;
 use crate::support::{Project, stderr, stdout};
 use flowguard::report::{self, Kind, ReportCtx, ReportsConfig, schedule};
 use flowguard::stats::{self, Stats, nearest_rank};
@@ -742,4 +745,70 @@ fn cli_daily_report_stats_and_export() {
     let o = bad.run(&["report", "daily"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&bad.run(&["check"])).contains("reports.daily.cron"), "{}", stderr(&o));
+}
+
+#[test]
+fn report_send_delivers_what_format_previews_per_channel_type() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let feishu = rt.block_on(FakeFeishu::start_with(None, None));
+    let bots = rt.block_on(FakeBots::start());
+    let smtp = Smtp::start();
+    let p = Project::with_config(&format!(
+        "timezone: Asia/Shanghai\nlocale: en\nstorage:\n  url: sqlite://fg.db\nchannels:\n  fs:\n    type: feishu\n    webhook: \"{}\"\n    format: text\n  wx:\n    type: wecom\n    key: {}\n    endpoint: \"{}\"\n  mail:\n    type: email\n    smtp_host: 127.0.0.1\n    smtp_port: {}\n    smtp_security: none\n    from: fg@example.com\n    to: [ops@example.com]\n  pager:\n    type: sms\n    provider: http\n    endpoint: http://127.0.0.1:9/\n    phones: [\"+8613800000001\"]\n",
+        feishu.url,
+        fake_bots::WECOM_KEY,
+        bots.wecom_base,
+        smtp.port
+    ));
+    let db = format!("sqlite://{}", p.path().join("fg.db").display());
+    rt.block_on(async {
+        let s = Store::open(&db, 2, Duration::from_secs(5)).await.unwrap();
+        generate(&s, 8, at("2026-11-27T00:00:00"), 86_400_000, 30).await;
+        s.close().await;
+    });
+    let preview = |f: &str| stdout(&p.run(&["report", "daily", "--date", "2026-11-27", "--format", f]));
+    let card: serde_json::Value = serde_json::from_str(&preview("feishu")).unwrap();
+    let (markdown, html) = (preview("markdown"), preview("html"));
+    let o = p.run(&["report", "daily", "--date", "2026-11-27", "--send"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sent = feishu.messages();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        undated(&sent[0].to_string()),
+        undated(&card.to_string()),
+        "Feishu gets the card the preview shows, whatever the alert format"
+    );
+    let wx = &bots.wecom()[0];
+    assert_eq!(wx["msgtype"], "markdown_v2", "WeCom's markdown_v2 renders the report's tables");
+    assert_eq!(undated(wx["markdown_v2"]["content"].as_str().unwrap().trim_end()), undated(markdown.trim_end()));
+    let mails = smtp.messages();
+    assert!(mails.len() == 1 && mails[0].contains("text/html"), "{mails:?}");
+    let notes = rt.block_on(async {
+        let s = Store::open(&db, 2, Duration::from_secs(5)).await.unwrap();
+        s.list_notifications(None, 10).await.unwrap()
+    });
+    let channels: BTreeSet<&str> = notes.iter().map(|n| n.channel.as_str()).collect();
+    assert_eq!(channels, BTreeSet::from(["fs", "mail", "wx"]), "never the SMS channel");
+    let mail: serde_json::Value = serde_json::from_str(&notes.iter().find(|n| n.channel == "mail").unwrap().message).unwrap();
+    assert_eq!(undated(mail["html"].as_str().unwrap().trim_end()), undated(html.trim_end()), "the mail's HTML is the preview's");
+}
+
+/// The text without the second-precise "Generated …" stamp (preview and send run apart).
+fn undated(s: &str) -> String {
+    let mut out = s.to_owned();
+    if let Some(i) = out.find("Generated ") {
+        let end = (i + "Generated 2026-12-03 20:08:09".len()).min(out.len());
+        out.replace_range(i..end, "Generated");
+    }
+    out
+}
+
+#[test]
+fn check_warns_when_reports_name_a_channel_that_cannot_carry_them() {
+    let p = Project::with_config(
+        "channels:\n  pager:\n    type: sms\n    provider: http\n    endpoint: http://127.0.0.1:9/\n    phones: [\"+8613800000001\"]\n  chat:\n    type: console\nreports:\n  channels: [pager, chat]\n",
+    );
+    let o = p.run(&["check"]);
+    assert_eq!(o.status.code(), Some(0), "a warning, not an error: {}", stderr(&o));
+    assert!(stderr(&o).contains("warning: reports.channels: `pager` (type `sms`) cannot carry a report"), "{}", stderr(&o));
 }

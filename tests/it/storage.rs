@@ -151,8 +151,9 @@ backends! {
         let child = spawn_run(&p, "slow");
         wait_for(&db, "SELECT COUNT(*) FROM node_attempts", 1).await;
         proxy.cut();
-        // `slow` finishes about 1.5 s later and its write meets the outage; the database comes back.
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        // `slow` finishes about 1.5 s later and its write meets the outage: once the write has been
+        // turned away and tried again, the database comes back.
+        proxy.until_refused(2).await;
         proxy.restore();
         let o = child.wait_with_output().expect("wait");
         assert_eq!(o.status.code(), Some(0), "{}", all(&o));

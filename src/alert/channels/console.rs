@@ -1,16 +1,29 @@
 //! Prints messages on standard output: for the demo and for trying routes without a bot.
 
-use super::{Channel, Ctx, Delivery, Message};
+use super::{Channel, ChannelParams, Ctx, Delivery, Message, Raw};
 use crate::alert::config::ChannelConfig;
+use crate::flow::Diagnostics;
 use futures::future::BoxFuture;
+use serde::Deserialize;
 use std::io::Write;
 use std::sync::Arc;
 
-struct Console;
+/// `type: console` has no settings of its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {}
 
-pub fn build(_name: &str, _c: &ChannelConfig, _cx: &Ctx) -> anyhow::Result<Arc<dyn Channel>> {
-    Ok(Arc::new(Console))
+pub fn parse(raw: &Raw<'_>) -> Result<Arc<dyn ChannelParams>, Diagnostics> {
+    Ok(Arc::new(raw.parse::<Params>()?))
 }
+
+impl ChannelParams for Params {
+    fn build(&self, _name: &str, _c: &ChannelConfig, _cx: &Ctx) -> anyhow::Result<Arc<dyn Channel>> {
+        Ok(Arc::new(Console))
+    }
+}
+
+struct Console;
 
 impl Channel for Console {
     fn kind(&self) -> &'static str {

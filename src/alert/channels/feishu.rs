@@ -21,9 +21,11 @@
 //! `{"code": 11232, "msg": "frequency limited psm[…]"}` (also HTTP 429 with Retry-After on some gateways).
 //! Limits: 100 messages per minute and 5 per second per bot.
 
-use super::{Channel, Ctx, Delivery, Message, b64, cut, hmac_sha256, limits, link, post};
+use super::{Channel, ChannelParams, Ctx, Delivery, Message, Raw, b64, cut, hmac_sha256, limits, link, post};
 use crate::alert::config::ChannelConfig;
+use crate::flow::Diagnostics;
 use futures::future::BoxFuture;
+use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,30 +33,63 @@ use std::time::Duration;
 /// Feishu's limit on a request body.
 pub const MAX_BODY: usize = 20 * 1024;
 
+/// `type: feishu`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// The bot's webhook URL (a secret: it carries the token).
+    pub webhook: String,
+    /// The signing secret (签名校验), when the bot has one.
+    pub secret: Option<String>,
+    /// Keyword security (自定义关键词): a word every message must contain; added to the title when missing.
+    pub keyword: Option<String>,
+    /// How alerts look.
+    #[serde(default)]
+    pub format: Format,
+    /// Users to @ (open_id or user_id); `all` is @all.
+    #[serde(default)]
+    pub mention: Vec<String>,
+}
+
+/// Feishu message types.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// Plain text.
+    Text,
+    /// Rich text (`post`).
+    Post,
+    /// An interactive card with a coloured header and a button to the run.
+    #[default]
+    Card,
+}
+
+pub fn parse(raw: &Raw<'_>) -> Result<Arc<dyn ChannelParams>, Diagnostics> {
+    let p: Params = raw.parse()?;
+    if !p.webhook.starts_with("http://") && !p.webhook.starts_with("https://") {
+        return Err(Diagnostics(vec![raw.problem("webhook", "expected an http(s) URL")]));
+    }
+    Ok(Arc::new(p))
+}
+
+impl ChannelParams for Params {
+    fn build(&self, _name: &str, c: &ChannelConfig, cx: &Ctx) -> anyhow::Result<Arc<dyn Channel>> {
+        Ok(Arc::new(Feishu {
+            p: self.clone(),
+            run_url: c.run_url.clone(),
+            limits: limits(c, &[(5, Duration::from_secs(1)), (100, Duration::from_secs(60))]),
+            timeout: super::timeout(c),
+            cx: cx.clone(),
+        }))
+    }
+}
+
 struct Feishu {
-    webhook: String,
-    secret: Option<String>,
-    keyword: Option<String>,
-    format: String,
-    mention: Vec<String>,
+    p: Params,
     run_url: Option<String>,
     limits: Vec<(u32, Duration)>,
     timeout: Duration,
     cx: Ctx,
-}
-
-pub fn build(_name: &str, c: &ChannelConfig, cx: &Ctx) -> anyhow::Result<Arc<dyn Channel>> {
-    Ok(Arc::new(Feishu {
-        webhook: c.webhook.clone().unwrap_or_default(),
-        secret: c.secret.clone(),
-        keyword: c.keyword.clone(),
-        format: c.format.clone().unwrap_or_else(|| "card".into()),
-        mention: c.mention.clone(),
-        run_url: c.run_url.clone(),
-        limits: limits(c, &[(5, Duration::from_secs(1)), (100, Duration::from_secs(60))]),
-        timeout: super::timeout(c),
-        cx: cx.clone(),
-    }))
 }
 
 /// The `sign` for a timestamp (seconds) and secret.
@@ -74,7 +109,7 @@ pub fn colour(msg: &Message) -> &'static str {
 
 impl Feishu {
     fn title(&self, msg: &Message) -> String {
-        match &self.keyword {
+        match &self.p.keyword {
             Some(k) if !msg.title.contains(k.as_str()) && !msg.text.contains(k.as_str()) => format!("{k} {}", msg.title),
             _ => msg.title.clone(),
         }
@@ -85,7 +120,7 @@ impl Feishu {
         if msg.mention_all {
             m.push("all".to_owned());
         }
-        m.extend(self.mention.iter().filter(|u| *u != "all").cloned());
+        m.extend(self.p.mention.iter().filter(|u| *u != "all").cloned());
         m
     }
 
@@ -95,8 +130,19 @@ impl Feishu {
         let link = link(msg, self.run_url.as_deref());
         let at = self.mentions(msg);
         let label = if msg.fields.get("locale").map(String::as_str) == Some("en") { "Open the run" } else { "查看运行" };
-        match self.format.as_str() {
-            "text" => {
+        if let Some(card) = &msg.card {
+            // A finished card (a report): sent as previewed, with the keyword in its title.
+            let mut card = card.clone();
+            if let Some(k) = &self.p.keyword
+                && !card.to_string().contains(k.as_str())
+                && let Some(t) = card.pointer_mut("/card/header/title/content")
+            {
+                *t = json!(format!("{k} {}", t.as_str().unwrap_or("")));
+            }
+            return card;
+        }
+        match self.p.format {
+            Format::Text => {
                 let mut t = format!("{title}\n{text}");
                 if let Some(l) = &link {
                     t.push_str(&format!("\n{l}"));
@@ -107,7 +153,7 @@ impl Feishu {
                 }
                 json!({"msg_type": "text", "content": {"text": t}})
             }
-            "post" => {
+            Format::Post => {
                 let mut rows: Vec<Json> = text.lines().map(|l| json!([{"tag": "text", "text": l}])).collect();
                 if let Some(l) = &link {
                     rows.push(json!([{"tag": "a", "text": label, "href": l}]));
@@ -117,7 +163,7 @@ impl Feishu {
                 }
                 json!({"msg_type": "post", "content": {"post": {"zh_cn": {"title": title, "content": rows}}}})
             }
-            _ => {
+            Format::Card => {
                 let mut content = md.to_owned();
                 for u in &at {
                     content.push_str(&format!("\n<at id={u}></at>"));
@@ -139,7 +185,7 @@ impl Feishu {
         let (mut text, mut md) = (msg.text.clone(), msg.markdown.clone());
         loop {
             let mut body = self.body(msg, &text, &md);
-            if let Some(secret) = &self.secret {
+            if let Some(secret) = &self.p.secret {
                 body["timestamp"] = json!(now_s.to_string());
                 body["sign"] = json!(sign(now_s, secret));
             }
@@ -164,7 +210,7 @@ impl Channel for Feishu {
         Box::pin(async move {
             let now_s = jiff::Timestamp::now().as_second();
             let body = self.fitted(msg, now_s);
-            let req = self.cx.http.post(&self.webhook).timeout(self.timeout).json(&body);
+            let req = self.cx.http.post(&self.p.webhook).timeout(self.timeout).json(&body);
             let a = match post(req, &self.cx.redactor).await {
                 Ok(a) => a,
                 Err(d) => return d,
@@ -178,9 +224,9 @@ impl Channel for Feishu {
     }
 
     fn secrets(&self) -> Vec<String> {
-        let mut s: Vec<String> = self.secret.iter().cloned().collect();
-        s.push(self.webhook.clone());
-        if let Some(token) = self.webhook.rsplit('/').next() {
+        let mut s: Vec<String> = self.p.secret.iter().cloned().collect();
+        s.push(self.p.webhook.clone());
+        if let Some(token) = self.p.webhook.rsplit('/').next() {
             s.push(token.to_owned());
         }
         s
@@ -218,12 +264,19 @@ mod tests {
 
     fn ch(format: &str, secret: Option<&str>) -> Feishu {
         crate::init_tls();
+        let format = match format {
+            "text" => Format::Text,
+            "post" => Format::Post,
+            _ => Format::Card,
+        };
         Feishu {
-            webhook: "http://x/hook/t".into(),
-            secret: secret.map(str::to_owned),
-            keyword: Some("告警".into()),
-            format: format.into(),
-            mention: vec![],
+            p: Params {
+                webhook: "http://x/hook/t".into(),
+                secret: secret.map(str::to_owned),
+                keyword: Some("告警".into()),
+                format,
+                mention: vec![],
+            },
             run_url: Some("http://dash/runs/{run_id}".into()),
             limits: vec![],
             timeout: Duration::from_secs(1),

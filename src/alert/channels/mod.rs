@@ -1,6 +1,8 @@
-//! Delivery channels. Each is one file: a builder from its [`ChannelConfig`] and an impl of
-//! [`Channel`]; [`TYPES`] maps the `type:` name to it. Channels know nothing about flows: they get
-//! a rendered [`Message`] and answer with a [`Delivery`] judged from the service's *body*.
+//! Delivery channels. Each is one file: a typed, documented parameter struct (what the config
+//! says under `channels.<name>` besides the shared fields of [`ChannelConfig`]), its checks, and an
+//! impl of [`Channel`]; [`TYPES`] maps the `type:` name to the file's `parse`. Adding a channel is
+//! one file and one line here. Channels know nothing about flows: they get a rendered [`Message`]
+//! and answer with a [`Delivery`] judged from the service's *body*.
 
 mod console;
 mod dingtalk;
@@ -10,28 +12,102 @@ mod sms;
 mod webhook;
 mod wecom;
 
-use crate::alert::config::ChannelConfig;
+use crate::alert::config::{COMMON_FIELDS, ChannelConfig};
+use crate::flow::yaml::{Node, PathSeg};
+use crate::flow::{Diagnostic, Diagnostics, dotted, from_tree};
 use crate::redact::Redactor;
 use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Builds a channel from its settings.
-pub type Builder = fn(&str, &ChannelConfig, &Ctx) -> anyhow::Result<Arc<dyn Channel>>;
+/// Reads a channel type's own parameters (checked, with positions) from its part of the config.
+pub type Parse = fn(&Raw<'_>) -> Result<Arc<dyn ChannelParams>, Diagnostics>;
 
-/// The registry of channel types: `type:` name → builder.
-pub const TYPES: &[(&str, Builder)] = &[
-    ("feishu", feishu::build),
-    ("dingtalk", dingtalk::build),
-    ("wecom", wecom::build),
-    ("email", email::build),
-    ("sms", sms::build),
-    ("webhook", webhook::build),
-    ("console", console::build),
+/// The registry of channel types: `type:` name → its parser. The only list of channel types.
+pub const TYPES: &[(&str, Parse)] = &[
+    ("feishu", feishu::parse),
+    ("dingtalk", dingtalk::parse),
+    ("wecom", wecom::parse),
+    ("email", email::parse),
+    ("sms", sms::parse),
+    ("webhook", webhook::parse),
+    ("console", console::parse),
 ];
+
+/// A channel type's parsed parameters: what builds the channel.
+pub trait ChannelParams: Send + Sync + std::fmt::Debug {
+    fn build(&self, name: &str, common: &ChannelConfig, cx: &Ctx) -> anyhow::Result<Arc<dyn Channel>>;
+    /// Whether long reports suit this channel (chat and email do; SMS templates do not).
+    fn carries_reports(&self) -> bool {
+        true
+    }
+}
+
+/// A channel's own fields in the config, with where they stand.
+pub struct Raw<'a> {
+    pub tree: &'a Node,
+    pub file: &'a Path,
+    pub prefix: &'a [PathSeg],
+}
+
+impl Raw<'_> {
+    /// Deserializes the parameters; errors point at the field, unknown ones suggest a spelling.
+    pub fn parse<P: DeserializeOwned>(&self) -> Result<P, Diagnostics> {
+        from_tree(self.tree, self.file, self.prefix, COMMON_FIELDS).map_err(|d| Diagnostics(vec![d]))
+    }
+
+    /// A problem with one field (or the whole channel when the field is absent).
+    pub fn problem(&self, field: &str, message: impl Into<String>) -> Diagnostic {
+        let pos = self.tree.get(field).map(|n| n.pos).unwrap_or(self.tree.pos);
+        let path = if self.tree.get(field).is_some() { vec![PathSeg::Key(field.into())] } else { vec![] };
+        Diagnostic { file: self.file.into(), pos, field: dotted(self.prefix, &path), message: message.into() }
+    }
+
+    /// The keys of a mapping field in the order they were written (serde's maps sort them).
+    pub fn key_order(&self, field: &str) -> Vec<String> {
+        match self.tree.get(field).map(|n| &n.value) {
+            Some(crate::flow::yaml::Yaml::Map(entries)) => entries.iter().filter_map(|(k, _)| k.as_str().map(str::to_owned)).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Parses the type-specific part of every channel into [`ChannelConfig::params`]; problems are
+/// added to `diags` with file:line:col.
+pub fn parse_all(channels: &mut BTreeMap<String, ChannelConfig>, tree: &Node, file: &Path, diags: &mut Diagnostics) {
+    let names: Vec<&str> = TYPES.iter().map(|(n, _)| *n).collect();
+    for (name, c) in channels.iter_mut() {
+        let prefix = vec![PathSeg::Key("channels".into()), PathSeg::Key(name.clone())];
+        let node = tree.locate(&prefix);
+        let Some((_, parse)) = TYPES.iter().find(|(t, _)| *t == c.kind) else {
+            let hint = crate::flow::suggest(&c.kind, names.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+            let pos = node.get("type").map(|n| n.pos).unwrap_or(node.pos);
+            diags.push(
+                file,
+                pos,
+                format!("channels.{name}.type"),
+                format!("unknown channel type `{}`{hint}; expected one of: {}", c.kind, names.join(", ")),
+            );
+            continue;
+        };
+        let mut own = node.clone();
+        if let crate::flow::yaml::Yaml::Map(entries) = &node.value {
+            own.value = crate::flow::yaml::Yaml::Map(
+                entries.iter().filter(|(k, _)| !k.as_str().is_some_and(|k| COMMON_FIELDS.contains(&k))).cloned().collect(),
+            );
+        }
+        match parse(&Raw { tree: &own, file, prefix: &prefix }) {
+            Ok(p) => c.params = Some(p),
+            Err(d) => diags.extend(d),
+        }
+    }
+}
 
 /// What channels share: the HTTP client and the redactor.
 #[derive(Clone)]
@@ -43,7 +119,7 @@ pub struct Ctx {
 /// A rendered notification, as stored in the outbox.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Message {
-    /// `firing`, `resolved`, `escalation`, `failover`, `dead`, `test`, `notify`.
+    /// `firing`, `resolved`, `escalation`, `failover`, `dead`, `test`, `notify`, `report`.
     pub purpose: String,
     /// `low`, `medium`, `high` (colours and priorities).
     pub severity: String,
@@ -59,6 +135,16 @@ pub struct Message {
     pub mention_all: bool,
     /// Named values for SMS templates and the generic webhook (flow, node, error_kind, time …).
     pub fields: BTreeMap<String, String>,
+    /// A finished Feishu card (`{"msg_type": "interactive", "card": …}`), sent as is (reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<Json>,
+    /// A finished HTML body for email, used instead of the one built from `text` (reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    /// After a partial delivery: the recipients (phone numbers) still owed this message; the
+    /// others have it and must not get it twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipients: Option<Vec<String>>,
 }
 
 /// How one send went, judged from the answer's body where the service puts its verdict there.
@@ -126,6 +212,11 @@ impl Delivery {
 pub trait Channel: Send + Sync {
     fn kind(&self) -> &'static str;
     fn send<'a>(&'a self, msg: &'a Message) -> BoxFuture<'a, Delivery>;
+    /// Like [`Channel::send`], and after a partial delivery (some recipients have it) also who
+    /// is still owed the message, so that a retry reaches only them.
+    fn send_partial<'a>(&'a self, msg: &'a Message) -> BoxFuture<'a, (Delivery, Option<Vec<String>>)> {
+        Box::pin(async move { (self.send(msg).await, None) })
+    }
     /// The service's own limits: (sends, window). Sends beyond them wait in the outbox.
     fn rate_limits(&self) -> Vec<(u32, Duration)> {
         Vec::new()
@@ -140,10 +231,10 @@ pub trait Channel: Send + Sync {
 pub fn build_all(cfg: &BTreeMap<String, ChannelConfig>, ctx: &Ctx) -> anyhow::Result<BTreeMap<String, Arc<dyn Channel>>> {
     let mut out = BTreeMap::new();
     for (name, c) in cfg {
-        let Some((_, build)) = TYPES.iter().find(|(t, _)| *t == c.kind) else {
-            anyhow::bail!("channel `{name}`: unknown type `{}`", c.kind);
+        let Some(params) = &c.params else {
+            anyhow::bail!("channel `{name}`: the settings of type `{}` were not read", c.kind);
         };
-        let ch = build(name, c, ctx)?;
+        let ch = params.build(name, c, ctx)?;
         for s in ch.secrets() {
             ctx.redactor.add(&s);
         }

@@ -2,18 +2,56 @@
 //!
 //! Request: `POST {webhook}` with `Content-Type: application/json`, any configured `headers`, and
 //! when a `secret` is set: `X-Flowguard-Timestamp: {ms}` and
-//! `X-Flowguard-Signature: sha256={hex(HMAC-SHA256(key = secret, message = "{ms}.{body}"))}`. Body:
+//! `X-Flowguard-Signature: sha256={hex(HMAC-SHA256(key = secret, message = "{ms}.{body}"))}`, so a
+//! receiver recomputes it over the raw body and compares (and rejects old timestamps). Body:
 //! ```json
-//! {"purpose": "firing", "severity": "high", "title": "…", "text": "…", "markdown": "…", "link": "…", "fields": {"flow": "…"}}
+//! {"purpose": "firing", "severity": "high", "title": "…", "text": "…", "markdown": "…", "link": "…",
+//!  "mention_all": false, "fields": {"flow": "…", "node": "…", "error_kind": "…", "run_id": "…"}}
 //! ```
 //! Answer: any 2xx is success; 429 honours Retry-After; 408/5xx are retried; other codes fail.
 
-use super::{Channel, Ctx, Delivery, Message, hex, hmac_sha256, judge_http, limits, post};
+use super::{Channel, ChannelParams, Ctx, Delivery, Message, Raw, hex, hmac_sha256, judge_http, limits, post};
 use crate::alert::config::ChannelConfig;
+use crate::flow::Diagnostics;
 use futures::future::BoxFuture;
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// `type: webhook`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Where the JSON is posted (a secret: it may carry a token).
+    pub webhook: String,
+    /// The HMAC-SHA256 key of `X-Flowguard-Signature`; unset: not signed.
+    pub secret: Option<String>,
+    /// Extra request headers (`Authorization` and the like are masked everywhere).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+pub fn parse(raw: &Raw<'_>) -> Result<Arc<dyn ChannelParams>, Diagnostics> {
+    let p: Params = raw.parse()?;
+    if url::Url::parse(&p.webhook).is_err() {
+        return Err(Diagnostics(vec![raw.problem("webhook", "expected a URL")]));
+    }
+    Ok(Arc::new(p))
+}
+
+impl ChannelParams for Params {
+    fn build(&self, _name: &str, c: &ChannelConfig, cx: &Ctx) -> anyhow::Result<Arc<dyn Channel>> {
+        Ok(Arc::new(Webhook {
+            url: self.webhook.clone(),
+            secret: self.secret.clone(),
+            headers: self.headers.clone(),
+            limits: limits(c, &[]),
+            timeout: super::timeout(c),
+            cx: cx.clone(),
+        }))
+    }
+}
 
 struct Webhook {
     url: String,
@@ -22,17 +60,6 @@ struct Webhook {
     limits: Vec<(u32, Duration)>,
     timeout: Duration,
     cx: Ctx,
-}
-
-pub fn build(_name: &str, c: &ChannelConfig, cx: &Ctx) -> anyhow::Result<Arc<dyn Channel>> {
-    Ok(Arc::new(Webhook {
-        url: c.webhook.clone().unwrap_or_default(),
-        secret: c.secret.clone(),
-        headers: c.headers.clone(),
-        limits: limits(c, &[]),
-        timeout: super::timeout(c),
-        cx: cx.clone(),
-    }))
 }
 
 pub fn signature(secret: &str, ms: i64, body: &[u8]) -> String {

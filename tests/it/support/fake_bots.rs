@@ -4,7 +4,10 @@
 //! `{"errcode": 300005, "errmsg": "token is not exist"}`, `310000` for a bad sign or a missing keyword,
 //! `130101` "send too fast, exceed 20 times per minute". WeCom: `POST /cgi-bin/webhook/send?key=…`;
 //! `93000` "invalid webhook url", `45009` "api freq out of limit" past 20 per minute.
-//! Both answer HTTP 200 with `errcode` in the body.
+//! Both answer HTTP 200 with `errcode` in the body, and check each message type's required fields:
+//! DingTalk `text`, `markdown`, `link` (`title`, `text`, `messageUrl`) and `actionCard` (`title`,
+//! `text`, and `singleTitle` + `singleURL` or `btns`), else `40035` "缺少参数"; WeCom `text`,
+//! `markdown` and `markdown_v2` (`content`, at most 4096 bytes), else `40008` "invalid message type".
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -102,6 +105,21 @@ async fn ding(State(s): State<Arc<Inner>>, Query(q): Query<HashMap<String, Strin
     if !body.contains(DING_KEYWORD) && !v.to_string().contains(DING_KEYWORD) {
         return fail(310000, "keywords not in content");
     }
+    let has = |p: &str| v.pointer(p).and_then(Value::as_str).is_some_and(|x| !x.is_empty());
+    let complete = match v["msgtype"].as_str().unwrap_or("") {
+        "text" => has("/text/content"),
+        "markdown" => has("/markdown/title") && has("/markdown/text"),
+        "link" => has("/link/title") && has("/link/text") && has("/link/messageUrl"),
+        "actionCard" => {
+            has("/actionCard/title")
+                && has("/actionCard/text")
+                && ((has("/actionCard/singleTitle") && has("/actionCard/singleURL")) || v["actionCard"]["btns"].is_array())
+        }
+        _ => false,
+    };
+    if !complete {
+        return fail(40035, "缺少参数 json");
+    }
     if !per_minute(&s.ding_window, 20) {
         return fail(130101, "send too fast, exceed 20 times per minute");
     }
@@ -121,6 +139,12 @@ async fn wecom(State(s): State<Arc<Inner>>, Query(q): Query<HashMap<String, Stri
         Ok(v) => v,
         Err(_) => return fail(40035, "invalid parameter"),
     };
+    let kind = v["msgtype"].as_str().unwrap_or("");
+    let content = v.pointer(&format!("/{kind}/content")).and_then(Value::as_str).unwrap_or("");
+    let limit = if kind == "text" { 2048 } else { 4096 };
+    if !["text", "markdown", "markdown_v2"].contains(&kind) || content.is_empty() || content.len() > limit {
+        return fail(40008, "Warning: wrong json format. invalid message type");
+    }
     if !per_minute(&s.wecom_window, 20) {
         return fail(45009, "api freq out of limit");
     }

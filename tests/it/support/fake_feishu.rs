@@ -96,6 +96,20 @@ impl FakeFeishu {
         self.inner.rejected.lock().unwrap().clone()
     }
 
+    /// Waits until the bot's own per-second window (real time) would take `n` more messages.
+    pub async fn until_room_for(&self, n: usize) {
+        loop {
+            let busy = {
+                let w = self.inner.window.lock().unwrap();
+                w.iter().filter(|t| t.elapsed() < Duration::from_secs(1)).count()
+            };
+            if busy + n <= 5 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The most requests accepted within any window of this length.
     pub fn peak(&self, window: Duration) -> usize {
         let t = self.accepted_at();

@@ -1,7 +1,8 @@
 //! Fake Aliyun Dysmsapi (`GET /?Action=SendSms…`, signature v1 HMAC-SHA1) and Tencent Cloud SMS
 //! (`POST /`, TC3-HMAC-SHA256) that recompute the signature from what they receive, as the real
 //! services do, and answer with their real codes (`SignatureDoesNotMatch`,
-//! `AuthFailure.SignatureFailure`, `OK` / `Ok`).
+//! `AuthFailure.SignatureFailure`, `OK` / `Ok`). Per-number answers can be scripted: Tencent gives
+//! each number its own entry in `SendStatusSet`; Aliyun answers one `Code` for the request.
 
 use axum::Router;
 use axum::extract::{RawQuery, State};
@@ -24,6 +25,24 @@ pub const TC_KEY: &str = "tencent-secret-key-4c3b2a";
 struct Inner {
     aliyun: Mutex<Vec<BTreeMap<String, String>>>,
     tencent: Mutex<Vec<Value>>,
+    /// Codes the next requests answer for a number, in turn (then `Ok`).
+    codes: Mutex<BTreeMap<String, Vec<String>>>,
+}
+
+/// The services' own messages for the codes tests script.
+fn message_of(code: &str) -> &'static str {
+    match code {
+        "LimitExceeded.PhoneNumberThirtySecondLimit" => {
+            "the number of SMS messages sent to the same mobile number within 30 seconds exceeds the upper limit"
+        }
+        "LimitExceeded.PhoneNumberDailyLimit" => {
+            "the number of SMS messages sent to the same mobile number on the same day exceeds the upper limit"
+        }
+        "InvalidParameterValue.IncorrectPhoneNumber" => "incorrect mobile number format",
+        "isv.BUSINESS_LIMIT_CONTROL" => "触发号码分钟级流控Permits:1",
+        "isv.MOBILE_NUMBER_ILLEGAL" => "非法手机号",
+        _ => "error",
+    }
 }
 
 #[derive(Clone)]
@@ -51,6 +70,18 @@ impl FakeSms {
     }
     pub fn tencent(&self) -> Vec<Value> {
         self.inner.tencent.lock().unwrap().clone()
+    }
+    /// The next requests to `phone` answer these codes, one per request, then `Ok`.
+    pub fn script(&self, phone: &str, codes: &[&str]) {
+        self.inner.codes.lock().unwrap().insert(phone.to_owned(), codes.iter().map(|c| c.to_string()).collect());
+    }
+}
+
+impl Inner {
+    fn next_code(&self, phone: &str) -> Option<String> {
+        let mut codes = self.codes.lock().unwrap();
+        let q = codes.get_mut(phone)?;
+        if q.is_empty() { None } else { Some(q.remove(0)) }
     }
 }
 
@@ -85,7 +116,13 @@ async fn aliyun(State(s): State<Arc<Inner>>, RawQuery(q): RawQuery) -> Response 
     if params.get("Action").map(String::as_str) != Some("SendSms") || !params.contains_key("TemplateParam") {
         return axum::Json(json!({"RequestId": request_id, "Code": "MissingParameter", "Message": "missing"})).into_response();
     }
+    // One Code for the whole request: a number that cannot be sent to fails it.
+    let phones: Vec<String> = params.get("PhoneNumbers").map(|p| p.split(',').map(str::to_owned).collect()).unwrap_or_default();
+    let failed = phones.iter().find_map(|p| s.next_code(p));
     s.aliyun.lock().unwrap().push(params);
+    if let Some(code) = failed {
+        return axum::Json(json!({"RequestId": request_id, "Code": code, "Message": message_of(&code)})).into_response();
+    }
     axum::Json(json!({"RequestId": request_id, "Code": "OK", "Message": "OK", "BizId": "900619746936498440^0"})).into_response()
 }
 
@@ -135,7 +172,10 @@ async fn tencent(State(s): State<Arc<Inner>>, headers: HeaderMap, body: String) 
     s.tencent.lock().unwrap().push(v);
     let set: Vec<Value> = phones
         .iter()
-        .map(|p| json!({"SerialNo": "5000:1045710669157053657849499619", "PhoneNumber": p, "Fee": 1, "SessionContext": "", "Code": "Ok", "Message": "send success", "IsoCode": "CN"}))
+        .map(|p| match s.next_code(p) {
+            Some(code) => json!({"SerialNo": "", "PhoneNumber": p, "Fee": 0, "SessionContext": "", "Code": code, "Message": message_of(&code), "IsoCode": "CN"}),
+            None => json!({"SerialNo": "5000:1045710669157053657849499619", "PhoneNumber": p, "Fee": 1, "SessionContext": "", "Code": "Ok", "Message": "send success", "IsoCode": "CN"}),
+        })
         .collect();
     axum::Json(json!({"Response": {"SendStatusSet": set, "RequestId": "a0aabda6-cf91-4f3e-a81f-9198114a2279"}})).into_response()
 }

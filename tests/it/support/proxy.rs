@@ -3,6 +3,9 @@
 //! and restore: the database "going away" without touching the server other tests share.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -16,6 +19,8 @@ enum State {
 pub struct Proxy {
     pub port: u16,
     state: watch::Sender<State>,
+    /// Connections turned away while cut.
+    refused: Arc<AtomicUsize>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -30,6 +35,8 @@ impl Proxy {
         let (state, _) = watch::channel(State::Up);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let states = state.clone();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let counter = refused.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async move {
@@ -37,7 +44,7 @@ impl Proxy {
                 let accept = async {
                     loop {
                         let Ok((client, _)) = listener.accept().await else { continue };
-                        tokio::spawn(forward(client, target, states.subscribe()));
+                        tokio::spawn(forward(client, target, states.subscribe(), counter.clone()));
                     }
                 };
                 tokio::select! {
@@ -46,7 +53,7 @@ impl Proxy {
                 }
             });
         });
-        Proxy { port, state, stop: Some(stop), thread: Some(thread) }
+        Proxy { port, state, refused, stop: Some(stop), thread: Some(thread) }
     }
 
     /// The server goes down: open connections are closed, new ones closed on arrival.
@@ -64,6 +71,16 @@ impl Proxy {
         self.state.send_replace(State::Up);
     }
 
+    /// Waits until `n` connections have been turned away since the start: the client has met
+    /// the outage (and tried again).
+    pub async fn until_refused(&self, n: usize) {
+        let start = Instant::now();
+        while self.refused.load(Ordering::SeqCst) < n {
+            assert!(start.elapsed() < Duration::from_secs(60), "the client never came back during the outage");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// `url` (a database URL) pointed at this proxy instead.
     pub fn url(&self, url: &str) -> String {
         let mut u = url::Url::parse(url).expect("url");
@@ -73,10 +90,13 @@ impl Proxy {
     }
 }
 
-async fn forward(mut client: TcpStream, target: SocketAddr, mut state: watch::Receiver<State>) {
+async fn forward(mut client: TcpStream, target: SocketAddr, mut state: watch::Receiver<State>, refused: Arc<AtomicUsize>) {
     let now = *state.borrow_and_update();
     match now {
-        State::Closed => return,
+        State::Closed => {
+            refused.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
         State::Hung => {
             let _ = state.wait_for(|s| *s == State::Up).await;
             return;
