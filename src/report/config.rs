@@ -1,6 +1,6 @@
 //! The `reports:` section of flowguard.yaml.
 
-use crate::config::HumanDuration;
+use crate::config::{CronExpr, HumanDuration};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -21,8 +21,8 @@ pub struct ReportsConfig {
 impl Default for ReportsConfig {
     fn default() -> Self {
         ReportsConfig {
-            daily: Schedule { enabled: true, cron: "0 9 * * *".into(), jitter: default_jitter() },
-            weekly: Schedule { enabled: true, cron: "0 9 * * 1".into(), jitter: default_jitter() },
+            daily: Schedule { enabled: true, cron: "0 9 * * *".parse().expect("a valid cron"), jitter: default_jitter() },
+            weekly: Schedule { enabled: true, cron: "0 9 * * 1".parse().expect("a valid cron"), jitter: default_jitter() },
             retention: Retention::default(),
             rules: Rules::default(),
             top: 3,
@@ -37,7 +37,7 @@ pub struct Schedule {
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Five-field cron in the configured time zone, e.g. `0 9 * * *`.
-    pub cron: String,
+    pub cron: CronExpr,
     /// Up to this much later than the cron time (Feishu throttles bots on the hour).
     #[serde(default = "default_jitter")]
     pub jitter: HumanDuration,
@@ -93,18 +93,5 @@ impl Default for Rules {
             success_drop_pts: 5.0,
             min_samples: 20,
         }
-    }
-}
-
-impl ReportsConfig {
-    /// Problems as (field, message).
-    pub fn problems(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for (name, s) in [("daily", &self.daily), ("weekly", &self.weekly)] {
-            if let Err(e) = super::schedule::parse_cron(&s.cron) {
-                out.push((format!("reports.{name}.cron"), e));
-            }
-        }
-        out
     }
 }

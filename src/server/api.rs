@@ -287,7 +287,7 @@ async fn runs(
     let since_ms = match q.since.as_deref() {
         Some(t) => {
             let tz = s.loaded().config.time_zone();
-            Some(crate::cli::parse_since(t, s.clock.now_ms(), &tz).map_err(|f| ApiError::BadRequest(format!("since: {:#}", f.error)))?)
+            Some(crate::app::parse_since(t, s.clock.now_ms(), &tz).map_err(|e| ApiError::BadRequest(format!("since: {e}")))?)
         }
         None => None,
     };
@@ -335,8 +335,8 @@ async fn stats(
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let now = s.clock.now_ms();
     let tz = s.loaded().config.time_zone();
-    let since = crate::cli::parse_since(q.since.as_deref().unwrap_or("7d"), now, &tz)
-        .map_err(|f| ApiError::BadRequest(format!("since: {:#}", f.error)))?;
+    let since =
+        crate::app::parse_since(q.since.as_deref().unwrap_or("7d"), now, &tz).map_err(|e| ApiError::BadRequest(format!("since: {e}")))?;
     let stats = crate::stats::collect(&s.store, q.flow.as_deref(), since, now + 1).await?;
     Ok(Json(stats).into_response())
 }
