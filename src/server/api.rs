@@ -101,6 +101,8 @@ pub enum ApiError {
     RateLimited(u64),
     BadRequest(String),
     NotFound(String),
+    /// The request is valid but the state it acts on has moved on (e.g. a task already closed).
+    Conflict(String),
     Unavailable(String),
     Internal(String),
 }
@@ -124,6 +126,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
         };
