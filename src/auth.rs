@@ -19,18 +19,11 @@ use crate::classify::{classify_status, classify_transport};
 use crate::clock::SharedClock;
 use crate::nodes::NodeError;
 use crate::vocab::ErrorKind;
-use serde::Deserialize;
 use serde_json::Value as Json;
 use tokio::sync::Mutex;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    pub token_url: String,
-    pub client_id: String,
-    pub client_secret: String,
-    pub scope: Option<String>,
-}
+pub mod config;
+pub use config::AuthConfig;
 
 #[derive(Debug)]
 pub struct TokenProvider {

@@ -6,6 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod alert;
+pub mod app;
 pub mod auth;
 pub mod classify;
 pub mod cli;
@@ -13,6 +14,8 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod flow;
+pub mod hist;
+pub mod human;
 pub mod model;
 pub mod net;
 pub mod nodes;

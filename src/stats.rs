@@ -8,7 +8,7 @@
 //!
 //! Windows are whole 15-minute buckets: the start is rounded down and the end up.
 
-use crate::report::hist::Hist;
+use crate::hist::Hist;
 use crate::store::Store;
 use crate::store::rollups::{BUCKET_MS, RollupWindow, bucket_of};
 use crate::vocab::RunStatus;

@@ -40,7 +40,7 @@ macro_rules! named_enum {
                     _ => Err(format!(
                         "unknown {} `{}`{}; expected one of: {}",
                         stringify!($name).to_lowercase(), s,
-                        crate::flow::suggest(s, [$($s),+]).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default(),
+                        crate::flow::diag::suggest(s, [$($s),+]).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default(),
                         [$($s),+].join(", "))),
                 }
             }

@@ -196,8 +196,9 @@ pub fn check(channels: &BTreeMap<String, ChannelConfig>, routes: &[RouteConfig],
     let p = |parts: &[&str]| parts.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let known = |name: &str| channels.contains_key(name);
     let unknown = |name: &str| {
-        let hint =
-            crate::flow::suggest(name, channels.keys().map(String::as_str)).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+        let hint = crate::flow::diag::suggest(name, channels.keys().map(String::as_str))
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
         format!("unknown channel `{name}`{hint}")
     };
     for (name, c) in channels {

@@ -166,12 +166,20 @@ pub async fn manual(config: &Path, cmd: ManualCmd, clock: SharedClock) -> Result
     }
 }
 
+/// A refused action is the user's to sort out (exit 2); a database failure is not (exit 1).
+pub(super) fn refused(e: manual::ManualError) -> Failure {
+    match e {
+        manual::ManualError::Store(e) => e.into(),
+        e => usage(e.to_string()),
+    }
+}
+
 async fn act(config: &Path, id: &str, what: Act, who: Who, clock: SharedClock) -> Result<i32, Failure> {
     let app = App::load(config)?;
     let engine = app.engine(clock).await?;
-    let t = open_task(&engine, id).await.map_err(|e| usage(e.to_string()))?;
+    let t = open_task(&engine, id).await.map_err(refused)?;
     let (_, status) = what.names();
-    let acted = manual::act(&engine, &app.flows, t, what, &who.actor(), who.note.clone()).await.map_err(|e| usage(format!("{e:#}")))?;
+    let acted = manual::act(&engine, &app.flows, t, what, &who.actor(), who.note.clone()).await.map_err(refused)?;
     engine.store.close().await;
     match acted {
         Acted::Closed { task, run_status } => {

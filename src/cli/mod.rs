@@ -12,14 +12,12 @@ mod run;
 mod serve;
 pub mod table;
 
+use crate::app::LoadError;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
-use crate::engine::Engine;
-use crate::flow::{Diagnostics, Flow};
-use crate::nodes::Registry;
-use crate::store::{Store, StoreOptions};
+use crate::flow::Diagnostics;
+use crate::store::Store;
 use clap::{Parser, Subcommand, ValueEnum};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -186,7 +184,11 @@ pub struct Failure {
 impl<E: Into<anyhow::Error>> From<E> for Failure {
     fn from(e: E) -> Self {
         let error = e.into();
-        let code = if error.downcast_ref::<Diagnostics>().is_some() { 2 } else { 1 };
+        // Problems the user fixes in their files or command line exit 2 (DESIGN.md §4).
+        let user = error.downcast_ref::<Diagnostics>().is_some()
+            || error.downcast_ref::<crate::app::UnknownFlow>().is_some()
+            || matches!(error.downcast_ref::<crate::app::LoadError>(), Some(LoadError::Config(_) | LoadError::Flows(_)));
+        let code = if user { 2 } else { 1 };
         Failure { code, error }
     }
 }
@@ -195,48 +197,12 @@ pub fn usage(msg: impl Into<String>) -> Failure {
     Failure { code: 2, error: anyhow::anyhow!(msg.into()) }
 }
 
-/// Everything a command needs, loaded from the config.
-pub struct App {
-    pub config: Config,
-    pub registry: Arc<Registry>,
-    pub flows: BTreeMap<String, Arc<Flow>>,
-}
-
-impl App {
-    /// Loads the config and every flow; all problems are reported together.
-    pub fn load(config: &Path) -> Result<App, Failure> {
-        let cfg = Config::load(config).map_err(|d| Failure { code: 2, error: d.into() })?;
-        let registry = Arc::new(Registry::from_config(&cfg)?);
-        let flows = crate::flow::load_dir(&cfg.flows_dir(), &registry).map_err(|d| Failure { code: 2, error: d.into() })?;
-        Ok(App { config: cfg, registry, flows })
-    }
-
-    pub async fn store(&self) -> Result<Store, Failure> {
-        Ok(Store::open_with(&self.config.storage_url(), &StoreOptions::from_config(&self.config)).await?)
-    }
-
-    pub async fn engine(&self, clock: SharedClock) -> Result<Engine, Failure> {
-        Ok(Engine::new(self.store().await?, self.registry.clone(), clock, self.config.storage.max_payload_bytes))
-    }
-
-    pub fn flow(&self, name: &str) -> Result<Arc<Flow>, Failure> {
-        self.flows.get(name).cloned().ok_or_else(|| {
-            let hint = crate::flow::suggest(name, self.flows.keys().map(String::as_str))
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
-            usage(format!(
-                "no flow named `{name}`{hint}; flows in {}: {}",
-                self.config.flows_dir().display(),
-                self.flows.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
-        })
-    }
-}
+pub use crate::app::App;
 
 /// Store-only commands do not need the flows to be valid: open the store from the config alone.
 pub async fn open_store(config: &Path) -> Result<(Config, Store), Failure> {
     let cfg = Config::load(config).map_err(|d| Failure { code: 2, error: d.into() })?;
-    let store = Store::open_with(&cfg.storage_url(), &StoreOptions::from_config(&cfg)).await?;
+    let store = crate::app::open_store_of(&cfg).await?;
     Ok((cfg, store))
 }
 
@@ -300,17 +266,7 @@ async fn check(config: &Path, db: bool, explain: Option<&str>) -> Result<i32, Fa
     Ok(0)
 }
 
-/// `24h`, `7d` back from now, or a date / RFC 3339 time.
+/// `24h`, `7d` back from now, or a date / RFC 3339 time; a bad one is a usage error.
 pub fn parse_since(s: &str, now_ms: i64, tz: &jiff::tz::TimeZone) -> Result<i64, Failure> {
-    if let Ok(d) = humantime::parse_duration(s) {
-        return Ok(now_ms - d.as_millis() as i64);
-    }
-    if let Ok(ts) = s.parse::<jiff::Timestamp>() {
-        return Ok(ts.as_millisecond());
-    }
-    if let Ok(date) = s.parse::<jiff::civil::Date>() {
-        let zoned = date.to_zoned(tz.clone()).map_err(|e| usage(format!("bad date `{s}`: {e}")))?;
-        return Ok(zoned.timestamp().as_millisecond());
-    }
-    Err(usage(format!("cannot read `{s}` as a time: write a duration back from now (`24h`, `7d`) or a date (`2026-11-01`)")))
+    crate::app::parse_since(s, now_ms, tz).map_err(|e| usage(e.to_string()))
 }

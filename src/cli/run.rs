@@ -125,7 +125,7 @@ pub async fn cancel(config: &Path, run_id: &str, who: super::manual::Who, clock:
                 store.manual_task(&run.id).await?.ok_or_else(|| usage(format!("run {} waits for a human but has no open task", run.id)))?;
             crate::engine::manual::close(&store, &task, &crate::engine::manual::Act::Abort, &actor, who.note.clone(), clock.now_ms())
                 .await
-                .map_err(|e| usage(format!("{e:#}")))?;
+                .map_err(super::manual::refused)?;
             println!("run {} cancelled", run.id);
             Ok(0)
         }

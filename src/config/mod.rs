@@ -2,12 +2,14 @@
 //! Secrets come from `${ENV_VAR}` substitution; a missing variable is an error that names it.
 //! All problems are reported together, each with file:line:column and the field.
 
+pub mod cron;
 pub mod duration;
 
+pub use cron::CronExpr;
 pub use duration::{HumanDuration, parse_duration};
 
+use crate::flow::diag::{Diagnostics, from_tree_all, suggest};
 use crate::flow::yaml::{self, Node, Pos, Yaml};
-use crate::flow::{Diagnostics, from_tree};
 use crate::redact::Redactor;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -36,7 +38,7 @@ pub struct Config {
     pub endpoints: BTreeMap<String, EndpointConfig>,
     /// Token providers for endpoints (OAuth2 client credentials).
     #[serde(default)]
-    pub auth: BTreeMap<String, crate::auth::AuthConfig>,
+    pub auth: BTreeMap<String, crate::auth::config::AuthConfig>,
     /// Alert channels by name (see `alert::config`).
     #[serde(default)]
     pub channels: BTreeMap<String, crate::alert::config::ChannelConfig>,
@@ -48,7 +50,7 @@ pub struct Config {
     pub alerting: crate::alert::config::AlertingConfig,
     /// Daily and weekly reports, retention and the suggestion rules' thresholds.
     #[serde(default)]
-    pub reports: crate::report::ReportsConfig,
+    pub reports: crate::report::config::ReportsConfig,
     /// `flowguard serve`: listen address, API tokens, limits.
     #[serde(default)]
     pub server: crate::server::config::ServerConfig,
@@ -133,7 +135,7 @@ pub struct ModelConfig {
     pub max_tokens: Option<u32>,
     /// Settings of the simulator (provider `simulated`).
     #[serde(default)]
-    pub simulate: crate::sim::SimModelConfig,
+    pub simulate: crate::sim::config::SimModelConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -147,7 +149,7 @@ pub struct EndpointConfig {
     /// A provider from `auth:` whose token is sent as `Authorization: Bearer …`.
     pub auth: Option<String>,
     /// Answer in-process instead of over the network (the demo's knowledge base and publisher).
-    pub simulate: Option<crate::sim::SimEndpointConfig>,
+    pub simulate: Option<crate::sim::config::SimEndpointConfig>,
 }
 
 fn default_tz() -> String {
@@ -204,7 +206,9 @@ impl Config {
         if !diags.is_empty() {
             return Err(diags);
         }
-        let mut cfg: Config = from_tree(&tree, file, &[], &[]).map_err(|d| Diagnostics(vec![d]))?;
+        let (cfg, errors) = from_tree_all::<Config>(&tree, file, &[], &[]);
+        diags.0.extend(errors);
+        let Some(mut cfg) = cfg else { return Err(diags) };
         cfg.base_dir = base_dir.to_path_buf();
         cfg.file = file.to_path_buf();
         cfg.redactor = redactor;
@@ -239,9 +243,8 @@ impl Config {
             let field = format!("models.{name}");
             for fb in &m.fallback {
                 if !self.models.contains_key(fb) {
-                    let hint = crate::flow::suggest(fb, self.models.keys().map(String::as_str))
-                        .map(|s| format!(" (did you mean `{s}`?)"))
-                        .unwrap_or_default();
+                    let hint =
+                        suggest(fb, self.models.keys().map(String::as_str)).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
                     diags.push(file, at(&["models", name, "fallback"]), format!("{field}.fallback"), format!("unknown model `{fb}`{hint}"));
                 } else if fb == name {
                     diags.push(file, at(&["models", name, "fallback"]), format!("{field}.fallback"), "a model cannot fall back to itself");
@@ -264,10 +267,6 @@ impl Config {
                 })
                 .collect();
             diags.push(file, tree.locate(&segs).pos, field.clone(), m);
-        }
-        for (field, m) in self.reports.problems() {
-            let path: Vec<&str> = field.split('.').collect();
-            diags.push(file, at(&path), field.clone(), m);
         }
         for (path, m) in crate::alert::config::check(&self.channels, &self.routes, &self.alerting) {
             let segs: Vec<&str> = path.iter().map(String::as_str).filter(|s| !s.starts_with('[')).collect();
@@ -422,6 +421,9 @@ mod tests {
             let err = parse(text, &[]).unwrap_err().to_string();
             assert!(err.contains(at) && err.contains("bad duration"), "{text}: {err}");
         }
+        // Every bad field at once, the rest of the file still checked.
+        let err = parse("alerting:\n  group_wait: soon\n  drain: later\nlocale: fr\n", &[]).unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
     }
 
     #[test]

@@ -6,7 +6,6 @@ use super::{Engine, RunOutcome};
 use crate::flow::Flow;
 use crate::store::{ManualAction, ManualTask, RunEnd, Store};
 use crate::vocab::RunStatus;
-use anyhow::anyhow;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,11 +38,30 @@ pub enum Acted {
     Resumed { task: ManualTask, outcome: RunOutcome },
 }
 
+/// Why a manual action was refused. The API answers 404 or 409 by it, the CLI exits 2; only
+/// `Store` is a failure of flowguard or its database.
+#[derive(Debug, thiserror::Error)]
+pub enum ManualError {
+    #[error("no manual task for `{0}`")]
+    NoTask(String),
+    #[error("task {id} is already {status} (by {by})")]
+    NotOpen { id: String, status: String, by: String },
+    /// Another process or person acted on the task first.
+    #[error("task {0} was closed by someone else meanwhile")]
+    ClosedMeanwhile(String),
+    #[error("flow `{0}` is not loaded")]
+    FlowNotLoaded(String),
+    #[error("run {0} is gone")]
+    RunGone(String),
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
 /// Finds an open task by task id, run id or a unique prefix.
-pub async fn open_task(engine: &Engine, id: &str) -> anyhow::Result<ManualTask> {
-    let t = engine.store.manual_task(id).await?.ok_or_else(|| anyhow!("no manual task for `{id}`"))?;
+pub async fn open_task(engine: &Engine, id: &str) -> Result<ManualTask, ManualError> {
+    let t = engine.store.manual_task(id).await?.ok_or_else(|| ManualError::NoTask(id.to_owned()))?;
     if t.status != "open" {
-        return Err(anyhow!("task {} is already {} (by {})", t.id, t.status, t.closed_by.as_deref().unwrap_or("?")));
+        return Err(ManualError::NotOpen { id: t.id, status: t.status, by: t.closed_by.unwrap_or_else(|| "?".into()) });
     }
     Ok(t)
 }
@@ -57,9 +75,9 @@ pub async fn act(
     what: Act,
     actor: &str,
     note: Option<String>,
-) -> anyhow::Result<Acted> {
+) -> Result<Acted, ManualError> {
     let flow = match &what {
-        Act::Retry(_) | Act::Skip(_) => Some(flows.get(&t.flow).cloned().ok_or_else(|| anyhow!("flow `{}` is not loaded", t.flow))?),
+        Act::Retry(_) | Act::Skip(_) => Some(flows.get(&t.flow).cloned().ok_or_else(|| ManualError::FlowNotLoaded(t.flow.clone()))?),
         _ => None,
     };
     let run_status = close(&engine.store, &t, &what, actor, note, engine.clock.now_ms()).await?;
@@ -81,7 +99,7 @@ pub async fn close(
     actor: &str,
     note: Option<String>,
     now: i64,
-) -> anyhow::Result<Option<RunStatus>> {
+) -> Result<Option<RunStatus>, ManualError> {
     let (name, status) = what.names();
     let action = ManualAction {
         task_id: t.id.clone(),
@@ -91,7 +109,7 @@ pub async fn close(
         note: note.clone(),
         at: now,
     };
-    let run = store.get_run(&t.run_id).await?.ok_or_else(|| anyhow!("run {} is gone", t.run_id))?;
+    let run = store.get_run(&t.run_id).await?.ok_or_else(|| ManualError::RunGone(t.run_id.clone()))?;
     let why = note.as_deref().map(|n| format!(": {n}")).unwrap_or_default();
     let end = |status: RunStatus, message: String| RunEnd {
         status: Some(status),
@@ -110,7 +128,7 @@ pub async fn close(
         _ => None,
     };
     if !store.close_manual_task(t, status, &action, closing.as_ref()).await? {
-        return Err(anyhow!("task {} was closed by someone else meanwhile", t.id));
+        return Err(ManualError::ClosedMeanwhile(t.id.clone()));
     }
     Ok(closing.and_then(|c| c.status))
 }

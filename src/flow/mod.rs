@@ -7,7 +7,7 @@ pub mod schedule;
 pub mod template;
 pub mod yaml;
 
-pub use diag::{Diagnostic, Diagnostics, suggest};
+pub use diag::{Diagnostic, Diagnostics, dotted, from_tree, from_tree_all, suggest};
 pub use retry::{RetryPolicy, RetrySpec};
 
 use crate::config::HumanDuration;
@@ -16,7 +16,6 @@ use crate::engine::policy::{self, OnError, Policy, PolicyTable};
 use crate::nodes::{self, BuildCx, NodeKind};
 use crate::vocab::{ErrorKind, Severity};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -168,65 +167,6 @@ struct FlowFields {
     concurrency: Option<usize>,
 }
 
-/// Deserializes a subtree; an error points at the field where it broke.
-pub fn from_tree<T: DeserializeOwned>(tree: &Node, file: &Path, prefix: &[PathSeg], known: &[&str]) -> Result<T, Diagnostic> {
-    let json = tree.to_json();
-    serde_path_to_error::deserialize::<_, T>(json).map_err(|e| {
-        let mut path: Vec<PathSeg> = e
-            .path()
-            .iter()
-            .filter_map(|s| match s {
-                serde_path_to_error::Segment::Seq { index } => Some(PathSeg::Index(*index)),
-                serde_path_to_error::Segment::Map { key } => Some(PathSeg::Key(key.clone())),
-                serde_path_to_error::Segment::Enum { variant } => Some(PathSeg::Key(variant.clone())),
-                serde_path_to_error::Segment::Unknown => None,
-            })
-            .collect();
-        let inner = e.into_inner().to_string();
-        // serde names an unknown field in the message, not in the path.
-        let mut message = inner.clone();
-        if let Some(field) = inner.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
-            if path.last() == Some(&PathSeg::Key(field.to_owned())) {
-                path.pop();
-            }
-            let parent = tree.locate(&path);
-            let pos = parent.key_pos(field).unwrap_or(parent.pos);
-            let expected = inner.split("expected one of ").nth(1).unwrap_or("");
-            let mut candidates: Vec<&str> = expected.split(", ").map(|c| c.trim_matches('`')).collect();
-            candidates.extend_from_slice(known);
-            message = format!("unknown field `{field}`");
-            if let Some(s) = suggest(field, candidates.iter().copied()) {
-                message.push_str(&format!(" (did you mean `{s}`?)"));
-            }
-            path.push(PathSeg::Key(field.to_owned()));
-            return Diagnostic { file: file.into(), pos, field: dotted(prefix, &path), message };
-        }
-        if let Some(variant) = inner.strip_prefix("unknown variant `").and_then(|r| r.split('`').next()) {
-            let expected = inner.split("expected one of ").nth(1).unwrap_or("");
-            if let Some(s) = suggest(variant, expected.split(", ").map(|c| c.trim_matches('`'))) {
-                message.push_str(&format!(" (did you mean `{s}`?)"));
-            }
-        }
-        Diagnostic { file: file.into(), pos: tree.locate(&path).pos, field: dotted(prefix, &path), message }
-    })
-}
-
-pub fn dotted(prefix: &[PathSeg], path: &[PathSeg]) -> String {
-    let mut s = String::new();
-    for seg in prefix.iter().chain(path) {
-        match seg {
-            PathSeg::Key(k) => {
-                if !s.is_empty() {
-                    s.push('.');
-                }
-                s.push_str(k);
-            }
-            PathSeg::Index(i) => s.push_str(&format!("[{i}]")),
-        }
-    }
-    s
-}
-
 /// Loads and checks one flow file. `cx` carries what the config declares (models, endpoints).
 pub fn load(file: &Path, cx: &nodes::Registry) -> Result<Flow, Diagnostics> {
     let text = std::fs::read(file).map_err(|e| one(file, Pos::default(), "", format!("cannot read: {e}")))?;
@@ -247,8 +187,9 @@ type Located = (String, Pos, String);
 /// Parses and checks flow text; `file` names it in errors.
 pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Diagnostics> {
     let tree = yaml::parse(text).map_err(|m| one(file, Pos::default(), "", m))?;
-    let top: FlowFields = from_tree(&tree, file, &[], &[]).map_err(|d| Diagnostics(vec![d]))?;
-    let mut diags = Diagnostics::default();
+    let (top, errors) = from_tree_all::<FlowFields>(&tree, file, &[], &[]);
+    let mut diags = Diagnostics(errors);
+    let Some(top) = top else { return Err(diags) };
     let hash = hex16(&Sha256::digest(text.as_bytes()));
     let key = |k: &str| vec![PathSeg::Key(k.into())];
 
@@ -294,13 +235,9 @@ pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Dia
         params_tree.value =
             yaml::Yaml::Map(entries.iter().filter(|(k, _)| !k.as_str().is_some_and(|k| COMMON.contains(&k))).cloned().collect());
 
-        let common: CommonFields = match from_tree(&common_tree, file, &prefix, &[]) {
-            Ok(c) => c,
-            Err(d) => {
-                diags.0.push(d);
-                continue;
-            }
-        };
+        let (common, errors) = from_tree_all::<CommonFields>(&common_tree, file, &prefix, &[]);
+        diags.0.extend(errors);
+        let Some(common) = common else { continue };
         if !is_ident(&common.id) || common.id.contains('-') {
             diags.push(
                 file,
@@ -530,20 +467,13 @@ pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Dia
 
 fn serve_spec(top: &FlowFields, file: &Path, tree: &Node, diags: &mut Diagnostics) -> schedule::ServeSpec {
     let pos = |k: &[&str]| tree.locate(&k.iter().map(|k| PathSeg::Key((*k).into())).collect::<Vec<_>>()).pos;
-    let schedule = top.schedule.as_ref().and_then(|s| match schedule::parse_cron(&s.cron) {
-        Ok(cron) => Some(schedule::Schedule { cron, overlap: s.overlap, catch_up: s.catch_up, inputs: s.inputs.clone() }),
-        Err(m) => {
-            diags.push(file, pos(&["schedule", "cron"]), "schedule.cron", m);
-            None
-        }
+    let schedule = top.schedule.as_ref().map(|s| schedule::Schedule {
+        cron: s.cron.get().clone(),
+        overlap: s.overlap,
+        catch_up: s.catch_up,
+        inputs: s.inputs.clone(),
     });
-    let canary = top.canary.as_ref().and_then(|c| match schedule::parse_cron(&c.cron) {
-        Ok(cron) => Some(schedule::Canary { cron, inputs: c.inputs.clone() }),
-        Err(m) => {
-            diags.push(file, pos(&["canary", "cron"]), "canary.cron", m);
-            None
-        }
-    });
+    let canary = top.canary.as_ref().map(|c| schedule::Canary { cron: c.cron.get().clone(), inputs: c.inputs.clone() });
     if top.concurrency == Some(0) {
         diags.push(file, pos(&["concurrency"]), "concurrency", "must be at least 1 (leave it out for no limit)");
     }

@@ -2,6 +2,7 @@
 //! canary schedule with test inputs, what happens to a run the process died in, and how many runs
 //! of the flow may go at once.
 
+use crate::config::CronExpr;
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
@@ -58,7 +59,7 @@ pub enum OnInterrupt {
 #[serde(deny_unknown_fields)]
 pub(super) struct ScheduleFields {
     /// Five fields (minute hour day month weekday) or six with seconds first, in the config's time zone.
-    pub cron: String,
+    pub cron: CronExpr,
     #[serde(default)]
     pub overlap: Overlap,
     #[serde(default)]
@@ -70,19 +71,12 @@ pub(super) struct ScheduleFields {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CanaryFields {
-    pub cron: String,
+    pub cron: CronExpr,
     #[serde(default)]
     pub inputs: Map<String, Json>,
 }
 
-/// Parses a cron expression: 5 fields, or 6 with seconds first.
-pub fn parse_cron(s: &str) -> Result<croner::Cron, String> {
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Optional)
-        .build()
-        .parse(s)
-        .map_err(|e| format!("`{s}` is not a valid cron expression: {e}"))
-}
+pub use crate::config::cron::parse_cron;
 
 #[cfg(test)]
 mod tests {

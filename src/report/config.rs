@@ -1,7 +1,7 @@
 //! The `reports:` section of flowguard.yaml.
 
-use crate::config::HumanDuration;
 use crate::alert::config::ChannelConfig;
+use crate::config::{CronExpr, HumanDuration};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -24,8 +24,8 @@ pub struct ReportsConfig {
 impl Default for ReportsConfig {
     fn default() -> Self {
         ReportsConfig {
-            daily: Schedule { enabled: true, cron: "0 9 * * *".into(), jitter: default_jitter() },
-            weekly: Schedule { enabled: true, cron: "0 9 * * 1".into(), jitter: default_jitter() },
+            daily: Schedule { enabled: true, cron: "0 9 * * *".parse().expect("a valid cron"), jitter: default_jitter() },
+            weekly: Schedule { enabled: true, cron: "0 9 * * 1".parse().expect("a valid cron"), jitter: default_jitter() },
             retention: Retention::default(),
             rules: Rules::default(),
             top: 3,
@@ -40,7 +40,7 @@ pub struct Schedule {
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Five-field cron in the configured time zone, e.g. `0 9 * * *`.
-    pub cron: String,
+    pub cron: CronExpr,
     /// Up to this much later than the cron time (Feishu throttles bots on the hour).
     #[serde(default = "default_jitter")]
     pub jitter: HumanDuration,
@@ -100,17 +100,6 @@ impl Default for Rules {
 }
 
 impl ReportsConfig {
-    /// Problems as (field, message).
-    pub fn problems(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for (name, s) in [("daily", &self.daily), ("weekly", &self.weekly)] {
-            if let Err(e) = super::schedule::parse_cron(&s.cron) {
-                out.push((format!("reports.{name}.cron"), e));
-            }
-        }
-        out
-    }
-
     /// The channels reports go to: those listed (or all), less those that cannot carry one.
     pub fn report_channels(&self, channels: &BTreeMap<String, ChannelConfig>) -> Vec<String> {
         let names: Vec<&String> = if self.channels.is_empty() { channels.keys().collect() } else { self.channels.iter().collect() };

@@ -7,7 +7,6 @@
 //! Delivery is behind [`ReportSink`]: the CLI's `--send` prints; the alert channels implement it.
 
 pub mod config;
-pub mod hist;
 pub mod outbox;
 pub mod render;
 pub mod schedule;

@@ -2,7 +2,7 @@
 //! JSON. All are built from one list of sections, so they say the same thing.
 
 use super::{Kind, Report};
-use crate::cli::table::ms;
+use crate::human::ms;
 use serde::Serialize;
 use serde_json::{Value as Json, json};
 
@@ -197,7 +197,7 @@ fn html_escape(s: &str) -> String {
 pub fn render(r: &Report, tz: &jiff::tz::TimeZone) -> Rendered {
     let (title, secs) = sections(r);
     let en = r.locale == "en";
-    let footer = format!("{} {} ({})", if en { "Generated" } else { "生成于" }, crate::cli::table::time(r.generated_at_ms, tz), r.timezone);
+    let footer = format!("{} {} ({})", if en { "Generated" } else { "生成于" }, crate::human::time(r.generated_at_ms, tz), r.timezone);
     let mut md = format!("# {title}\n\n");
     let mut text = format!("{title}\n{}\n\n", "=".repeat(title.chars().count().min(60)));
     let mut html = format!(

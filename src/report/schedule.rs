@@ -49,10 +49,6 @@ fn as_string<S: serde::Serializer>(d: &jiff::civil::Date, s: S) -> Result<S::Ok,
     s.collect_str(d)
 }
 
-pub fn parse_cron(s: &str) -> Result<croner::Cron, String> {
-    croner::parser::CronParser::new().parse(s).map_err(|e| format!("invalid cron `{s}`: {e}"))
-}
-
 fn day_start(d: jiff::civil::Date, tz: &TimeZone) -> i64 {
     d.to_zoned(tz.clone()).map(|z| z.timestamp().as_millisecond()).unwrap_or(0)
 }
@@ -113,7 +109,7 @@ fn zoned(ms: i64, tz: &TimeZone) -> Option<Zoned> {
 /// The latest cron time at or before `now_ms`, and its period.
 pub fn last_fire(cfg: &ReportsConfig, kind: Kind, tz: &TimeZone, now_ms: i64) -> Option<(i64, Period)> {
     let s = kind.schedule(cfg);
-    let cron = parse_cron(&s.cron).ok()?;
+    let cron = s.cron.get();
     let fire = cron.find_previous_occurrence(&zoned(now_ms, tz)?, true).ok()?;
     let p = period_for(kind, &fire);
     let jitter = s.jitter.get();
@@ -126,7 +122,7 @@ pub fn next_fire(cfg: &ReportsConfig, kind: Kind, tz: &TimeZone, now_ms: i64) ->
     if !s.enabled {
         return None;
     }
-    let cron = parse_cron(&s.cron).ok()?;
+    let cron = s.cron.get();
     let jitter = s.jitter.get();
     let mut from = zoned(now_ms, tz)?;
     // The jitter may put this period's send after now even though its cron time has passed.

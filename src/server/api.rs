@@ -101,6 +101,8 @@ pub enum ApiError {
     RateLimited(u64),
     BadRequest(String),
     NotFound(String),
+    /// The request is valid but the state it acts on has moved on (e.g. a task already closed).
+    Conflict(String),
     Unavailable(String),
     Internal(String),
 }
@@ -124,6 +126,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
         };
@@ -287,7 +290,7 @@ async fn runs(
     let since_ms = match q.since.as_deref() {
         Some(t) => {
             let tz = s.loaded().config.time_zone();
-            Some(crate::cli::parse_since(t, s.clock.now_ms(), &tz).map_err(|f| ApiError::BadRequest(format!("since: {:#}", f.error)))?)
+            Some(crate::app::parse_since(t, s.clock.now_ms(), &tz).map_err(|e| ApiError::BadRequest(format!("since: {e}")))?)
         }
         None => None,
     };
@@ -335,8 +338,8 @@ async fn stats(
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let now = s.clock.now_ms();
     let tz = s.loaded().config.time_zone();
-    let since = crate::cli::parse_since(q.since.as_deref().unwrap_or("7d"), now, &tz)
-        .map_err(|f| ApiError::BadRequest(format!("since: {:#}", f.error)))?;
+    let since =
+        crate::app::parse_since(q.since.as_deref().unwrap_or("7d"), now, &tz).map_err(|e| ApiError::BadRequest(format!("since: {e}")))?;
     let stats = crate::stats::collect(&s.store, q.flow.as_deref(), since, now + 1).await?;
     Ok(Json(stats).into_response())
 }

@@ -12,7 +12,7 @@ pub mod ingest;
 pub mod metrics;
 mod ops;
 
-use crate::cli::App;
+use crate::app::App;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::engine::{Engine, Event};
@@ -84,7 +84,7 @@ impl Shared {
     /// and the running version keeps going.
     pub fn reload(&self) -> Result<(), String> {
         let current = self.loaded();
-        let result = App::load(&self.config_path).map_err(|f| format!("{:#}", f.error)).and_then(|app| {
+        let result = App::load(&self.config_path).map_err(|e| format!("{e:#}")).and_then(|app| {
             if app.config.storage_url() != current.config.storage_url() {
                 tracing::warn!("storage.url changed: it takes effect at the next start");
             }
@@ -239,8 +239,8 @@ pub struct Application {
 impl Application {
     /// Opens the store, loads config and flows, recovers interrupted runs, binds the port.
     pub async fn build(config_path: &Path, opts: Options) -> anyhow::Result<Application> {
-        let app = App::load(config_path).map_err(|f| f.error)?;
-        let store = app.store().await.map_err(|f| f.error)?;
+        let app = App::load(config_path)?;
+        let store = app.store().await?;
         let listen = opts.listen.clone().unwrap_or_else(|| app.config.server.listen.clone());
         let addr: std::net::SocketAddr = tokio::net::lookup_host(&listen)
             .await

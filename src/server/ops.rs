@@ -33,6 +33,15 @@ fn body(b: &Bytes) -> Result<Body, ApiError> {
     if b.iter().all(u8::is_ascii_whitespace) { Ok(Body::default()) } else { parse_json(b) }
 }
 
+fn manual_error(e: manual::ManualError) -> ApiError {
+    use manual::ManualError::*;
+    match e {
+        NoTask(_) | RunGone(_) => ApiError::NotFound(e.to_string()),
+        NotOpen { .. } | ClosedMeanwhile(_) | FlowNotLoaded(_) => ApiError::Conflict(e.to_string()),
+        Store(e) => e.into(),
+    }
+}
+
 /// Who acts: the body's `by`, else the name of the API token.
 fn actor(body: &Body, token: String) -> String {
     body.by.clone().unwrap_or(token)
@@ -97,7 +106,7 @@ pub async fn manual_act(State(s): State<Arc<Shared>>, h: HeaderMap, Path((id, ac
     let engine = l.engine.clone();
     let flows = l.flows.clone();
     drop(l);
-    let task = manual::open_task(&engine, &id).await.map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let task = manual::open_task(&engine, &id).await.map_err(manual_error)?;
     let who = actor(&b, token);
     if let Act::Retry(_) | Act::Skip(_) = what {
         let run_id = task.run_id.clone();
@@ -114,7 +123,7 @@ pub async fn manual_act(State(s): State<Arc<Shared>>, h: HeaderMap, Path((id, ac
         )
             .into_response());
     }
-    match manual::act(&engine, &flows, task, what, &who, b.note).await.map_err(|e| ApiError::BadRequest(format!("{e:#}")))? {
+    match manual::act(&engine, &flows, task, what, &who, b.note).await.map_err(manual_error)? {
         Acted::Closed { task, run_status } => {
             Ok(Json(json!({"task": task.id, "action": action, "run_id": task.run_id, "run_status": run_status})).into_response())
         }

@@ -146,16 +146,6 @@ impl Default for StoreOptions {
     }
 }
 
-impl StoreOptions {
-    /// `storage.max_connections`, `storage.connect_timeout` and `storage.write_patience`.
-    pub fn from_config(cfg: &crate::config::Config) -> StoreOptions {
-        StoreOptions {
-            pool: PoolSettings { max_connections: cfg.storage.max_connections, connect_timeout: cfg.connect_timeout() },
-            write_patience: cfg.write_patience(),
-        }
-    }
-}
-
 /// The backend a storage URL names.
 pub fn backend_of(url: &str) -> anyhow::Result<Backend> {
     if url.starts_with("sqlite:") {

@@ -7,7 +7,7 @@
 
 use super::db::{self, Arg, Backend, Ty, Val};
 use super::{AttemptRecord, RunEnd, Store};
-use crate::report::hist;
+use crate::hist;
 use crate::vocab::{AttemptStatus, RunStatus};
 use std::borrow::Cow;
 use std::collections::BTreeMap;

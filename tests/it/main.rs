@@ -10,6 +10,7 @@ mod classify;
 mod cli;
 mod docs;
 mod engine;
+mod layers;
 mod policy;
 mod report;
 mod serve;

@@ -569,6 +569,11 @@ async fn operators_act_over_the_api() {
     assert!(run.to_string().contains("c after 人工"), "{run}");
     let (_, shown) = app.get(&format!("/api/v1/manual/{id}"), READ).await;
     assert_eq!((shown["task"]["status"].as_str(), shown["actions"][0]["actor"].as_str()), (Some("skipped"), Some("alice")));
+    // A task already closed is a conflict, an unknown one is not found (neither is a bad request).
+    let (code, again) = app.post(&format!("/api/v1/manual/{id}/abort"), OPERATE, &json!({})).await;
+    assert_eq!(code, 409, "{again}");
+    assert!(again.to_string().contains("already skipped"), "{again}");
+    assert_eq!(app.post("/api/v1/manual/no-such-task/abort", OPERATE, &json!({})).await.0, 404);
 
     // Silences: create, list, expire; a bad label is a 400 naming it.
     let (code, bad) = app.post("/api/v1/silences", OPERATE, &json!({"matchers": {"flwo": "hello"}, "duration": "1h"})).await;
