@@ -87,7 +87,10 @@ fn every_yaml_example_in_the_docs_passes_check() {
         let mut cmd = crate::support::bin();
         cmd.current_dir(project.path()).arg("check");
         for v in env_vars(&body) {
-            cmd.env(v, "example-value-0123456789abcdef0");
+            // Webhook variables hold URLs in real use, and the channels check that they do.
+            let value =
+                if v.contains("WEBHOOK") { "https://hooks.example.com/0123456789abcdef" } else { "example-value-0123456789abcdef0" };
+            cmd.env(v, value);
         }
         let o = cmd.output().expect("spawn flowguard");
         checked += 1;
