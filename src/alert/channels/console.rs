@@ -2,7 +2,7 @@
 
 use super::{Channel, ChannelParams, Ctx, Delivery, Message, Raw};
 use crate::alert::config::ChannelConfig;
-use crate::flow::Diagnostics;
+use crate::flow::diag::Diagnostics;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use std::io::Write;

@@ -9,7 +9,7 @@
 
 use super::{Channel, ChannelParams, Ctx, Delivery, Message, Raw, link};
 use crate::alert::config::ChannelConfig;
-use crate::flow::Diagnostics;
+use crate::flow::diag::Diagnostics;
 use futures::future::BoxFuture;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;

@@ -23,7 +23,7 @@
 
 use super::{Channel, ChannelParams, Ctx, Delivery, Message, Raw, b64, cut, hmac_sha256, limits, link, post};
 use crate::alert::config::ChannelConfig;
-use crate::flow::Diagnostics;
+use crate::flow::diag::Diagnostics;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};

@@ -13,8 +13,8 @@ mod webhook;
 mod wecom;
 
 use crate::alert::config::{COMMON_FIELDS, ChannelConfig};
+use crate::flow::diag::{Diagnostic, Diagnostics, dotted, from_tree};
 use crate::flow::yaml::{Node, PathSeg};
-use crate::flow::{Diagnostic, Diagnostics, dotted, from_tree};
 use crate::redact::Redactor;
 use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
@@ -86,7 +86,8 @@ pub fn parse_all(channels: &mut BTreeMap<String, ChannelConfig>, tree: &Node, fi
         let prefix = vec![PathSeg::Key("channels".into()), PathSeg::Key(name.clone())];
         let node = tree.locate(&prefix);
         let Some((_, parse)) = TYPES.iter().find(|(t, _)| *t == c.kind) else {
-            let hint = crate::flow::suggest(&c.kind, names.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+            let hint =
+                crate::flow::diag::suggest(&c.kind, names.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
             let pos = node.get("type").map(|n| n.pos).unwrap_or(node.pos);
             diags.push(
                 file,

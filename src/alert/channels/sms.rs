@@ -42,7 +42,7 @@
 
 use super::{Answer, Channel, ChannelParams, Ctx, Delivery, Message, Raw, b64, hex, hmac_sha256, judge_http, limits, post};
 use crate::alert::config::ChannelConfig;
-use crate::flow::Diagnostics;
+use crate::flow::diag::Diagnostics;
 use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;

@@ -12,7 +12,7 @@
 
 use super::{Channel, ChannelParams, Ctx, Delivery, Message, Raw, hex, hmac_sha256, judge_http, limits, post};
 use crate::alert::config::ChannelConfig;
-use crate::flow::Diagnostics;
+use crate::flow::diag::Diagnostics;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -16,7 +16,7 @@
 use super::dingtalk::judge_errcode;
 use super::{Channel, ChannelParams, Ctx, Delivery, Message, Raw, cut, limits, link, post};
 use crate::alert::config::ChannelConfig;
-use crate::flow::Diagnostics;
+use crate::flow::diag::Diagnostics;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
