@@ -22,7 +22,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// One channel: its `type` and that type's settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
     /// `feishu`, `dingtalk`, `wecom`, `email`, `sms`, `webhook` or `console`.
@@ -47,23 +47,32 @@ pub struct ChannelConfig {
     pub run_url: Option<String>,
     /// Email: SMTP server.
     pub smtp_host: Option<String>,
+    /// Email: SMTP port (default 587 with `starttls`, 465 with `tls`).
     pub smtp_port: Option<u16>,
     /// Email: `starttls` (default), `tls` (implicit, port 465) or `none` (tests, local relays).
     pub smtp_security: Option<String>,
+    /// Email: SMTP user.
     pub username: Option<String>,
+    /// Email: SMTP password (usually `${SMTP_PASSWORD}`).
     pub password: Option<String>,
+    /// Email: the sender address.
     pub from: Option<String>,
+    /// Email: recipients.
     #[serde(default)]
     pub to: Vec<String>,
     /// SMS: `aliyun`, `tencent` or `http` (a generic templated gateway).
     pub provider: Option<String>,
+    /// SMS (Aliyun/Tencent): the access key id (Tencent: SecretId).
     pub access_key_id: Option<String>,
+    /// SMS (Aliyun/Tencent): the access key secret (Tencent: SecretKey).
     pub access_key_secret: Option<String>,
-    /// SMS: the sign name (签名) and template id.
+    /// SMS: the sign name (签名).
     pub sign_name: Option<String>,
+    /// SMS: the approved template's id.
     pub template_id: Option<String>,
-    /// Tencent: the SmsSdkAppId; region (default ap-guangzhou).
+    /// SMS (Tencent): the SmsSdkAppId.
     pub app_id: Option<String>,
+    /// SMS (Tencent): the region (default `ap-guangzhou`).
     pub region: Option<String>,
     /// SMS: phone numbers (+86…).
     #[serde(default)]
@@ -73,9 +82,10 @@ pub struct ChannelConfig {
     pub params: BTreeMap<String, String>,
     /// Override of the service's address (tests; private deployments).
     pub endpoint: Option<String>,
-    /// Generic webhook/HTTP SMS: extra headers; HTTP SMS: the JSON body template.
+    /// Generic webhook and HTTP SMS: extra request headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// HTTP SMS: the JSON body template.
     pub body: Option<serde_json::Value>,
     /// Sends per window instead of the type's default (e.g. `{ per_second: 5, per_minute: 100 }`).
     pub rate_limit: Option<RateLimitConfig>,
@@ -85,22 +95,26 @@ pub struct ChannelConfig {
     pub timeout: Option<HumanDuration>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
+    /// Most sends in any second.
     pub per_second: Option<u32>,
+    /// Most sends in any minute.
     pub per_minute: Option<u32>,
 }
 
 /// One routing rule; the first that matches wins unless it says `continue: true`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
+    /// Which alerts the route takes; every listed condition must hold (an empty list matches all).
     #[serde(default, rename = "match")]
     pub matchers: RouteMatch,
     /// Channels to notify; empty: recorded only.
     #[serde(default)]
     pub channels: Vec<String>,
+    /// Also try the routes after this one.
     #[serde(default, rename = "continue")]
     pub continue_: bool,
     /// @all on channels that support it.
@@ -108,8 +122,11 @@ pub struct RouteConfig {
     pub mention_all: bool,
     /// Labels that make a group (default `[flow, severity]`).
     pub group_by: Option<Vec<String>>,
+    /// Overrides `alerting.group_wait` for this route.
     pub group_wait: Option<HumanDuration>,
+    /// Overrides `alerting.group_interval` for this route.
     pub group_interval: Option<HumanDuration>,
+    /// Overrides `alerting.repeat_interval` for this route.
     pub repeat_interval: Option<HumanDuration>,
     /// Where a notification goes when its channel fails for good.
     pub backup: Option<String>,
@@ -117,15 +134,19 @@ pub struct RouteConfig {
     pub escalate: Option<EscalateConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
+    /// Severities: `low`, `medium`, `high`.
     #[serde(default)]
     pub severity: Vec<Severity>,
+    /// Flow names.
     #[serde(default)]
     pub flow: Vec<String>,
+    /// Node ids.
     #[serde(default)]
     pub node: Vec<String>,
+    /// Error kinds (DESIGN.md §4 names, e.g. `upstream_5xx`).
     #[serde(default)]
     pub error_kind: Vec<ErrorKind>,
     /// Outcome labels: `status` (failed, timed_out …), `event` (outcome, latency), and any label the alert carries.
@@ -133,23 +154,29 @@ pub struct RouteMatch {
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EscalateConfig {
+    /// How long an alert may stay unacknowledged.
     pub after: HumanDuration,
+    /// Channels that hear about it then.
     pub to: Vec<String>,
 }
 
 /// Defaults for grouping and delivery.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertingConfig {
+    /// Labels that make a group: `flow`, `severity`, `node`, `error_kind`, `status`.
     #[serde(default = "d_group_by")]
     pub group_by: Vec<String>,
+    /// How long a new group waits for more alerts before its first message.
     #[serde(default = "d_group_wait")]
     pub group_wait: HumanDuration,
+    /// At most one message per group per interval.
     #[serde(default = "d_group_interval")]
     pub group_interval: HumanDuration,
+    /// A group still firing is repeated after this.
     #[serde(default = "d_repeat")]
     pub repeat_interval: HumanDuration,
     /// Failed sends of one notification before it fails over to the backup channel (or is dead).
@@ -158,6 +185,7 @@ pub struct AlertingConfig {
     /// First retry delay; doubles each time up to `max_backoff`.
     #[serde(default = "d_backoff")]
     pub backoff: HumanDuration,
+    /// Longest delay between delivery retries.
     #[serde(default = "d_max_backoff")]
     pub max_backoff: HumanDuration,
     /// How long `flowguard run` keeps delivering after its run before leaving the rest pending.

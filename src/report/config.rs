@@ -3,10 +3,12 @@
 use crate::config::{CronExpr, HumanDuration};
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReportsConfig {
+    /// The daily report (covers the local day before; default 09:00).
     pub daily: Schedule,
+    /// The weekly report with the cause distribution and suggestions (covers the seven days before; default Monday 09:00).
     pub weekly: Schedule,
     /// Pruning of raw rows; rollups are kept.
     pub retention: Retention,
@@ -31,9 +33,10 @@ impl Default for ReportsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
+    /// Send this report (default true).
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Five-field cron in the configured time zone, e.g. `0 9 * * *`.
@@ -50,7 +53,7 @@ fn default_jitter() -> HumanDuration {
     HumanDuration::secs(120)
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retention {
     /// Delete node attempts of runs older than this (`90d`); unset keeps them.
@@ -60,7 +63,7 @@ pub struct Retention {
 }
 
 /// Thresholds of the suggestion rules (see `report::weekly`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Rules {
     /// A node whose attempts time out more often than this …
