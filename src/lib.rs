@@ -22,6 +22,7 @@ pub mod nodes;
 pub mod redact;
 pub mod report;
 pub mod scheduler;
+pub mod schema;
 pub mod server;
 pub mod sim;
 pub mod stats;

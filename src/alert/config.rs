@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 
 /// One channel: the fields every type shares. The type's own fields (webhook, phones, SMTP …)
 /// are read by its file in `alert/channels/` into [`ChannelConfig::params`].
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 pub struct ChannelConfig {
     /// The channel type: one of `alert::channels::TYPES` (feishu, dingtalk, wecom, email, sms, webhook, console).
     #[serde(rename = "type")]
@@ -42,9 +42,11 @@ pub struct ChannelConfig {
     pub run_url: Option<String>,
     /// The type's own settings, parsed and checked by its channel file.
     #[serde(skip)]
+    #[schemars(skip)]
     pub params: Option<std::sync::Arc<dyn crate::alert::channels::ChannelParams>>,
     /// The type's own fields, read a second time by the channel file (with positions).
     #[serde(flatten)]
+    #[schemars(skip)]
     _own: BTreeMap<String, serde::de::IgnoredAny>,
 }
 
@@ -58,22 +60,26 @@ impl ChannelConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
+    /// Most sends in any second.
     pub per_second: Option<u32>,
+    /// Most sends in any minute.
     pub per_minute: Option<u32>,
 }
 
 /// One routing rule; the first that matches wins unless it says `continue: true`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
+    /// Which alerts the route takes; every listed condition must hold (an empty list matches all).
     #[serde(default, rename = "match")]
     pub matchers: RouteMatch,
     /// Channels to notify; empty: recorded only.
     #[serde(default)]
     pub channels: Vec<String>,
+    /// Also try the routes after this one.
     #[serde(default, rename = "continue")]
     pub continue_: bool,
     /// @all on channels that support it.
@@ -81,8 +87,11 @@ pub struct RouteConfig {
     pub mention_all: bool,
     /// Labels that make a group (default `[flow, severity]`).
     pub group_by: Option<Vec<String>>,
+    /// Overrides `alerting.group_wait` for this route.
     pub group_wait: Option<HumanDuration>,
+    /// Overrides `alerting.group_interval` for this route.
     pub group_interval: Option<HumanDuration>,
+    /// Overrides `alerting.repeat_interval` for this route.
     pub repeat_interval: Option<HumanDuration>,
     /// Where a notification goes when its channel fails for good.
     pub backup: Option<String>,
@@ -90,15 +99,19 @@ pub struct RouteConfig {
     pub escalate: Option<EscalateConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
+    /// Severities: `low`, `medium`, `high`.
     #[serde(default)]
     pub severity: Vec<Severity>,
+    /// Flow names.
     #[serde(default)]
     pub flow: Vec<String>,
+    /// Node ids.
     #[serde(default)]
     pub node: Vec<String>,
+    /// Error kinds (DESIGN.md §4 names, e.g. `upstream_5xx`).
     #[serde(default)]
     pub error_kind: Vec<ErrorKind>,
     /// Outcome labels: `status` (failed, timed_out …), `event` (outcome, latency), and any label the alert carries.
@@ -106,23 +119,29 @@ pub struct RouteMatch {
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EscalateConfig {
+    /// How long an alert may stay unacknowledged.
     pub after: HumanDuration,
+    /// Channels that hear about it then.
     pub to: Vec<String>,
 }
 
 /// Defaults for grouping and delivery.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertingConfig {
+    /// Labels that make a group: `flow`, `severity`, `node`, `error_kind`, `status`.
     #[serde(default = "d_group_by")]
     pub group_by: Vec<String>,
+    /// How long a new group waits for more alerts before its first message.
     #[serde(default = "d_group_wait")]
     pub group_wait: HumanDuration,
+    /// At most one message per group per interval.
     #[serde(default = "d_group_interval")]
     pub group_interval: HumanDuration,
+    /// A group still firing is repeated after this.
     #[serde(default = "d_repeat")]
     pub repeat_interval: HumanDuration,
     /// Failed sends of one notification before it fails over to the backup channel (or is dead).
@@ -131,6 +150,7 @@ pub struct AlertingConfig {
     /// First retry delay; doubles each time up to `max_backoff`.
     #[serde(default = "d_backoff")]
     pub backoff: HumanDuration,
+    /// Longest delay between delivery retries.
     #[serde(default = "d_max_backoff")]
     pub max_backoff: HumanDuration,
     /// How long `flowguard run` keeps delivering after its run before leaving the rest pending.

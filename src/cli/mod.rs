@@ -156,6 +156,21 @@ pub enum Command {
         #[command(subcommand)]
         cmd: alerts::SilencesCmd,
     },
+    /// Print the JSON Schema of the config or of a flow file (for editors), or the field reference.
+    Schema {
+        #[arg(value_enum)]
+        of: SchemaOf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SchemaOf {
+    /// `flowguard.yaml`.
+    Config,
+    /// A flow file.
+    Flow,
+    /// docs/reference.md (Markdown).
+    Reference,
 }
 
 #[derive(Debug, Subcommand)]
@@ -231,6 +246,14 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
             if no_serve { Ok(0) } else { demo::serve(&dir, &listen, clock).await }
         }
         Command::Serve { listen } => serve::serve(&cli.config, listen, clock).await,
+        Command::Schema { of } => {
+            match of {
+                SchemaOf::Config => table::json(&crate::schema::config()),
+                SchemaOf::Flow => table::json(&crate::schema::flow()),
+                SchemaOf::Reference => print!("{}", crate::schema::reference()),
+            }
+            Ok(0)
+        }
     }
 }
 

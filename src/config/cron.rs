@@ -48,6 +48,19 @@ impl fmt::Debug for CronExpr {
     }
 }
 
+impl schemars::JsonSchema for CronExpr {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Cron".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "title": "cron",
+            "type": "string",
+            "description": "A cron expression in the config's time zone: 5 fields (minute hour day month weekday), or 6 with seconds first, e.g. `0 9 * * *`."
+        })
+    }
+}
+
 impl Serialize for CronExpr {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)

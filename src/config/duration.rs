@@ -69,6 +69,20 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+impl schemars::JsonSchema for HumanDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "title": "duration",
+            "type": "string",
+            "description": "A duration: a number and a unit, e.g. `500ms`, `30s`, `5m`, `4h`, `90d` (parts may be combined: `1m 30s`).",
+            "pattern": "^\\s*([0-9]+\\s*[a-zA-Zµ]+\\s*)+$"
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

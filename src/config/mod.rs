@@ -16,9 +16,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The database: SQLite (default), MySQL/MariaDB or PostgreSQL.
     #[serde(default)]
     pub storage: StorageConfig,
     /// IANA time zone for reports and cron, e.g. `Asia/Shanghai`.
@@ -30,10 +31,13 @@ pub struct Config {
     /// Where the flow files are, relative to this file.
     #[serde(default = "default_flows_dir")]
     pub flows_dir: PathBuf,
+    /// Defaults for nodes that set none.
     #[serde(default)]
     pub defaults: Defaults,
+    /// LLM models by name; `llm` nodes name them.
     #[serde(default)]
     pub models: BTreeMap<String, ModelConfig>,
+    /// HTTP endpoints by name; `http` nodes name them.
     #[serde(default)]
     pub endpoints: BTreeMap<String, EndpointConfig>,
     /// Token providers for endpoints (OAuth2 client credentials).
@@ -63,7 +67,7 @@ pub struct Config {
     pub redactor: Redactor,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     /// `sqlite://flowguard.db` (relative to the config), `mysql://…` or `postgres://…`.
@@ -95,7 +99,7 @@ impl Default for StorageConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
     /// Time limit of a node that sets none.
@@ -109,7 +113,7 @@ impl Default for Defaults {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Provider {
     /// Any OpenAI-compatible chat completions API (OpenAI, DeepSeek, Doubao/Ark, Qwen, Ollama …).
@@ -118,9 +122,10 @@ pub enum Provider {
     Simulated,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
+    /// `openai` (any OpenAI-compatible API) or `simulated` (the built-in simulator).
     pub provider: Provider,
     /// e.g. `https://api.deepseek.com/v1`.
     pub base_url: Option<String>,
@@ -131,14 +136,16 @@ pub struct ModelConfig {
     /// Models to try next, in order, when this one fails.
     #[serde(default)]
     pub fallback: Vec<String>,
+    /// Sampling temperature sent with each call.
     pub temperature: Option<f64>,
+    /// Most tokens a reply may have.
     pub max_tokens: Option<u32>,
     /// Settings of the simulator (provider `simulated`).
     #[serde(default)]
     pub simulate: crate::sim::config::SimModelConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     /// Prefix of the `path` of `http` nodes that use this endpoint.
@@ -271,6 +278,13 @@ impl Config {
         for (path, m) in crate::alert::config::check(&self.channels, &self.routes, &self.alerting) {
             let segs: Vec<&str> = path.iter().map(String::as_str).filter(|s| !s.starts_with('[')).collect();
             diags.push(file, at(&segs), path.join(".").replace(".[", "["), m);
+        }
+        for (i, c) in self.reports.channels.iter().enumerate() {
+            if !self.channels.contains_key(c) {
+                let hint =
+                    suggest(c, self.channels.keys().map(String::as_str)).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                diags.push(file, at(&["reports", "channels"]), format!("reports.channels[{i}]"), format!("unknown channel `{c}`{hint}"));
+            }
         }
         for (name, e) in &self.endpoints {
             if let Some(a) = &e.auth

@@ -16,15 +16,21 @@ use crate::vocab::ErrorKind;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectSpec {
+    /// A JSON pointer into the output (`/topics`, `""` for the whole output) that must not be empty.
     non_empty: Option<String>,
+    /// A JSON pointer that must exist in the output.
     present: Option<String>,
+    /// HTTP statuses that count as success.
     status_in: Option<Vec<u16>>,
+    /// A minijinja expression over `output` and the run scope that must be true.
     #[serde(rename = "if")]
     cond: Option<String>,
+    /// The failure message (default: what the check found).
     message: Option<String>,
+    /// The error kind to fail with (default `expectation_failed`).
     kind: Option<ErrorKind>,
 }
 

@@ -83,35 +83,53 @@ pub struct NodeSpec {
 }
 
 /// Fields every node has; the rest belong to its kind.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CommonFields {
+    /// A unique name in the flow: letters, digits and `_`; later nodes read this node's output as `nodes.<id>`.
     id: String,
+    /// The node kind; its own fields follow.
     kind: String,
+    /// What the node is for (shown nowhere else; for readers of the file).
     #[serde(default)]
     description: Option<String>,
+    /// Time limit of one attempt (default `defaults.node_timeout`); past it the attempt fails with `timeout`.
     timeout: Option<HumanDuration>,
+    /// How failed attempts are retried; without it the built-in table decides per error kind (DESIGN.md §4).
     retry: Option<RetrySpec>,
+    /// The node changes the world (publishing): after a timeout it is retried only if `idempotent`, else the failure is `publish_ambiguous`.
     #[serde(default)]
     side_effect: bool,
+    /// Its target honours the idempotency key flowguard sends, so a timed-out attempt may be retried.
     #[serde(default)]
     idempotent: bool,
+    /// Run the node once per item of this list (a template); inside, `item` and `index` are set.
     foreach: Option<String>,
+    /// Cap on `foreach` items (default 100); more fail the node with `loop_limit`.
     max_iterations: Option<usize>,
+    /// Jump to this node when this one finishes (forward only).
     next: Option<String>,
+    /// What to do when the node fails for good (retries exhausted): `abort`, `manual`, `block`, `fallback_model`,
+    /// or a mapping `{ action: fallback, value: … }`, `{ action: goto, node: catch_node }`, `{ action: repair, target: node, max: 2 }`;
+    /// `on: [error kinds]` limits it to those kinds. Unset: the policy table decides.
     on_error: Option<Json>,
+    /// Per error kind: `severity` and `action` for this node, over the flow's `policy` and the built-in table.
     #[serde(default)]
     policy: BTreeMap<ErrorKind, PolicySpec>,
+    /// Checks on a successful output that turn a useless answer into a classified failure.
     #[serde(default)]
     expect: Vec<ExpectSpec>,
+    /// The node's default value (the seed's "default template"), used when it fails with `data_empty`; strings are templates.
     default: Option<Json>,
 }
 
 /// A row of a policy table as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PolicySpec {
+    /// Severity when the run does not recover: `low`, `medium` or `high`.
     severity: Option<Severity>,
+    /// What to do when a node fails with this kind (written as `on_error`).
     action: Option<Json>,
 }
 
@@ -145,25 +163,37 @@ fn build_policy(specs: &BTreeMap<ErrorKind, PolicySpec>, t: &mut template::Templ
         .collect()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct FlowFields {
+    /// The flow's name: letters, digits, `_` and `-`; unique across `flows_dir`.
     name: String,
+    /// What the flow does.
     #[serde(default)]
     description: String,
+    /// Limit of the whole run; past it the run ends `timed_out` (`flow_timeout`).
     timeout: Option<HumanDuration>,
+    /// Warn (an alert) while the run is still going past this; shorter than `timeout`.
     latency_warning: Option<HumanDuration>,
+    /// Default values of the run inputs (`input.<name>` in templates); `flowguard run -i key=value` overrides.
     #[serde(default)]
     inputs: serde_json::Map<String, Json>,
+    /// Per error kind: `severity` and `action` for every node of the flow, over the built-in table.
     #[serde(default)]
     policy: BTreeMap<ErrorKind, PolicySpec>,
+    /// A passing canary run lifts a block of this flow.
     #[serde(default)]
     unblock_on_canary: bool,
+    /// The nodes, run in file order.
     nodes: Vec<Json>,
+    /// Run the flow on a cron schedule under `flowguard serve`.
     schedule: Option<schedule::ScheduleFields>,
+    /// Health-check runs on a schedule under `flowguard serve`: allowed through a block, counted apart, and a failure alerts.
     canary: Option<schedule::CanaryFields>,
+    /// What `serve` does at start with a run of this flow left `running` by a process that died: `fail` (mark it `interrupted`, the default) or `resume` (go on from the last completed node when every output it needs was stored whole).
     #[serde(default)]
     on_interrupt: schedule::OnInterrupt,
+    /// Runs of this flow at once, from every trigger (at least 1); more wait in the queue. Unset: no limit.
     concurrency: Option<usize>,
 }
 
@@ -478,6 +508,35 @@ fn serve_spec(top: &FlowFields, file: &Path, tree: &Node, diags: &mut Diagnostic
         diags.push(file, pos(&["concurrency"]), "concurrency", "must be at least 1 (leave it out for no limit)");
     }
     schedule::ServeSpec { schedule, canary, on_interrupt: top.on_interrupt, concurrency: top.concurrency }
+}
+
+/// The JSON Schema of a flow file: the flow's fields, and each node as the fields every node has
+/// plus its kind's own (listed in `x-kind-fields`), told apart by `kind`.
+pub fn json_schema(g: &mut schemars::SchemaGenerator) -> Json {
+    let mut root = g.root_schema_for::<FlowFields>().to_value();
+    root["title"] = "flowguard flow".into();
+    let common = g.subschema_for::<CommonFields>().to_value();
+    let kinds: Vec<Json> = nodes::KINDS
+        .iter()
+        .map(|(name, _, params)| {
+            let own = params(g).to_value();
+            let mut node = common.clone();
+            let fields: Vec<Json> =
+                own["properties"].as_object().map(|p| p.keys().map(|k| Json::from(k.as_str())).collect()).unwrap_or_default();
+            if let (Some(dst), Some(src)) = (node["properties"].as_object_mut(), own["properties"].as_object()) {
+                dst.extend(src.clone());
+                dst.insert("kind".into(), serde_json::json!({"const": name, "description": "The node kind."}));
+            }
+            let mut required: Vec<Json> = node["required"].as_array().cloned().unwrap_or_default();
+            required.extend(own["required"].as_array().cloned().unwrap_or_default());
+            node["required"] = required.into();
+            node["title"] = (*name).into();
+            node["x-kind-fields"] = fields.into();
+            node
+        })
+        .collect();
+    root["properties"]["nodes"]["items"] = serde_json::json!({ "oneOf": kinds });
+    root
 }
 
 pub fn is_ident(s: &str) -> bool {

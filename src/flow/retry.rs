@@ -7,7 +7,7 @@ use crate::vocab::{DefaultRetry, ErrorKind};
 use serde::Deserialize;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Backoff {
     None,
@@ -15,8 +15,8 @@ pub enum Backoff {
     Exponential,
 }
 
-/// As written in a flow file.
-#[derive(Debug, Clone, Deserialize)]
+/// A node's retry policy, as written in a flow file.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetrySpec {
     /// `none`, `fixed` or `exponential` (default).

@@ -32,7 +32,7 @@ pub struct Canary {
 }
 
 /// When a fire comes while the previous run of the flow is still going.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Overlap {
     /// Do not start another run (the default).
@@ -45,7 +45,7 @@ pub enum Overlap {
 }
 
 /// What happens at start to a run left `running` by a process that died.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnInterrupt {
     /// Mark it `interrupted` (the default).
@@ -55,23 +55,28 @@ pub enum OnInterrupt {
     Resume,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ScheduleFields {
     /// Five fields (minute hour day month weekday) or six with seconds first, in the config's time zone.
     pub cron: CronExpr,
+    /// When a fire comes while the previous run is still going: `skip` (default), `queue` or `allow`.
     #[serde(default)]
     pub overlap: Overlap,
+    /// A fire missed while the server was down runs once at start.
     #[serde(default)]
     pub catch_up: bool,
+    /// Run inputs of the scheduled runs.
     #[serde(default)]
     pub inputs: Map<String, Json>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CanaryFields {
+    /// When to run the canary: five fields (minute hour day month weekday) or six with seconds first, in the config's time zone.
     pub cron: CronExpr,
+    /// Test inputs of the canary runs.
     #[serde(default)]
     pub inputs: Map<String, Json>,
 }

@@ -17,13 +17,15 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub(super) struct Params {
     /// A minijinja expression, e.g. `nodes.qc.passed and input.publish`.
     #[serde(rename = "if")]
     cond: String,
+    /// The node to jump to when the expression is true (forward only).
     then: Option<String>,
+    /// The node to jump to when it is false.
     #[serde(rename = "else")]
     otherwise: Option<String>,
 }

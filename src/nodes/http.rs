@@ -23,9 +23,9 @@ use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub(super) struct Params {
     /// An endpoint named in the config.
     endpoint: Option<String>,
     /// A full URL (when no endpoint is used).
@@ -33,7 +33,9 @@ struct Params {
     /// Appended to the endpoint's base_url.
     #[serde(default)]
     path: String,
+    /// `GET`, `POST` (default when there is a `body`, else `GET`), `PUT`, `PATCH` or `DELETE`.
     method: Option<String>,
+    /// Request headers (templates); the endpoint's headers are sent too.
     #[serde(default)]
     headers: BTreeMap<String, String>,
     /// JSON body; strings are templates.

@@ -21,19 +21,23 @@ use serde::Deserialize;
 use serde_json::Value as Json;
 use std::sync::Arc;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub(super) struct Params {
     /// A model named in the config.
     model: Option<String>,
     /// Overrides the model's fallback chain: these models, in order.
     models: Option<Vec<String>>,
+    /// The system message (a template).
     system: Option<String>,
+    /// The user message (a template over `input`, `nodes`, `run`).
     prompt: String,
     /// Ask for and parse a JSON object.
     #[serde(default)]
     json: bool,
+    /// Overrides the model's `temperature`.
     temperature: Option<f64>,
+    /// Overrides the model's `max_tokens`.
     max_tokens: Option<u32>,
 }
 

@@ -30,14 +30,21 @@ use std::time::Duration;
 /// Builds a node kind from its parameters.
 pub type Factory = fn(Raw<'_>, &mut BuildCx<'_>) -> Result<Arc<dyn NodeKind>, Diagnostic>;
 
-/// The registry of node kinds: `kind:` name → builder.
-pub const KINDS: &[(&str, Factory)] = &[
-    ("llm", llm::build),
-    ("http", http::build),
-    ("quality_check", quality_check::build),
-    ("template", template::build),
-    ("condition", condition::build),
-    ("notify", notify::build),
+/// The JSON Schema of a kind's own fields (for `flowguard schema flow` and the reference).
+pub type ParamsSchema = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
+
+fn params<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    g.subschema_for::<T>()
+}
+
+/// The registry of node kinds: `kind:` name → builder, and the schema of its fields.
+pub const KINDS: &[(&str, Factory, ParamsSchema)] = &[
+    ("llm", llm::build, params::<llm::Params>),
+    ("http", http::build, params::<http::Params>),
+    ("quality_check", quality_check::build, params::<quality_check::Params>),
+    ("template", template::build, params::<template::Params>),
+    ("condition", condition::build, params::<condition::Params>),
+    ("notify", notify::build, params::<notify::Params>),
 ];
 
 /// Marks the feedback an llm prompt gets when its output is being repaired.
@@ -307,11 +314,11 @@ impl Registry {
     }
 
     pub fn kind(&self, name: &str) -> Option<Factory> {
-        KINDS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+        KINDS.iter().find(|(n, _, _)| *n == name).map(|(_, f, _)| *f)
     }
 
     pub fn kind_names(&self) -> impl Iterator<Item = &'static str> {
-        KINDS.iter().map(|(n, _)| *n)
+        KINDS.iter().map(|(n, _, _)| *n)
     }
 
     /// A model followed by its configured fallbacks, each once.

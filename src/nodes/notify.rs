@@ -20,9 +20,9 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub(super) struct Params {
     /// A channel named in the config's `channels:`.
     channel: String,
     /// The message body (a template over inputs and earlier outputs).

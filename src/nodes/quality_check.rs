@@ -25,9 +25,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use unicode_normalization::UnicodeNormalization;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub(super) struct Params {
     /// The value to check, usually `"{{ nodes.script }}"`.
     target: String,
     /// Fields that must be present and non-empty.
@@ -45,19 +45,23 @@ struct Params {
     #[serde(default)]
     words: Vec<String>,
     #[serde(default)]
+    /// Regular-expression rules on fields of the target.
     rules: Vec<Rule>,
     /// A JSON Schema the target must satisfy.
     schema: Option<Json>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Rule {
+    /// The field of the target the rule looks at.
     field: String,
+    /// A regular expression.
     pattern: String,
     /// true: the field must match; false (default): it must not.
     #[serde(default)]
     must_match: bool,
+    /// The violation reported (default: names the field and pattern).
     message: Option<String>,
 }
 

@@ -14,9 +14,9 @@ use serde::Deserialize;
 use serde_json::Value as Json;
 use std::sync::Arc;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub(super) struct Params {
     /// Text to render; the output is a string.
     text: Option<String>,
     /// A JSON value whose strings are rendered; the output keeps its shape.

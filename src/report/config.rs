@@ -5,10 +5,12 @@ use crate::config::{CronExpr, HumanDuration};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReportsConfig {
+    /// The daily report (covers the local day before; default 09:00).
     pub daily: Schedule,
+    /// The weekly report with the cause distribution and suggestions (covers the seven days before; default Monday 09:00).
     pub weekly: Schedule,
     /// Pruning of raw rows; rollups are kept.
     pub retention: Retention,
@@ -34,9 +36,10 @@ impl Default for ReportsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
+    /// Send this report (default true).
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Five-field cron in the configured time zone, e.g. `0 9 * * *`.
@@ -53,7 +56,7 @@ fn default_jitter() -> HumanDuration {
     HumanDuration::secs(120)
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retention {
     /// Delete node attempts of runs older than this (`90d`); unset keeps them.
@@ -63,7 +66,7 @@ pub struct Retention {
 }
 
 /// Thresholds of the suggestion rules (see `report::weekly`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Rules {
     /// A node whose attempts time out more often than this …

@@ -4,13 +4,13 @@ use crate::config::HumanDuration;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to listen on, e.g. `127.0.0.1:7878` or `0.0.0.0:7878`.
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// Bearer tokens of the API. With none, the API is open, and only on a loopback address.
+    /// Bearer tokens of the API, each at least 16 characters. With none, the API is open, and `serve` refuses a non-loopback `listen`.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
     /// Largest request body accepted.
@@ -19,7 +19,7 @@ pub struct ServerConfig {
     /// A request that takes longer is answered 503.
     #[serde(default = "default_timeout")]
     pub request_timeout: HumanDuration,
-    /// Requests per second per token (a token bucket).
+    /// Requests per token (a token bucket); past it the API answers 429 with Retry-After.
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
     /// At SIGTERM/SIGINT, how long running runs get to finish.
@@ -48,18 +48,19 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// Shown in logs instead of the token.
     pub name: String,
-    /// Usually `${FLOWGUARD_API_TOKEN}`.
+    /// The token, at least 16 characters; usually `${FLOWGUARD_API_TOKEN}`.
     pub token: String,
+    /// What it may do: `read`, `operate` (includes read), `ingest` (post events only).
     pub scopes: Vec<Scope>,
 }
 
 /// What a token may do. `operate` includes `read`; `ingest` is only for posting events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     Read,
@@ -67,11 +68,13 @@ pub enum Scope {
     Ingest,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
+    /// Requests per second a token may make on average (above 0).
     #[serde(default = "default_rate")]
     pub per_second: f64,
+    /// Requests a token may make at once (at least 1).
     #[serde(default = "default_burst")]
     pub burst: f64,
 }

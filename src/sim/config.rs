@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::Value as Json;
 
 /// Fault rates of the simulated model, each 0..1, drawn once per call.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelFaults {
     /// No content (`generation_empty`).
@@ -40,14 +40,16 @@ pub struct ModelFaults {
     pub sensitive: f64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SimModelConfig {
     /// Time to answer.
     #[serde(default = "default_latency")]
     pub latency: HumanDuration,
+    /// Seed of the fault draws: the same seed gives the same sequence.
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// Fault rates, each 0..1: `empty`, `malformed`, `length`, `timeout`, `rate_limited`, `auth`, `quota`, `server_error`, `content_filter`, `sensitive`.
     #[serde(default)]
     pub faults: ModelFaults,
 }
@@ -66,7 +68,7 @@ fn default_seed() -> u64 {
 }
 
 /// Fault rates of a simulated endpoint, each 0..1.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointFaults {
     /// Answers `empty_body` (the query found nothing).
@@ -89,17 +91,20 @@ pub struct EndpointFaults {
     pub rate_limited: f64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SimEndpointConfig {
+    /// Time to answer.
     #[serde(default = "default_endpoint_latency")]
     pub latency: HumanDuration,
+    /// Seed of the fault draws.
     #[serde(default = "default_seed")]
     pub seed: u64,
     /// The answer; without one the endpoint echoes the request with an id.
     pub body: Option<Json>,
     /// The answer for an `empty` fault.
     pub empty_body: Option<Json>,
+    /// Fault rates, each 0..1: `empty`, `timeout`, `server_error`, `auth`, `rejected`, `rate_limited`.
     #[serde(default)]
     pub faults: EndpointFaults,
 }

@@ -101,3 +101,83 @@ fn every_yaml_example_in_the_docs_passes_check() {
     assert!(failures.is_empty(), "{} of {checked} examples fail `check`:\n{}", failures.len(), failures.join("\n"));
     assert!(checked >= 5, "only {checked} examples found: is the convention still used?");
 }
+
+/// Every config and flow field has its own doc comment (not only its type's).
+#[test]
+fn every_config_and_flow_field_is_documented() {
+    fn walk(path: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        let v = unwrap(v);
+        for (name, p) in v["properties"].as_object().into_iter().flatten() {
+            let full = if path.is_empty() { name.clone() } else { format!("{path}.{name}") };
+            let d = p["description"].as_str().or(unwrap(p)["description"].as_str()).unwrap_or("");
+            if d.is_empty() || d.starts_with("A duration: ") || d.starts_with("A cron expression in") {
+                out.push(full.clone());
+            }
+            walk(&full, p, out);
+        }
+        if v["additionalProperties"].is_object() {
+            walk(&format!("{path}.<name>"), &v["additionalProperties"], out);
+        }
+        match v["items"]["oneOf"].as_array() {
+            Some(kinds) => kinds.iter().for_each(|k| walk(&format!("{path}[]"), k, out)),
+            None if v["items"].is_object() => walk(&format!("{path}[]"), &v["items"], out),
+            None => {}
+        }
+    }
+    fn unwrap(v: &serde_json::Value) -> &serde_json::Value {
+        match v["anyOf"].as_array().map(|a| a.iter().filter(|x| x["type"] != "null").collect::<Vec<_>>()) {
+            Some(alts) if alts.len() == 1 => alts[0],
+            _ => v,
+        }
+    }
+    let mut missing = Vec::new();
+    walk("", &flowguard::schema::config(), &mut missing);
+    let mut in_flow = Vec::new();
+    walk("", &flowguard::schema::flow(), &mut in_flow);
+    missing.extend(in_flow.into_iter().map(|f| format!("flow: {f}")));
+    assert!(missing.is_empty(), "fields without a doc comment:\n{}", missing.join("\n"));
+}
+
+/// docs/reference.md is what `flowguard schema reference` generates from the types. To update it:
+/// `FLOWGUARD_BLESS=1 cargo nextest run -E 'test(/reference_md/)'` (or `flowguard schema reference > docs/reference.md`).
+#[test]
+fn reference_md_is_generated_from_the_types() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference.md");
+    let generated = flowguard::schema::reference();
+    if std::env::var_os("FLOWGUARD_BLESS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/reference.md is out of date: regenerate it with `flowguard schema reference > docs/reference.md`"
+    );
+}
+
+/// The JSON Schemas editors get accept every example of the docs, and reject a misspelt field.
+#[test]
+fn the_editor_schemas_accept_the_doc_examples() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = jsonschema::validator_for(&flowguard::schema::config()).expect("config schema");
+    let flow = jsonschema::validator_for(&flowguard::schema::flow()).expect("flow schema");
+    let mut files = vec![root.join("README.md")];
+    files.extend(
+        std::fs::read_dir(root.join("docs"))
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "md")),
+    );
+    let mut failures = Vec::new();
+    for (file, line, info, body) in files.iter().flat_map(|f| yaml_blocks(f)) {
+        let v = flowguard::flow::yaml::parse(&body).unwrap().to_json();
+        let validator = if info.ends_with("flow") { &flow } else { &config };
+        for e in validator.iter_errors(&v) {
+            failures.push(format!("{file}:{line}: {e} at {}", e.instance_path()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let bad = flowguard::flow::yaml::parse("storage:\n  urll: x\n").unwrap().to_json();
+    assert!(!config.is_valid(&bad));
+    let bad = flowguard::flow::yaml::parse("name: f\nnodes:\n  - { id: a, kind: llm, promt: x }\n").unwrap().to_json();
+    assert!(!flow.is_valid(&bad));
+}
