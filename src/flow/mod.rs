@@ -226,11 +226,20 @@ pub fn dotted(prefix: &[PathSeg], path: &[PathSeg]) -> String {
     s
 }
 
+/// Most nodes a flow may have (a bigger flow is a generated mistake, and every node costs a
+/// record and a line of every report).
+pub const MAX_NODES: usize = 1000;
+/// Largest flow file read.
+pub const MAX_FLOW_BYTES: u64 = 1024 * 1024;
+
 /// Loads and checks one flow file. `cx` carries what the config declares (models, endpoints).
 pub fn load(file: &Path, cx: &nodes::Registry) -> Result<Flow, Diagnostics> {
+    let meta = std::fs::metadata(file).map_err(|e| one(file, Pos::default(), "", format!("cannot read: {e}")))?;
+    if !meta.is_file() || meta.len() > MAX_FLOW_BYTES {
+        return Err(one(file, Pos::default(), "", format!("not a regular file of at most {} KiB", MAX_FLOW_BYTES / 1024)));
+    }
     let text = std::fs::read(file).map_err(|e| one(file, Pos::default(), "", format!("cannot read: {e}")))?;
-    let text = String::from_utf8(text)
-        .map_err(|e| one(file, Pos::default(), "", format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to())))?;
+    let text = yaml::decode(text).map_err(|(pos, m)| one(file, pos, "", m))?;
     parse(file, &text, cx)
 }
 
@@ -245,11 +254,15 @@ type Located = (String, Pos, String);
 
 /// Parses and checks flow text; `file` names it in errors.
 pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Diagnostics> {
-    let tree = yaml::parse(text).map_err(|m| one(file, Pos::default(), "", m))?;
+    let tree = yaml::parse(text).map_err(|(pos, m)| one(file, pos, "", m))?;
     let top: FlowFields = from_tree(&tree, file, &[], &[]).map_err(|d| Diagnostics(vec![d]))?;
     let mut diags = Diagnostics::default();
     let hash = hex16(&Sha256::digest(text.as_bytes()));
     let key = |k: &str| vec![PathSeg::Key(k.into())];
+    if top.nodes.len() > MAX_NODES {
+        let pos = tree.key_pos("nodes").unwrap_or_default();
+        return Err(one(file, pos, "nodes", format!("{} nodes; a flow has at most {MAX_NODES}", top.nodes.len())));
+    }
 
     let duration = |field: &str, v: &Option<String>, diags: &mut Diagnostics| -> Option<Duration> {
         let s = v.as_ref()?;

@@ -30,7 +30,34 @@ pub struct ServerConfig {
     /// Calls in flight per model, across all runs (a burst cannot flood a provider).
     #[serde(default)]
     pub model_concurrency: BTreeMap<String, usize>,
+    /// API reads (GET) served at once; more wait their turn, first come first served. Writes
+    /// (ingestion, triggers, operator actions) do not wait behind them: they have their own
+    /// connections to the database.
+    #[serde(default = "default_read_concurrency")]
+    pub read_concurrency: usize,
 }
+
+impl ServerConfig {
+    /// The checks that keep the API closed, run at start and on every reload (a reload that
+    /// fails them is refused): tokens long enough to resist guessing, and no open API on an
+    /// address other machines reach.
+    pub fn check_access(&self, addr: std::net::SocketAddr) -> Result<(), String> {
+        for t in &self.tokens {
+            if t.token.trim().len() < MIN_TOKEN_LEN {
+                return Err(format!("server.tokens `{}`: the token must be at least {MIN_TOKEN_LEN} characters", t.name));
+            }
+        }
+        if self.tokens.is_empty() && !addr.ip().is_loopback() {
+            return Err(format!(
+                "server.listen is {addr}, not a loopback address, and server.tokens is empty: add a token so the API is not open"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Shortest API token accepted.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -43,6 +70,7 @@ impl Default for ServerConfig {
             shutdown_grace: default_grace(),
             watch_interval: default_watch(),
             model_concurrency: BTreeMap::new(),
+            read_concurrency: default_read_concurrency(),
         }
     }
 }
@@ -95,6 +123,9 @@ fn default_grace() -> String {
 }
 fn default_watch() -> String {
     "2s".into()
+}
+fn default_read_concurrency() -> usize {
+    4
 }
 fn default_rate() -> f64 {
     50.0

@@ -9,6 +9,7 @@ mod alert_secrets;
 mod classify;
 mod cli;
 mod engine;
+mod limits;
 mod policy;
 mod report;
 mod serve;
