@@ -18,7 +18,9 @@ pub struct ServerConfig {
     /// A request that takes longer is answered 503.
     #[serde(default = "default_timeout")]
     pub request_timeout: String,
-    /// Requests per second per token (a token bucket).
+    /// Requests per second per token (a token bucket; 429 with Retry-After past it). Size it from
+    /// a token's callers: an ingestion sender posting one batch per finished run needs about runs
+    /// per second; give each sender its own token rather than raising one token's limit.
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
     /// At SIGTERM/SIGINT, how long running runs get to finish.
@@ -97,8 +99,10 @@ pub enum Scope {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
+    /// Refill rate of each token's bucket (default 50).
     #[serde(default = "default_rate")]
     pub per_second: f64,
+    /// Bucket size: requests a token may make at once after being idle (default 100).
     #[serde(default = "default_burst")]
     pub burst: f64,
 }
