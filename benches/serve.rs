@@ -1,6 +1,7 @@
 //! Benchmarks of `flowguard serve` (DESIGN.md §9.3 and the serve issue): ingestion throughput in
 //! batches of 100 events into SQLite and MariaDB (durable: acknowledged after commit); p99 of
-//! `GET /api/v1/runs?limit=50` with 1M runs recorded; idle memory of the `serve` process.
+//! `GET /api/v1/runs?limit=50` with 1M runs recorded; idle memory of the `serve` process; p50/p99 of
+//! ingestion while 200 readers hammer the API (`contended`: reads must not starve writes).
 //! Prints one line per figure. `cargo bench --bench serve`; MariaDB is used when
 //! FLOWGUARD_TEST_MYSQL_URL (an admin URL, e.g. mysql://root@127.0.0.1:3306) is set.
 
@@ -149,6 +150,71 @@ async fn list_latency() {
     let _ = stop.send(());
 }
 
+/// Ingestion latency while `READERS` clients read runs and statistics as fast as they can.
+async fn contended(label: &str, url: &str) {
+    const READERS: usize = 200;
+    let dir = project(url);
+    let (base, _shared, stop) = start(&dir).await;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(READERS + 8).build().expect("client");
+    let post = |body: String| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let r = http
+                .post(format!("{base}/api/v1/events"))
+                .bearer_auth(TOKEN)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("post");
+            assert!(r.status().is_success(), "{}", r.status());
+        }
+    };
+    let t0 = 1_795_000_000_000i64;
+    for i in 0..100 {
+        post(batch(i, t0 + i as i64 * 2000).to_string()).await;
+    }
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for i in 0..READERS {
+        let (http, base, done, reads) = (http.clone(), base.clone(), done.clone(), reads.clone());
+        readers.push(tokio::spawn(async move {
+            let q = if i % 2 == 0 { "/api/v1/runs?limit=50" } else { "/api/v1/stats?since=30d" };
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(r) = http.get(format!("{base}{q}")).bearer_auth(TOKEN).send().await {
+                    let _ = r.bytes().await;
+                    reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = Instant::now();
+    let mut lat = Vec::new();
+    for i in 0..150 {
+        let body = batch(1000 + i, t0 + (1000 + i) as i64 * 2000).to_string();
+        let s = Instant::now();
+        post(body).await;
+        lat.push(s.elapsed());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        let _ = r.await;
+    }
+    lat.sort();
+    let p = |q: f64| lat[((lat.len() as f64 * q).ceil() as usize).saturating_sub(1)].as_secs_f64() * 1000.0;
+    let rps = reads.load(std::sync::atomic::Ordering::Relaxed) as f64 / (secs + 2.0);
+    println!(
+        "ingest_latency_under_readers_ms backend={label} readers={READERS} batch=100 p50={:.1} p99={:.1} max={:.1} reads_per_s={rps:.0}",
+        p(0.5),
+        p(0.99),
+        p(1.0)
+    );
+    let _ = stop.send(());
+}
+
 fn idle_rss() {
     let dir = project("sqlite://flowguard.db");
     let exe = std::env::var("FLOWGUARD_BIN").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/flowguard").into());
@@ -187,6 +253,18 @@ fn main() {
                 let pool = flowguard::store::Pool::connect(&admin, &Default::default()).await.expect("mariadb");
                 pool.exec(&format!("CREATE DATABASE {db}"), &[]).await.expect("create db");
                 ingestion("mariadb", &format!("{}/{db}", admin.trim_end_matches('/'))).await;
+                pool.exec(&format!("DROP DATABASE {db}"), &[]).await.expect("drop db");
+            });
+        }
+    }
+    if want("contended") {
+        rt.block_on(contended("sqlite", "sqlite://flowguard.db"));
+        if let Ok(admin) = std::env::var("FLOWGUARD_TEST_MYSQL_URL") {
+            let db = format!("fg_bench_c_{}", std::process::id());
+            rt.block_on(async {
+                let pool = flowguard::store::Pool::connect(&admin, &Default::default()).await.expect("mariadb");
+                pool.exec(&format!("CREATE DATABASE {db}"), &[]).await.expect("create db");
+                contended("mariadb", &format!("{}/{db}", admin.trim_end_matches('/'))).await;
                 pool.exec(&format!("DROP DATABASE {db}"), &[]).await.expect("drop db");
             });
         }

@@ -196,7 +196,7 @@ pub async fn silences(config: &Path, cmd: SilencesCmd) -> Result<i32, Failure> {
                 }
                 m.insert(k.trim().to_owned(), v.trim().to_owned());
             }
-            let d = crate::config::parse_duration(&duration).map_err(usage)?;
+            let d = crate::server::silence_duration(&duration).map_err(|e| usage(format!("--duration: {e}")))?;
             let s = SilenceRecord {
                 id: uuid::Uuid::now_v7().to_string(),
                 matchers: serde_json::to_string(&m)?,

@@ -190,10 +190,15 @@ fn default_write_patience() -> HumanDuration {
 impl Config {
     /// Reads and checks a config file.
     pub fn load(file: &Path) -> Result<Config, Diagnostics> {
-        let text = std::fs::read_to_string(file).map_err(|e| {
+        let bytes = std::fs::read(file).map_err(|e| {
             let mut d = Diagnostics::default();
             let hint = if e.kind() == std::io::ErrorKind::NotFound { " (create one with `flowguard init`, or pass --config)" } else { "" };
             d.push(file, Pos::default(), "", format!("cannot read the config: {e}{hint}"));
+            d
+        })?;
+        let text = yaml::decode(bytes).map_err(|(pos, m)| {
+            let mut d = Diagnostics::default();
+            d.push(file, pos, "", m);
             d
         })?;
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -203,25 +208,26 @@ impl Config {
     /// Parses config text; `env` looks up variables (tests pass their own).
     pub fn parse(file: &Path, text: &str, base_dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Diagnostics> {
         let mut diags = Diagnostics::default();
-        let mut tree = yaml::parse(text).map_err(|m| {
+        let mut tree = yaml::parse(text).map_err(|(pos, m)| {
             let mut d = Diagnostics::default();
-            d.push(file, Pos::default(), "", m);
+            d.push(file, pos, "", m);
             d
         })?;
         let redactor = Redactor::default();
-        substitute(&mut tree, env, &redactor, file, &mut diags);
+        let mut taken = Vec::new();
+        substitute(&mut tree, env, &redactor, &mut taken, file, &mut diags);
         if !diags.is_empty() {
             return Err(diags);
         }
         let (cfg, errors) = from_tree_all::<Config>(&tree, file, &[], &[]);
         diags.0.extend(errors);
-        let Some(mut cfg) = cfg else { return Err(diags) };
+        let Some(mut cfg) = cfg else { return Err(scrub(diags, &taken)) };
         cfg.base_dir = base_dir.to_path_buf();
         cfg.file = file.to_path_buf();
         cfg.redactor = redactor;
         crate::alert::channels::parse_all(&mut cfg.channels, &tree, file, &mut diags);
         cfg.check(&tree, file, &mut diags);
-        diags.into_result(cfg)
+        diags.into_result(cfg).map_err(|d| scrub(d, &taken))
     }
 
     fn check(&self, tree: &Node, file: &Path, diags: &mut Diagnostics) {
@@ -344,9 +350,34 @@ pub fn resolve_sqlite_url(url: &str, base: &Path) -> String {
     }
 }
 
+/// Masks every value taken from the environment in error messages, whatever its length (the
+/// redactor leaves values under 4 characters alone in ordinary text; here a short one is masked
+/// where it is quoted): a `${VAR}` that fails a check is named by its place, never shown.
+fn scrub(mut diags: Diagnostics, taken: &[String]) -> Diagnostics {
+    let mut taken: Vec<&String> = taken.iter().collect();
+    taken.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for d in &mut diags.0 {
+        for v in &taken {
+            if v.len() >= 4 {
+                d.message = d.message.replace(v.as_str(), crate::redact::MASK);
+            } else {
+                d.message = d.message.replace(&format!("`{v}`"), &format!("`{}`", crate::redact::MASK));
+            }
+        }
+    }
+    diags
+}
+
 /// Replaces `${VAR}` and `${VAR:-default}` in every string value; each value taken from the
-/// environment becomes a secret the redactor masks.
-fn substitute(node: &mut Node, env: &dyn Fn(&str) -> Option<String>, red: &Redactor, file: &Path, diags: &mut Diagnostics) {
+/// environment becomes a secret the redactor masks (and is listed in `taken`).
+fn substitute(
+    node: &mut Node,
+    env: &dyn Fn(&str) -> Option<String>,
+    red: &Redactor,
+    taken: &mut Vec<String>,
+    file: &Path,
+    diags: &mut Diagnostics,
+) {
     match &mut node.value {
         Yaml::Str(s) if s.contains("${") => {
             let mut out = String::new();
@@ -367,6 +398,7 @@ fn substitute(node: &mut Node, env: &dyn Fn(&str) -> Option<String>, red: &Redac
                     Some(v) if !v.is_empty() => {
                         red.add(&v);
                         out.push_str(&v);
+                        taken.push(v);
                     }
                     _ => match default {
                         Some(d) => out.push_str(d),
@@ -378,8 +410,8 @@ fn substitute(node: &mut Node, env: &dyn Fn(&str) -> Option<String>, red: &Redac
             out.push_str(rest);
             *s = out;
         }
-        Yaml::Seq(items) => items.iter_mut().for_each(|n| substitute(n, env, red, file, diags)),
-        Yaml::Map(entries) => entries.iter_mut().for_each(|(_, v)| substitute(v, env, red, file, diags)),
+        Yaml::Seq(items) => items.iter_mut().for_each(|n| substitute(n, env, red, taken, file, diags)),
+        Yaml::Map(entries) => entries.iter_mut().for_each(|(_, v)| substitute(v, env, red, taken, file, diags)),
         _ => {}
     }
 }
@@ -454,6 +486,20 @@ mod tests {
         let err = parse("server:\n  tokens:\n    - { name: ci, token: short, scopes: [read] }\n", &[]).unwrap_err().to_string();
         assert!(err.contains("flowguard.yaml:3:26: server.tokens[0].token") && err.contains("at least 16"), "{err}");
         parse("server:\n  tokens:\n    - { name: ci, token: 0123456789abcdef, scopes: [read] }\n", &[]).unwrap();
+    }
+
+    #[test]
+    fn values_from_the_environment_never_appear_in_errors() {
+        let text = "locale: ${LOC}\ntimezone: ${TZ_NAME}\nstorage:\n  url: ${DB}\n  max_connections: 0\n";
+        let err =
+            parse(text, &[("LOC", "secret-locale-value"), ("TZ_NAME", "xy"), ("DB", "ftp://user:pw@host/db")]).unwrap_err().to_string();
+        for leaked in ["secret-locale-value", "`xy`", "user:pw"] {
+            assert!(!err.contains(leaked), "{leaked} leaked: {err}");
+        }
+        assert!(err.contains("flowguard.yaml:1:9: locale") && err.contains("storage.url"), "{err}");
+        // A value of the wrong type (caught while deserializing) is masked as well.
+        let err = parse("storage:\n  max_connections: ${N}\n", &[("N", "not-a-number-secret")]).unwrap_err().to_string();
+        assert!(!err.contains("not-a-number-secret"), "{err}");
     }
 
     #[test]

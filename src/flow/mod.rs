@@ -197,11 +197,20 @@ struct FlowFields {
     concurrency: Option<usize>,
 }
 
+/// Most nodes a flow may have (a bigger flow is a generated mistake, and every node costs a
+/// record and a line of every report).
+pub const MAX_NODES: usize = 1000;
+/// Largest flow file read.
+pub const MAX_FLOW_BYTES: u64 = 1024 * 1024;
+
 /// Loads and checks one flow file. `cx` carries what the config declares (models, endpoints).
 pub fn load(file: &Path, cx: &nodes::Registry) -> Result<Flow, Diagnostics> {
+    let meta = std::fs::metadata(file).map_err(|e| one(file, Pos::default(), "", format!("cannot read: {e}")))?;
+    if !meta.is_file() || meta.len() > MAX_FLOW_BYTES {
+        return Err(one(file, Pos::default(), "", format!("not a regular file of at most {} KiB", MAX_FLOW_BYTES / 1024)));
+    }
     let text = std::fs::read(file).map_err(|e| one(file, Pos::default(), "", format!("cannot read: {e}")))?;
-    let text = String::from_utf8(text)
-        .map_err(|e| one(file, Pos::default(), "", format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to())))?;
+    let text = yaml::decode(text).map_err(|(pos, m)| one(file, pos, "", m))?;
     parse(file, &text, cx)
 }
 
@@ -216,12 +225,16 @@ type Located = (String, Pos, String);
 
 /// Parses and checks flow text; `file` names it in errors.
 pub fn parse(file: &Path, text: &str, reg: &nodes::Registry) -> Result<Flow, Diagnostics> {
-    let tree = yaml::parse(text).map_err(|m| one(file, Pos::default(), "", m))?;
+    let tree = yaml::parse(text).map_err(|(pos, m)| one(file, pos, "", m))?;
     let (top, errors) = from_tree_all::<FlowFields>(&tree, file, &[], &[]);
     let mut diags = Diagnostics(errors);
     let Some(top) = top else { return Err(diags) };
     let hash = hex16(&Sha256::digest(text.as_bytes()));
     let key = |k: &str| vec![PathSeg::Key(k.into())];
+    if top.nodes.len() > MAX_NODES {
+        let pos = tree.key_pos("nodes").unwrap_or_default();
+        return Err(one(file, pos, "nodes", format!("{} nodes; a flow has at most {MAX_NODES}", top.nodes.len())));
+    }
 
     let timeout = top.timeout.map(HumanDuration::get);
     let latency_warning = top.latency_warning.map(HumanDuration::get);

@@ -47,11 +47,80 @@ impl Default for TemplateBuilder {
     }
 }
 
+/// Limits of one render, so that a template (written by a flow's author, fed by run data) cannot
+/// take the process down: work in engine instructions, nesting of calls, and output size.
+pub const FUEL: u64 = 5_000_000;
+pub const RECURSION_LIMIT: usize = 100;
+pub const MAX_RENDERED_BYTES: usize = 4 * 1024 * 1024;
+
+/// Every message of a template that hit one of these limits starts with this.
+const LIMIT_PREFIX: &str = "template limit: ";
+
+/// The error kind of a failed render: hitting a limit is `loop_limit` (a cap of the flow's own
+/// work was reached; retrying cannot help, so the run fails without retries); any other render
+/// failure stays `internal`.
+pub fn error_kind(message: &str) -> crate::vocab::ErrorKind {
+    if message.starts_with(LIMIT_PREFIX) { crate::vocab::ErrorKind::LoopLimit } else { crate::vocab::ErrorKind::Internal }
+}
+
 fn new_env() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.set_fuel(Some(FUEL));
+    env.set_recursion_limit(RECURSION_LIMIT);
+    env.add_filter("fg_tojson", bounded_json);
+    env.set_formatter(|out, state, value| {
+        check_len(value)?;
+        minijinja::escape_formatter(out, state, value)
+    });
     env
+}
+
+/// Refuses at once a sequence whose text could not fit in [`MAX_RENDERED_BYTES`] (each item
+/// takes at least one byte and a separator): writing it out would stop at the limit, but only
+/// after walking every item (`[1] * 100000000`).
+fn check_len(v: &Value) -> Result<(), minijinja::Error> {
+    if v.as_object().is_some() && v.len().is_some_and(|n| n > MAX_RENDERED_BYTES / 2) {
+        return Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, too_large()));
+    }
+    Ok(())
+}
+
+/// A writer that refuses to grow past [`MAX_RENDERED_BYTES`].
+#[derive(Default)]
+struct Bounded {
+    buf: Vec<u8>,
+    overflow: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > MAX_RENDERED_BYTES {
+            self.overflow = true;
+            return Err(std::io::Error::other("rendered output too large"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn too_large() -> String {
+    format!("{LIMIT_PREFIX}the rendered output is larger than {} MiB", MAX_RENDERED_BYTES / (1024 * 1024))
+}
+
+/// `tojson` that stops at [`MAX_RENDERED_BYTES`] instead of building any size of text.
+fn bounded_json(v: Value) -> Result<Value, minijinja::Error> {
+    check_len(&v)?;
+    let mut w = Bounded::default();
+    match serde_json::to_writer(&mut w, &v) {
+        Ok(()) => Ok(Value::from_safe_string(String::from_utf8_lossy(&w.buf).into_owned())),
+        Err(_) if w.overflow => Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, too_large())),
+        Err(e) => Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("not JSON data: {e}"))),
+    }
 }
 
 impl TemplateBuilder {
@@ -71,7 +140,7 @@ impl TemplateBuilder {
             && !trimmed[2..trimmed.len() - 2].contains("{{");
         let (body, wrap) = if lone {
             let expr = trimmed[2..trimmed.len() - 2].trim();
-            (format!("{{{{ ({expr}) | tojson }}}}"), true)
+            (format!("{{{{ ({expr}) | fg_tojson }}}}"), true)
         } else {
             (src.to_owned(), false)
         };
@@ -114,6 +183,15 @@ impl TemplateBuilder {
 }
 
 fn describe(e: &minijinja::Error) -> String {
+    if e.kind() == minijinja::ErrorKind::OutOfFuel {
+        return format!("{LIMIT_PREFIX}the template did more than {FUEL} steps of work");
+    }
+    if let Some(d) = e.detail().filter(|d| d.starts_with(LIMIT_PREFIX)) {
+        return d.to_owned();
+    }
+    if e.detail().is_some_and(|d| d.contains("recursion limit")) {
+        return format!("{LIMIT_PREFIX}calls nested deeper than {RECURSION_LIMIT}");
+    }
     let mut msg = format!("template error: {}", e.kind());
     if let Some(detail) = e.detail() {
         msg.push_str(": ");
@@ -207,7 +285,12 @@ impl Templates {
 
     fn render_raw(&self, name: &str, ctx: &Value) -> Result<String, String> {
         let t = self.env.get_template(name).map_err(|e| describe(&e))?;
-        t.render(ctx).map_err(|e| describe(&e))
+        let mut out = Bounded::default();
+        match t.render_captured_to(ctx, &mut out) {
+            Ok(_) => String::from_utf8(out.buf).map_err(|e| format!("template error: not text: {e}")),
+            Err(_) if out.overflow => Err(too_large()),
+            Err(e) => Err(describe(&e)),
+        }
     }
 }
 
@@ -235,6 +318,23 @@ mod tests {
         assert_eq!(t.render(&list, &ctx).unwrap(), serde_json::json!(["a", "b"]));
         assert_eq!(t.render_text(&text, &ctx).unwrap(), "Topic: 猫!");
         assert!(t.render_bool(&cond, &ctx).unwrap());
+    }
+
+    #[test]
+    fn templates_that_would_eat_the_machine_stop_at_a_limit() {
+        let mut b = TemplateBuilder::new();
+        let huge = b.string("{{ [1] * 100000000 }}").unwrap();
+        let huge_text = b.string("x{{ [1] * 100000000 }}").unwrap();
+        let long_loop = b.string("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}").unwrap();
+        let deep = b.string("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}").unwrap();
+        let t = b.finish();
+        let ctx = Scope::default().context();
+        for tmpl in [&huge, &huge_text, &long_loop, &deep] {
+            let err = t.render(tmpl, &ctx).unwrap_err();
+            assert!(err.starts_with(LIMIT_PREFIX), "{err}");
+            assert_eq!(error_kind(&err), crate::vocab::ErrorKind::LoopLimit);
+        }
+        assert_eq!(error_kind("template error: undefined"), crate::vocab::ErrorKind::Internal);
     }
 
     #[test]

@@ -107,11 +107,33 @@ pub enum PathSeg {
     Index(usize),
 }
 
-/// Parses YAML text. The error is serde-saphyr's, which names the line and column and shows a snippet.
-pub fn parse(text: &str) -> Result<Node, String> {
+/// Parses YAML text. A syntax error comes with where it is (so it prints as `file:line:col: …`
+/// like every other error) and serde-saphyr's message without its own position.
+pub fn parse(text: &str) -> Result<Node, (Pos, String)> {
     // YAML 1.2 booleans only: `n`, `no`, `on` stay strings (a key `n:` is not `false`).
     let opts = serde_saphyr::options! { strict_booleans: true };
-    serde_saphyr::from_str_with_options::<Spanned<Yaml>>(text, opts).map(spanned_node).map_err(|e| e.to_string())
+    serde_saphyr::from_str_with_options::<Spanned<Yaml>>(text, opts).map(spanned_node).map_err(|e| {
+        let pos = e.location().map(|l| Pos { line: l.line(), col: l.column() }).unwrap_or_default();
+        let mut msg = e.without_snippet().to_string();
+        // The position is in `pos`; drop the message's own "at line X, column Y".
+        if let Some(i) = msg.rfind(" at line ").filter(|i| msg[*i..].contains("column")) {
+            msg.truncate(i);
+        }
+        (pos, format!("YAML syntax: {msg}"))
+    })
+}
+
+/// Bytes read from a file as text; where they are not UTF-8, the line and column of the first
+/// bad byte.
+pub fn decode(bytes: Vec<u8>) -> Result<String, (Pos, String)> {
+    String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line_start = good.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
+        let line = good.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+        let col = String::from_utf8_lossy(&good[line_start..]).chars().count() as u64 + 1;
+        let byte = e.as_bytes().get(good.len()).copied().unwrap_or(0);
+        (Pos { line, col }, format!("not UTF-8 text (byte 0x{byte:02x}); save the file as UTF-8"))
+    })
 }
 
 fn spanned_node(s: Spanned<Yaml>) -> Node {
@@ -197,7 +219,17 @@ mod tests {
 
     #[test]
     fn syntax_error_names_line() {
-        let err = parse("a: [1\n").unwrap_err();
-        assert!(err.contains("line 1"), "{err}");
+        let (pos, msg) = parse("a: b\nc: [1\n").unwrap_err();
+        assert!(pos.line >= 2, "{pos} {msg}");
+        assert!(!msg.contains(" at line "), "{msg}");
+        let (pos, msg) = parse("a: 1\n  b: 2\n").unwrap_err();
+        assert_eq!(pos.line, 2, "{msg}");
+    }
+
+    #[test]
+    fn bad_utf8_has_a_position() {
+        let (pos, msg) = decode(b"name: a\nx: \xc3\xa9\xff\n".to_vec()).unwrap_err();
+        assert_eq!((pos.line, pos.col), (2, 5), "{msg}");
+        assert!(msg.contains("0xff"), "{msg}");
     }
 }

@@ -171,7 +171,7 @@ impl RunCx<'_> {
     }
 
     pub fn text(&self, t: &Tmpl) -> Result<String, NodeError> {
-        let s = self.templates.render_text(t, self.scope).map_err(|m| NodeError::new(ErrorKind::Internal, m))?;
+        let s = self.templates.render_text(t, self.scope).map_err(|m| NodeError::new(crate::flow::template::error_kind(&m), m))?;
         if !matches!(t, Tmpl::Plain(_)) {
             self.record(&Json::String(s.clone()));
         } else {
@@ -181,19 +181,19 @@ impl RunCx<'_> {
     }
 
     pub fn value(&self, t: &Tmpl) -> Result<Json, NodeError> {
-        let v = self.templates.render(t, self.scope).map_err(|m| NodeError::new(ErrorKind::Internal, m))?;
+        let v = self.templates.render(t, self.scope).map_err(|m| NodeError::new(crate::flow::template::error_kind(&m), m))?;
         self.record(&v);
         Ok(v)
     }
 
     pub fn json(&self, t: &JsonTmpl) -> Result<Json, NodeError> {
-        let v = self.templates.render_json(t, self.scope).map_err(|m| NodeError::new(ErrorKind::Internal, m))?;
+        let v = self.templates.render_json(t, self.scope).map_err(|m| NodeError::new(crate::flow::template::error_kind(&m), m))?;
         self.record(&v);
         Ok(v)
     }
 
     pub fn truthy(&self, t: &Tmpl) -> Result<bool, NodeError> {
-        self.templates.render_bool(t, self.scope).map_err(|m| NodeError::new(ErrorKind::Internal, m))
+        self.templates.render_bool(t, self.scope).map_err(|m| NodeError::new(crate::flow::template::error_kind(&m), m))
     }
 }
 

@@ -90,13 +90,40 @@ pub fn normalize(text: &str) -> String {
         .collect()
 }
 
+/// Largest word list read (a list of sensitive words is a few hundred KiB at most).
+pub const MAX_WORD_LIST_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads a word list: a regular file (not a device such as /dev/zero, a FIFO or a directory) of
+/// at most [`MAX_WORD_LIST_BYTES`], read with that bound even if it grows meanwhile.
+fn read_word_list(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let too_big = || format!("larger than {} MiB", MAX_WORD_LIST_BYTES / (1024 * 1024));
+    if meta.len() > MAX_WORD_LIST_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path).and_then(|f| f.take(MAX_WORD_LIST_BYTES + 1).read_to_end(&mut bytes)).map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_WORD_LIST_BYTES {
+        return Err(too_big());
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let ok = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = ok.iter().filter(|b| **b == b'\n').count() + 1;
+        format!("not UTF-8 text (line {line})")
+    })
+}
+
 pub fn build(raw: Raw<'_>, cx: &mut BuildCx<'_>) -> Result<Arc<dyn NodeKind>, Diagnostic> {
     let p: Params = raw.parse()?;
     let target = cx.string("target", &p.target);
     let mut words = p.words.clone();
     if let Some(file) = &p.sensitive_words {
         let path = cx.base_dir.join(file);
-        match std::fs::read_to_string(&path) {
+        match read_word_list(&path) {
             Ok(text) => words.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned)),
             Err(e) => cx.error("sensitive_words", format!("cannot read word list {}: {e}", path.display())),
         }

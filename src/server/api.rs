@@ -82,8 +82,20 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .nest("/api/v1", api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(tokio::sync::Semaphore::new(cfg.read_concurrency.max(1))), admit_reads))
         .layer(axum::middleware::from_fn_with_state(timeout, time_limit))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), store_guard))
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(shared)
+}
+
+/// Reads of the API take a turn (first come, first served) so that any number of readers share
+/// the database and the CPU in bounded number, and never starve writes, which do not queue here.
+/// A reader that waits longer than the request timeout is answered 503 by [`time_limit`].
+async fn admit_reads(State(turns): State<Arc<tokio::sync::Semaphore>>, req: Request, next: Next) -> Response {
+    let is_read = req.method() == axum::http::Method::GET && req.uri().path().starts_with("/api/v1/");
+    let _turn = if is_read { turns.acquire().await.ok() } else { None };
+    next.run(req).await
 }
 
 async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> Response {
@@ -93,7 +105,9 @@ async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> 
     }
 }
 
-/// An answer that is not a success, as JSON `{"error": …}` with the right status.
+/// An answer that is not a success. Every error of the API, whichever layer makes it, has one
+/// shape: `{"error": "<what went wrong>", "code": "<stable kind>"}` ([`json_errors`] rewrites
+/// the plain-text answers of axum's own extractors and limits into it).
 #[derive(Debug)]
 pub enum ApiError {
     Unauthorized,
@@ -104,38 +118,154 @@ pub enum ApiError {
     /// The request is valid but the state it acts on has moved on (e.g. a task already closed).
     Conflict(String),
     Unavailable(String),
+    /// The database is known to be unreachable: try again after this many seconds.
+    StoreDown(u64),
     Internal(String),
 }
 
+/// Marks an answer given because the database could not be reached, so [`store_guard`] knows.
+#[derive(Clone, Copy)]
+struct StoreUnreachable;
+
+/// Seconds a client is asked to wait while the database is away.
+const STORE_RETRY_AFTER: u64 = 5;
+
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
+        if store_unreachable(&e) {
+            tracing::warn!(error = %format!("{e:#}"), "the database cannot be reached");
+            return ApiError::StoreDown(STORE_RETRY_AFTER);
+        }
         tracing::error!(error = %format!("{e:#}"), "request failed");
         ApiError::Internal("internal error; see the server log".into())
     }
 }
 
+/// The error means the database is away (not that a statement was wrong).
+fn store_unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<sqlx::Error>().is_some_and(crate::store::Pool::is_unreachable)
+            // The store's writer answers with its message once its patience is spent.
+            || c.to_string().contains("did not accept the write within")
+    })
+}
+
+/// The stable `code` of an HTTP status.
+fn code_of(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        422 => "unprocessable",
+        429 => "rate_limited",
+        503 => "unavailable",
+        500..=599 => "internal",
+        _ => "error",
+    }
+}
+
+fn error_response(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({"error": message, "code": code_of(status)}))).into_response()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, msg) = match self {
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized".to_owned()),
-            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden".to_owned()),
-            ApiError::RateLimited(s) => {
-                let mut r = (StatusCode::TOO_MANY_REQUESTS, Json(json!({"error": "rate limited"}))).into_response();
+        let (status, msg, retry) = match self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized".to_owned(), None),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden".to_owned(), None),
+            ApiError::RateLimited(s) => (StatusCode::TOO_MANY_REQUESTS, "rate limited".to_owned(), Some(s)),
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m, None),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m, None),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m, None),
+            ApiError::StoreDown(s) => {
+                let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, "the database cannot be reached; try again later".into());
                 r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+                r.extensions_mut().insert(StoreUnreachable);
                 return r;
             }
-            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
-            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
-            ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
-            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
-            ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m, None),
+            ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m, None),
         };
-        let mut r = (status, Json(json!({"error": msg}))).into_response();
+        let mut r = error_response(status, msg);
+        if let Some(s) = retry {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
         if status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         r
     }
+}
+
+/// Rewrites an error answer that is not JSON (axum's extractor rejections, the body limit's 413,
+/// 405) into the API's error shape, keeping its status, headers and message.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let r = next.run(req).await;
+    let status = r.status();
+    let is_json = r.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return r;
+    }
+    let (mut parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.map(|b| String::from_utf8_lossy(&b).trim().to_owned()).unwrap_or_default();
+    let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_lowercase() } else { text };
+    let fresh = error_response(status, message);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, fresh.into_body())
+}
+
+/// Whether the database is known to be away: set by an answer that found it unreachable,
+/// cleared by a probe that finds it back. Meanwhile requests that need it are answered 503 with
+/// `Retry-After` at once, instead of each waiting out the connect timeout.
+#[derive(Default)]
+pub struct StoreHealth {
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl StoreHealth {
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    /// Marks the database away and, the first time, starts probing it once a second.
+    fn mark_down(shared: &Arc<Shared>) {
+        if shared.store_health.down.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let s = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let probe = s.store.pool().fetch("SELECT 1", &[], &[crate::store::Ty::I64]);
+                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), probe).await {
+                    s.store_health.down.store(false, Ordering::Relaxed);
+                    tracing::info!("the database answers again");
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Answers 503 at once while the database is known to be away; learns that it is from answers.
+async fn store_guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    // Liveness, metrics and the API document do not need the database to answer.
+    let needs_store = !matches!(path, "/healthz" | "/metrics" | "/api/v1/openapi.json");
+    if needs_store && s.store_health.is_down() {
+        return ApiError::StoreDown(STORE_RETRY_AFTER).into_response();
+    }
+    let r = next.run(req).await;
+    if r.extensions().get::<StoreUnreachable>().is_some() {
+        StoreHealth::mark_down(&s);
+    }
+    r
 }
 
 pub(super) type ApiResult = Result<Response, ApiError>;

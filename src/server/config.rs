@@ -19,7 +19,9 @@ pub struct ServerConfig {
     /// A request that takes longer is answered 503.
     #[serde(default = "default_timeout")]
     pub request_timeout: HumanDuration,
-    /// Requests per token (a token bucket); past it the API answers 429 with Retry-After.
+    /// Requests per second per token (a token bucket; 429 with Retry-After past it). Size it from
+    /// a token's callers: an ingestion sender posting one batch per finished run needs about runs
+    /// per second; give each sender its own token rather than raising one token's limit.
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
     /// At SIGTERM/SIGINT, how long running runs get to finish.
@@ -31,6 +33,30 @@ pub struct ServerConfig {
     /// Calls in flight per model, across all runs (a burst cannot flood a provider).
     #[serde(default)]
     pub model_concurrency: BTreeMap<String, usize>,
+    /// API reads (GET) served at once; more wait their turn, first come first served. Writes
+    /// (ingestion, triggers, operator actions) do not wait behind them: they have their own
+    /// connections to the database.
+    #[serde(default = "default_read_concurrency")]
+    pub read_concurrency: usize,
+}
+
+impl ServerConfig {
+    /// The checks that keep the API closed, run at start and on every reload (a reload that
+    /// fails them is refused): tokens long enough to resist guessing, and no open API on an
+    /// address other machines reach.
+    pub fn check_access(&self, addr: std::net::SocketAddr) -> Result<(), String> {
+        for t in &self.tokens {
+            if t.token.trim().len() < MIN_TOKEN_LEN {
+                return Err(format!("server.tokens `{}`: the token must be at least {MIN_TOKEN_LEN} characters", t.name));
+            }
+        }
+        if self.tokens.is_empty() && !addr.ip().is_loopback() {
+            return Err(format!(
+                "server.listen is {addr}, not a loopback address, and server.tokens is empty: add a token so the API is not open"
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServerConfig {
@@ -44,6 +70,7 @@ impl Default for ServerConfig {
             shutdown_grace: default_grace(),
             watch_interval: default_watch(),
             model_concurrency: BTreeMap::new(),
+            read_concurrency: default_read_concurrency(),
         }
     }
 }
@@ -71,10 +98,10 @@ pub enum Scope {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// Requests per second a token may make on average (above 0).
+    /// Refill rate of each token's bucket (default 50).
     #[serde(default = "default_rate")]
     pub per_second: f64,
-    /// Requests a token may make at once (at least 1).
+    /// Bucket size: requests a token may make at once after being idle (default 100).
     #[serde(default = "default_burst")]
     pub burst: f64,
 }
@@ -124,6 +151,9 @@ fn default_grace() -> HumanDuration {
 }
 fn default_watch() -> HumanDuration {
     HumanDuration::secs(2)
+}
+fn default_read_concurrency() -> usize {
+    4
 }
 fn default_rate() -> f64 {
     50.0

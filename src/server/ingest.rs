@@ -189,28 +189,47 @@ fn placeholder(e: &Event, at: i64) -> RunRecord {
     }
 }
 
-/// A time: epoch milliseconds, epoch seconds (a number below 10^11), or RFC 3339 text.
+/// Times accepted: from 2000-01-01 to 2200-01-01 UTC (epoch milliseconds). Anything outside is
+/// a client's bug (a zero, seconds taken for milliseconds twice, a overflowed counter) that would
+/// otherwise sort first everywhere or break durations.
+pub const MIN_TIME_MS: i64 = 946_684_800_000;
+pub const MAX_TIME_MS: i64 = 7_258_118_400_000;
+/// Longest node or run an event may describe.
+pub const MAX_DURATION_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// A time: epoch milliseconds, epoch seconds (a number below 10^11), or RFC 3339 text, within
+/// [`MIN_TIME_MS`]..[`MAX_TIME_MS`].
 fn time(v: &Value, field: &str) -> Result<i64, String> {
-    match v {
+    let ms = match v {
         Value::Number(n) => {
-            let f = n.as_f64().ok_or_else(|| format!("`{field}`: not a time"))?;
+            let f = n.as_f64().filter(|f| f.is_finite()).ok_or_else(|| format!("`{field}`: not a time"))?;
             if f < 0.0 {
                 return Err(format!("`{field}`: a time cannot be negative"));
             }
-            Ok(if f < 1e11 { (f * 1000.0) as i64 } else { f as i64 })
+            if f < 1e11 { f * 1000.0 } else { f }
         }
-        Value::String(s) => {
-            s.parse::<jiff::Timestamp>().map(|t| t.as_millisecond()).map_err(|e| format!("`{field}`: `{s}` is not an RFC 3339 time ({e})"))
-        }
-        _ => Err(format!("`{field}`: a time is epoch milliseconds or RFC 3339 text")),
+        Value::String(s) => s
+            .parse::<jiff::Timestamp>()
+            .map(|t| t.as_millisecond() as f64)
+            .map_err(|e| format!("`{field}`: `{s}` is not an RFC 3339 time ({e})"))?,
+        _ => return Err(format!("`{field}`: a time is epoch milliseconds or RFC 3339 text")),
+    };
+    if !(MIN_TIME_MS as f64..=MAX_TIME_MS as f64).contains(&ms) {
+        return Err(format!("`{field}`: {v} is not a time between the years 2000 and 2200 (epoch milliseconds or seconds, or RFC 3339)"));
     }
+    Ok(ms as i64)
 }
+
+/// Longest identifier (ids, names); longer text fields are free text.
+const MAX_IDENT: usize = 191;
 
 fn text<'a>(m: &'a Map<String, Value>, field: &str, max: usize) -> Result<Option<&'a str>, String> {
     match m.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) if s.len() > max => Err(format!("`{field}`: longer than {max} bytes")),
+        // An identifier is matched as sent: one with a NUL could not be stored as it is.
+        Some(Value::String(s)) if max <= MAX_IDENT && s.contains('\0') => Err(format!("`{field}`: contains a NUL character")),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(format!("`{field}`: must be text")),
     }
@@ -284,6 +303,9 @@ fn check(item: &Value, redactor: &crate::redact::Redactor, max_payload: usize) -
             let node = required(m, "node", 191)?.to_owned();
             let status: AttemptStatus = required(m, "status", 32)?.parse().map_err(|e| format!("`status`: {e}"))?;
             let duration = int(m, "duration_ms")?;
+            if let Some(d) = duration.filter(|d| *d > MAX_DURATION_MS) {
+                return Err(format!("`duration_ms`: {d} is longer than {} days", MAX_DURATION_MS / 86_400_000));
+            }
             let (started, ended) = match (ts("started_at")?, ts("ended_at")?.or(ts("ts")?), duration) {
                 (Some(s), Some(e), _) => (s, e),
                 (Some(s), None, Some(d)) => (s, s + d),
@@ -293,6 +315,12 @@ fn check(item: &Value, redactor: &crate::redact::Redactor, max_payload: usize) -
             };
             if started > ended {
                 return Err("`started_at` is after the end of the node".into());
+            }
+            if !(MIN_TIME_MS..=MAX_TIME_MS).contains(&started) {
+                return Err("`duration_ms`: the node would have started before the year 2000".into());
+            }
+            if ended - started > MAX_DURATION_MS {
+                return Err(format!("`started_at`: the node would have lasted longer than {} days", MAX_DURATION_MS / 86_400_000));
             }
             let kind = error_kind("error_kind")?;
             if kind.is_some() && status == AttemptStatus::Succeeded {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod ingest;
 pub mod metrics;
 mod ops;
+pub use ops::silence_duration;
 
 use crate::app::App;
 use crate::clock::SharedClock;
@@ -56,6 +57,8 @@ pub struct Loaded {
 /// What the handlers and background jobs share.
 pub struct Shared {
     pub config_path: PathBuf,
+    /// The address served (reloads check access against it).
+    pub listen_addr: std::net::SocketAddr,
     pub store: Store,
     pub clock: SharedClock,
     loaded: RwLock<Arc<Loaded>>,
@@ -72,6 +75,8 @@ pub struct Shared {
     /// Versions loaded (1 at start); the scheduler rebuilds its jobs when it changes.
     pub generation: watch::Sender<u64>,
     pub reloads_refused: AtomicU64,
+    /// Whether the database is known to be away (the API answers 503 at once meanwhile).
+    pub store_health: api::StoreHealth,
     extra_schedules: Vec<(String, croner::Cron)>,
 }
 
@@ -88,8 +93,13 @@ impl Shared {
             if app.config.storage_url() != current.config.storage_url() {
                 tracing::warn!("storage.url changed: it takes effect at the next start");
             }
-            loaded(app, self.store.clone(), self.clock.clone(), self.metrics.clone()).map_err(|e| format!("{e:#}"))
+            // The checks of start-up, against the address actually served: a reload never opens the API.
+            app.config.server.check_access(self.listen_addr)?;
+            let redactor = app.config.redactor.clone();
+            loaded(app, self.store.clone(), self.clock.clone(), self.metrics.clone()).map_err(|e| redactor.redact(&format!("{e:#}")))
         });
+        // Values of the running config's `${VAR}`s are masked too (a failed load has no redactor of its own).
+        let result = result.map_err(|e| current.config.redactor.redact(&e));
         match result {
             Ok(new) => {
                 *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
@@ -247,11 +257,7 @@ impl Application {
             .with_context(|| format!("server.listen `{listen}`"))?
             .next()
             .ok_or_else(|| anyhow!("server.listen `{listen}` names no address"))?;
-        if app.config.server.tokens.is_empty() && !addr.ip().is_loopback() {
-            return Err(anyhow!(
-                "server.listen is {addr}, not a loopback address, and server.tokens is empty: add a token so the API is not open"
-            ));
-        }
+        app.config.server.check_access(addr).map_err(|e| anyhow!(e))?;
         let metrics = Arc::new(Metrics::default());
         let now = opts.clock.now_ms();
         let config_path = config_path.to_path_buf();
@@ -260,6 +266,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let shared = Arc::new(Shared {
             config_path,
+            listen_addr: listener.local_addr()?,
             store,
             clock: opts.clock.clone(),
             loaded: RwLock::new(Arc::new(loaded)),
@@ -272,6 +279,7 @@ impl Application {
             reload_error: Default::default(),
             generation: watch::channel(1).0,
             reloads_refused: AtomicU64::new(0),
+            store_health: Default::default(),
             extra_schedules: opts.extra_schedules.clone(),
         });
         let l = shared.loaded();

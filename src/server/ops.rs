@@ -157,6 +157,18 @@ pub async fn silences(State(s): State<Arc<Shared>>, h: HeaderMap, Query(q): Quer
     Ok(Json(json!({"silences": list})).into_response())
 }
 
+/// Longest silence: a longer one is a typo, and would overflow the end time.
+const MAX_SILENCE: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
+
+/// A silence's length, as the API and the CLI accept it: from 1 second to 366 days.
+pub fn silence_duration(text: &str) -> Result<std::time::Duration, String> {
+    let d = crate::config::parse_duration(text)?;
+    if d.is_zero() || d > MAX_SILENCE {
+        return Err(format!("`{text}` is not between 1s and 366 days"));
+    }
+    Ok(d)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewSilence {
@@ -180,7 +192,7 @@ pub async fn silence_add(State(s): State<Arc<Shared>>, h: HeaderMap, b: Bytes) -
             crate::alert::config::GROUP_LABELS.join(", ")
         )));
     }
-    let d = crate::config::parse_duration(&n.duration).map_err(ApiError::BadRequest)?;
+    let d = silence_duration(&n.duration).map_err(|e| ApiError::BadRequest(format!("`duration`: {e}")))?;
     let now = s.clock.now_ms();
     let rec = SilenceRecord {
         id: uuid::Uuid::now_v7().to_string(),

@@ -51,24 +51,30 @@ impl From<Option<i64>> for Arg {
         Arg::I64(v)
     }
 }
+/// Text as every backend can store it: PostgreSQL refuses the NUL character in text, so it is
+/// replaced by U+FFFD on every backend (the three store and find the same value).
+fn storable(s: String) -> String {
+    if s.contains('\0') { s.replace('\0', "\u{FFFD}") } else { s }
+}
+
 impl From<&str> for Arg {
     fn from(v: &str) -> Self {
-        Arg::Str(Some(v.to_owned()))
+        Arg::Str(Some(storable(v.to_owned())))
     }
 }
 impl From<String> for Arg {
     fn from(v: String) -> Self {
-        Arg::Str(Some(v))
+        Arg::Str(Some(storable(v)))
     }
 }
 impl From<Option<String>> for Arg {
     fn from(v: Option<String>) -> Self {
-        Arg::Str(v)
+        Arg::Str(v.map(storable))
     }
 }
 impl From<Option<&str>> for Arg {
     fn from(v: Option<&str>) -> Self {
-        Arg::Str(v.map(str::to_owned))
+        Arg::Str(v.map(|s| storable(s.to_owned())))
     }
 }
 
@@ -171,6 +177,10 @@ impl Default for PoolSettings {
     }
 }
 
+/// Connections of the write path: the writer keeps one, the reads that come before a write
+/// (ingestion's look-ups, rollups) share the others.
+pub const WRITE_POOL_SIZE: u32 = 3;
+
 /// The lock is per server on MySQL, so its name carries the database (names are cut at 64 chars).
 const MYSQL_LOCK: &str = "SELECT GET_LOCK(CONCAT('flowguard_migrate_', LEFT(MD5(IFNULL(DATABASE(), '')), 16)), 60)";
 const MYSQL_UNLOCK: &str = "SELECT RELEASE_LOCK(CONCAT('flowguard_migrate_', LEFT(MD5(IFNULL(DATABASE(), '')), 16)))";
@@ -191,6 +201,24 @@ async fn probe<C: sqlx::Connection>(
             std::io::ErrorKind::TimedOut,
             format!("no answer within {}", humantime::format_duration(timeout)),
         ))),
+    }
+}
+
+/// How long a returned connection may take to show it is usable, and how long closing the pool
+/// waits for connections to come back.
+const RELEASE_PATIENCE: Duration = Duration::from_secs(2);
+const CLOSE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Checks a connection on its way back to the pool, within [`RELEASE_PATIENCE`]. A connection
+/// whose statement failed half-way (a protocol error, a query cut off by a timeout) may wait
+/// forever for an answer that never comes; sqlx's own check has no time limit, so without this
+/// such a connection stays checked out for good and the pool runs dry. An error here makes the
+/// pool drop the connection at once and open a fresh one when needed.
+async fn released_alive<C: sqlx::Connection>(c: &mut C) -> Result<bool, sqlx::Error> {
+    match tokio::time::timeout(RELEASE_PATIENCE, c.ping()).await {
+        Ok(Ok(())) => Ok(true),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "connection did not answer a ping"))),
     }
 }
 
@@ -241,41 +269,22 @@ impl OwnedConn {
     }
 }
 
-/// Consecutive copies of one `INSERT … VALUES (?, …)` become one multi-row INSERT: under load a
-/// group commit carries one statement per table instead of one per record.
-pub fn merge_inserts(stmts: Vec<Stmt>) -> Vec<Stmt> {
-    // Below every backend's limit on bound parameters (SQLite: 32766).
-    const MAX_ARGS: usize = 30_000;
-    let mut out: Vec<Stmt> = Vec::with_capacity(stmts.len());
-    let mut run: Option<(Cow<'static, str>, usize, Vec<Arg>)> = None;
-    let flush = |run: &mut Option<(Cow<'static, str>, usize, Vec<Arg>)>, out: &mut Vec<Stmt>| {
-        if let Some((sql, n, args)) = run.take() {
-            out.push(if n == 1 { (sql, args) } else { (Cow::Owned(multi_row(&sql, n).unwrap_or_default()), args) });
-        }
-    };
-    for (sql, args) in stmts {
-        let mergeable = multi_row(&sql, 1).is_some();
-        match &mut run {
-            Some((s, n, a)) if mergeable && *s == sql && a.len() + args.len() <= MAX_ARGS => {
-                *n += 1;
-                a.extend(args);
-            }
-            _ => {
-                flush(&mut run, &mut out);
-                if mergeable {
-                    run = Some((sql, 1, args));
-                } else {
-                    out.push((sql, args));
-                }
-            }
-        }
-    }
-    flush(&mut run, &mut out);
-    out
+/// Most values bound to one statement: under every backend's limit (SQLite 32766, MySQL and
+/// PostgreSQL 65535), whatever the input, so a big batch becomes several statements, never a
+/// statement the database refuses.
+pub const MAX_ARGS: usize = 30_000;
+
+/// A multi-row `INSERT … VALUES (?, …), (?, …) tail`, taken apart.
+struct Insert<'a> {
+    head: &'a str,
+    row: &'a str,
+    params: usize,
+    rows: usize,
+    tail: &'a str,
 }
 
-/// `INSERT … VALUES (?, ?) tail` with its row repeated `n` times; `None` for other statements.
-fn multi_row(sql: &str, n: usize) -> Option<String> {
+/// `None` for any statement that is not an INSERT of `?`-only rows (those are left as they are).
+fn parse_insert(sql: &str) -> Option<Insert<'_>> {
     if !sql.starts_with("INSERT INTO ") {
         return None;
     }
@@ -285,8 +294,95 @@ fn multi_row(sql: &str, n: usize) -> Option<String> {
     if row[1..len - 1].split(',').any(|p| p.trim() != "?") {
         return None;
     }
-    let rows = vec![row; n].join(", ");
-    Some(format!("{}{rows}{}", &sql[..at], &sql[at + len..]))
+    let params = row.matches('?').count();
+    // A statement may already carry several rows: count them, or it would be taken for one.
+    let mut rest = &sql[at + len..];
+    let mut rows = 1;
+    while let Some(r) = rest.strip_prefix(", ").and_then(|r| r.strip_prefix(row)) {
+        rows += 1;
+        rest = r;
+    }
+    Some(Insert { head: &sql[..at], row, params, rows, tail: rest })
+}
+
+/// Rows of two statements may share one statement only when a row cannot meet another of the
+/// same statement: an upsert that adds to a row (`DO UPDATE`, `VALUES(c)`) must see each row
+/// once (PostgreSQL refuses to touch a row twice in one statement).
+fn merge_safe(tail: &str) -> bool {
+    let t = tail.trim();
+    if t.is_empty() || t == "ON CONFLICT DO NOTHING" {
+        return true;
+    }
+    match t.strip_prefix("ON DUPLICATE KEY UPDATE ") {
+        Some(set) => set.split_once(" = ").is_some_and(|(a, b)| a.trim() == b.trim() && !a.contains(',')),
+        None => false,
+    }
+}
+
+/// Rows of one INSERT shape waiting to be written.
+struct Pending {
+    head: String,
+    row: String,
+    tail: String,
+    params: usize,
+    args: Vec<Arg>,
+    merge: bool,
+}
+
+impl Pending {
+    /// The statements for these rows, each with at most [`MAX_ARGS`] values.
+    fn emit(self, out: &mut Vec<Stmt>) {
+        let per = (MAX_ARGS / self.params.max(1)).max(1) * self.params.max(1);
+        let mut args = self.args;
+        while !args.is_empty() {
+            let rest = if args.len() > per { args.split_off(per) } else { Vec::new() };
+            let n = args.len() / self.params.max(1);
+            let sql = format!("{}{}{}", self.head, vec![self.row.as_str(); n].join(", "), self.tail);
+            out.push((Cow::Owned(sql), args));
+            args = rest;
+        }
+    }
+}
+
+/// Consecutive INSERTs of one shape become one multi-row INSERT (under load a group commit
+/// carries one statement per table instead of one per record), and any multi-row INSERT is cut
+/// so that no statement binds more than [`MAX_ARGS`] values.
+pub fn merge_inserts(stmts: Vec<Stmt>) -> Vec<Stmt> {
+    let mut out: Vec<Stmt> = Vec::with_capacity(stmts.len());
+    let mut pending: Option<Pending> = None;
+    for (sql, args) in stmts {
+        let parsed = parse_insert(&sql).filter(|i| i.params > 0 && args.len() == i.params * i.rows);
+        let Some(i) = parsed else {
+            if let Some(p) = pending.take() {
+                p.emit(&mut out);
+            }
+            out.push((sql, args));
+            continue;
+        };
+        if let Some(p) = &mut pending
+            && p.merge
+            && p.head == i.head
+            && p.row == i.row
+            && p.tail == i.tail
+        {
+            p.args.extend(args);
+            continue;
+        }
+        if let Some(p) = pending.take() {
+            p.emit(&mut out);
+        }
+        if args.len() <= MAX_ARGS && !merge_safe(i.tail) {
+            // Nothing to merge with and small enough: as it came.
+            out.push((sql, args));
+            continue;
+        }
+        let merge = merge_safe(i.tail);
+        pending = Some(Pending { head: i.head.to_owned(), row: i.row.to_owned(), tail: i.tail.to_owned(), params: i.params, args, merge });
+    }
+    if let Some(p) = pending.take() {
+        p.emit(&mut out);
+    }
+    out
 }
 
 /// One connection taken from the pool (for migrations, which must run where the lock is held).
@@ -349,6 +445,11 @@ impl Conn<'_> {
 }
 
 impl Pool {
+    /// Whether `e` means the database cannot be reached (rather than a refused statement).
+    pub fn is_unreachable(e: &sqlx::Error) -> bool {
+        is_unreachable(e)
+    }
+
     pub fn backend(&self) -> Backend {
         match self {
             Pool::Sqlite(_) => Backend::Sqlite,
@@ -378,7 +479,12 @@ impl Pool {
             let url = url.replacen("mariadb:", "mysql:", 1);
             let opts = MySqlConnectOptions::from_str(&url)?.charset("utf8mb4").disable_statement_logging();
             probe(opts.connect(), timeout).await?;
-            let pool = MySqlPoolOptions::new().max_connections(max).acquire_timeout(timeout).connect_with(opts).await?;
+            let pool = MySqlPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(timeout)
+                .after_release(|c, _| Box::pin(released_alive(c)))
+                .connect_with(opts)
+                .await?;
             Ok(Pool::MySql(pool))
         } else {
             let mut opts = PgConnectOptions::from_str(url)?.disable_statement_logging();
@@ -387,7 +493,12 @@ impl Pool {
                 opts = opts.application_name("flowguard");
             }
             probe(opts.connect(), timeout).await?;
-            let pool = PgPoolOptions::new().max_connections(max).acquire_timeout(timeout).connect_with(opts).await?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(timeout)
+                .after_release(|c, _| Box::pin(released_alive(c)))
+                .connect_with(opts)
+                .await?;
             Ok(Pool::Postgres(pool))
         }
     }
@@ -398,8 +509,18 @@ impl Pool {
     pub async fn with_migration_lock<T>(&self, f: impl AsyncFnOnce(&mut Conn<'_>) -> anyhow::Result<T>) -> anyhow::Result<T> {
         match self {
             Pool::Sqlite(p) => {
+                // One write transaction around the whole migration: a second process waits for it
+                // (busy timeout), then finds the versions applied; DDL is transactional in SQLite.
                 let mut c = p.acquire().await?;
-                f(&mut Conn::Sqlite(&mut c)).await
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut *c).await?;
+                let r = f(&mut Conn::Sqlite(&mut c)).await;
+                let end = if r.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                let ended = sqlx::query(end).execute(&mut *c).await;
+                match (r, ended) {
+                    (Ok(v), Ok(_)) => Ok(v),
+                    (Ok(_), Err(e)) => Err(e.into()),
+                    (Err(e), _) => Err(e),
+                }
             }
             Pool::MySql(p) => {
                 let mut c = p.acquire().await?;
@@ -511,12 +632,43 @@ impl Pool {
         Ok(())
     }
 
+    /// Closes the pool. Bounded: a connection that never comes back must not keep the process
+    /// from ending (SIGTERM ends `serve` whatever the database does).
     pub async fn close(&self) {
-        match self {
-            Pool::Sqlite(p) => p.close().await,
-            Pool::MySql(p) => p.close().await,
-            Pool::Postgres(p) => p.close().await,
+        let close = async {
+            match self {
+                Pool::Sqlite(p) => p.close().await,
+                Pool::MySql(p) => p.close().await,
+                Pool::Postgres(p) => p.close().await,
+            }
+        };
+        if tokio::time::timeout(CLOSE_PATIENCE, close).await.is_err() {
+            tracing::warn!("connections still out after {}; closing anyway", humantime::format_duration(CLOSE_PATIENCE));
         }
+    }
+}
+
+/// The error means the database cannot be reached (down, refusing connections, out of
+/// connections), not that it refused a statement.
+fn is_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        // A protocol error here is a connection cut mid-exchange (e.g. while connecting).
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => {
+            if let Some(m) = d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                // 1040 too many connections, 1053 shutdown, 1927 killed, 2006 gone away, 2013 lost.
+                return matches!(m.number(), 1040 | 1053 | 1927 | 2006 | 2013);
+            }
+            let code = d.code().unwrap_or_default();
+            // PostgreSQL class 08 (connection), 57P01–57P03 (shutdown), 53300 (too many connections).
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }
+        _ => false,
     }
 }
 
@@ -547,6 +699,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn nul_never_reaches_the_database() {
+        for a in [Arg::from("a\0b"), Arg::from("a\0b".to_owned()), Arg::from(Some("a\0b")), Arg::from(Some("a\0b".to_owned()))] {
+            assert!(matches!(a, Arg::Str(Some(ref s)) if s == "a\u{FFFD}b"), "{a:?}");
+        }
+    }
+
+    #[test]
     fn placeholders_are_numbered_for_postgres() {
         assert_eq!(pg_sql("SELECT a FROM t WHERE b = ? AND c = ?"), "SELECT a FROM t WHERE b = $1 AND c = $2");
     }
@@ -562,6 +721,48 @@ mod tests {
         assert_eq!(out[0].1.len(), 6);
         assert!(out[1].0.starts_with("UPDATE"));
         assert_eq!(out[2].0, "INSERT INTO t (a, b) VALUES (?, ?) ON CONFLICT DO NOTHING");
+    }
+
+    #[test]
+    fn multi_row_statements_keep_every_row_when_merged() {
+        // Two 500-row statements (an ingestion batch of 1000) must stay 1000 rows, not 501.
+        let five_hundred = |base: i64| -> Stmt {
+            let sql = format!("INSERT INTO t (a, b, c) VALUES {}", vec!["(?, ?, ?)"; 500].join(", "));
+            (Cow::Owned(sql), (0..1500).map(|i| Arg::from(base + i)).collect())
+        };
+        let out = merge_inserts(vec![five_hundred(0), five_hundred(10_000)]);
+        let rows: usize = out.iter().map(|(sql, _)| sql.matches("(?, ?, ?)").count()).sum();
+        assert_eq!(rows, 1000);
+        for (sql, args) in &out {
+            assert_eq!(sql.matches('?').count(), args.len(), "placeholders and values agree");
+        }
+    }
+
+    #[test]
+    fn no_statement_binds_more_than_the_backend_limit() {
+        let one =
+            |v: i64| -> Stmt { (Cow::Borrowed("INSERT INTO t (a, b, c, d, e, f, g) VALUES (?, ?, ?, ?, ?, ?, ?)"), vec![v.into(); 7]) };
+        let out = merge_inserts((0..20_004).map(one).collect());
+        assert!(out.len() > 1);
+        assert!(out.iter().all(|(sql, args)| args.len() <= MAX_ARGS && sql.matches('?').count() == args.len()));
+        assert_eq!(out.iter().map(|(_, a)| a.len()).sum::<usize>(), 20_004 * 7);
+        // One statement built too big elsewhere is cut as well.
+        let big = (Cow::Owned(format!("INSERT INTO t (a) VALUES {}", vec!["(?)"; 40_000].join(", "))), vec![Arg::from(1i64); 40_000]);
+        let out = merge_inserts(vec![big]);
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn upserts_that_add_are_not_merged() {
+        let up = || -> Stmt {
+            (
+                Cow::Borrowed("INSERT INTO r (k, n) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET n = r.n + EXCLUDED.n"),
+                vec![1i64.into(), 1i64.into()],
+            )
+        };
+        assert_eq!(merge_inserts(vec![up(), up()]).len(), 2);
+        let my = || -> Stmt { (Cow::Borrowed("INSERT INTO a (x) VALUES (?) ON DUPLICATE KEY UPDATE seq = seq"), vec![1i64.into()]) };
+        assert_eq!(merge_inserts(vec![my(), my()]).len(), 1);
     }
 
     #[test]

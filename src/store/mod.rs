@@ -39,8 +39,15 @@ macro_rules! migration {
     };
 }
 
-const MIGRATIONS: &[(i64, &str, &str, &str)] =
-    &[migration!(1, "v1"), migration!(2, "v2"), migration!(3, "v3"), migration!(4, "v4"), migration!(5, "v5"), migration!(6, "v6")];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    migration!(1, "v1"),
+    migration!(2, "v2"),
+    migration!(3, "v3"),
+    migration!(4, "v4"),
+    migration!(5, "v5"),
+    migration!(6, "v6"),
+    migration!(9, "v9"),
+];
 
 /// One run, as stored.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -124,7 +131,11 @@ enum Write {
 
 #[derive(Clone)]
 pub struct Store {
+    /// Reads (API, reports, CLI).
     pub(crate) pool: Pool,
+    /// The write path: the writer's kept connection and the reads a write depends on (ingestion's
+    /// look-ups, rollups), apart from `pool` so that any number of readers cannot starve writes.
+    pub(crate) write_pool: Pool,
     writes: mpsc::UnboundedSender<Write>,
     /// Asks the writer to give its kept connection back to the pool.
     release: mpsc::UnboundedSender<oneshot::Sender<()>>,
@@ -254,10 +265,18 @@ impl Store {
             pool.close().await;
             return Err(e.context(format!("migrating the {} database at {}", backend.name(), describe_target(url))));
         }
+        let write_settings = PoolSettings { max_connections: db::WRITE_POOL_SIZE, ..opts.pool.clone() };
+        let write_pool = match Pool::connect(url, &write_settings).await {
+            Ok(p) => p,
+            Err(e) => {
+                pool.close().await;
+                return Err(anyhow!("cannot open the {} database at {}: {}", backend.name(), describe_target(url), describe_error(&e)));
+            }
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let (release, released) = mpsc::unbounded_channel();
-        tokio::spawn(writer(pool.clone(), rx, released, opts.write_patience, describe_target(url)));
-        Ok(Store { pool, writes: tx, release, server: Arc::from(server), live: Default::default() })
+        tokio::spawn(writer(write_pool.clone(), rx, released, opts.write_patience, describe_target(url)));
+        Ok(Store { pool, write_pool, writes: tx, release, server: Arc::from(server), live: Default::default() })
     }
 
     /// The server's version string, as it answered at open.
@@ -406,7 +425,8 @@ impl Store {
         if self.release.send(tx).is_ok() {
             let _ = rx.await;
         }
-        self.pool.close().await
+        self.pool.close().await;
+        self.write_pool.close().await
     }
 }
 

@@ -120,23 +120,28 @@ impl Deltas {
     }
 
     fn attempt(&mut self, a: &AttemptRecord) {
+        self.attempt_signed(a, 1)
+    }
+
+    /// Adds (sign 1) or removes (sign -1) one attempt.
+    fn attempt_signed(&mut self, a: &AttemptRecord, sign: i64) {
         if a.status == AttemptStatus::Skipped {
             return;
         }
         let key = (a.flow.clone(), a.node_id.clone(), a.model.clone().unwrap_or_default());
         let (_, c) = self.nodes.entry(key).or_insert_with(|| (a.kind.clone(), [0; 7]));
         let ok = matches!(a.status, AttemptStatus::Succeeded | AttemptStatus::Defaulted);
-        c[0] += 1;
-        c[1] += ok as i64;
-        c[2] += !ok as i64;
-        c[3] += (a.status == AttemptStatus::TimedOut) as i64;
-        c[4] += a.retried as i64;
-        c[5] += (a.action.as_deref() == Some("next_model")) as i64;
-        c[6] += a.duration_ms;
+        c[0] += sign;
+        c[1] += sign * ok as i64;
+        c[2] += sign * !ok as i64;
+        c[3] += sign * (a.status == AttemptStatus::TimedOut) as i64;
+        c[4] += sign * a.retried as i64;
+        c[5] += sign * (a.action.as_deref() == Some("next_model")) as i64;
+        c[6] += sign * a.duration_ms;
         if let (false, Some(k)) = (ok, &a.error_kind) {
-            *self.node_errors.entry((a.flow.clone(), a.node_id.clone(), k.clone())).or_default() += 1;
+            *self.node_errors.entry((a.flow.clone(), a.node_id.clone(), k.clone())).or_default() += sign;
         }
-        *self.hist.entry((a.flow.clone(), a.node_id.clone(), hist::bin_of(a.duration_ms))).or_default() += 1;
+        *self.hist.entry((a.flow.clone(), a.node_id.clone(), hist::bin_of(a.duration_ms))).or_default() += sign;
     }
 }
 
@@ -165,6 +170,11 @@ fn upsert(backend: Backend, table: &str, keys: &[&str], cols: &[&str], rows: Vec
     };
     let sql = format!("INSERT INTO {table} ({}) VALUES {values} {tail}", all.join(", "));
     Some((Cow::Owned(sql), rows.into_iter().flatten().collect()))
+}
+
+/// Marks a run's attempts as counted; it runs after them in the same transaction.
+fn mark_rolled_up(run_id: &str) -> db::Stmt {
+    (Cow::Borrowed("UPDATE node_attempts SET rolled_up = 1 WHERE run_id = ? AND rolled_up = 0"), vec![run_id.into()])
 }
 
 const ATTEMPT_ROLLUP_COLS: &str = "run_id, flow, node_id, kind, seq, status, duration_ms, retried, action, error_kind, model";
@@ -204,15 +214,17 @@ impl Store {
             if live.canary {
                 attempts.clear();
             }
-            return Ok(self.run_delta(run_id, &live.flow, live.canary, live.started_at, end, status, None, attempts));
+            let mut out = self.run_delta(run_id, &live.flow, live.canary, live.started_at, end, status, None, attempts);
+            out.push(mark_rolled_up(run_id));
+            return Ok(out);
         }
         let row = self
-            .pool
+            .write_pool
             .fetch(
-                "SELECT r.flow, r.canary, r.started_at, s.status, s.duration_ms, s.failed_node, s.error_kind, s.backup, s.last_seq \
+                "SELECT r.flow, r.canary, r.started_at, s.status, s.duration_ms, s.failed_node, s.error_kind, s.backup, s.last_seq, s.bucket_ms \
                  FROM runs r LEFT JOIN rollup_seen s ON s.run_id = r.id WHERE r.id = ?",
                 &[run_id.into()],
-                &[Ty::Str, Ty::I64, Ty::I64, Ty::Str, Ty::I64, Ty::Str, Ty::Str, Ty::I64, Ty::I64],
+                &[Ty::Str, Ty::I64, Ty::I64, Ty::Str, Ty::I64, Ty::Str, Ty::Str, Ty::I64, Ty::I64, Ty::I64],
             )
             .await?;
         let Some(r) = row.into_iter().next() else { return Ok(Vec::new()) };
@@ -225,18 +237,40 @@ impl Store {
             backup: r[7].i64().unwrap_or(0) != 0,
             last_seq: r[8].i64().unwrap_or(0),
         });
-        let last_seq = old.as_ref().map(|o| o.last_seq).unwrap_or(0);
+        let old_bucket = r[9].i64().unwrap_or(bucket_of(started));
+        // Every attempt not counted yet, whatever its place in the run (one that arrived after
+        // the run's end, or before an attempt with a higher seq, is counted all the same).
         let mut attempts: Vec<AttemptRecord> = Vec::new();
+        let mut counted: Vec<AttemptRecord> = Vec::new();
         if !canary {
-            let sql = format!("SELECT {ATTEMPT_ROLLUP_COLS} FROM node_attempts WHERE run_id = ? AND seq > ?");
-            let tys = [Ty::Str, Ty::Str, Ty::Str, Ty::Str, Ty::I64, Ty::Str, Ty::I64, Ty::I64, Ty::Str, Ty::Str, Ty::Str];
-            for v in self.pool.fetch(&sql, &[run_id.into(), last_seq.into()], &tys).await? {
-                attempts.push(rollup_attempt(v));
+            let sql = format!("SELECT {ATTEMPT_ROLLUP_COLS}, rolled_up FROM node_attempts WHERE run_id = ?");
+            let tys = [Ty::Str, Ty::Str, Ty::Str, Ty::Str, Ty::I64, Ty::Str, Ty::I64, Ty::I64, Ty::Str, Ty::Str, Ty::Str, Ty::I64];
+            for mut v in self.write_pool.fetch(&sql, &[run_id.into()], &tys).await? {
+                let done = v.pop().and_then(|x| x.i64()).unwrap_or(0) != 0;
+                if done { counted.push(rollup_attempt(v)) } else { attempts.push(rollup_attempt(v)) }
             }
-            let stored: std::collections::HashSet<i64> = attempts.iter().map(|a| a.seq).collect();
-            attempts.extend(last.iter().filter(|a| a.seq > last_seq && !stored.contains(&a.seq)).cloned());
+            let stored: std::collections::HashSet<i64> = attempts.iter().chain(&counted).map(|a| a.seq).collect();
+            attempts.extend(last.iter().filter(|a| !stored.contains(&a.seq)).cloned());
         }
-        Ok(self.run_delta(run_id, &flow, canary, started, end, status, old, attempts))
+        let mut out = Vec::new();
+        if old.is_some() && old_bucket != bucket_of(started) {
+            // The run's start moved (an earlier event came late): what it added before leaves
+            // the old bucket, and the attempts already counted move with it.
+            let mut d = Deltas::default();
+            if let Some(o) = &old {
+                d.run(&flow, canary, o, -1);
+            }
+            for a in &counted {
+                d.attempt_signed(a, -1);
+            }
+            out.extend(self.delta_stmts(old_bucket, d, None));
+            attempts.extend(counted);
+            out.extend(self.run_delta(run_id, &flow, canary, started, end, status, None, attempts));
+        } else {
+            out.extend(self.run_delta(run_id, &flow, canary, started, end, status, old, attempts));
+        }
+        out.push(mark_rolled_up(run_id));
+        Ok(out)
     }
 
     /// The statements for a run's (new) end, given what it contributed before.
@@ -400,6 +434,12 @@ impl Store {
         ));
         for (bucket, d) in buckets {
             stmts.extend(self.delta_stmts(bucket, d, None));
+        }
+        let counted: Vec<&str> =
+            runs.iter().filter(|r| r.status != RunStatus::Running && r.status != RunStatus::Queued).map(|r| r.id.as_str()).collect();
+        for chunk in counted.chunks(500) {
+            let sql = format!("UPDATE node_attempts SET rolled_up = 1 WHERE run_id IN ({})", vec!["?"; chunk.len()].join(", "));
+            stmts.push((Cow::Owned(sql), chunk.iter().map(|id| Arg::from(*id)).collect()));
         }
         self.write(stmts).await
     }

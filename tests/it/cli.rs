@@ -113,7 +113,7 @@ fn check_reports_every_problem_with_file_line_and_column() {
         "broken.yaml:2:10: timeout: bad duration `soon`",
         "broken.yaml:5:11: nodes[0].kind: unknown node kind `lm` (did you mean `llm`?)",
         "broken.yaml:10:5: nodes[1].retyr: unknown field `retyr` (did you mean `retry`?)",
-        "syntax.yaml: ",
+        "syntax.yaml:2:8: YAML syntax: unclosed bracket",
     ] {
         assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
     }
@@ -141,7 +141,7 @@ fn a_non_utf8_flow_and_a_bad_config_are_clear_errors() {
     std::fs::write(p.path().join("flows/bin.yaml"), [0x6e, 0x61, 0xff, 0xfe]).unwrap();
     let o = p.run(&["check"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("bin.yaml: not UTF-8 text"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("bin.yaml:1:3: not UTF-8 text"), "{}", stderr(&o));
     let p =
         Project::with_config("storage:\n  url: sqlite://x.db\nmodels:\n  m:\n    provider: openai\n    api_key: ${FG_TEST_MISSING_KEY}\n");
     let o = p.run(&["check"]);

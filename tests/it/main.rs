@@ -11,6 +11,7 @@ mod cli;
 mod docs;
 mod engine;
 mod layers;
+mod limits;
 mod policy;
 mod report;
 mod serve;

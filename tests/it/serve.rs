@@ -157,9 +157,9 @@ async fn tokens_need_the_right_scope_and_reveal_nothing() {
     assert_eq!(anon.status().as_u16(), 401);
     assert_eq!(anon.headers().get("www-authenticate").map(|v| v.to_str().unwrap_or("")), Some("Bearer"));
     let (code, body) = app.get("/api/v1/runs", "wrong-token-0123456789abcdef").await;
-    assert_eq!((code, body.clone()), (401, json!({"error": "unauthorized"})));
+    assert_eq!((code, body.clone()), (401, json!({"error": "unauthorized", "code": "unauthorized"})));
     let (code, body) = app.post("/api/v1/flows/hello/runs", READ, &json!({})).await;
-    assert_eq!((code, body), (403, json!({"error": "forbidden"})));
+    assert_eq!((code, body), (403, json!({"error": "forbidden", "code": "forbidden"})));
     let (code, _) = app.get("/api/v1/runs", INGEST).await;
     assert_eq!(code, 403);
     let (code, _) = app.post("/api/v1/events", READ, &json!({"events": []})).await;
