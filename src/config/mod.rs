@@ -65,6 +65,9 @@ pub struct Config {
     pub file: PathBuf,
     #[serde(skip)]
     pub redactor: Redactor,
+    /// `timezone`, looked up once by `parse`.
+    #[serde(skip, default = "utc")]
+    tz: jiff::tz::TimeZone,
 }
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -159,6 +162,9 @@ pub struct EndpointConfig {
     pub simulate: Option<crate::sim::config::SimEndpointConfig>,
 }
 
+fn utc() -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::UTC
+}
 fn default_tz() -> String {
     "Asia/Shanghai".into()
 }
@@ -226,6 +232,14 @@ impl Config {
         cfg.file = file.to_path_buf();
         cfg.redactor = redactor;
         crate::alert::channels::parse_all(&mut cfg.channels, &tree, file, &mut diags);
+        match jiff::tz::TimeZone::get(&cfg.timezone) {
+            Ok(tz) => cfg.tz = tz,
+            Err(_) => {
+                let pos = tree.locate(&[yaml::PathSeg::Key("timezone".into())]).pos;
+                let m = format!("unknown time zone `{}` (use an IANA name such as Asia/Shanghai)", cfg.timezone);
+                diags.push(file, pos, "timezone", m);
+            }
+        }
         cfg.check(&tree, file, &mut diags);
         diags.into_result(cfg).map_err(|d| scrub(d, &taken))
     }
@@ -235,14 +249,6 @@ impl Config {
             let segs: Vec<_> = path.iter().map(|k| yaml::PathSeg::Key((*k).into())).collect();
             tree.locate(&segs).pos
         };
-        if jiff::tz::TimeZone::get(&self.timezone).is_err() {
-            diags.push(
-                file,
-                at(&["timezone"]),
-                "timezone",
-                format!("unknown time zone `{}` (use an IANA name such as Asia/Shanghai)", self.timezone),
-            );
-        }
         if !["zh-CN", "en"].contains(&self.locale.as_str()) {
             diags.push(file, at(&["locale"]), "locale", format!("unknown locale `{}`; expected zh-CN or en", self.locale));
         }
@@ -331,7 +337,7 @@ impl Config {
     }
 
     pub fn time_zone(&self) -> jiff::tz::TimeZone {
-        jiff::tz::TimeZone::get(&self.timezone).unwrap_or(jiff::tz::TimeZone::UTC)
+        self.tz.clone()
     }
 }
 
