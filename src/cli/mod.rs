@@ -12,6 +12,7 @@ mod run;
 mod serve;
 pub mod table;
 
+use crate::alert::Alerter;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::engine::Engine;
@@ -217,6 +218,16 @@ impl App {
 
     pub async fn engine(&self, clock: SharedClock) -> Result<Engine, Failure> {
         Ok(Engine::new(self.store().await?, self.registry.clone(), clock, self.config.storage.max_payload_bytes))
+    }
+
+    /// An engine whose run outcomes reach alerting the way they do under `serve` (the alerter's
+    /// engine observer: a final failure raises, a success resolves), and that alerter. Every
+    /// command that runs or resumes a run uses it; call [`Alerter::drain`] before exiting.
+    pub async fn alerting_engine(&self, clock: SharedClock) -> Result<(Engine, Alerter), Failure> {
+        let engine = self.engine(clock.clone()).await?;
+        let alerter = Alerter::new(&self.config, engine.store.clone(), clock)?;
+        crate::alert::install(&alerter);
+        Ok((engine.with_observer(alerter.observer()), alerter))
     }
 
     pub fn flow(&self, name: &str) -> Result<Arc<Flow>, Failure> {

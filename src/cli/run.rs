@@ -141,16 +141,13 @@ async fn execute(
     format: Format,
     clock: SharedClock,
 ) -> Result<i32, Failure> {
-    let mut engine = app.engine(clock.clone()).await?;
-    let alerter = crate::alert::Alerter::new(&app.config, engine.store.clone(), clock.clone())?;
-    crate::alert::install(&alerter);
+    let (mut engine, alerter) = app.alerting_engine(clock.clone()).await?;
     // Alerts an earlier process owed (it died between a run's end and its alert). Runs that ended
     // in the last minute are left to the process that ran them.
     let now = clock.now_ms();
     if let Err(e) = alerter.sweep(now - 24 * 3600 * 1000, now - 60_000).await {
         eprintln!("warning: alert sweep: {}", alerter.redactor().redact(&format!("{e:#}")));
     }
-    engine = engine.with_observer(alerter.observer());
     if format == Format::Table {
         let live = std::io::stdout().is_terminal();
         engine = engine.with_observer(Arc::new(move |e: &Event| progress(e, live)));

@@ -357,6 +357,41 @@ fn manual_retry_resumes_once_the_cause_is_fixed() {
     assert_eq!(nodes, vec!["a", "b", "b", "b", "c"], "a ran once; b timed out twice, then succeeded on retry");
 }
 
+/// A resumed run ends like any run: parked again it alerts again, recovered it resolves the alert
+/// and the channel hears so.
+#[test]
+fn manual_retry_from_the_command_line_alerts_and_resolves() {
+    use crate::support::fake_feishu::{FakeFeishu, KEYWORD};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeFeishu::start_with(None, Some(KEYWORD)));
+    let alerting = format!(
+        "storage:\n  url: sqlite://fg.db\nchannels:\n  ops:\n    type: feishu\n    webhook: \"{}\"\n    keyword: {KEYWORD}\nalerting:\n  group_interval: 0s\n  drain: 5s\n",
+        fake.url
+    );
+    let models = |latency: &str| format!("models:\n  flaky:\n    provider: simulated\n    simulate: {{ latency: {latency} }}\n{alerting}");
+    let p = Project::with_config(&models("5s"));
+    p.write("flows/f.yaml", MANUAL_FLOW);
+    assert_eq!(p.run(&["run", "f"]).status.code(), Some(3));
+    let alert = |p: &Project| p.json(&["alerts", "list"]).as_array().unwrap().iter().find(|a| a["flow"] == "f").cloned().unwrap();
+    assert_eq!((alert(&p)["status"].as_str(), alert(&p)["count"].as_i64()), (Some("firing"), Some(1)));
+    let id = p.json(&["manual", "list"])[0]["id"].as_str().unwrap().to_owned();
+
+    // Retried while the cause is still there: the run parks again, and that is an alert.
+    let o = p.run(&["manual", "retry", &id]);
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(alert(&p)["count"], 2, "parking again counts on the open alert");
+
+    // Fixed and retried: the run recovers, the alert is resolved and the channel is told.
+    std::fs::write(p.config(), models("1ms")).unwrap();
+    let id = p.json(&["manual", "list"])[0]["id"].as_str().unwrap().to_owned();
+    let o = p.run(&["manual", "retry", &id]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(alert(&p)["status"], "resolved");
+    let last = fake.messages().last().cloned().unwrap_or_default().to_string();
+    assert!(last.contains("恢复"), "a resolved message: {last}");
+    drop(rt);
+}
+
 #[test]
 fn blocking_from_the_command_line_refuses_runs_with_exit_4() {
     let p = manual_project("1ms");
