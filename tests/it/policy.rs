@@ -124,6 +124,9 @@ async fn a_rejected_script_is_repaired_with_the_violations_fed_back() {
     assert!(second.contains("【修正要求】") && second.contains("sensitive word `国家级`"), "{second}");
     let first = fake.requests()[0]["messages"][1]["content"].as_str().unwrap().to_owned();
     assert!(!first.contains("修正"));
+    // The repaired attempt records the prompt the model received, feedback included.
+    let sent = a[2].input.clone().unwrap_or_default();
+    assert!(sent.contains("【修正要求】") && sent.contains("sensitive word `国家级`"), "recorded input: {sent}");
 }
 
 #[tokio::test]
