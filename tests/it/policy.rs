@@ -231,6 +231,8 @@ async fn auth_expired_blocks_the_flow_until_unblocked_or_a_canary_passes() {
 struct Tokens {
     issued: Arc<Mutex<u32>>,
     seen: Arc<Mutex<Vec<String>>>,
+    /// What the token endpoint says for `expires_in` (default 7200).
+    expires_in: Arc<Mutex<Option<serde_json::Value>>>,
 }
 
 async fn token(State(t): State<Tokens>, body: String) -> axum::response::Response {
@@ -239,7 +241,8 @@ async fn token(State(t): State<Tokens>, body: String) -> axum::response::Respons
     }
     let mut n = t.issued.lock().unwrap();
     *n += 1;
-    axum::Json(json!({"access_token": format!("tok-{n}"), "expires_in": 7200})).into_response_ok()
+    let expires_in = t.expires_in.lock().unwrap().clone().unwrap_or(json!(7200));
+    axum::Json(json!({"access_token": format!("tok-{n}"), "expires_in": expires_in})).into_response_ok()
 }
 
 trait OkResponse {
@@ -265,12 +268,33 @@ async fn videos(State(t): State<Tokens>, headers: HeaderMap) -> axum::response::
 }
 
 async fn token_server() -> (String, Tokens) {
-    let t = Tokens::default();
+    token_server_with(Tokens::default()).await
+}
+
+async fn token_server_with(t: Tokens) -> (String, Tokens) {
     let app = Router::new().route("/oauth/token", post(token)).route("/v1/videos", post(videos)).with_state(t.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.ok() });
     (format!("http://{addr}"), t)
+}
+
+/// `expires_in` as a float (`3.0`): the token lives 3 s, not the default hour.
+#[tokio::test]
+async fn a_token_lifetime_sent_as_a_float_is_honoured() {
+    let t = Tokens::default();
+    *t.expires_in.lock().unwrap() = Some(json!(3.0));
+    let (base, t) = token_server_with(t).await;
+    let cfg = format!(
+        "auth:\n  platform:\n    token_url: {base}/oauth/token\n    client_id: fg\n    client_secret: ${{SECRET}}\nendpoints:\n  p:\n    base_url: {base}\n    auth: platform\n"
+    );
+    let flow = "name: f\nnodes:\n  - id: publish\n    kind: http\n    endpoint: p\n    path: /v1/videos\n    body: { title: t }\n    retry: { policy: none }\n";
+    let h = crate::support::harness::harness_with(&cfg, flow, &[("SECRET", "s3cr3t-client")], None).await;
+    h.run().await;
+    let first = *t.issued.lock().unwrap();
+    h.clock.advance(Duration::from_secs(10));
+    h.run().await;
+    assert_eq!(*t.issued.lock().unwrap(), first + 1, "the 3 s token expired and a new one was fetched");
 }
 
 #[tokio::test]
