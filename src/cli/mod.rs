@@ -30,8 +30,19 @@ pub struct Cli {
     /// The config file.
     #[arg(long, global = true, default_value = "flowguard.yaml", env = "FLOWGUARD_CONFIG")]
     pub config: PathBuf,
+    /// How log lines on stderr look: `text` (coloured only on a terminal) or `json` (one object a
+    /// line, for log shippers). The level comes from `FLOWGUARD_LOG` (default `warn`).
+    #[arg(long, global = true, value_enum, default_value_t, env = "FLOWGUARD_LOG_FORMAT")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
@@ -159,6 +170,13 @@ pub enum Command {
         #[command(subcommand)]
         cmd: alerts::SilencesCmd,
     },
+}
+
+impl Command {
+    /// Commands that keep serving (sockets, long runs) rather than print and exit.
+    pub fn serves(&self) -> bool {
+        matches!(self, Command::Serve { .. } | Command::Demo { no_serve: false, .. })
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 use super::Failure;
 use crate::clock::SharedClock;
 use crate::server::{Application, Options, Shared};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -61,7 +62,8 @@ pub(super) async fn run(app: Application, shared: Arc<Shared>) -> Result<(), Fai
         {
             let _ = tokio::signal::ctrl_c().await;
         }
-        eprintln!("stopping: finishing running runs (up to server.shutdown_grace)…");
+        // stdout, like the "serving on" line: stderr carries only log lines (JSON with --log-format json).
+        let _ = writeln!(std::io::stdout(), "stopping: finishing running runs (up to server.shutdown_grace)…");
     };
     app.run_until_stopped(stop).await?;
     Ok(())

@@ -256,3 +256,49 @@ async fn an_alert_a_dead_process_owed_is_raised_by_the_next_one() {
     let occurrences = p.json(&["alerts", "list"]).as_array().unwrap().iter().filter(|a| a.to_string().contains("quota_exhausted")).count();
     assert_eq!(occurrences, 1);
 }
+
+/// `flowguard alerts list --notifications | head -1`: the reader is gone before the command
+/// writes; it ends quietly (no panic, no exit 101), as `cat` does.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    let p = quick_project(OK_FLOW);
+    for args in [&["alerts", "list", "--notifications"][..], &["runs"][..], &["check"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = bin().current_dir(p.path()).args(args).stdout(writer).output().unwrap();
+        assert!(!stderr(&o).contains("panicked") && o.status.code() != Some(101), "{args:?}: {:?} {}", o.status, stderr(&o));
+    }
+}
+
+/// `serve`'s log on a pipe carries no colour codes; `--log-format json` writes one JSON object a line.
+#[test]
+fn serve_logs_plain_text_on_a_pipe_and_json_on_request() {
+    use std::io::{BufRead, BufReader, Read};
+    let p = quick_project(OK_FLOW);
+    for json in [false, true] {
+        let mut cmd = bin();
+        cmd.current_dir(p.path()).env_remove("NO_COLOR").env("FLOWGUARD_LOG", "info").args(["serve", "--listen", "127.0.0.1:0"]);
+        if json {
+            cmd.args(["--log-format", "json"]);
+        }
+        let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        assert!(first.contains("http://"), "{first}");
+        let ok = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+        let mut log = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+        out.read_to_string(&mut first).unwrap();
+        child.wait().unwrap();
+        assert!(log.contains("shutting down"), "{log}");
+        assert!(!log.contains('\u{1b}'), "no colour codes on a pipe: {log:?}");
+        if json {
+            for line in log.lines().filter(|l| !l.trim().is_empty()) {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{v}");
+            }
+        }
+    }
+}
