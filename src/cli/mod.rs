@@ -76,8 +76,9 @@ pub enum Command {
     Run {
         /// The flow's name.
         flow: String,
-        /// A run input, `key=value` (repeatable; a value that parses as JSON is taken as JSON).
-        #[arg(long = "input", short = 'i', value_name = "KEY=VALUE")]
+        /// A run input (repeatable): `key=text` is always text; `key:=json` is a JSON value
+        /// (`-i count:=3`, `-i tags:='["a","b"]'`).
+        #[arg(long = "input", short = 'i', value_name = "KEY=TEXT|KEY:=JSON")]
         inputs: Vec<String>,
         /// Run inputs from a JSON file (an object).
         #[arg(long)]

@@ -21,12 +21,21 @@ pub fn parse_inputs(pairs: &[String], file: Option<&Path>) -> Result<Map<String,
             Err(e) => return Err(usage(format!("{}: not valid JSON: {e}", f.display()))),
         }
     }
+    // `key=value` is text, always (`-i title=[[x]]` is the text `[[x]]`); `key:=json` is JSON
+    // (`-i count:=3`, `-i tags:='["a","b"]'`), as HTTPie writes it.
     for p in pairs {
         let Some((k, v)) = p.split_once('=') else {
-            return Err(usage(format!("--input `{p}`: write key=value")));
+            return Err(usage(format!("--input `{p}`: write key=text or key:=json")));
         };
-        let value = serde_json::from_str::<Json>(v).ok().filter(|j| !j.is_string()).unwrap_or_else(|| Json::String(v.to_owned()));
-        inputs.insert(k.trim().to_owned(), value);
+        let (key, value) = match k.strip_suffix(':') {
+            Some(key) => {
+                let value = serde_json::from_str::<Json>(v)
+                    .map_err(|e| usage(format!("--input `{p}`: the value after `:=` is not JSON ({e}); for text write {key}=…")))?;
+                (key, value)
+            }
+            None => (k, Json::String(v.to_owned())),
+        };
+        inputs.insert(key.trim().to_owned(), value);
     }
     Ok(inputs)
 }

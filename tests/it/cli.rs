@@ -34,7 +34,7 @@ fn run_prints_progress_and_exits_0_then_runs_show_and_stats_read_it_back() {
     let runs = p.json(&["runs"]);
     let run = &runs.as_array().unwrap()[0];
     assert_eq!((run["flow"].as_str(), run["status"].as_str(), run["trigger"].as_str()), (Some("f"), Some("succeeded"), Some("cli")));
-    assert!(run["inputs"].as_str().unwrap().contains("海边"));
+    assert_eq!(run["inputs"]["topic"], "海边", "inputs are an object: {run}");
     let id = run["id"].as_str().unwrap();
 
     let shown = p.json(&["show", &id[..20]]);
@@ -301,4 +301,21 @@ fn serve_logs_plain_text_on_a_pipe_and_json_on_request() {
             }
         }
     }
+}
+
+/// `-i key=text` is text whatever it looks like; `-i key:=json` is JSON, and bad JSON there is a
+/// usage error rather than a silent guess.
+#[test]
+fn inputs_are_text_unless_written_as_json() {
+    let p = quick_project(OK_FLOW);
+    let o = p.run(&["run", "f", "-i", "topic=[[x]]", "-i", "n=3", "-i", "tags:=[\"a\",\"b\"]", "-i", "count:=3"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let inputs = &p.json(&["runs"])[0]["inputs"];
+    assert_eq!(inputs["topic"], "[[x]]", "{inputs}");
+    assert_eq!(inputs["n"], "3", "{inputs}");
+    assert_eq!(inputs["tags"], serde_json::json!(["a", "b"]));
+    assert_eq!(inputs["count"], 3);
+    let o = p.run(&["run", "f", "-i", "tags:=[a"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not JSON"), "{}", stderr(&o));
 }

@@ -401,6 +401,7 @@ fn manual_retry_from_the_command_line_alerts_and_resolves() {
     assert_eq!(p.run(&["run", "f"]).status.code(), Some(3));
     let alert = |p: &Project| p.json(&["alerts", "list"]).as_array().unwrap().iter().find(|a| a["flow"] == "f").cloned().unwrap();
     assert_eq!((alert(&p)["status"].as_str(), alert(&p)["count"].as_i64()), (Some("firing"), Some(1)));
+    assert_eq!(alert(&p)["labels"]["status"], "waiting_manual", "labels are an object");
     let id = p.json(&["manual", "list"])[0]["id"].as_str().unwrap().to_owned();
 
     // Retried while the cause is still there: the run parks again, and that is an alert.
@@ -496,7 +497,7 @@ fn runs_cancel_stops_a_run_in_another_process_and_rerun_repeats_one() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let newest = &p.json(&["runs"])[0];
     assert_eq!((newest["trigger"].as_str(), newest["status"].as_str()), (Some("rerun"), Some("succeeded")));
-    assert!(newest["inputs"].as_str().unwrap().contains("雪山"));
+    assert_eq!(newest["inputs"]["topic"], "雪山");
 }
 
 /// One row per error kind of DESIGN.md §4 that a single node can meet: the final run status, the
