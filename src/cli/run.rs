@@ -55,8 +55,10 @@ pub fn attempt_line(a: &AttemptRecord) -> String {
     if let Some(m) = &a.model {
         s.push_str(&format!("  [{m}]"));
     }
-    if let Some(k) = &a.error_kind {
-        s.push_str(&format!("  {k}: {}", a.error_message.as_deref().unwrap_or("")));
+    match (&a.error_kind, &a.error_message) {
+        (Some(k), Some(m)) => s.push_str(&format!("  {k}: {m}")),
+        (Some(k), None) => s.push_str(&format!("  {k}")),
+        _ => {}
     }
     if let Some(act) = a.action.as_deref().filter(|a| *a == "retry" || *a == "next_model") {
         s.push_str(&format!("  → {}", act.replace('_', " ")));

@@ -30,6 +30,10 @@ pub struct ServerConfig {
     /// Calls in flight per model, across all runs (a burst cannot flood a provider).
     #[serde(default)]
     pub model_concurrency: BTreeMap<String, usize>,
+    /// An external run (ingested events) that started and then sent nothing for this long is
+    /// recorded `interrupted` and alerted (`0s`: never).
+    #[serde(default = "default_external_silence")]
+    pub external_silence: String,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +47,7 @@ impl Default for ServerConfig {
             shutdown_grace: default_grace(),
             watch_interval: default_watch(),
             model_concurrency: BTreeMap::new(),
+            external_silence: default_external_silence(),
         }
     }
 }
@@ -92,6 +97,9 @@ fn default_timeout() -> String {
 }
 fn default_grace() -> String {
     "30s".into()
+}
+fn default_external_silence() -> String {
+    "1h".into()
 }
 fn default_watch() -> String {
     "2s".into()

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod config;
+pub mod external;
 pub mod ingest;
 pub mod metrics;
 mod ops;
@@ -252,6 +253,9 @@ impl Application {
                 return Err(anyhow!("server.tokens `{}`: the token must be at least 16 characters", t.name));
             }
         }
+        if let Err(e) = crate::flow::parse_duration(&app.config.server.external_silence) {
+            return Err(anyhow!("server.external_silence: {e}"));
+        }
         if app.config.server.tokens.is_empty() && !addr.ip().is_loopback() {
             return Err(anyhow!(
                 "server.listen is {addr}, not a loopback address, and server.tokens is empty: add a token so the API is not open"
@@ -328,6 +332,7 @@ fn background_jobs(shared: &Arc<Shared>, stop: watch::Receiver<bool>) -> Vec<tok
         tokio::spawn(scheduler_loop(shared.clone(), stop.clone())),
         tokio::spawn(watch_files(shared.clone(), stop.clone())),
         tokio::spawn(outbox_pump(shared.clone(), stop.clone())),
+        tokio::spawn(external::watch_silence(shared.clone(), stop.clone())),
         tokio::spawn(report_jobs(shared.clone(), stop)),
     ]
 }

@@ -50,7 +50,7 @@ server:
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
-    _project: Project,
+    pub project: Project,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -92,8 +92,13 @@ impl TestApp {
 
 /// The server on a free port, with this config text and these flows.
 pub async fn spawn_app(extra_config: &str, flows: &[(&str, &str)]) -> TestApp {
+    spawn_app_with(&config(extra_config), flows).await
+}
+
+/// The server on a free port, with this whole config text.
+pub async fn spawn_app_with(config_text: &str, flows: &[(&str, &str)]) -> TestApp {
     flowguard::init_tls();
-    let project = Project::with_config(&config(extra_config));
+    let project = Project::with_config(config_text);
     for (name, text) in flows {
         project.write(&format!("flows/{name}.yaml"), text);
     }
@@ -108,7 +113,7 @@ pub async fn spawn_app(extra_config: &str, flows: &[(&str, &str)]) -> TestApp {
         .await
         .expect("serve");
     });
-    TestApp { base, http: reqwest::Client::new(), _project: project, stop: Some(tx), task: Some(task) }
+    TestApp { base, http: reqwest::Client::new(), project, stop: Some(tx), task: Some(task) }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
