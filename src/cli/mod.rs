@@ -263,9 +263,18 @@ impl App {
     }
 }
 
+/// The config sections a command that only reads and writes the store uses; `${…}` elsewhere (the
+/// server's tokens, the channels' webhooks, the models' keys) need not be set for it.
+const STORE_SECTIONS: &[&str] = &["storage", "timezone", "locale"];
+
 /// Store-only commands do not need the flows to be valid: open the store from the config alone.
 pub async fn open_store(config: &Path) -> Result<(Config, Store), Failure> {
-    let cfg = Config::load(config).map_err(|d| Failure { code: 2, error: d.into() })?;
+    open_store_with(config, Some(STORE_SECTIONS)).await
+}
+
+/// The store, with these config sections (None: the whole config).
+pub async fn open_store_with(config: &Path, sections: Option<&[&str]>) -> Result<(Config, Store), Failure> {
+    let cfg = Config::load_sections(config, sections).map_err(|d| Failure { code: 2, error: d.into() })?;
     let store = Store::open_with(&cfg.storage_url(), &StoreOptions::from_config(&cfg)).await?;
     Ok((cfg, store))
 }

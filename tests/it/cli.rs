@@ -319,3 +319,20 @@ fn inputs_are_text_unless_written_as_json() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("not JSON"), "{}", stderr(&o));
 }
+
+/// Read-only commands need the database, not the server's tokens or the channels' webhooks:
+/// `${…}` is resolved only in the sections a command uses. `check` still wants them all.
+#[test]
+fn read_only_commands_do_not_need_the_servers_secrets() {
+    let p = Project::with_config(&format!(
+        "{QUICK_CONFIG}server:\n  tokens:\n    - {{ name: coze, token: \"${{FLOWGUARD_INGEST_TOKEN}}\", scopes: [ingest] }}\nchannels:\n  ops:\n    type: feishu\n    webhook: ${{FEISHU_WEBHOOK}}\n"
+    ));
+    p.write("flows/f.yaml", OK_FLOW);
+    for args in [&["runs"][..], &["stats"], &["alerts", "list"], &["manual", "list"], &["silences", "list"], &["flow", "blocks"]] {
+        let o = p.run(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+    }
+    let o = p.run(&["check"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("FLOWGUARD_INGEST_TOKEN"), "{}", stderr(&o));
+}
