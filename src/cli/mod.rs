@@ -7,6 +7,7 @@ mod demo;
 mod init;
 mod manual;
 mod query;
+mod relay;
 mod report;
 mod run;
 mod serve;
@@ -161,6 +162,23 @@ pub enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Accept events locally, keep them on disk, forward them to the server when it answers
+    /// (for platforms whose flows must not fail or lose events while flowguard is down).
+    Relay {
+        /// The flowguard server, e.g. `http://flowguard.internal:7878`.
+        #[arg(long)]
+        to: String,
+        /// Where senders post their events.
+        #[arg(long, default_value = "127.0.0.1:7879")]
+        listen: String,
+        /// Where batches wait until the server takes them.
+        #[arg(long, default_value = "flowguard-relay")]
+        dir: PathBuf,
+        /// The environment variable holding the ingest token: sent to the server, and asked of
+        /// local senders.
+        #[arg(long, default_value = "FLOWGUARD_INGEST_TOKEN")]
+        token_env: String,
+    },
     /// Alerts and their notifications: list, acknowledge, test a channel.
     Alerts {
         #[command(subcommand)]
@@ -176,7 +194,7 @@ pub enum Command {
 impl Command {
     /// Commands that keep serving (sockets, long runs) rather than print and exit.
     pub fn serves(&self) -> bool {
-        matches!(self, Command::Serve { .. } | Command::Demo { no_serve: false, .. })
+        matches!(self, Command::Serve { .. } | Command::Relay { .. } | Command::Demo { no_serve: false, .. })
     }
 }
 
@@ -304,6 +322,7 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
             if no_serve { Ok(0) } else { demo::serve(&dir, &listen, clock).await }
         }
         Command::Serve { listen } => serve::serve(&cli.config, listen, clock).await,
+        Command::Relay { to, listen, dir, token_env } => relay::relay(&to, &listen, &dir, &token_env).await,
     }
 }
 

@@ -134,3 +134,47 @@ async fn a_run_that_goes_silent_is_interrupted_and_alerted() {
     assert!(a.iter().any(|a| a["flow"] == "coze_demo" && a["error_kind"] == "interrupted"), "{a:?}");
     app.shutdown().await;
 }
+
+/// `flowguard relay`: events posted while the server is away wait on disk (a new relay process
+/// finds them) and reach the server once it answers; a batch the server refuses is set aside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_keeps_events_while_the_server_is_away_and_forwards_them_later() {
+    use flowguard::relay::{Forwarded, Relay};
+    let app = spawn_app("", &[]).await;
+    let port = app.base.rsplit(':').next().unwrap();
+    let proxy = crate::support::proxy::Proxy::start(&format!("127.0.0.1:{port}"));
+    let dir = tempfile::tempdir().unwrap();
+    let to = format!("http://127.0.0.1:{}", proxy.port);
+    proxy.cut();
+
+    let relay = Relay::new(dir.path(), &to, Some(INGEST.into())).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = format!("http://{}/api/v1/events", listener.local_addr().unwrap());
+    let router = relay.router();
+    tokio::spawn(async move { axum::serve(listener, router).await.ok() });
+    let http = reqwest::Client::new();
+    let post = |body: String| http.post(&local).bearer_auth(INGEST).header("content-type", "application/json").body(body).send();
+    let r = post(json!([failed_node("away", "boom"), finished_run("away", "failed", json!({}))]).to_string()).await.unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(post("{\"events\": [".into()).await.unwrap().status(), 400, "a broken body is refused at once");
+    let r = http.post(&local).header("content-type", "application/json").body("[]").send().await.unwrap();
+    assert_eq!(r.status(), 401, "the relay asks for the same token as the server");
+
+    // The server is away: nothing is lost, and a relay started again finds the batch.
+    assert_eq!(relay.forward_once().await.unwrap(), Forwarded { sent: 0, rejected: 0, waiting: 1 });
+    drop(relay);
+    let relay = Relay::new(dir.path(), &to, Some(INGEST.into())).unwrap();
+    assert_eq!(relay.pending().unwrap().len(), 1);
+
+    proxy.restore();
+    assert_eq!(relay.forward_once().await.unwrap(), Forwarded { sent: 1, rejected: 0, waiting: 0 });
+    let (_, run) = app.get("/api/v1/runs/away", READ).await;
+    assert_eq!((run["status"].as_str(), run["failed_node"].as_str()), (Some("failed"), Some("write_script")), "{run}");
+
+    // A batch the server refuses (here: a wrong token) is set aside with its answer, not retried.
+    let wrong = Relay::new(dir.path(), &to, Some("wrong-token-0123456789".into())).unwrap();
+    wrong.keep(b"[]").unwrap();
+    assert_eq!(wrong.forward_once().await.unwrap(), Forwarded { sent: 0, rejected: 1, waiting: 0 });
+    assert_eq!(std::fs::read_dir(dir.path().join("rejected")).unwrap().count(), 2, "the batch and the server's answer");
+    app.shutdown().await;
+}
