@@ -178,3 +178,106 @@ async fn the_relay_keeps_events_while_the_server_is_away_and_forwards_them_later
     assert_eq!(std::fs::read_dir(dir.path().join("rejected")).unwrap().count(), 2, "the batch and the server's answer");
     app.shutdown().await;
 }
+
+/// The n8n expression fixture: renders a `jsonBody` as n8n does for one execution. Every
+/// `{{ JSON.stringify(EXPR) }}` becomes the JSON text of `values[EXPR]`; an expression the table
+/// does not know fails the test (the guide's snippets use only `JSON.stringify(…)`, so whatever a
+/// value holds, the body stays JSON).
+fn n8n_render(body: &str, values: &[(&str, Value)]) -> String {
+    let body = body.strip_prefix('=').expect("an n8n expression starts with `=`");
+    let re = regex::Regex::new(r"\{\{\s*(.*?)\s*\}\}").unwrap();
+    re.replace_all(body, |c: &regex::Captures| {
+        let expr = &c[1];
+        let inner = expr.strip_prefix("JSON.stringify(").and_then(|e| e.strip_suffix(')')).unwrap_or_else(|| panic!("not JSON.stringify: {expr}"));
+        let v = values.iter().find(|(k, _)| *k == inner).unwrap_or_else(|| panic!("the fixture does not know `{inner}`"));
+        v.1.to_string()
+    })
+    .into_owned()
+}
+
+fn n8n_node<'a>(workflow: &'a Value, name: &str) -> &'a Value {
+    workflow["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap_or_else(|| panic!("no node {name}"))
+}
+
+/// docs/ingestion.md's n8n snippets, as kept in examples/ingest: authenticated by a Header Auth
+/// credential (no `$env`), never failing the monitored flow, and their bodies — rendered for an
+/// execution whose error message holds quotes and a new line — accepted by the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_n8n_guide_snippets_post_what_the_api_accepts() {
+    let app = spawn_app("", &[]).await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ingest");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(root.join("n8n-report.json")).unwrap()).unwrap();
+    let errors: Value = serde_json::from_str(&std::fs::read_to_string(root.join("n8n-error-workflow.json")).unwrap()).unwrap();
+    let t0 = 1_764_300_000_000i64;
+    let flow = "$workflow.name.replace(/[^A-Za-z0-9_-]/g, '_')";
+    let common = |exec: &str| {
+        vec![
+            ("'n8n-prod-' + $execution.id + '-write_script'", json!(format!("n8n-prod-{exec}-write_script"))),
+            ("'n8n-prod-' + $execution.id + '-end'", json!(format!("n8n-prod-{exec}-end"))),
+            ("'n8n-prod-' + $execution.id", json!(format!("n8n-prod-{exec}"))),
+            (flow, json!("Douyin_script")),
+            ("$('flowguard t0').item.json.flowguard_t0", json!(t0)),
+            ("$now.toMillis()", json!(t0 + 2300)),
+        ]
+    };
+    let mut ok = common("231");
+    ok.push(("$('OpenAI').item.json.usage?.input_tokens ?? $('OpenAI').item.json.usage?.prompt_tokens ?? null", json!(812)));
+    ok.push(("$('OpenAI').item.json.usage?.output_tokens ?? $('OpenAI').item.json.usage?.completion_tokens ?? null", json!(355)));
+    let mut failed = common("232");
+    failed.push(("$json.error?.message ?? String($json.error)", json!("Rate limit reached for \"gpt-4o-mini\"\nretry later")));
+    failed.push(("Number($json.error?.httpCode) || null", json!(429)));
+    let error_workflow = vec![
+        ("'n8n-prod-' + $json.execution.id + '-failed'", json!("n8n-prod-233-failed")),
+        ("$json.workflow.name.replace(/[^A-Za-z0-9_-]/g, '_')", json!("Douyin_script")),
+        ("'n8n-prod-' + $json.execution.id", json!("n8n-prod-233")),
+        ("$now.toMillis()", json!(t0 + 9000)),
+        ("$json.execution.lastNodeExecuted ?? null", json!("Publish")),
+        ("$json.execution.error?.message ?? null", json!("Request failed with status code 503")),
+    ];
+    for (wf, node, values) in
+        [(&report, "flowguard report", ok), (&report, "flowguard report error", failed), (&errors, "flowguard report failure", error_workflow)]
+    {
+        let n = n8n_node(wf, node);
+        assert_eq!(n["onError"], "continueRegularOutput", "{node}: reporting never fails the monitored flow");
+        assert_eq!((n["parameters"]["authentication"].as_str(), n["parameters"]["genericAuthType"].as_str()), (Some("genericCredentialType"), Some("httpHeaderAuth")));
+        let body = n["parameters"]["jsonBody"].as_str().unwrap();
+        assert!(!body.contains("$env"), "n8n 2.x blocks $env in nodes");
+        let rendered: Value = serde_json::from_str(&n8n_render(body, &values)).unwrap_or_else(|e| panic!("{node}: not JSON: {e}"));
+        let (code, r) = app.post("/api/v1/events", INGEST, &rendered).await;
+        assert_eq!((code, r["rejected"].as_u64()), (200, Some(0)), "{node}: {r}");
+    }
+    let (_, run) = app.get("/api/v1/runs/n8n-prod-231", READ).await;
+    assert_eq!((run["status"].as_str(), run["attempts"][0]["duration_ms"].as_i64(), run["attempts"][0]["tokens_in"].as_i64()), (Some("succeeded"), Some(2300), Some(812)), "{run}");
+    let (_, run) = app.get("/api/v1/runs/n8n-prod-232", READ).await;
+    assert_eq!((run["error_kind"].as_str(), run["failed_node"].as_str()), (Some("rate_limited"), Some("write_script")), "classified from the status: {run}");
+    let (_, run) = app.get("/api/v1/runs/n8n-prod-233", READ).await;
+    assert_eq!((run["flow"].as_str(), run["error_kind"].as_str(), run["failed_node"].as_str()), (Some("Douyin_script"), Some("upstream_5xx"), Some("Publish")), "{run}");
+    app.shutdown().await;
+}
+
+/// docs/ingestion.md's Dify template, as kept in examples/ingest, rendered as Dify's Jinja2
+/// Template node renders it, for a success and a failure whose texts hold quotes and new lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dify_guide_template_renders_what_the_api_accepts() {
+    let app = spawn_app("", &[]).await;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ingest/dify-body.jinja2");
+    let source = std::fs::read_to_string(path).unwrap();
+    let mut env = minijinja::Environment::new();
+    env.add_template("body", &source).unwrap();
+    let t0 = 1_764_300_000_000i64;
+    let cases = [
+        json!({"run_id": "d-1", "t0": t0, "t1": t0 + 1800, "text": "标题：\"露营\"\n正文……", "error": "", "tokens_in": 120, "tokens_out": 340}),
+        json!({"run_id": "d-2", "t0": t0, "t1": t0 + 60000, "text": "", "error": "Request timed out after 60s: \"upstream\"", "tokens_in": null, "tokens_out": null}),
+    ];
+    for vars in &cases {
+        let text = env.get_template("body").unwrap().render(flowguard::flow::template::to_value(vars)).unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"));
+        let (code, r) = app.post("/api/v1/events", INGEST, &body).await;
+        assert_eq!((code, r["rejected"].as_u64()), (200, Some(0)), "{r}");
+    }
+    let (_, ok) = app.get("/api/v1/runs/d-1", READ).await;
+    assert_eq!((ok["status"].as_str(), ok["attempts"][0]["duration_ms"].as_i64()), (Some("succeeded"), Some(1800)), "{ok}");
+    let (_, failed) = app.get("/api/v1/runs/d-2", READ).await;
+    assert_eq!((failed["status"].as_str(), failed["error_kind"].as_str()), (Some("failed"), Some("timeout")), "{failed}");
+    app.shutdown().await;
+}
