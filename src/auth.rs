@@ -101,7 +101,7 @@ fn lifetime_ms(v: &Json) -> Option<i64> {
         _ => return None,
     };
     // `as` saturates a float at i64's bounds; NaN and negatives are not lifetimes.
-    (secs >= 0.0).then(|| (secs * 1000.0) as i64)
+    (secs >= 0.0).then_some((secs * 1000.0) as i64)
 }
 
 #[cfg(test)]

@@ -53,7 +53,8 @@ fn explain(run: &mut RunRecord, failed: Option<&AttemptRecord>) {
         run.error_kind = kind.map(|k| k.as_str().to_owned());
     }
     if run.severity.is_none() {
-        run.severity = run.error_kind.as_deref().and_then(|k| k.parse::<ErrorKind>().ok()).map(|k| k.default_severity().as_str().to_owned());
+        run.severity =
+            run.error_kind.as_deref().and_then(|k| k.parse::<ErrorKind>().ok()).map(|k| k.default_severity().as_str().to_owned());
     }
 }
 

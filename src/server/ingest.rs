@@ -311,10 +311,9 @@ fn check(item: &Value, redactor: &crate::redact::Redactor, max_payload: usize) -
             // the finer measure (times may come in whole seconds).
             let span = ended - started;
             let (duration, reconciled) = match duration {
-                Some(d) if ts("started_at")?.is_some() && (d - span).abs() > 1000 => (
-                    span,
-                    Some(format!("`duration_ms` {d} disagrees with `started_at`..`ended_at` ({span} ms); recorded {span} ms")),
-                ),
+                Some(d) if ts("started_at")?.is_some() && (d - span).abs() > 1000 => {
+                    (span, Some(format!("`duration_ms` {d} disagrees with `started_at`..`ended_at` ({span} ms); recorded {span} ms")))
+                }
                 Some(d) => (d, None),
                 None => (span, None),
             };

@@ -47,13 +47,19 @@ async fn an_ingested_failure_alerts_and_its_flow_succeeding_again_resolves_it() 
         .post(
             "/api/v1/events",
             INGEST,
-            &json!([failed_node("r1", "timeout of 10000ms exceeded"), finished_run("r1", "failed", json!({"error_kind": "timeout", "failed_node": "write_script"}))]),
+            &json!([
+                failed_node("r1", "timeout of 10000ms exceeded"),
+                finished_run("r1", "failed", json!({"error_kind": "timeout", "failed_node": "write_script"}))
+            ]),
         )
         .await;
     assert_eq!((code, r["accepted"].as_u64()), (200, Some(2)), "{r}");
     let a = alerts(&app).await;
     assert_eq!(a.len(), 1, "{a:?}");
-    assert_eq!((a[0]["flow"].as_str(), a[0]["node"].as_str(), a[0]["error_kind"].as_str()), (Some("coze_demo"), Some("write_script"), Some("timeout")));
+    assert_eq!(
+        (a[0]["flow"].as_str(), a[0]["node"].as_str(), a[0]["error_kind"].as_str()),
+        (Some("coze_demo"), Some("write_script"), Some("timeout"))
+    );
     // (The channel also gets the daily report, which serve sends when it starts.)
     let said = |what: &'static str| {
         let fake = &fake;
@@ -87,7 +93,11 @@ async fn a_failure_without_error_kind_shows_its_node_and_message_and_counts_in_t
         "{odd}"
     );
     let (_, slow) = app.get("/api/v1/runs/slow", READ).await;
-    assert_eq!((slow["failed_node"].as_str(), slow["error_kind"].as_str()), (Some("write_script"), Some("timeout")), "classified from the message: {slow}");
+    assert_eq!(
+        (slow["failed_node"].as_str(), slow["error_kind"].as_str()),
+        (Some("write_script"), Some("timeout")),
+        "classified from the message: {slow}"
+    );
 
     // Every failure is in the cause table: the one nothing classifies as `unknown`.
     let stats = crate::support::run_in(app.project.path(), &["stats", "--since", "3000d", "--format", "json"]);
@@ -188,7 +198,8 @@ fn n8n_render(body: &str, values: &[(&str, Value)]) -> String {
     let re = regex::Regex::new(r"\{\{\s*(.*?)\s*\}\}").unwrap();
     re.replace_all(body, |c: &regex::Captures| {
         let expr = &c[1];
-        let inner = expr.strip_prefix("JSON.stringify(").and_then(|e| e.strip_suffix(')')).unwrap_or_else(|| panic!("not JSON.stringify: {expr}"));
+        let inner =
+            expr.strip_prefix("JSON.stringify(").and_then(|e| e.strip_suffix(')')).unwrap_or_else(|| panic!("not JSON.stringify: {expr}"));
         let v = values.iter().find(|(k, _)| *k == inner).unwrap_or_else(|| panic!("the fixture does not know `{inner}`"));
         v.1.to_string()
     })
@@ -234,12 +245,17 @@ async fn the_n8n_guide_snippets_post_what_the_api_accepts() {
         ("$json.execution.lastNodeExecuted ?? null", json!("Publish")),
         ("$json.execution.error?.message ?? null", json!("Request failed with status code 503")),
     ];
-    for (wf, node, values) in
-        [(&report, "flowguard report", ok), (&report, "flowguard report error", failed), (&errors, "flowguard report failure", error_workflow)]
-    {
+    for (wf, node, values) in [
+        (&report, "flowguard report", ok),
+        (&report, "flowguard report error", failed),
+        (&errors, "flowguard report failure", error_workflow),
+    ] {
         let n = n8n_node(wf, node);
         assert_eq!(n["onError"], "continueRegularOutput", "{node}: reporting never fails the monitored flow");
-        assert_eq!((n["parameters"]["authentication"].as_str(), n["parameters"]["genericAuthType"].as_str()), (Some("genericCredentialType"), Some("httpHeaderAuth")));
+        assert_eq!(
+            (n["parameters"]["authentication"].as_str(), n["parameters"]["genericAuthType"].as_str()),
+            (Some("genericCredentialType"), Some("httpHeaderAuth"))
+        );
         let body = n["parameters"]["jsonBody"].as_str().unwrap();
         assert!(!body.contains("$env"), "n8n 2.x blocks $env in nodes");
         let rendered: Value = serde_json::from_str(&n8n_render(body, &values)).unwrap_or_else(|e| panic!("{node}: not JSON: {e}"));
@@ -247,11 +263,23 @@ async fn the_n8n_guide_snippets_post_what_the_api_accepts() {
         assert_eq!((code, r["rejected"].as_u64()), (200, Some(0)), "{node}: {r}");
     }
     let (_, run) = app.get("/api/v1/runs/n8n-prod-231", READ).await;
-    assert_eq!((run["status"].as_str(), run["attempts"][0]["duration_ms"].as_i64(), run["attempts"][0]["tokens_in"].as_i64()), (Some("succeeded"), Some(2300), Some(812)), "{run}");
+    assert_eq!(
+        (run["status"].as_str(), run["attempts"][0]["duration_ms"].as_i64(), run["attempts"][0]["tokens_in"].as_i64()),
+        (Some("succeeded"), Some(2300), Some(812)),
+        "{run}"
+    );
     let (_, run) = app.get("/api/v1/runs/n8n-prod-232", READ).await;
-    assert_eq!((run["error_kind"].as_str(), run["failed_node"].as_str()), (Some("rate_limited"), Some("write_script")), "classified from the status: {run}");
+    assert_eq!(
+        (run["error_kind"].as_str(), run["failed_node"].as_str()),
+        (Some("rate_limited"), Some("write_script")),
+        "classified from the status: {run}"
+    );
     let (_, run) = app.get("/api/v1/runs/n8n-prod-233", READ).await;
-    assert_eq!((run["flow"].as_str(), run["error_kind"].as_str(), run["failed_node"].as_str()), (Some("Douyin_script"), Some("upstream_5xx"), Some("Publish")), "{run}");
+    assert_eq!(
+        (run["flow"].as_str(), run["error_kind"].as_str(), run["failed_node"].as_str()),
+        (Some("Douyin_script"), Some("upstream_5xx"), Some("Publish")),
+        "{run}"
+    );
     app.shutdown().await;
 }
 
