@@ -2,6 +2,7 @@
 //! registry and the flows, loaded and checked together; the store and engine they open; and the
 //! time windows people write (`24h`, `7d`, `2026-11-01`).
 
+use crate::alert::Alerter;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::engine::Engine;
@@ -60,6 +61,16 @@ impl App {
 
     pub async fn engine(&self, clock: SharedClock) -> anyhow::Result<Engine> {
         Ok(Engine::new(self.store().await?, self.registry.clone(), clock, self.config.storage.max_payload_bytes))
+    }
+
+    /// An engine whose run outcomes reach alerting the way they do under `serve` (the alerter's
+    /// engine observer: a final failure raises, a success resolves; `notify` nodes send through
+    /// it), and that alerter. Every command that runs or resumes a run uses it; call
+    /// [`Alerter::drain`] before exiting.
+    pub async fn alerting_engine(&self, clock: SharedClock) -> anyhow::Result<(Engine, Alerter)> {
+        let engine = self.engine(clock.clone()).await?;
+        let alerter = Alerter::new(&self.config, engine.store.clone(), clock)?;
+        Ok((engine.with_notifier(alerter.notifier()).with_observer(alerter.observer()), alerter))
     }
 
     pub fn flow(&self, name: &str) -> Result<Arc<Flow>, UnknownFlow> {

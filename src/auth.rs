@@ -77,10 +77,39 @@ impl TokenProvider {
             .get("access_token")
             .and_then(Json::as_str)
             .ok_or_else(|| NodeError::new(ErrorKind::AuthExpired, "token endpoint answered without access_token"))?;
-        let ttl = v.get("expires_in").and_then(Json::as_i64).unwrap_or(3600);
+        let ttl_ms = v.get("expires_in").and_then(lifetime_ms).unwrap_or(3_600_000);
         // Renew a minute early (or at half the lifetime for short-lived tokens).
-        let margin = (ttl * 1000 / 2).min(60_000);
-        *cache = Some((token.to_owned(), now + ttl * 1000 - margin));
+        let margin = (ttl_ms / 2).min(60_000);
+        *cache = Some((token.to_owned(), now.saturating_add(ttl_ms - margin)));
         Ok(token.to_owned())
+    }
+}
+
+/// `expires_in` (seconds) as services send it: a whole number, a float (`3.0`) or numeric text
+/// (`"7200"`); in milliseconds, saturating. None for what is not a number ≥ 0.
+fn lifetime_ms(v: &Json) -> Option<i64> {
+    let secs = match v {
+        Json::Number(n) => n.as_f64()?,
+        Json::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    // `as` saturates a float at i64's bounds; NaN and negatives are not lifetimes.
+    (secs >= 0.0).then_some((secs * 1000.0) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lifetime_ms;
+    use serde_json::json;
+
+    #[test]
+    fn expires_in_is_read_as_services_send_it() {
+        assert_eq!(lifetime_ms(&json!(7200)), Some(7_200_000));
+        assert_eq!(lifetime_ms(&json!(3.0)), Some(3_000));
+        assert_eq!(lifetime_ms(&json!("7200")), Some(7_200_000));
+        assert_eq!(lifetime_ms(&json!(u64::MAX)), Some(i64::MAX));
+        assert_eq!(lifetime_ms(&json!(1e300)), Some(i64::MAX));
+        assert_eq!(lifetime_ms(&json!(-5)), None);
+        assert_eq!(lifetime_ms(&json!("soon")), None);
     }
 }

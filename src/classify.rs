@@ -119,6 +119,68 @@ fn strip_query(msg: &str) -> String {
     re.replace_all(msg, "$1?…").into_owned()
 }
 
+/// Words in a failure message that name its kind, for failures reported by a flow that runs
+/// elsewhere without an `error_kind` (Coze, Dify and n8n pass on the message of the call that
+/// failed: Node's `ECONNREFUSED`, `timeout of 10000ms exceeded`, `Request failed with status code
+/// 429` …). Checked in order; the first match wins.
+const MESSAGE_WORDS: &[(&[&str], ErrorKind)] = &[
+    (&["insufficient_quota", "quota", "insufficient balance", "余额不足", "欠费", "arrears"], ErrorKind::QuotaExhausted),
+    (&["rate limit", "too many requests", "status code 429", "限流", "频率"], ErrorKind::RateLimited),
+    (
+        &[
+            "unauthorized",
+            "status code 401",
+            "invalid api key",
+            "incorrect api key",
+            "invalid_api_key",
+            "token expired",
+            "expired token",
+            "access token",
+            "鉴权",
+            "令牌",
+        ],
+        ErrorKind::AuthExpired,
+    ),
+    (&["timed out", "timeout", "time out", "etimedout", "超时"], ErrorKind::Timeout),
+    (
+        &[
+            "econnrefused",
+            "econnreset",
+            "enotfound",
+            "eai_again",
+            "socket hang up",
+            "connection refused",
+            "connection reset",
+            "dns",
+            "network",
+            "网络",
+        ],
+        ErrorKind::Network,
+    ),
+    (&["content filter", "content_filter", "sensitive", "敏感"], ErrorKind::ContentBlocked),
+    (
+        &["status code 5", "internal server error", "bad gateway", "service unavailable", "gateway timeout", "服务不可用"],
+        ErrorKind::Upstream5xx,
+    ),
+    (&["status code 4", "bad request", "not found", "forbidden"], ErrorKind::Upstream4xx),
+];
+
+/// The kind of a failure reported with only an HTTP status and/or a message, classified as a
+/// native failure is: a body code in the message, then the status, then the message's words.
+/// None when nothing names it.
+pub fn classify_reported(http_status: Option<i64>, message: &str) -> Option<ErrorKind> {
+    if let Ok(json) = serde_json::from_str::<Json>(message)
+        && let Some((kind, _)) = body_code(&json)
+    {
+        return Some(kind);
+    }
+    if let Some(status) = http_status.and_then(|s| u16::try_from(s).ok()).filter(|s| *s >= 400) {
+        return Some(classify_status(status, message.as_bytes(), false).0);
+    }
+    let lower = message.to_lowercase();
+    MESSAGE_WORDS.iter().find(|(words, _)| words.iter().any(|w| lower.contains(w))).map(|(_, kind)| *kind)
+}
+
 /// `Retry-After` in seconds (the HTTP-date form is treated as absent).
 pub fn retry_after(value: Option<&str>) -> Option<Duration> {
     value?.trim().parse::<f64>().ok().filter(|s| *s >= 0.0 && *s < 3600.0).map(Duration::from_secs_f64)
@@ -148,6 +210,17 @@ mod tests {
             classify_status(422, br#"{"message":"title too long"}"#, true),
             (ErrorKind::PublishFailed, "HTTP 422: title too long".into())
         );
+    }
+
+    #[test]
+    fn reported_failures_are_classified_from_status_and_message() {
+        assert_eq!(classify_reported(Some(503), "upstream said no"), Some(ErrorKind::Upstream5xx));
+        assert_eq!(classify_reported(None, "timeout of 10000ms exceeded"), Some(ErrorKind::Timeout));
+        assert_eq!(classify_reported(None, "Request failed with status code 429"), Some(ErrorKind::RateLimited));
+        assert_eq!(classify_reported(None, "connect ECONNREFUSED 10.0.0.1:443"), Some(ErrorKind::Network));
+        assert_eq!(classify_reported(None, r#"{"error":{"code":"insufficient_quota"}}"#), Some(ErrorKind::QuotaExhausted));
+        assert_eq!(classify_reported(None, "Incorrect API key provided"), Some(ErrorKind::AuthExpired));
+        assert_eq!(classify_reported(None, "the script was not good"), None);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod model;
 pub mod net;
 pub mod nodes;
 pub mod redact;
+pub mod relay;
 pub mod report;
 pub mod scheduler;
 pub mod schema;

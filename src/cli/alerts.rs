@@ -1,6 +1,6 @@
 //! `flowguard alerts list|ack|test` and `flowguard silences add|list|expire`.
 
-use super::{Failure, Format, open_store, table, usage};
+use super::{Failure, Format, open_store, open_store_with, table, usage};
 use crate::alert::Alerter;
 use crate::clock::{SharedClock, SystemClock};
 use crate::store::{AlertFilter, SilenceRecord};
@@ -66,7 +66,11 @@ pub enum SilencesCmd {
 
 pub async fn alerts(config: &Path, cmd: AlertsCmd) -> Result<i32, Failure> {
     let clock: SharedClock = Arc::new(SystemClock);
-    let (cfg, store) = open_store(config).await?;
+    // Listing reads the store; ack and test act through the channels, so they need the whole config.
+    let (cfg, store) = match cmd {
+        AlertsCmd::List { .. } => open_store(config).await?,
+        _ => open_store_with(config, None).await?,
+    };
     let tz = cfg.time_zone();
     let code = match cmd {
         AlertsCmd::List { status, flow, notifications: false, limit, format } => {

@@ -176,10 +176,14 @@ pub(super) fn refused(e: manual::ManualError) -> Failure {
 
 async fn act(config: &Path, id: &str, what: Act, who: Who, clock: SharedClock) -> Result<i32, Failure> {
     let app = App::load(config)?;
-    let engine = app.engine(clock).await?;
+    // A resumed run ends like any other: parked again or failed it alerts, recovered it resolves.
+    let (engine, alerter) = app.alerting_engine(clock).await?;
     let t = open_task(&engine, id).await.map_err(refused)?;
     let (_, status) = what.names();
     let acted = manual::act(&engine, &app.flows, t, what, &who.actor(), who.note.clone()).await.map_err(refused)?;
+    if let Err(e) = alerter.drain(alerter.drain_budget()).await {
+        eprintln!("warning: alert delivery: {}", alerter.redactor().redact(&format!("{e:#}")));
+    }
     engine.store.close().await;
     match acted {
         Acted::Closed { task, run_status } => {

@@ -7,6 +7,7 @@ mod demo;
 mod init;
 mod manual;
 mod query;
+mod relay;
 mod report;
 mod run;
 mod serve;
@@ -27,8 +28,19 @@ pub struct Cli {
     /// The config file.
     #[arg(long, global = true, default_value = "flowguard.yaml", env = "FLOWGUARD_CONFIG")]
     pub config: PathBuf,
+    /// How log lines on stderr look: `text` (coloured only on a terminal) or `json` (one object a
+    /// line, for log shippers). The level comes from `FLOWGUARD_LOG` (default `warn`).
+    #[arg(long, global = true, value_enum, default_value_t, env = "FLOWGUARD_LOG_FORMAT")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
@@ -62,8 +74,9 @@ pub enum Command {
     Run {
         /// The flow's name.
         flow: String,
-        /// A run input, `key=value` (repeatable; a value that parses as JSON is taken as JSON).
-        #[arg(long = "input", short = 'i', value_name = "KEY=VALUE")]
+        /// A run input (repeatable): `key=text` is always text; `key:=json` is a JSON value
+        /// (`-i count:=3`, `-i tags:='["a","b"]'`).
+        #[arg(long = "input", short = 'i', value_name = "KEY=TEXT|KEY:=JSON")]
         inputs: Vec<String>,
         /// Run inputs from a JSON file (an object).
         #[arg(long)]
@@ -146,6 +159,23 @@ pub enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Accept events locally, keep them on disk, forward them to the server when it answers
+    /// (for platforms whose flows must not fail or lose events while flowguard is down).
+    Relay {
+        /// The flowguard server, e.g. `http://flowguard.internal:7878`.
+        #[arg(long)]
+        to: String,
+        /// Where senders post their events.
+        #[arg(long, default_value = "127.0.0.1:7879")]
+        listen: String,
+        /// Where batches wait until the server takes them.
+        #[arg(long, default_value = "flowguard-relay")]
+        dir: PathBuf,
+        /// The environment variable holding the ingest token: sent to the server, and asked of
+        /// local senders.
+        #[arg(long, default_value = "FLOWGUARD_INGEST_TOKEN")]
+        token_env: String,
+    },
     /// Alerts and their notifications: list, acknowledge, test a channel.
     Alerts {
         #[command(subcommand)]
@@ -171,6 +201,13 @@ pub enum SchemaOf {
     Flow,
     /// docs/reference.md (Markdown).
     Reference,
+}
+
+impl Command {
+    /// Commands that keep serving (sockets, long runs) rather than print and exit.
+    pub fn serves(&self) -> bool {
+        matches!(self, Command::Serve { .. } | Command::Relay { .. } | Command::Demo { no_serve: false, .. })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -214,9 +251,18 @@ pub fn usage(msg: impl Into<String>) -> Failure {
 
 pub use crate::app::App;
 
+/// The config sections a command that only reads and writes the store uses; `${…}` elsewhere (the
+/// server's tokens, the channels' webhooks, the models' keys) need not be set for it.
+const STORE_SECTIONS: &[&str] = &["storage", "timezone", "locale"];
+
 /// Store-only commands do not need the flows to be valid: open the store from the config alone.
 pub async fn open_store(config: &Path) -> Result<(Config, Store), Failure> {
-    let cfg = Config::load(config).map_err(|d| Failure { code: 2, error: d.into() })?;
+    open_store_with(config, Some(STORE_SECTIONS)).await
+}
+
+/// The store, with these config sections (None: the whole config).
+pub async fn open_store_with(config: &Path, sections: Option<&[&str]>) -> Result<(Config, Store), Failure> {
+    let cfg = Config::load_sections(config, sections).map_err(|d| Failure { code: 2, error: d.into() })?;
     let store = crate::app::open_store_of(&cfg).await?;
     Ok((cfg, store))
 }
@@ -254,6 +300,7 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
             }
             Ok(0)
         }
+        Command::Relay { to, listen, dir, token_env } => relay::relay(&to, &listen, &dir, &token_env).await,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::{Failure, Format, open_store, parse_since, table, usage};
 use crate::store::{RunFilter, RunRecord, Store};
-use crate::vocab::RunStatus;
+use crate::vocab::{AttemptStatus, RunStatus};
 use serde_json::json;
 use std::path::Path;
 
@@ -76,9 +76,10 @@ pub async fn show(config: &Path, id: &str, format: Format) -> Result<i32, Failur
             if let Some(e) = run.ended_at {
                 println!("ended     {}  ({})", table::time(e, &tz), table::ms(run.duration_ms));
             }
-            if let Some(k) = &run.error_kind {
+            if run.error_kind.is_some() || (run.status.is_final() && !run.status.is_success() && run.failed_node.is_some()) {
                 println!(
-                    "error     {k} at `{}` (severity {})",
+                    "error     {} at `{}` (severity {})",
+                    run.error_kind.as_deref().unwrap_or("unknown"),
                     run.failed_node.as_deref().unwrap_or("-"),
                     run.severity.as_deref().unwrap_or("-")
                 );
@@ -88,11 +89,13 @@ pub async fn show(config: &Path, id: &str, format: Format) -> Result<i32, Failur
                 println!("inputs    {i}");
             }
             println!();
+            // `#` is the attempt's place in the run: ingested attempts keep their start time as seq.
             let rows: Vec<Vec<String>> = attempts
                 .iter()
-                .map(|a| {
+                .enumerate()
+                .map(|(i, a)| {
                     vec![
-                        a.seq.to_string(),
+                        (i + 1).to_string(),
                         match a.iteration {
                             Some(i) => format!("{}[{i}]", a.node_id),
                             None => a.node_id.clone(),
@@ -104,9 +107,11 @@ pub async fn show(config: &Path, id: &str, format: Format) -> Result<i32, Failur
                         format!("{}/{}", table::bytes(a.input_bytes), table::bytes(a.output_bytes)),
                         a.model.clone().unwrap_or_default(),
                         a.action.clone().unwrap_or_default(),
-                        match &a.error_kind {
-                            Some(k) => format!("{k}: {}", a.error_message.as_deref().unwrap_or("")),
-                            None => String::new(),
+                        match (&a.error_kind, &a.error_message) {
+                            (Some(k), Some(m)) => format!("{k}: {m}"),
+                            (Some(k), None) => k.clone(),
+                            (None, Some(m)) if a.status != AttemptStatus::Succeeded => m.clone(),
+                            (None, _) => String::new(),
                         },
                     ]
                 })

@@ -21,12 +21,21 @@ pub fn parse_inputs(pairs: &[String], file: Option<&Path>) -> Result<Map<String,
             Err(e) => return Err(usage(format!("{}: not valid JSON: {e}", f.display()))),
         }
     }
+    // `key=value` is text, always (`-i title=[[x]]` is the text `[[x]]`); `key:=json` is JSON
+    // (`-i count:=3`, `-i tags:='["a","b"]'`), as HTTPie writes it.
     for p in pairs {
         let Some((k, v)) = p.split_once('=') else {
-            return Err(usage(format!("--input `{p}`: write key=value")));
+            return Err(usage(format!("--input `{p}`: write key=text or key:=json")));
         };
-        let value = serde_json::from_str::<Json>(v).ok().filter(|j| !j.is_string()).unwrap_or_else(|| Json::String(v.to_owned()));
-        inputs.insert(k.trim().to_owned(), value);
+        let (key, value) = match k.strip_suffix(':') {
+            Some(key) => {
+                let value = serde_json::from_str::<Json>(v)
+                    .map_err(|e| usage(format!("--input `{p}`: the value after `:=` is not JSON ({e}); for text write {key}=…")))?;
+                (key, value)
+            }
+            None => (k, Json::String(v.to_owned())),
+        };
+        inputs.insert(key.trim().to_owned(), value);
     }
     Ok(inputs)
 }
@@ -46,8 +55,10 @@ pub fn attempt_line(a: &AttemptRecord) -> String {
     if let Some(m) = &a.model {
         s.push_str(&format!("  [{m}]"));
     }
-    if let Some(k) = &a.error_kind {
-        s.push_str(&format!("  {k}: {}", a.error_message.as_deref().unwrap_or("")));
+    match (&a.error_kind, &a.error_message) {
+        (Some(k), Some(m)) => s.push_str(&format!("  {k}: {m}")),
+        (Some(k), None) => s.push_str(&format!("  {k}")),
+        _ => {}
     }
     if let Some(act) = a.action.as_deref().filter(|a| *a == "retry" || *a == "next_model") {
         s.push_str(&format!("  → {}", act.replace('_', " ")));
@@ -141,15 +152,13 @@ async fn execute(
     format: Format,
     clock: SharedClock,
 ) -> Result<i32, Failure> {
-    let mut engine = app.engine(clock.clone()).await?;
-    let alerter = crate::alert::Alerter::new(&app.config, engine.store.clone(), clock.clone())?;
+    let (mut engine, alerter) = app.alerting_engine(clock.clone()).await?;
     // Alerts an earlier process owed (it died between a run's end and its alert). Runs that ended
     // in the last minute are left to the process that ran them.
     let now = clock.now_ms();
     if let Err(e) = alerter.sweep(now - 24 * 3600 * 1000, now - 60_000).await {
         eprintln!("warning: alert sweep: {}", alerter.redactor().redact(&format!("{e:#}")));
     }
-    engine = engine.with_notifier(alerter.notifier()).with_observer(alerter.observer());
     if format == Format::Table {
         let live = std::io::stdout().is_terminal();
         engine = engine.with_observer(Arc::new(move |e: &Event| progress(e, live)));

@@ -4,6 +4,7 @@
 use super::Failure;
 use crate::clock::SharedClock;
 use crate::server::{Application, Options, Shared};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,11 +12,12 @@ pub async fn serve(config: &Path, listen: Option<String>, clock: SharedClock) ->
     let opts = Options { listen: listen.clone(), clock, extra_schedules: Vec::new() };
     let app = Application::build(config, opts).await.map_err(|e| Failure { code: 2, error: e })?;
     let shared = app.shared.clone();
+    let stop = signals(&shared)?;
     let addr = listen.unwrap_or_else(|| shared.loaded().config.server.listen.clone());
     let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
     println!("flowguard serving on http://{host}:{}/ (API /api/v1, /healthz, /readyz, /metrics)", app.port());
     report_recovery(&app);
-    run(app, shared).await?;
+    app.run_until_stopped(stop).await?;
     Ok(0)
 }
 
@@ -30,6 +32,15 @@ pub(super) fn report_recovery(app: &Application) {
 
 /// Serves until SIGTERM or SIGINT; SIGHUP reloads.
 pub(super) async fn run(app: Application, shared: Arc<Shared>) -> Result<(), Failure> {
+    let stop = signals(&shared)?;
+    app.run_until_stopped(stop).await?;
+    Ok(())
+}
+
+/// Takes over SIGHUP (reload), SIGTERM and SIGINT (stop) now — before the address is printed, so
+/// a supervisor that stops the server as soon as it is up gets a graceful stop, not a kill — and
+/// returns what resolves at the stop signal.
+pub(super) fn signals(shared: &Arc<Shared>) -> Result<impl Future<Output = ()> + Send + 'static, Failure> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -40,29 +51,27 @@ pub(super) async fn run(app: Application, shared: Arc<Shared>) -> Result<(), Fai
                 let _ = reloader.reload();
             }
         });
-    }
-    let stop = async {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            match signal(SignalKind::terminate()) {
-                Ok(mut term) => {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = tokio::signal::ctrl_c() => {}
-                    }
-                }
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-        }
-        #[cfg(not(unix))]
-        {
+            stopping();
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = shared;
+        Ok(async {
             let _ = tokio::signal::ctrl_c().await;
-        }
-        eprintln!("stopping: finishing running runs (up to server.shutdown_grace)…");
-    };
-    app.run_until_stopped(stop).await?;
-    Ok(())
+            stopping();
+        })
+    }
+}
+
+fn stopping() {
+    // stdout, like the "serving on" line: stderr carries only log lines (JSON with --log-format json).
+    let _ = writeln!(std::io::stdout(), "stopping: finishing running runs (up to server.shutdown_grace)…");
 }

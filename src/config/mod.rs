@@ -196,6 +196,13 @@ fn default_write_patience() -> HumanDuration {
 impl Config {
     /// Reads and checks a config file.
     pub fn load(file: &Path) -> Result<Config, Diagnostics> {
+        Self::load_sections(file, None)
+    }
+
+    /// Reads only these top-level sections (the rest is left at its defaults), so `${…}` is
+    /// resolved only where the command looks: `flowguard runs` needs the database, not the
+    /// server's tokens or the channels' webhooks.
+    pub fn load_sections(file: &Path, sections: Option<&[&str]>) -> Result<Config, Diagnostics> {
         let bytes = std::fs::read(file).map_err(|e| {
             let mut d = Diagnostics::default();
             let hint = if e.kind() == std::io::ErrorKind::NotFound { " (create one with `flowguard init`, or pass --config)" } else { "" };
@@ -208,17 +215,30 @@ impl Config {
             d
         })?;
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::parse(file, &text, &base, &|k| std::env::var(k).ok())
+        Self::parse_sections(file, &text, &base, &|k| std::env::var(k).ok(), sections)
     }
 
     /// Parses config text; `env` looks up variables (tests pass their own).
     pub fn parse(file: &Path, text: &str, base_dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Diagnostics> {
+        Self::parse_sections(file, text, base_dir, env, None)
+    }
+
+    fn parse_sections(
+        file: &Path,
+        text: &str,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        sections: Option<&[&str]>,
+    ) -> Result<Config, Diagnostics> {
         let mut diags = Diagnostics::default();
         let mut tree = yaml::parse(text).map_err(|(pos, m)| {
             let mut d = Diagnostics::default();
             d.push(file, pos, "", m);
             d
         })?;
+        if let (Some(keep), Yaml::Map(entries)) = (sections, &mut tree.value) {
+            entries.retain(|(k, _)| k.as_str().is_some_and(|k| keep.contains(&k)));
+        }
         let redactor = Redactor::default();
         let mut taken = Vec::new();
         substitute(&mut tree, env, &redactor, &mut taken, file, &mut diags);

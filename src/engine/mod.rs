@@ -835,7 +835,9 @@ impl Engine {
             action: Some(action.to_owned()),
             error_kind: kind,
             error_message: message,
-            model: meta.model.or_else(|| c.model.clone()),
+            // One label per model (`provider:model` as configured), whether the attempt succeeded,
+            // failed with the provider's answer or timed out without one.
+            model: c.model.clone().or(meta.model),
             tokens_in: meta.tokens_in,
             tokens_out: meta.tokens_out,
             http_status: meta.http_status.map(i64::from),

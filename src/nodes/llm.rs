@@ -91,10 +91,16 @@ impl NodeKind for Llm {
                     None => hint.to_owned(),
                 });
             }
-            let mut prompt = cx.text(&self.prompt)?;
-            if let Some(repair) = cx.repair {
-                prompt.push_str(&repair_feedback(repair, &cx.reg.locale));
-            }
+            // What is recorded is what the model receives: the repair feedback included.
+            let prompt = match cx.repair {
+                Some(repair) => {
+                    let mut p = cx.templates.render_text(&self.prompt, cx.scope).map_err(|m| NodeError::new(ErrorKind::Internal, m))?;
+                    p.push_str(&repair_feedback(repair, &cx.reg.locale));
+                    cx.record(&Json::String(p.clone()));
+                    p
+                }
+                None => cx.text(&self.prompt)?,
+            };
             let req = ChatRequest { system, prompt, json: self.json, temperature: self.temperature, max_tokens: self.max_tokens };
             let reply = client.chat(&req, cx.clock).await?;
             let meta = Meta {

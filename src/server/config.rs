@@ -38,6 +38,10 @@ pub struct ServerConfig {
     /// connections to the database.
     #[serde(default = "default_read_concurrency")]
     pub read_concurrency: usize,
+    /// An external run (ingested events) that started and then sent nothing for this long is
+    /// recorded `interrupted` and alerted (`0s`: never).
+    #[serde(default = "default_external_silence")]
+    pub external_silence: HumanDuration,
 }
 
 impl ServerConfig {
@@ -71,6 +75,7 @@ impl Default for ServerConfig {
             watch_interval: default_watch(),
             model_concurrency: BTreeMap::new(),
             read_concurrency: default_read_concurrency(),
+            external_silence: default_external_silence(),
         }
     }
 }
@@ -154,6 +159,9 @@ fn default_watch() -> HumanDuration {
 }
 fn default_read_concurrency() -> usize {
     4
+}
+fn default_external_silence() -> HumanDuration {
+    HumanDuration::secs(3600)
 }
 fn default_rate() -> f64 {
     50.0

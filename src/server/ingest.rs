@@ -31,6 +31,8 @@ struct Event {
     flow: String,
     run_id: String,
     body: Body,
+    /// What was reconciled in the event (answered with it; the event is accepted).
+    warning: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,7 +81,11 @@ pub async fn events(State(s): State<Arc<Shared>>, h: HeaderMap, body: Bytes) -> 
     for (i, item) in items.iter().enumerate() {
         match check(item, &redactor, max_payload) {
             Ok(e) => {
-                results.push(json!({"index": i, "id": e.id, "result": "accepted"}));
+                let mut r = json!({"index": i, "id": e.id, "result": "accepted"});
+                if let Some(w) = &e.warning {
+                    r["warning"] = w.as_str().into();
+                }
+                results.push(r);
                 checked.push((i, e));
             }
             Err(why) => {
@@ -96,7 +102,7 @@ pub async fn events(State(s): State<Arc<Shared>>, h: HeaderMap, body: Bytes) -> 
     let mut dirty: HashSet<String> = HashSet::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut write = IngestWrite::default();
-    let mut finished: Vec<(String, String, Option<String>)> = Vec::new();
+    let mut finished: HashSet<String> = HashSet::new();
     for (i, e) in checked {
         if known.contains(&e.id) || !seen.insert(e.id.clone()) {
             results[i]["result"] = "duplicate".into();
@@ -141,7 +147,7 @@ pub async fn events(State(s): State<Arc<Shared>>, h: HeaderMap, body: Bytes) -> 
                 run.severity = error_kind.filter(|_| !status.is_success()).map(|k| k.default_severity().as_str().to_owned());
                 run.error_message = error;
                 run.failed_node = failed_node;
-                finished.push((run.flow.clone(), status.as_str().to_owned(), run.error_kind.clone()));
+                finished.insert(e.run_id.clone());
             }
         }
         if let Some(end) = run.ended_at {
@@ -151,12 +157,17 @@ pub async fn events(State(s): State<Arc<Shared>>, h: HeaderMap, body: Bytes) -> 
         write.events.push((e.id, e.run_id));
     }
     write.runs = dirty.iter().filter_map(|id| runs.remove(id)).collect();
+    super::external::explain_failures(&s.store, &mut write).await?;
+    let ended: Vec<_> =
+        write.runs.iter().filter(|r| finished.contains(&r.id) && r.status.is_final()).map(super::external::outcome).collect();
     let accepted = write.events.len() as u64;
     s.store.apply_ingest(write, s.clock.now_ms()).await?;
     drop(_one_at_a_time);
-    for (flow, status, kind) in finished {
-        s.metrics.run_finished(&flow, &status, kind.as_deref());
-        // ALERTING (issue 5): an external run's final outcome alerts like a native one's.
+    let alerter = s.loaded().alerter.clone();
+    for o in &ended {
+        s.metrics.run_finished(&o.flow, o.status.as_str(), o.error_kind.map(|k| k.as_str()));
+        // An external run's final outcome alerts like a native one's.
+        super::external::alert(&alerter, o).await;
     }
     let count = |r: &str| results.iter().filter(|v| v["result"] == r).count() as u64;
     let (duplicates, rejected) = (count("duplicate"), count("rejected"));
@@ -279,6 +290,7 @@ fn check(item: &Value, redactor: &crate::redact::Redactor, max_payload: usize) -
     let at = || ts("ts")?.ok_or_else(|| "`ts` (the time of the event) is required".to_owned());
     let error_kind = |field: &str| text(m, field, 64)?.map(|k| k.parse::<ErrorKind>()).transpose().map_err(|e| format!("`{field}`: {e}"));
     let message = |field: &str| text(m, field, 64 * 1024).map(|t| t.map(|t| redactor.redact(t)));
+    let mut warning = None;
     let body = match ty {
         "run.started" => Body::RunStarted { at: at()?, inputs: payload(m.get("inputs"), redactor, max_payload).0 },
         "run.finished" => {
@@ -322,6 +334,18 @@ fn check(item: &Value, redactor: &crate::redact::Redactor, max_payload: usize) -
             if ended - started > MAX_DURATION_MS {
                 return Err(format!("`started_at`: the node would have lasted longer than {} days", MAX_DURATION_MS / 86_400_000));
             }
+            // All three given and disagreeing by more than a second (a hard-coded `duration_ms:
+            // 0`): the two times win, and the answer says so. Within a second, `duration_ms` is
+            // the finer measure (times may come in whole seconds).
+            let span = ended - started;
+            let (duration, reconciled) = match duration {
+                Some(d) if ts("started_at")?.is_some() && (d - span).abs() > 1000 => {
+                    (span, Some(format!("`duration_ms` {d} disagrees with `started_at`..`ended_at` ({span} ms); recorded {span} ms")))
+                }
+                Some(d) => (d, None),
+                None => (span, None),
+            };
+            warning = reconciled;
             let kind = error_kind("error_kind")?;
             if kind.is_some() && status == AttemptStatus::Succeeded {
                 return Err("`error_kind` on a succeeded node".into());
@@ -340,7 +364,7 @@ fn check(item: &Value, redactor: &crate::redact::Redactor, max_payload: usize) -
                 status,
                 started_at: started,
                 ended_at: ended,
-                duration_ms: duration.unwrap_or(ended - started),
+                duration_ms: duration,
                 input_bytes: int(m, "input_bytes")?.unwrap_or(input_size),
                 output_bytes: int(m, "output_bytes")?.unwrap_or(output_size),
                 input,
@@ -365,5 +389,5 @@ fn check(item: &Value, redactor: &crate::redact::Redactor, max_payload: usize) -
             ));
         }
     };
-    Ok(Event { id, flow: flow.to_owned(), run_id, body })
+    Ok(Event { id, flow: flow.to_owned(), run_id, body, warning })
 }

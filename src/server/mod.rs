@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod config;
+pub mod external;
 pub mod ingest;
 pub mod metrics;
 mod ops;
@@ -331,6 +332,7 @@ fn background_jobs(shared: &Arc<Shared>, stop: watch::Receiver<bool>) -> Vec<tok
         tokio::spawn(scheduler_loop(shared.clone(), stop.clone())),
         tokio::spawn(watch_files(shared.clone(), stop.clone())),
         tokio::spawn(outbox_pump(shared.clone(), stop.clone())),
+        tokio::spawn(external::watch_silence(shared.clone(), stop.clone())),
         tokio::spawn(report_jobs(shared.clone(), stop)),
     ]
 }

@@ -18,7 +18,8 @@ pub struct AlertRecord {
     pub severity: String,
     /// `firing`, `resolved` or `silenced`.
     pub status: String,
-    /// JSON object of labels (status, event …).
+    /// JSON object of labels (status, event …); shown as that object.
+    #[serde(serialize_with = "labels_as_json")]
     pub labels: String,
     pub count: i64,
     pub first_seen: i64,
@@ -31,6 +32,10 @@ pub struct AlertRecord {
     /// When a notification first carried this alert.
     pub notified_at: Option<i64>,
     pub resolved_at: Option<i64>,
+}
+
+fn labels_as_json<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+    super::as_json(&Some(text.to_owned()), s)
 }
 
 const ALERT_COLS: &str = "id, fingerprint, flow, node, error_kind, severity, status, labels, count, first_seen, last_seen, last_run_id, last_message, acked_at, acked_by, escalated_at, notified_at, resolved_at";

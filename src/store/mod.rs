@@ -47,7 +47,18 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
     migration!(5, "v5"),
     migration!(6, "v6"),
     migration!(9, "v9"),
+    migration!(12, "v12"),
 ];
+
+/// Serializes JSON kept as text as the value it holds (text cut at `max_payload_bytes` no longer
+/// parses and stays text).
+pub fn as_json<S: serde::Serializer>(text: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match text.as_deref().map(|t| serde_json::from_str::<serde_json::Value>(t).map_err(|_| t)) {
+        None => s.serialize_none(),
+        Some(Ok(v)) => v.serialize(s),
+        Some(Err(t)) => s.serialize_str(t),
+    }
+}
 
 /// One run, as stored.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -59,6 +70,8 @@ pub struct RunRecord {
     pub trigger: String,
     pub status: RunStatus,
     pub canary: bool,
+    /// JSON text; shown (CLI `--format json`, API) as the object it holds.
+    #[serde(serialize_with = "as_json")]
     pub inputs: Option<String>,
     pub started_at: i64,
     pub ended_at: Option<i64>,

@@ -113,9 +113,15 @@ impl Deltas {
             e[3] += sign * d;
             *self.hist.entry((flow.to_owned(), String::new(), hist::bin_of(d))).or_default() += sign;
         }
-        let success = s.status.parse::<RunStatus>().map(|s| s.is_success()).unwrap_or(false);
-        if let (false, false, Some(k)) = (canary, success, &s.error_kind) {
-            *self.run_errors.entry((flow.to_owned(), s.failed_node.clone().unwrap_or_default(), k.clone())).or_default() += sign;
+        let status = s.status.parse::<RunStatus>().ok();
+        let success = status.is_some_and(|s| s.is_success());
+        // A failure nothing could classify (an external run that sent no error_kind) still counts
+        // in the cause table, as `unknown`, so the causes add up to the failures.
+        let unexplained =
+            matches!(status, Some(RunStatus::Failed | RunStatus::TimedOut | RunStatus::Interrupted | RunStatus::WaitingManual));
+        let kind = s.error_kind.clone().or_else(|| unexplained.then(|| "unknown".to_owned()));
+        if let (false, false, Some(k)) = (canary, success, kind) {
+            *self.run_errors.entry((flow.to_owned(), s.failed_node.clone().unwrap_or_default(), k)).or_default() += sign;
         }
     }
 

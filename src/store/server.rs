@@ -85,6 +85,41 @@ impl Store {
         self.finish_run(&run.id, &end, &[]).await
     }
 
+    /// External runs still `running`, started before `cutoff_ms`, with no event received since.
+    pub async fn silent_external_runs(&self, cutoff_ms: i64) -> anyhow::Result<Vec<RunRecord>> {
+        let sql = format!(
+            "SELECT {RUN_COLS} FROM runs WHERE status = 'running' AND trigger_kind = 'external' AND started_at < ? \
+             AND NOT EXISTS (SELECT 1 FROM ingest_events e WHERE e.run_id = runs.id AND e.received_at >= ?)"
+        );
+        Ok(self.pool.fetch(&sql, &[cutoff_ms.into(), cutoff_ms.into()], RUN_TYS).await?.into_iter().map(run_from).collect())
+    }
+
+    /// Records a silent external run `interrupted`, if it is still `running` (false: an event
+    /// finished it, or another process did this first).
+    pub async fn interrupt_external(&self, run: &RunRecord, now_ms: i64, message: &str) -> anyhow::Result<bool> {
+        let end = RunEnd {
+            status: Some(RunStatus::Interrupted),
+            ended_at: now_ms,
+            duration_ms: now_ms - run.started_at,
+            failed_node: run.failed_node.clone(),
+            error_kind: Some("interrupted".into()),
+            error_message: Some(message.to_owned()),
+            severity: Some("medium".into()),
+        };
+        let changed = self
+            .pool
+            .exec(
+                "UPDATE runs SET status = 'interrupted', ended_at = ?, duration_ms = ?, error_kind = 'interrupted', error_message = ?, severity = 'medium' WHERE id = ? AND status = 'running'",
+                &[now_ms.into(), end.duration_ms.into(), message.into(), run.id.as_str().into()],
+            )
+            .await?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        self.write(self.rollup_stmts(&run.id, &end, &[], None).await?).await?;
+        Ok(true)
+    }
+
     /// The database answers and has every schema version this flowguard knows.
     pub async fn schema_current(&self) -> anyhow::Result<bool> {
         let applied: HashSet<i64> = self

@@ -199,3 +199,16 @@ async fn a_slow_model_times_out_is_retried_once_then_waits_for_a_human() {
     let a = h.attempts(&o.run_id).await;
     assert_eq!(a.iter().map(|a| a.status).collect::<Vec<_>>(), vec![AttemptStatus::TimedOut, AttemptStatus::TimedOut]);
 }
+
+/// The model label of an attempt is the same whether it timed out or succeeded.
+#[tokio::test]
+async fn attempts_on_one_model_carry_one_label() {
+    let fake = FakeOpenAi::start(vec![Reply::Slow(Duration::from_secs(5), "late".into()), Reply::Content("ok".into())]).await;
+    let flow = "name: f\nnodes:\n  - id: s\n    kind: llm\n    model: m\n    prompt: hi\n    timeout: 200ms\n";
+    let h = harness_with(&openai_config(&fake.base_url), flow, &[], Some(Arc::new(SystemClock))).await;
+    let o = h.run().await;
+    assert_eq!(o.status, RunStatus::Recovered, "{:?}", o.error_message);
+    let a = h.attempts(&o.run_id).await;
+    let labels: Vec<Option<&str>> = a.iter().map(|a| a.model.as_deref()).collect();
+    assert_eq!(labels, vec![Some("openai:fake-model"), Some("openai:fake-model")]);
+}

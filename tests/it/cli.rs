@@ -34,7 +34,7 @@ fn run_prints_progress_and_exits_0_then_runs_show_and_stats_read_it_back() {
     let runs = p.json(&["runs"]);
     let run = &runs.as_array().unwrap()[0];
     assert_eq!((run["flow"].as_str(), run["status"].as_str(), run["trigger"].as_str()), (Some("f"), Some("succeeded"), Some("cli")));
-    assert!(run["inputs"].as_str().unwrap().contains("海边"));
+    assert_eq!(run["inputs"]["topic"], "海边", "inputs are an object: {run}");
     let id = run["id"].as_str().unwrap();
 
     let shown = p.json(&["show", &id[..20]]);
@@ -255,4 +255,84 @@ async fn an_alert_a_dead_process_owed_is_raised_by_the_next_one() {
     assert_eq!(p.run(&["run", "f"]).status.code(), Some(0));
     let occurrences = p.json(&["alerts", "list"]).as_array().unwrap().iter().filter(|a| a.to_string().contains("quota_exhausted")).count();
     assert_eq!(occurrences, 1);
+}
+
+/// `flowguard alerts list --notifications | head -1`: the reader is gone before the command
+/// writes; it ends quietly (no panic, no exit 101), as `cat` does.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    let p = quick_project(OK_FLOW);
+    for args in [&["alerts", "list", "--notifications"][..], &["runs"][..], &["check"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = bin().current_dir(p.path()).args(args).stdout(writer).output().unwrap();
+        assert!(!stderr(&o).contains("panicked") && o.status.code() != Some(101), "{args:?}: {:?} {}", o.status, stderr(&o));
+    }
+}
+
+/// `serve`'s log on a pipe carries no colour codes; `--log-format json` writes one JSON object a line.
+#[test]
+fn serve_logs_plain_text_on_a_pipe_and_json_on_request() {
+    use std::io::{BufRead, BufReader, Read};
+    let p = quick_project(OK_FLOW);
+    for json in [false, true] {
+        let mut cmd = bin();
+        cmd.current_dir(p.path()).env_remove("NO_COLOR").env("FLOWGUARD_LOG", "info").args(["serve", "--listen", "127.0.0.1:0"]);
+        if json {
+            cmd.args(["--log-format", "json"]);
+        }
+        let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        assert!(first.contains("http://"), "{first}");
+        let ok = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+        let mut log = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+        out.read_to_string(&mut first).unwrap();
+        child.wait().unwrap();
+        assert!(log.contains("shutting down"), "{log}");
+        assert!(!log.contains('\u{1b}'), "no colour codes on a pipe: {log:?}");
+        if json {
+            for line in log.lines().filter(|l| !l.trim().is_empty()) {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{v}");
+            }
+        }
+    }
+}
+
+/// `-i key=text` is text whatever it looks like; `-i key:=json` is JSON, and bad JSON there is a
+/// usage error rather than a silent guess.
+#[test]
+fn inputs_are_text_unless_written_as_json() {
+    let p = quick_project(OK_FLOW);
+    let o = p.run(&["run", "f", "-i", "topic=[[x]]", "-i", "n=3", "-i", "tags:=[\"a\",\"b\"]", "-i", "count:=3"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let inputs = &p.json(&["runs"])[0]["inputs"];
+    assert_eq!(inputs["topic"], "[[x]]", "{inputs}");
+    assert_eq!(inputs["n"], "3", "{inputs}");
+    assert_eq!(inputs["tags"], serde_json::json!(["a", "b"]));
+    assert_eq!(inputs["count"], 3);
+    let o = p.run(&["run", "f", "-i", "tags:=[a"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not JSON"), "{}", stderr(&o));
+}
+
+/// Read-only commands need the database, not the server's tokens or the channels' webhooks:
+/// `${…}` is resolved only in the sections a command uses. `check` still wants them all.
+#[test]
+fn read_only_commands_do_not_need_the_servers_secrets() {
+    let p = Project::with_config(&format!(
+        "{QUICK_CONFIG}server:\n  tokens:\n    - {{ name: coze, token: \"${{FLOWGUARD_INGEST_TOKEN}}\", scopes: [ingest] }}\nchannels:\n  ops:\n    type: feishu\n    webhook: ${{FEISHU_WEBHOOK}}\n"
+    ));
+    p.write("flows/f.yaml", OK_FLOW);
+    for args in [&["runs"][..], &["stats"], &["alerts", "list"], &["manual", "list"], &["silences", "list"], &["flow", "blocks"]] {
+        let o = p.run(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+    }
+    let o = p.run(&["check"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("FLOWGUARD_INGEST_TOKEN"), "{}", stderr(&o));
 }

@@ -10,6 +10,7 @@ mod classify;
 mod cli;
 mod docs;
 mod engine;
+mod external;
 mod layers;
 mod limits;
 mod policy;

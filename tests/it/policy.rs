@@ -124,6 +124,9 @@ async fn a_rejected_script_is_repaired_with_the_violations_fed_back() {
     assert!(second.contains("【修正要求】") && second.contains("sensitive word `国家级`"), "{second}");
     let first = fake.requests()[0]["messages"][1]["content"].as_str().unwrap().to_owned();
     assert!(!first.contains("修正"));
+    // The repaired attempt records the prompt the model received, feedback included.
+    let sent = a[2].input.clone().unwrap_or_default();
+    assert!(sent.contains("【修正要求】") && sent.contains("sensitive word `国家级`"), "recorded input: {sent}");
 }
 
 #[tokio::test]
@@ -228,6 +231,8 @@ async fn auth_expired_blocks_the_flow_until_unblocked_or_a_canary_passes() {
 struct Tokens {
     issued: Arc<Mutex<u32>>,
     seen: Arc<Mutex<Vec<String>>>,
+    /// What the token endpoint says for `expires_in` (default 7200).
+    expires_in: Arc<Mutex<Option<serde_json::Value>>>,
 }
 
 async fn token(State(t): State<Tokens>, body: String) -> axum::response::Response {
@@ -236,7 +241,8 @@ async fn token(State(t): State<Tokens>, body: String) -> axum::response::Respons
     }
     let mut n = t.issued.lock().unwrap();
     *n += 1;
-    axum::Json(json!({"access_token": format!("tok-{n}"), "expires_in": 7200})).into_response_ok()
+    let expires_in = t.expires_in.lock().unwrap().clone().unwrap_or(json!(7200));
+    axum::Json(json!({"access_token": format!("tok-{n}"), "expires_in": expires_in})).into_response_ok()
 }
 
 trait OkResponse {
@@ -262,12 +268,33 @@ async fn videos(State(t): State<Tokens>, headers: HeaderMap) -> axum::response::
 }
 
 async fn token_server() -> (String, Tokens) {
-    let t = Tokens::default();
+    token_server_with(Tokens::default()).await
+}
+
+async fn token_server_with(t: Tokens) -> (String, Tokens) {
     let app = Router::new().route("/oauth/token", post(token)).route("/v1/videos", post(videos)).with_state(t.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.ok() });
     (format!("http://{addr}"), t)
+}
+
+/// `expires_in` as a float (`3.0`): the token lives 3 s, not the default hour.
+#[tokio::test]
+async fn a_token_lifetime_sent_as_a_float_is_honoured() {
+    let t = Tokens::default();
+    *t.expires_in.lock().unwrap() = Some(json!(3.0));
+    let (base, t) = token_server_with(t).await;
+    let cfg = format!(
+        "auth:\n  platform:\n    token_url: {base}/oauth/token\n    client_id: fg\n    client_secret: ${{SECRET}}\nendpoints:\n  p:\n    base_url: {base}\n    auth: platform\n"
+    );
+    let flow = "name: f\nnodes:\n  - id: publish\n    kind: http\n    endpoint: p\n    path: /v1/videos\n    body: { title: t }\n    retry: { policy: none }\n";
+    let h = crate::support::harness::harness_with(&cfg, flow, &[("SECRET", "s3cr3t-client")], None).await;
+    h.run().await;
+    let first = *t.issued.lock().unwrap();
+    h.clock.advance(Duration::from_secs(10));
+    h.run().await;
+    assert_eq!(*t.issued.lock().unwrap(), first + 1, "the 3 s token expired and a new one was fetched");
 }
 
 #[tokio::test]
@@ -357,6 +384,42 @@ fn manual_retry_resumes_once_the_cause_is_fixed() {
     assert_eq!(nodes, vec!["a", "b", "b", "b", "c"], "a ran once; b timed out twice, then succeeded on retry");
 }
 
+/// A resumed run ends like any run: parked again it alerts again, recovered it resolves the alert
+/// and the channel hears so.
+#[test]
+fn manual_retry_from_the_command_line_alerts_and_resolves() {
+    use crate::support::fake_feishu::{FakeFeishu, KEYWORD};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeFeishu::start_with(None, Some(KEYWORD)));
+    let alerting = format!(
+        "storage:\n  url: sqlite://fg.db\nchannels:\n  ops:\n    type: feishu\n    webhook: \"{}\"\n    keyword: {KEYWORD}\nalerting:\n  group_interval: 0s\n  drain: 5s\n",
+        fake.url
+    );
+    let models = |latency: &str| format!("models:\n  flaky:\n    provider: simulated\n    simulate: {{ latency: {latency} }}\n{alerting}");
+    let p = Project::with_config(&models("5s"));
+    p.write("flows/f.yaml", MANUAL_FLOW);
+    assert_eq!(p.run(&["run", "f"]).status.code(), Some(3));
+    let alert = |p: &Project| p.json(&["alerts", "list"]).as_array().unwrap().iter().find(|a| a["flow"] == "f").cloned().unwrap();
+    assert_eq!((alert(&p)["status"].as_str(), alert(&p)["count"].as_i64()), (Some("firing"), Some(1)));
+    assert_eq!(alert(&p)["labels"]["status"], "waiting_manual", "labels are an object");
+    let id = p.json(&["manual", "list"])[0]["id"].as_str().unwrap().to_owned();
+
+    // Retried while the cause is still there: the run parks again, and that is an alert.
+    let o = p.run(&["manual", "retry", &id]);
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(alert(&p)["count"], 2, "parking again counts on the open alert");
+
+    // Fixed and retried: the run recovers, the alert is resolved and the channel is told.
+    std::fs::write(p.config(), models("1ms")).unwrap();
+    let id = p.json(&["manual", "list"])[0]["id"].as_str().unwrap().to_owned();
+    let o = p.run(&["manual", "retry", &id]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(alert(&p)["status"], "resolved");
+    let last = fake.messages().last().cloned().unwrap_or_default().to_string();
+    assert!(last.contains("恢复"), "a resolved message: {last}");
+    drop(rt);
+}
+
 #[test]
 fn blocking_from_the_command_line_refuses_runs_with_exit_4() {
     let p = manual_project("1ms");
@@ -434,7 +497,7 @@ fn runs_cancel_stops_a_run_in_another_process_and_rerun_repeats_one() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let newest = &p.json(&["runs"])[0];
     assert_eq!((newest["trigger"].as_str(), newest["status"].as_str()), (Some("rerun"), Some("succeeded")));
-    assert!(newest["inputs"].as_str().unwrap().contains("雪山"));
+    assert_eq!(newest["inputs"]["topic"], "雪山");
 }
 
 /// One row per error kind of DESIGN.md §4 that a single node can meet: the final run status, the

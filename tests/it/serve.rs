@@ -50,7 +50,7 @@ server:
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
-    _project: Project,
+    pub project: Project,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -92,8 +92,13 @@ impl TestApp {
 
 /// The server on a free port, with this config text and these flows.
 pub async fn spawn_app(extra_config: &str, flows: &[(&str, &str)]) -> TestApp {
+    spawn_app_with(&config(extra_config), flows).await
+}
+
+/// The server on a free port, with this whole config text.
+pub async fn spawn_app_with(config_text: &str, flows: &[(&str, &str)]) -> TestApp {
     flowguard::init_tls();
-    let project = Project::with_config(&config(extra_config));
+    let project = Project::with_config(config_text);
     for (name, text) in flows {
         project.write(&format!("flows/{name}.yaml"), text);
     }
@@ -108,7 +113,7 @@ pub async fn spawn_app(extra_config: &str, flows: &[(&str, &str)]) -> TestApp {
         .await
         .expect("serve");
     });
-    TestApp { base, http: reqwest::Client::new(), _project: project, stop: Some(tx), task: Some(task) }
+    TestApp { base, http: reqwest::Client::new(), project, stop: Some(tx), task: Some(task) }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,6 +501,22 @@ async fn serve_queries_work_on_every_backend() {
         let next: Cursor = next.expect("more");
         let (rest, _) = store.runs_page(&f, Some(&next), 10).await.expect("page 2");
         assert_eq!(rest.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["r2", "r1", "r0"], "{url}");
+        // External runs gone silent: found by the time of their last event, ended once.
+        let running = |id: &str| RunRecord { id: id.into(), status: flowguard::vocab::RunStatus::Running, ..run(0) };
+        store
+            .apply_ingest(IngestWrite { events: vec![("es".into(), "s".into())], runs: vec![running("s")], ..Default::default() }, 2)
+            .await
+            .expect("s");
+        store
+            .apply_ingest(IngestWrite { events: vec![("et".into(), "t".into())], runs: vec![running("t")], ..Default::default() }, 9000)
+            .await
+            .expect("t");
+        let silent = store.silent_external_runs(5000).await.expect("silent");
+        assert_eq!(silent.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["s"], "{url}");
+        assert!(store.interrupt_external(&silent[0], 6000, "no event for 1h").await.expect("interrupt"), "{url}");
+        assert!(!store.interrupt_external(&silent[0], 6001, "no event for 1h").await.expect("again"), "only once: {url}");
+        let s_run = store.get_run("s").await.expect("get").expect("s");
+        assert_eq!((s_run.status, s_run.error_kind.as_deref()), (flowguard::vocab::RunStatus::Interrupted, Some("interrupted")), "{url}");
         store.set_last_fire("cron:f", 5).await.expect("fire");
         store.set_last_fire("cron:f", 7).await.expect("fire again");
         assert_eq!(store.last_fire("cron:f").await.expect("last"), Some(7));

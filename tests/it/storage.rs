@@ -80,7 +80,7 @@ backends! {
         let runs = p.json(&["runs"]);
         assert_eq!(runs[0]["id"], id.as_str(), "{runs}");
         assert_eq!(runs[0]["flow"], "hello");
-        assert!(runs[0]["inputs"].as_str().unwrap_or_default().contains("🍳"), "{runs}");
+        assert_eq!(runs[0]["inputs"]["topic"], "打工人早餐 🍳", "{runs}");
         let failed = p.json(&["runs", "--status", "failed"]);
         assert_eq!(failed.as_array().map(Vec::len), Some(0), "{failed}");
 

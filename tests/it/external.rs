@@ -1,0 +1,314 @@
+//! Flows that run elsewhere (Coze, Dify, n8n) as flowguard sees them through `POST /api/v1/events`:
+//! their failures alert like native ones, a failure sent without an error kind is explained and
+//! counted, inconsistent timings are reconciled, a run that goes silent ends `interrupted`.
+
+use crate::serve::{INGEST, READ, TestApp, config, spawn_app, spawn_app_with};
+use crate::support::fake_feishu::{FakeFeishu, KEYWORD};
+use crate::support::{stderr, stdout};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// Polls `f` until it gives Some, for at most 15 s.
+async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..750 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+fn finished_run(run: &str, status: &str, extra: Value) -> Value {
+    let mut e = json!({"id": format!("{run}-end"), "type": "run.finished", "flow": "coze_demo", "run_id": run,
+        "ts": "2026-11-28T09:00:05+08:00", "status": status});
+    e.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    e
+}
+
+fn failed_node(run: &str, error: &str) -> Value {
+    json!({"id": format!("{run}-llm"), "type": "node.finished", "flow": "coze_demo", "run_id": run, "node": "write_script",
+        "kind": "llm", "started_at": "2026-11-28T09:00:01+08:00", "duration_ms": 2300, "status": "failed", "error": error})
+}
+
+async fn alerts(app: &TestApp) -> Vec<Value> {
+    app.get("/api/v1/alerts", READ).await.1["alerts"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingested_failure_alerts_and_its_flow_succeeding_again_resolves_it() {
+    let fake = FakeFeishu::start_with(None, Some(KEYWORD)).await;
+    let channel = format!(
+        "channels:\n  ops:\n    type: feishu\n    webhook: \"{}\"\n    keyword: {KEYWORD}\nalerting:\n  group_interval: 0s\n",
+        fake.url
+    );
+    let app = spawn_app(&channel, &[]).await;
+    let (code, r) = app
+        .post(
+            "/api/v1/events",
+            INGEST,
+            &json!([
+                failed_node("r1", "timeout of 10000ms exceeded"),
+                finished_run("r1", "failed", json!({"error_kind": "timeout", "failed_node": "write_script"}))
+            ]),
+        )
+        .await;
+    assert_eq!((code, r["accepted"].as_u64()), (200, Some(2)), "{r}");
+    let a = alerts(&app).await;
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(
+        (a[0]["flow"].as_str(), a[0]["node"].as_str(), a[0]["error_kind"].as_str()),
+        (Some("coze_demo"), Some("write_script"), Some("timeout"))
+    );
+    // (The channel also gets the daily report, which serve sends when it starts.)
+    let said = |what: &'static str| {
+        let fake = &fake;
+        async move || fake.messages().iter().map(|m| m.to_string()).find(|m| m.contains("coze_demo") && m.contains(what))
+    };
+    let text = until("the alert reaches Feishu", said("write_script")).await;
+    assert!(text.contains("timeout"), "{text}");
+
+    let (_, r) = app.post("/api/v1/events", INGEST, &json!(finished_run("r2", "succeeded", json!({})))).await;
+    assert_eq!(r["accepted"], 1, "{r}");
+    assert_eq!(alerts(&app).await[0]["status"], "resolved");
+    until("the resolved message", said("恢复")).await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_without_error_kind_shows_its_node_and_message_and_counts_in_the_causes() {
+    let app = spawn_app("", &[]).await;
+    let batch = json!([
+        failed_node("odd", "the reviewer rejected the script"),
+        finished_run("odd", "failed", json!({})),
+        failed_node("slow", "timeout of 10000ms exceeded"),
+        finished_run("slow", "failed", json!({})),
+    ]);
+    let (_, r) = app.post("/api/v1/events", INGEST, &batch).await;
+    assert_eq!(r["accepted"], 4, "{r}");
+    let (_, odd) = app.get("/api/v1/runs/odd", READ).await;
+    assert_eq!(
+        (odd["failed_node"].as_str(), odd["error_message"].as_str(), odd["error_kind"].as_str()),
+        (Some("write_script"), Some("the reviewer rejected the script"), None),
+        "{odd}"
+    );
+    let (_, slow) = app.get("/api/v1/runs/slow", READ).await;
+    assert_eq!(
+        (slow["failed_node"].as_str(), slow["error_kind"].as_str()),
+        (Some("write_script"), Some("timeout")),
+        "classified from the message: {slow}"
+    );
+
+    // Every failure is in the cause table: the one nothing classifies as `unknown`.
+    let stats = crate::support::run_in(app.project.path(), &["stats", "--since", "3000d", "--format", "json"]);
+    let stats: Value = serde_json::from_slice(&stats.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&stats), stderr(&stats)));
+    let kinds = &stats["flows"][0]["failures_by_kind"];
+    assert_eq!((kinds["unknown"].as_u64(), kinds["timeout"].as_u64()), (Some(1), Some(1)), "{stats}");
+
+    // `show`: the failed node and message; `#` counts attempts; no `kind:` with nothing after it.
+    let o = crate::support::run_in(app.project.path(), &["show", "odd"]);
+    let out = stdout(&o);
+    assert!(out.contains("write_script") && out.contains("the reviewer rejected the script"), "{out}");
+    let row = out.lines().find(|l| l.trim_start().starts_with("1 ") && l.contains("write_script")).unwrap_or_else(|| panic!("{out}"));
+    assert!(!row.contains("1764"), "`#` is the attempt's place, not a time: {row}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timings_that_disagree_are_reconciled_and_said_so() {
+    let app = spawn_app("", &[]).await;
+    let ev = json!({"id": "t1-llm", "type": "node.finished", "flow": "coze_demo", "run_id": "t1", "node": "llm",
+        "started_at": "2026-11-28T09:00:00Z", "ended_at": "2026-11-28T09:00:05Z", "duration_ms": 0, "status": "succeeded"});
+    let (_, r) = app.post("/api/v1/events", INGEST, &ev).await;
+    assert_eq!(r["accepted"], 1, "{r}");
+    assert!(r["results"][0]["warning"].as_str().unwrap_or("").contains("5000 ms"), "{r}");
+    let (_, run) = app.get("/api/v1/runs/t1", READ).await;
+    assert_eq!(run["attempts"][0]["duration_ms"], 5000, "{run}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_goes_silent_is_interrupted_and_alerted() {
+    let text = config("").replace("  watch_interval: 0s\n", "  watch_interval: 0s\n  external_silence: 300ms\n");
+    let app = spawn_app_with(&text, &[]).await;
+    let ev = json!({"id": "s1-start", "type": "run.started", "flow": "coze_demo", "run_id": "s1", "ts": jiff::Timestamp::now().as_millisecond()});
+    let (_, r) = app.post("/api/v1/events", INGEST, &ev).await;
+    assert_eq!(r["accepted"], 1, "{r}");
+    let run = until("the silent run is interrupted", async || {
+        let (_, run) = app.get("/api/v1/runs/s1", READ).await;
+        (run["status"] == "interrupted").then_some(run)
+    })
+    .await;
+    assert!(run["error_message"].as_str().unwrap_or("").contains("no event"), "{run}");
+    // The alert is raised just after the run's end is recorded.
+    until("the interrupted run is alerted", async || {
+        alerts(&app).await.into_iter().find(|a| a["flow"] == "coze_demo" && a["error_kind"] == "interrupted")
+    })
+    .await;
+    app.shutdown().await;
+}
+
+/// `flowguard relay`: events posted while the server is away wait on disk (a new relay process
+/// finds them) and reach the server once it answers; a batch the server refuses is set aside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_keeps_events_while_the_server_is_away_and_forwards_them_later() {
+    use flowguard::relay::{Forwarded, Relay};
+    let app = spawn_app("", &[]).await;
+    let port = app.base.rsplit(':').next().unwrap();
+    let proxy = crate::support::proxy::Proxy::start(&format!("127.0.0.1:{port}"));
+    let dir = tempfile::tempdir().unwrap();
+    let to = format!("http://127.0.0.1:{}", proxy.port);
+    proxy.cut();
+
+    let relay = Relay::new(dir.path(), &to, Some(INGEST.into())).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = format!("http://{}/api/v1/events", listener.local_addr().unwrap());
+    let router = relay.router();
+    tokio::spawn(async move { axum::serve(listener, router).await.ok() });
+    let http = reqwest::Client::new();
+    let post = |body: String| http.post(&local).bearer_auth(INGEST).header("content-type", "application/json").body(body).send();
+    let r = post(json!([failed_node("away", "boom"), finished_run("away", "failed", json!({}))]).to_string()).await.unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(post("{\"events\": [".into()).await.unwrap().status(), 400, "a broken body is refused at once");
+    let r = http.post(&local).header("content-type", "application/json").body("[]").send().await.unwrap();
+    assert_eq!(r.status(), 401, "the relay asks for the same token as the server");
+
+    // The server is away: nothing is lost, and a relay started again finds the batch.
+    assert_eq!(relay.forward_once().await.unwrap(), Forwarded { sent: 0, rejected: 0, waiting: 1 });
+    drop(relay);
+    let relay = Relay::new(dir.path(), &to, Some(INGEST.into())).unwrap();
+    assert_eq!(relay.pending().unwrap().len(), 1);
+
+    proxy.restore();
+    assert_eq!(relay.forward_once().await.unwrap(), Forwarded { sent: 1, rejected: 0, waiting: 0 });
+    let (_, run) = app.get("/api/v1/runs/away", READ).await;
+    assert_eq!((run["status"].as_str(), run["failed_node"].as_str()), (Some("failed"), Some("write_script")), "{run}");
+
+    // A batch the server refuses (here: a wrong token) is set aside with its answer, not retried.
+    let wrong = Relay::new(dir.path(), &to, Some("wrong-token-0123456789".into())).unwrap();
+    wrong.keep(b"[]").unwrap();
+    assert_eq!(wrong.forward_once().await.unwrap(), Forwarded { sent: 0, rejected: 1, waiting: 0 });
+    assert_eq!(std::fs::read_dir(dir.path().join("rejected")).unwrap().count(), 2, "the batch and the server's answer");
+    app.shutdown().await;
+}
+
+/// The n8n expression fixture: renders a `jsonBody` as n8n does for one execution. Every
+/// `{{ JSON.stringify(EXPR) }}` becomes the JSON text of `values[EXPR]`; an expression the table
+/// does not know fails the test (the guide's snippets use only `JSON.stringify(…)`, so whatever a
+/// value holds, the body stays JSON).
+fn n8n_render(body: &str, values: &[(&str, Value)]) -> String {
+    let body = body.strip_prefix('=').expect("an n8n expression starts with `=`");
+    let re = regex::Regex::new(r"\{\{\s*(.*?)\s*\}\}").unwrap();
+    re.replace_all(body, |c: &regex::Captures| {
+        let expr = &c[1];
+        let inner =
+            expr.strip_prefix("JSON.stringify(").and_then(|e| e.strip_suffix(')')).unwrap_or_else(|| panic!("not JSON.stringify: {expr}"));
+        let v = values.iter().find(|(k, _)| *k == inner).unwrap_or_else(|| panic!("the fixture does not know `{inner}`"));
+        v.1.to_string()
+    })
+    .into_owned()
+}
+
+fn n8n_node<'a>(workflow: &'a Value, name: &str) -> &'a Value {
+    workflow["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap_or_else(|| panic!("no node {name}"))
+}
+
+/// docs/ingestion.md's n8n snippets, as kept in examples/ingest: authenticated by a Header Auth
+/// credential (no `$env`), never failing the monitored flow, and their bodies — rendered for an
+/// execution whose error message holds quotes and a new line — accepted by the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_n8n_guide_snippets_post_what_the_api_accepts() {
+    let app = spawn_app("", &[]).await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ingest");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(root.join("n8n-report.json")).unwrap()).unwrap();
+    let errors: Value = serde_json::from_str(&std::fs::read_to_string(root.join("n8n-error-workflow.json")).unwrap()).unwrap();
+    let t0 = 1_764_300_000_000i64;
+    let flow = "$workflow.name.replace(/[^A-Za-z0-9_-]/g, '_')";
+    let common = |exec: &str| {
+        vec![
+            ("'n8n-prod-' + $execution.id + '-write_script'", json!(format!("n8n-prod-{exec}-write_script"))),
+            ("'n8n-prod-' + $execution.id + '-end'", json!(format!("n8n-prod-{exec}-end"))),
+            ("'n8n-prod-' + $execution.id", json!(format!("n8n-prod-{exec}"))),
+            (flow, json!("Douyin_script")),
+            ("$('flowguard t0').item.json.flowguard_t0", json!(t0)),
+            ("$now.toMillis()", json!(t0 + 2300)),
+        ]
+    };
+    let mut ok = common("231");
+    ok.push(("$('OpenAI').item.json.usage?.input_tokens ?? $('OpenAI').item.json.usage?.prompt_tokens ?? null", json!(812)));
+    ok.push(("$('OpenAI').item.json.usage?.output_tokens ?? $('OpenAI').item.json.usage?.completion_tokens ?? null", json!(355)));
+    let mut failed = common("232");
+    failed.push(("$json.error?.message ?? String($json.error)", json!("Rate limit reached for \"gpt-4o-mini\"\nretry later")));
+    failed.push(("Number($json.error?.httpCode) || null", json!(429)));
+    let error_workflow = vec![
+        ("'n8n-prod-' + $json.execution.id + '-failed'", json!("n8n-prod-233-failed")),
+        ("$json.workflow.name.replace(/[^A-Za-z0-9_-]/g, '_')", json!("Douyin_script")),
+        ("'n8n-prod-' + $json.execution.id", json!("n8n-prod-233")),
+        ("$now.toMillis()", json!(t0 + 9000)),
+        ("$json.execution.lastNodeExecuted ?? null", json!("Publish")),
+        ("$json.execution.error?.message ?? null", json!("Request failed with status code 503")),
+    ];
+    for (wf, node, values) in [
+        (&report, "flowguard report", ok),
+        (&report, "flowguard report error", failed),
+        (&errors, "flowguard report failure", error_workflow),
+    ] {
+        let n = n8n_node(wf, node);
+        assert_eq!(n["onError"], "continueRegularOutput", "{node}: reporting never fails the monitored flow");
+        assert_eq!(
+            (n["parameters"]["authentication"].as_str(), n["parameters"]["genericAuthType"].as_str()),
+            (Some("genericCredentialType"), Some("httpHeaderAuth"))
+        );
+        let body = n["parameters"]["jsonBody"].as_str().unwrap();
+        assert!(!body.contains("$env"), "n8n 2.x blocks $env in nodes");
+        let rendered: Value = serde_json::from_str(&n8n_render(body, &values)).unwrap_or_else(|e| panic!("{node}: not JSON: {e}"));
+        let (code, r) = app.post("/api/v1/events", INGEST, &rendered).await;
+        assert_eq!((code, r["rejected"].as_u64()), (200, Some(0)), "{node}: {r}");
+    }
+    let (_, run) = app.get("/api/v1/runs/n8n-prod-231", READ).await;
+    assert_eq!(
+        (run["status"].as_str(), run["attempts"][0]["duration_ms"].as_i64(), run["attempts"][0]["tokens_in"].as_i64()),
+        (Some("succeeded"), Some(2300), Some(812)),
+        "{run}"
+    );
+    let (_, run) = app.get("/api/v1/runs/n8n-prod-232", READ).await;
+    assert_eq!(
+        (run["error_kind"].as_str(), run["failed_node"].as_str()),
+        (Some("rate_limited"), Some("write_script")),
+        "classified from the status: {run}"
+    );
+    let (_, run) = app.get("/api/v1/runs/n8n-prod-233", READ).await;
+    assert_eq!(
+        (run["flow"].as_str(), run["error_kind"].as_str(), run["failed_node"].as_str()),
+        (Some("Douyin_script"), Some("upstream_5xx"), Some("Publish")),
+        "{run}"
+    );
+    app.shutdown().await;
+}
+
+/// docs/ingestion.md's Dify template, as kept in examples/ingest, rendered as Dify's Jinja2
+/// Template node renders it, for a success and a failure whose texts hold quotes and new lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dify_guide_template_renders_what_the_api_accepts() {
+    let app = spawn_app("", &[]).await;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ingest/dify-body.jinja2");
+    let source = std::fs::read_to_string(path).unwrap();
+    let mut env = minijinja::Environment::new();
+    env.add_template("body", &source).unwrap();
+    let t0 = 1_764_300_000_000i64;
+    let cases = [
+        json!({"run_id": "d-1", "t0": t0, "t1": t0 + 1800, "text": "标题：\"露营\"\n正文……", "error": "", "tokens_in": 120, "tokens_out": 340}),
+        json!({"run_id": "d-2", "t0": t0, "t1": t0 + 60000, "text": "", "error": "Request timed out after 60s: \"upstream\"", "tokens_in": null, "tokens_out": null}),
+    ];
+    for vars in &cases {
+        let text = env.get_template("body").unwrap().render(flowguard::flow::template::to_value(vars)).unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"));
+        let (code, r) = app.post("/api/v1/events", INGEST, &body).await;
+        assert_eq!((code, r["rejected"].as_u64()), (200, Some(0)), "{r}");
+    }
+    let (_, ok) = app.get("/api/v1/runs/d-1", READ).await;
+    assert_eq!((ok["status"].as_str(), ok["attempts"][0]["duration_ms"].as_i64()), (Some("succeeded"), Some(1800)), "{ok}");
+    let (_, failed) = app.get("/api/v1/runs/d-2", READ).await;
+    assert_eq!((failed["status"].as_str(), failed["error_kind"].as_str()), (Some("failed"), Some("timeout")), "{failed}");
+    app.shutdown().await;
+}
