@@ -12,8 +12,11 @@ pub fn generator() -> schemars::SchemaGenerator {
 
 /// The schema of `flowguard.yaml`.
 pub fn config() -> Value {
-    let mut v = generator().root_schema_for::<crate::config::Config>().to_value();
+    let mut g = generator();
+    let mut v = g.root_schema_for::<crate::config::Config>().to_value();
     v["title"] = "flowguard.yaml".into();
+    // A channel's own fields depend on its `type:`; the config type reads them through the registry.
+    v["properties"]["channels"]["additionalProperties"] = crate::alert::channels::json_schema(&mut g);
     v
 }
 
@@ -39,7 +42,11 @@ pub fn reference() -> String {
         if let Some(d) = description(prop) {
             let _ = writeln!(out, "{d}\n");
         }
-        table(&mut out, name, &with_default(prop, &cfg["default"], name));
+        if name == "channels" {
+            channels(&mut out, prop);
+        } else {
+            table(&mut out, name, &with_default(prop, &cfg["default"], name));
+        }
     }
     out.push_str("## Flow files\n\nOne YAML file per flow in `flows_dir`.\n\n");
     let flow = flow();
@@ -75,6 +82,37 @@ pub fn reference() -> String {
         let _ = writeln!(out, "| `{k}` | {} | {} |", k.default_severity(), cell(k.describe()));
     }
     out
+}
+
+/// The fields every channel has, then one section per channel type with its own fields.
+fn channels(out: &mut String, prop: &Value) {
+    let types = unwrap(prop)["additionalProperties"]["oneOf"].as_array().cloned().unwrap_or_default();
+    let own = |t: &Value| -> Vec<String> {
+        t["x-type-fields"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+    };
+    if let Some(first) = types.first() {
+        let mut common = first.clone();
+        let names: Vec<&str> = crate::alert::channels::TYPES.iter().map(|(n, _, _)| *n).collect();
+        common["properties"]["type"] = json!({"enum": names, "description": "The channel type; its own fields follow."});
+        let fields = own(first);
+        if let Some(p) = common["properties"].as_object_mut() {
+            p.retain(|k, _| !fields.contains(k));
+        }
+        table(out, "channels.<name>", &common);
+    }
+    for t in &types {
+        let _ = writeln!(out, "### `type: {}`\n", t["title"].as_str().unwrap_or(""));
+        let fields = own(t);
+        if fields.is_empty() {
+            out.push_str("No fields of its own.\n\n");
+            continue;
+        }
+        let mut mine = t.clone();
+        if let Some(p) = mine["properties"].as_object_mut() {
+            p.retain(|f, _| fields.contains(f));
+        }
+        table(out, "channels.<name>", &mine);
+    }
 }
 
 /// A map keyed by error kind (a policy table) is one entry per kind: shown once, as `<error_kind>`.

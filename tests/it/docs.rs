@@ -115,8 +115,10 @@ fn every_config_and_flow_field_is_documented() {
             }
             walk(&full, p, out);
         }
-        if v["additionalProperties"].is_object() {
-            walk(&format!("{path}.<name>"), &v["additionalProperties"], out);
+        match v["additionalProperties"]["oneOf"].as_array() {
+            Some(types) => types.iter().for_each(|t| walk(&format!("{path}.<name>"), t, out)),
+            None if v["additionalProperties"].is_object() => walk(&format!("{path}.<name>"), &v["additionalProperties"], out),
+            None => {}
         }
         match v["items"]["oneOf"].as_array() {
             Some(kinds) => kinds.iter().for_each(|k| walk(&format!("{path}[]"), k, out)),
@@ -146,6 +148,10 @@ fn reference_md_is_generated_from_the_types() {
     let generated = flowguard::schema::reference();
     if std::env::var_os("FLOWGUARD_BLESS").is_some() {
         std::fs::write(&path, &generated).unwrap();
+    }
+    // Each channel type's own fields come from its file's `Params`.
+    for section in ["### `type: email`", "`channels.<name>.smtp_security`", "### `type: sms`", "`channels.<name>.phones`"] {
+        assert!(generated.contains(section), "the reference lacks {section}");
     }
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
@@ -178,6 +184,15 @@ fn the_editor_schemas_accept_the_doc_examples() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     let bad = flowguard::flow::yaml::parse("storage:\n  urll: x\n").unwrap().to_json();
     assert!(!config.is_valid(&bad));
+    let bad = flowguard::flow::yaml::parse("channels:\n  m: { type: email, smtp_host: h, from: a@b.c, to: [x@y.z], smtp_securty: tls }\n")
+        .unwrap()
+        .to_json();
+    assert!(!config.is_valid(&bad), "a misspelt channel field passes the schema");
+    let good =
+        flowguard::flow::yaml::parse("channels:\n  m: { type: email, smtp_host: h, from: a@b.c, to: [x@y.z], smtp_security: tls }\n")
+            .unwrap()
+            .to_json();
+    assert!(config.is_valid(&good), "a correct channel fails the schema");
     let bad = flowguard::flow::yaml::parse("name: f\nnodes:\n  - { id: a, kind: llm, promt: x }\n").unwrap().to_json();
     assert!(!flow.is_valid(&bad));
 }

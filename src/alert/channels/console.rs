@@ -9,7 +9,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 /// `type: console` has no settings of its own.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {}
 

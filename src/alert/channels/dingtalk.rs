@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// `type: dingtalk`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The robot's webhook URL with its `access_token` (a secret).
@@ -46,7 +46,7 @@ pub struct Params {
 }
 
 /// DingTalk robot message types.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     #[default]

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// `type: email`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The SMTP server.
@@ -29,6 +29,7 @@ pub struct Params {
     /// How the connection is protected.
     #[serde(default)]
     pub smtp_security: Security,
+    /// The SMTP login; unset: no authentication.
     pub username: Option<String>,
     /// The SMTP password (a secret).
     pub password: Option<String>,
@@ -39,7 +40,7 @@ pub struct Params {
 }
 
 /// `smtp_security:` values.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Security {
     /// Plain connection upgraded with STARTTLS, which the server must offer.

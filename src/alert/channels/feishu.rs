@@ -34,7 +34,7 @@ use std::time::Duration;
 pub const MAX_BODY: usize = 20 * 1024;
 
 /// `type: feishu`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The bot's webhook URL (a secret: it carries the token).
@@ -52,7 +52,7 @@ pub struct Params {
 }
 
 /// Feishu message types.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     /// Plain text.

@@ -1,6 +1,6 @@
 //! Delivery channels. Each is one file: a typed, documented parameter struct (what the config
 //! says under `channels.<name>` besides the shared fields of [`ChannelConfig`]), its checks, and an
-//! impl of [`Channel`]; [`TYPES`] maps the `type:` name to the file's `parse`. Adding a channel is
+//! impl of [`Channel`]; [`TYPES`] maps the `type:` name to the file's `parse` and `Params` schema. Adding a channel is
 //! one file and one line here. Channels know nothing about flows: they get a rendered [`Message`]
 //! and answer with a [`Delivery`] judged from the service's *body*.
 
@@ -29,16 +29,52 @@ use std::time::Duration;
 /// Reads a channel type's own parameters (checked, with positions) from its part of the config.
 pub type Parse = fn(&Raw<'_>) -> Result<Arc<dyn ChannelParams>, Diagnostics>;
 
-/// The registry of channel types: `type:` name → its parser. The only list of channel types.
-pub const TYPES: &[(&str, Parse)] = &[
-    ("feishu", feishu::parse),
-    ("dingtalk", dingtalk::parse),
-    ("wecom", wecom::parse),
-    ("email", email::parse),
-    ("sms", sms::parse),
-    ("webhook", webhook::parse),
-    ("console", console::parse),
+/// The JSON Schema of a channel type's own fields (for `flowguard schema config` and the reference).
+pub type ParamsSchema = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
+
+fn params<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    g.subschema_for::<T>()
+}
+
+/// The registry of channel types: `type:` name → its parser, and the schema of its fields. The
+/// only list of channel types.
+pub const TYPES: &[(&str, Parse, ParamsSchema)] = &[
+    ("feishu", feishu::parse, params::<feishu::Params>),
+    ("dingtalk", dingtalk::parse, params::<dingtalk::Params>),
+    ("wecom", wecom::parse, params::<wecom::Params>),
+    ("email", email::parse, params::<email::Params>),
+    ("sms", sms::parse, params::<sms::Params>),
+    ("webhook", webhook::parse, params::<webhook::Params>),
+    ("console", console::parse, params::<console::Params>),
 ];
+
+/// The schema of one configured channel: one alternative per type, each the shared fields of
+/// [`ChannelConfig`] plus the type's own (listed in `x-type-fields`). Unknown fields are refused,
+/// as the parser refuses them.
+pub fn json_schema(g: &mut schemars::SchemaGenerator) -> Json {
+    let common = g.subschema_for::<ChannelConfig>().to_value();
+    let types: Vec<Json> = TYPES
+        .iter()
+        .map(|(name, _, params)| {
+            let own = params(g).to_value();
+            let mut ch = common.clone();
+            let fields: Vec<Json> =
+                own["properties"].as_object().map(|p| p.keys().map(|k| Json::from(k.as_str())).collect()).unwrap_or_default();
+            if let (Some(dst), Some(src)) = (ch["properties"].as_object_mut(), own["properties"].as_object()) {
+                dst.extend(src.clone());
+                dst.insert("type".into(), serde_json::json!({"const": name, "description": "The channel type."}));
+            }
+            let mut required: Vec<Json> = ch["required"].as_array().cloned().unwrap_or_default();
+            required.extend(own["required"].as_array().cloned().unwrap_or_default());
+            ch["required"] = required.into();
+            ch["additionalProperties"] = false.into();
+            ch["title"] = (*name).into();
+            ch["x-type-fields"] = fields.into();
+            ch
+        })
+        .collect();
+    serde_json::json!({ "oneOf": types })
+}
 
 /// A channel type's parsed parameters: what builds the channel.
 pub trait ChannelParams: Send + Sync + std::fmt::Debug {
@@ -81,11 +117,11 @@ impl Raw<'_> {
 /// Parses the type-specific part of every channel into [`ChannelConfig::params`]; problems are
 /// added to `diags` with file:line:col.
 pub fn parse_all(channels: &mut BTreeMap<String, ChannelConfig>, tree: &Node, file: &Path, diags: &mut Diagnostics) {
-    let names: Vec<&str> = TYPES.iter().map(|(n, _)| *n).collect();
+    let names: Vec<&str> = TYPES.iter().map(|(n, _, _)| *n).collect();
     for (name, c) in channels.iter_mut() {
         let prefix = vec![PathSeg::Key("channels".into()), PathSeg::Key(name.clone())];
         let node = tree.locate(&prefix);
-        let Some((_, parse)) = TYPES.iter().find(|(t, _)| *t == c.kind) else {
+        let Some((_, parse, _)) = TYPES.iter().find(|(t, _, _)| *t == c.kind) else {
             let hint =
                 crate::flow::diag::suggest(&c.kind, names.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
             let pos = node.get("type").map(|n| n.pos).unwrap_or(node.pos);

@@ -53,9 +53,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// `type: sms`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
+    /// Which SMS service sends: `aliyun`, `tencent`, or `http` (a JSON gateway).
     pub provider: Provider,
     /// Aliyun AccessKey ID / Tencent SecretId.
     pub access_key_id: Option<String>,
@@ -85,7 +86,7 @@ pub struct Params {
     ordered: Vec<(String, String)>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Provider {
     Aliyun,
@@ -105,7 +106,7 @@ impl Provider {
 }
 
 /// `params:` as written: a map (name → template) or a list (by position).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum TemplateParams {
     Named(BTreeMap<String, String>),

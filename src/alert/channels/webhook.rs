@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// `type: webhook`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// Where the JSON is posted (a secret: it may carry a token).

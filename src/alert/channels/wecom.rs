@@ -26,7 +26,7 @@ use std::time::Duration;
 const BASE: &str = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send";
 
 /// `type: wecom`: `webhook` or `key` (one is required).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The bot's full webhook URL (a secret: it carries the key).
@@ -44,7 +44,7 @@ pub struct Params {
 }
 
 /// WeCom group bot message types.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     #[default]
