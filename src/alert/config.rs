@@ -113,7 +113,7 @@ pub struct RouteConfig {
     pub repeat_interval: Option<String>,
     /// Where a notification goes when its channel fails for good.
     pub backup: Option<String>,
-    /// High alerts not acknowledged in time go to more channels.
+    /// Alerts of this route not acknowledged in time go to more channels (whatever their severity).
     pub escalate: Option<EscalateConfig>,
 }
 
@@ -152,9 +152,15 @@ pub struct AlertingConfig {
     pub group_interval: String,
     #[serde(default = "d_repeat")]
     pub repeat_interval: String,
-    /// Failed sends of one notification before it fails over to the backup channel (or is dead).
+    /// Failed sends of one notification before it fails over to its backup channel. Without a
+    /// backup it keeps trying for `delivery_budget`.
     #[serde(default = "d_attempts")]
     pub max_attempts: u32,
+    /// How long a notification keeps being retried (capped exponential backoff, honouring
+    /// Retry-After) before it is `dead`; a dead one is raised on another channel and can be re-sent
+    /// with `flowguard alerts resend`.
+    #[serde(default = "d_budget")]
+    pub delivery_budget: String,
     /// First retry delay; doubles each time up to `max_backoff`.
     #[serde(default = "d_backoff")]
     pub backoff: String,
@@ -180,6 +186,7 @@ impl Default for AlertingConfig {
             group_interval: d_group_interval(),
             repeat_interval: d_repeat(),
             max_attempts: d_attempts(),
+            delivery_budget: d_budget(),
             backoff: d_backoff(),
             max_backoff: d_max_backoff(),
             drain: d_drain(),
@@ -204,6 +211,9 @@ fn d_repeat() -> String {
 }
 fn d_attempts() -> u32 {
     5
+}
+fn d_budget() -> String {
+    "6h".into()
 }
 fn d_backoff() -> String {
     "2s".into()
@@ -348,6 +358,7 @@ pub fn check(channels: &BTreeMap<String, ChannelConfig>, routes: &[RouteConfig],
         ("backoff", &a.backoff),
         ("max_backoff", &a.max_backoff),
         ("drain", &a.drain),
+        ("delivery_budget", &a.delivery_budget),
     ] {
         if let Err(m) = parse_duration(v) {
             out.push((p(&["alerting", f]), m));

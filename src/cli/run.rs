@@ -159,7 +159,22 @@ async fn execute(
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let outcome = engine.run_until(req, ctrl_c).await?;
+    // The outbox is pumped while the run goes on, so a latency warning reaches the channels when
+    // it is raised (as under `serve`), not when the run ends.
+    let (stop_pump, pump_stopped) = tokio::sync::oneshot::channel::<()>();
+    let pump = {
+        let a = alerter.clone();
+        tokio::spawn(async move {
+            a.run_loop(async {
+                let _ = pump_stopped.await;
+            })
+            .await
+        })
+    };
+    let outcome = engine.run_until(req, ctrl_c).await;
+    let _ = stop_pump.send(());
+    let _ = pump.await;
+    let outcome = outcome?;
     // Deliver this run's alert now, within a bound; what is left stays in the outbox.
     if let Err(e) = alerter.drain(alerter.drain_budget()).await {
         eprintln!("warning: alert delivery: {}", alerter.redactor().redact(&format!("{e:#}")));

@@ -71,6 +71,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/manual/{id}/{action}", post(ops::manual_act))
         .route("/alerts", get(ops::alerts))
         .route("/alerts/{id}/ack", post(ops::ack))
+        .route("/notifications/{id}/resend", post(ops::resend))
         .route("/silences", get(ops::silences).post(ops::silence_add))
         .route("/silences/{id}/expire", post(ops::silence_expire))
         .route("/reports/{kind}/{period}", get(ops::report_show))
