@@ -518,94 +518,94 @@ impl Alerter {
         let routes: Vec<Route> = if silenced { Vec::new() } else { self.matching_routes(&labels).into_iter().cloned().collect() };
         let outcome_of_run = input.run_id.as_deref().filter(|_| input.status != "latency_warning");
         let raised = transact!(store, tx => {
-                if let Some(run) = outcome_of_run
-                    && tx.outcome_settled(run).await?
-                {
-                    return Ok(Raised { fingerprint: fp.clone(), superseded: true, ..Default::default() });
+            if let Some(run) = outcome_of_run
+                && tx.outcome_settled(run).await?
+            {
+                return Ok(Raised { fingerprint: fp.clone(), superseded: true, ..Default::default() });
+            }
+            let fresh = AlertRecord {
+                id: uuid::Uuid::now_v7().to_string(),
+                fingerprint: fp.clone(),
+                flow: input.flow.clone(),
+                node: input.node.clone(),
+                error_kind: input.error_kind.clone(),
+                severity: input.severity.as_str().into(),
+                status: if silenced { "silenced".into() } else { "firing".into() },
+                labels: labels_json.clone(),
+                count: 1,
+                first_seen: now,
+                last_seen: now,
+                last_run_id: input.run_id.clone(),
+                last_message: Some(message.clone()),
+                acked_at: None,
+                acked_by: None,
+                escalated_at: None,
+                notified_at: None,
+                resolved_at: None,
+            };
+            let mut alert = tx.upsert_open_alert(&fresh).await?;
+            let mut w = store.alert_tx();
+            w.occurrence(&alert.id, input.run_id.as_deref(), now, if silenced { "silenced" } else { "firing" }, Some(&message));
+            let mut raised = Raised { alert_id: alert.id.clone(), fingerprint: fp.clone(), silenced, ..Default::default() };
+            // Groups in key order, so two raises lock them in the same order.
+            let mut targets: Vec<(&Route, &String, String, String)> = Vec::new();
+            for route in &routes {
+                for ch in &route.channels {
+                    let (key, lj) = Self::group_key(route, ch, &labels);
+                    targets.push((route, ch, key, lj));
                 }
-                let fresh = AlertRecord {
-                    id: uuid::Uuid::now_v7().to_string(),
-                    fingerprint: fp.clone(),
-                    flow: input.flow.clone(),
-                    node: input.node.clone(),
-                    error_kind: input.error_kind.clone(),
-                    severity: input.severity.as_str().into(),
-                    status: if silenced { "silenced".into() } else { "firing".into() },
-                    labels: labels_json.clone(),
-                    count: 1,
-                    first_seen: now,
-                    last_seen: now,
-                    last_run_id: input.run_id.clone(),
-                    last_message: Some(message.clone()),
-                    acked_at: None,
-                    acked_by: None,
-                    escalated_at: None,
-                    notified_at: None,
-                    resolved_at: None,
+            }
+            targets.sort_by(|a, b| a.2.cmp(&b.2));
+            targets.dedup_by(|a, b| a.2 == b.2);
+            for (route, ch, key, lj) in targets {
+                w.add_member(&key, &alert.id);
+                let blank = GroupRecord {
+                    group_key: key.clone(),
+                    route: route.idx,
+                    channel: ch.clone(),
+                    labels: lj,
+                    created_at: now,
+                    dirty_since: None,
+                    last_sent_at: None,
+                    next_flush_at: None,
                 };
-                let mut alert = tx.upsert_open_alert(&fresh).await?;
-                let mut w = store.alert_tx();
-                w.occurrence(&alert.id, input.run_id.as_deref(), now, if silenced { "silenced" } else { "firing" }, Some(&message));
-                let mut raised = Raised { alert_id: alert.id.clone(), fingerprint: fp.clone(), silenced, ..Default::default() };
-                // Groups in key order, so two raises lock them in the same order.
-                let mut targets: Vec<(&Route, &String, String, String)> = Vec::new();
-                for route in &routes {
-                    for ch in &route.channels {
-                        let (key, lj) = Self::group_key(route, ch, &labels);
-                        targets.push((route, ch, key, lj));
-                    }
-                }
-                targets.sort_by(|a, b| a.2.cmp(&b.2));
-                targets.dedup_by(|a, b| a.2 == b.2);
-                for (route, ch, key, lj) in targets {
-                    w.add_member(&key, &alert.id);
-                    let blank = GroupRecord {
-                        group_key: key.clone(),
-                        route: route.idx,
-                        channel: ch.clone(),
-                        labels: lj,
-                        created_at: now,
-                        dirty_since: None,
-                        last_sent_at: None,
-                        next_flush_at: None,
-                    };
-                    let mut g = tx.lock_group(&blank).await?;
-                    let since = *g.dirty_since.get_or_insert(now);
-                    let due = match g.last_sent_at {
-                        None => since + route.group_wait,
-                        Some(last) => (last + route.group_interval).max(since + route.group_wait),
-                    };
-                    if due <= now {
-                        // Due now: one message with this group's firing alerts (this one included).
-                        let mut members = tx.group_alerts(&key, &["firing"]).await?;
-                        members.retain(|m| m.id != alert.id);
-                        members.push(alert.clone());
-                        let msg = self.inner.renderer.render(&Subject {
-                            purpose: "firing",
-                            alerts: &members,
-                            mention_all: route.mention_all,
-                            note: None,
-                        })?;
-                        let n = self.new_notification(Some(key.clone()), ch, &msg, self.backup_for(Some(route), ch), now);
-                        w.insert_notification(&n);
-                        raised.notifications.push(n.id.clone());
-                        for m in &members {
-                            if m.notified_at.is_none() {
-                                w.mark_notified(&m.id, now);
-                            }
+                let mut g = tx.lock_group(&blank).await?;
+                let since = *g.dirty_since.get_or_insert(now);
+                let due = match g.last_sent_at {
+                    None => since + route.group_wait,
+                    Some(last) => (last + route.group_interval).max(since + route.group_wait),
+                };
+                if due <= now {
+                    // Due now: one message with this group's firing alerts (this one included).
+                    let mut members = tx.group_alerts(&key, &["firing"]).await?;
+                    members.retain(|m| m.id != alert.id);
+                    members.push(alert.clone());
+                    let msg = self.inner.renderer.render(&Subject {
+                        purpose: "firing",
+                        alerts: &members,
+                        mention_all: route.mention_all,
+                        note: None,
+                    })?;
+                    let n = self.new_notification(Some(key.clone()), ch, &msg, self.backup_for(Some(route), ch), now);
+                    w.insert_notification(&n);
+                    raised.notifications.push(n.id.clone());
+                    for m in &members {
+                        if m.notified_at.is_none() {
+                            w.mark_notified(&m.id, now);
                         }
-                        alert.notified_at.get_or_insert(now);
-                        g.dirty_since = None;
-                        g.last_sent_at = Some(now);
-                        g.next_flush_at = Some(now + route.repeat);
-                    } else {
-                        g.next_flush_at = Some(due);
                     }
-                    w.update_group(&g);
+                    alert.notified_at.get_or_insert(now);
+                    g.dirty_since = None;
+                    g.last_sent_at = Some(now);
+                    g.next_flush_at = Some(now + route.repeat);
+                } else {
+                    g.next_flush_at = Some(due);
                 }
-                tx.run(w).await?;
-                Ok(raised)
-            })?;
+                w.update_group(&g);
+            }
+            tx.run(w).await?;
+            Ok(raised)
+        })?;
         if !raised.notifications.is_empty() {
             self.inner.wake.notify_one();
         }
@@ -622,39 +622,39 @@ impl Alerter {
         }
         let now = self.now();
         let (n, notified) = transact!(store, tx => {
-                let mut w = store.alert_tx();
-                let mut by_group: BTreeMap<String, (GroupRecord, Vec<AlertRecord>)> = BTreeMap::new();
-                for a in tx.firing_alerts_of_flow(flow).await? {
-                    if !tx.resolve_alert(&a.id, now).await? {
-                        continue;
-                    }
-                    w.occurrence(&a.id, None, now, "resolved", None);
-                    for g in tx.groups_of_alert(&a.id).await? {
-                        by_group.entry(g.group_key.clone()).or_insert_with(|| (g, Vec::new())).1.push(a.clone());
-                    }
+            let mut w = store.alert_tx();
+            let mut by_group: BTreeMap<String, (GroupRecord, Vec<AlertRecord>)> = BTreeMap::new();
+            for a in tx.firing_alerts_of_flow(flow).await? {
+                if !tx.resolve_alert(&a.id, now).await? {
+                    continue;
                 }
-                let mut notified = false;
-                let mut resolved_n = 0;
-                for (key, (_, resolved)) in by_group {
-                    resolved_n += resolved.len();
-                    let Some(mut g) = tx.group_locked(&key).await? else { continue };
-                    let told: Vec<AlertRecord> = resolved.iter().filter(|a| a.notified_at.is_some()).cloned().collect();
-                    if !told.is_empty() {
-                        let route = self.inner.routes.iter().find(|r| r.idx == g.route);
-                        let msg = self.inner.renderer.render(&Subject { purpose: "resolved", alerts: &told, mention_all: false, note: None })?;
-                        let n = self.new_notification(Some(key.clone()), &g.channel, &msg, self.backup_for(route, &g.channel), now);
-                        w.insert_notification(&n);
-                        notified = true;
-                    }
-                    if tx.group_alerts(&key, &["firing"]).await?.is_empty() {
-                        g.dirty_since = None;
-                        g.next_flush_at = None;
-                        w.update_group(&g);
-                    }
+                w.occurrence(&a.id, None, now, "resolved", None);
+                for g in tx.groups_of_alert(&a.id).await? {
+                    by_group.entry(g.group_key.clone()).or_insert_with(|| (g, Vec::new())).1.push(a.clone());
                 }
-                tx.run(w).await?;
-                Ok((resolved_n, notified))
-            })?;
+            }
+            let mut notified = false;
+            let mut resolved_n = 0;
+            for (key, (_, resolved)) in by_group {
+                resolved_n += resolved.len();
+                let Some(mut g) = tx.group_locked(&key).await? else { continue };
+                let told: Vec<AlertRecord> = resolved.iter().filter(|a| a.notified_at.is_some()).cloned().collect();
+                if !told.is_empty() {
+                    let route = self.inner.routes.iter().find(|r| r.idx == g.route);
+                    let msg = self.inner.renderer.render(&Subject { purpose: "resolved", alerts: &told, mention_all: false, note: None })?;
+                    let n = self.new_notification(Some(key.clone()), &g.channel, &msg, self.backup_for(route, &g.channel), now);
+                    w.insert_notification(&n);
+                    notified = true;
+                }
+                if tx.group_alerts(&key, &["firing"]).await?.is_empty() {
+                    g.dirty_since = None;
+                    g.next_flush_at = None;
+                    w.update_group(&g);
+                }
+            }
+            tx.run(w).await?;
+            Ok((resolved_n, notified))
+        })?;
         if notified {
             self.inner.wake.notify_one();
         }
@@ -746,48 +746,48 @@ impl Alerter {
         let mut made = 0;
         for g in due {
             made += transact!(store, tx => {
-                    // Re-read under the lock: another process (or a raise) may have sent it meanwhile.
-                    let Some(mut g) = tx.group_locked(&g.group_key).await? else { return Ok(0) };
-                    if g.next_flush_at.is_none_or(|t| t > now) {
-                        return Ok(0);
-                    }
-                    let mut w = store.alert_tx();
-                    let Some(route) = self.inner.routes.iter().find(|r| r.idx == g.route) else {
-                        g.next_flush_at = None;
-                        w.update_group(&g);
-                        tx.run(w).await?;
-                        return Ok(0);
-                    };
-                    let mut members = tx.group_alerts(&g.group_key, &["firing"]).await?;
-                    let repeat = g.dirty_since.is_none();
-                    if repeat {
-                        members.retain(|m| m.acked_at.is_none());
-                    }
-                    if members.is_empty() {
-                        g.dirty_since = None;
-                        g.next_flush_at = None;
-                        w.update_group(&g);
-                        tx.run(w).await?;
-                        return Ok(0);
-                    }
-                    let msg = self.inner.renderer.render(&Subject {
-                        purpose: "firing",
-                        alerts: &members,
-                        mention_all: route.mention_all,
-                        note: None,
-                    })?;
-                    let n = self.new_notification(Some(g.group_key.clone()), &g.channel, &msg, self.backup_for(Some(route), &g.channel), now);
-                    w.insert_notification(&n);
-                    for m in members.iter().filter(|m| m.notified_at.is_none()) {
-                        w.mark_notified(&m.id, now);
-                    }
-                    g.dirty_since = None;
-                    g.last_sent_at = Some(now);
-                    g.next_flush_at = Some(now + route.repeat);
+                // Re-read under the lock: another process (or a raise) may have sent it meanwhile.
+                let Some(mut g) = tx.group_locked(&g.group_key).await? else { return Ok(0) };
+                if g.next_flush_at.is_none_or(|t| t > now) {
+                    return Ok(0);
+                }
+                let mut w = store.alert_tx();
+                let Some(route) = self.inner.routes.iter().find(|r| r.idx == g.route) else {
+                    g.next_flush_at = None;
                     w.update_group(&g);
                     tx.run(w).await?;
-                    Ok(1)
+                    return Ok(0);
+                };
+                let mut members = tx.group_alerts(&g.group_key, &["firing"]).await?;
+                let repeat = g.dirty_since.is_none();
+                if repeat {
+                    members.retain(|m| m.acked_at.is_none());
+                }
+                if members.is_empty() {
+                    g.dirty_since = None;
+                    g.next_flush_at = None;
+                    w.update_group(&g);
+                    tx.run(w).await?;
+                    return Ok(0);
+                }
+                let msg = self.inner.renderer.render(&Subject {
+                    purpose: "firing",
+                    alerts: &members,
+                    mention_all: route.mention_all,
+                    note: None,
                 })?;
+                let n = self.new_notification(Some(g.group_key.clone()), &g.channel, &msg, self.backup_for(Some(route), &g.channel), now);
+                w.insert_notification(&n);
+                for m in members.iter().filter(|m| m.notified_at.is_none()) {
+                    w.mark_notified(&m.id, now);
+                }
+                g.dirty_since = None;
+                g.last_sent_at = Some(now);
+                g.next_flush_at = Some(now + route.repeat);
+                w.update_group(&g);
+                tx.run(w).await?;
+                Ok(1)
+            })?;
         }
         if made > 0 {
             self.inner.wake.notify_one();
@@ -824,17 +824,17 @@ impl Alerter {
                 continue;
             }
             made += transact!(store, tx => {
-                    if !tx.claim_escalation(&a.id, now).await? {
-                        return Ok(0);
-                    }
-                    let mut w = store.alert_tx();
-                    for n in &notes {
-                        w.insert_notification(n);
-                    }
-                    w.occurrence(&a.id, None, now, "escalated", None);
-                    tx.run(w).await?;
-                    Ok(notes.len())
-                })?;
+                if !tx.claim_escalation(&a.id, now).await? {
+                    return Ok(0);
+                }
+                let mut w = store.alert_tx();
+                for n in &notes {
+                    w.insert_notification(n);
+                }
+                w.occurrence(&a.id, None, now, "escalated", None);
+                tx.run(w).await?;
+                Ok(notes.len())
+            })?;
         }
         Ok(made)
     }
@@ -862,24 +862,24 @@ impl Alerter {
     async fn take_slot(&self, channel: &str, limits: &[(u32, Duration)], now: i64) -> anyhow::Result<Result<Option<String>, i64>> {
         let store = &self.inner.store;
         transact!(store, tx => {
-                let blocked = tx.lock_channel(channel).await?;
-                if blocked > now {
-                    return Ok(Err(blocked));
-                }
-                if limits.is_empty() {
-                    return Ok(Ok(None));
-                }
-                let sent = tx.channel_sends(channel, now - ratelimit::horizon(limits)).await?;
-                if let Some(at) = ratelimit::free_at(&sent, limits, now) {
-                    return Ok(Err(at));
-                }
-                let slot = uuid::Uuid::now_v7().to_string();
-                tx.add_channel_send(&slot, channel, now).await?;
-                Ok(Ok(Some(slot)))
-            })
+            let blocked = tx.lock_channel(channel).await?;
+            if blocked > now {
+                return Ok(Err(blocked));
+            }
+            if limits.is_empty() {
+                return Ok(Ok(None));
+            }
+            let sent = tx.channel_sends(channel, now - ratelimit::horizon(limits)).await?;
+            if let Some(at) = ratelimit::free_at(&sent, limits, now) {
+                return Ok(Err(at));
+            }
+            let slot = uuid::Uuid::now_v7().to_string();
+            tx.add_channel_send(&slot, channel, now).await?;
+            Ok(Ok(Some(slot)))
+        })
     }
 
-    async fn deliver(&self, mut n: NotificationRecord, now: i64, rep: &mut StepReport) -> anyhow::Result<()> {
+    async fn deliver(&self, n: NotificationRecord, now: i64, rep: &mut StepReport) -> anyhow::Result<()> {
         let store = &self.inner.store;
         // A lease, so another process pumping the same outbox does not send it too; its result is
         // recorded only while the claim holds.
@@ -891,6 +891,19 @@ impl Alerter {
         if !store.claim_notification(&n.id, now, now + CLAIM_LEASE_MS, &claim).await? {
             return Ok(());
         }
+        let id = n.id.clone();
+        let r = self.deliver_claimed(n, &claim, now, rep).await;
+        if r.is_err() {
+            // Not recorded: give it back at once rather than at the end of the lease (it may have
+            // been sent; delivery is at least once).
+            let _ = store.release_notification(&id, &claim, self.now()).await;
+        }
+        r
+    }
+
+    async fn deliver_claimed(&self, mut n: NotificationRecord, claim: &str, now: i64, rep: &mut StepReport) -> anyhow::Result<()> {
+        let store = &self.inner.store;
+        let claim = claim.to_owned();
         let Some(ch) = self.inner.channels.get(&n.channel).cloned() else {
             return self.give_up(n, &claim, now, "the channel is no longer configured".into(), None, rep).await;
         };
@@ -950,11 +963,11 @@ impl Alerter {
             }
         }
         let recorded = transact!(store, tx => {
-                let mut w = store.alert_tx();
-                w.insert_delivery(&delivery);
-                tx.run(w).await?;
-                tx.finish_send(&n, &claim).await
-            })?;
+            let mut w = store.alert_tx();
+            w.insert_delivery(&delivery);
+            tx.run(w).await?;
+            tx.finish_send(&n, &claim).await
+        })?;
         if !recorded {
             tracing::warn!(notification = %n.id, "a send finished after its claim ran out; another process owns the notification now");
         }
@@ -976,17 +989,21 @@ impl Alerter {
         n.status = "dead".into();
         n.last_error = Some(error.clone());
         let usable = |c: &String| *c != n.channel && self.inner.channels.contains_key(c);
-        let target = if n.purpose == "dead" {
-            None
-        } else {
-            n.backup.clone().filter(usable).or_else(|| self.inner.dead_letter.clone().filter(usable)).or_else(|| {
-                self.inner.routes.iter().flat_map(|r| r.channels.iter().chain(r.backup.iter())).find(|c| usable(c)).cloned()
-            })
-        };
+        let target =
+            if n.purpose == "dead" {
+                None
+            } else {
+                n.backup.clone().filter(usable).or_else(|| self.inner.dead_letter.clone().filter(usable)).or_else(|| {
+                    self.inner.routes.iter().flat_map(|r| r.channels.iter().chain(r.backup.iter())).find(|c| usable(c)).cloned()
+                })
+            };
         let failover = target.map(|target| {
             let mut msg: Message = serde_json::from_str(&n.message).unwrap_or_default();
             let note = if self.inner.renderer.locale == "en" {
-                format!("(could not be delivered on `{}` after {} attempts: {error}; `flowguard alerts resend {}` sends it again)", n.channel, n.attempts, n.id)
+                format!(
+                    "(could not be delivered on `{}` after {} attempts: {error}; `flowguard alerts resend {}` sends it again)",
+                    n.channel, n.attempts, n.id
+                )
             } else {
                 format!("（渠道 `{}` 投递失败 {} 次：{error}；可用 `flowguard alerts resend {}` 重发）", n.channel, n.attempts, n.id)
             };
@@ -1001,21 +1018,21 @@ impl Alerter {
             f
         });
         let recorded = transact!(store, tx => {
+            let mut w = store.alert_tx();
+            if let Some(d) = &delivery {
+                w.insert_delivery(d);
+            }
+            tx.run(w).await?;
+            if !tx.finish_send(&n, claim).await? {
+                return Ok(false);
+            }
+            if let Some(f) = &failover {
                 let mut w = store.alert_tx();
-                if let Some(d) = &delivery {
-                    w.insert_delivery(d);
-                }
+                w.insert_notification(f);
                 tx.run(w).await?;
-                if !tx.finish_send(&n, claim).await? {
-                    return Ok(false);
-                }
-                if let Some(f) = &failover {
-                    let mut w = store.alert_tx();
-                    w.insert_notification(f);
-                    tx.run(w).await?;
-                }
-                Ok(true)
-            })?;
+            }
+            Ok(true)
+        })?;
         if recorded {
             rep.dead += 1;
             tracing::warn!(notification = %n.id, channel = %n.channel, "a notification is dead: {}", n.last_error.as_deref().unwrap_or(""));

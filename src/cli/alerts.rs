@@ -160,7 +160,13 @@ pub async fn alerts(config: &Path, cmd: AlertsCmd) -> Result<i32, Failure> {
             // Deliver now, within the drain budget; what is left stays pending for the next pump.
             let delivered = alerter.drain(alerter.drain_budget()).await?;
             let status = store.find_notifications(&fresh.id).await?.into_iter().next().map(|n| n.status).unwrap_or_default();
-            println!("notification {} re-sent as {} on {}: {}", fresh.failover_of.as_deref().unwrap_or(""), fresh.id, fresh.channel, status);
+            println!(
+                "notification {} re-sent as {} on {}: {}",
+                fresh.failover_of.as_deref().unwrap_or(""),
+                fresh.id,
+                fresh.channel,
+                status
+            );
             if !delivered && status == "pending" {
                 println!("(still pending: the outbox keeps trying)");
             }

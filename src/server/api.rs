@@ -44,6 +44,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/manual/{id}/{action}"),
     ("get", "/api/v1/alerts"),
     ("post", "/api/v1/alerts/{id}/ack"),
+    ("post", "/api/v1/notifications/{id}/resend"),
     ("get", "/api/v1/silences"),
     ("post", "/api/v1/silences"),
     ("post", "/api/v1/silences/{id}/expire"),

@@ -348,9 +348,7 @@ impl Store {
 
     /// The alert of this fingerprint that is firing (or silenced), if any.
     pub async fn open_alert(&self, fingerprint: &str) -> anyhow::Result<Option<AlertRecord>> {
-        let sql = format!(
-            "SELECT {ALERT_COLS} FROM alerts WHERE open_key = ?"
-        );
+        let sql = format!("SELECT {ALERT_COLS} FROM alerts WHERE open_key = ?");
         Ok(self.pool().fetch(&sql, &[fingerprint.into()], ALERT_TYS).await?.into_iter().next().map(alert_from))
     }
 
@@ -819,7 +817,8 @@ impl Tx {
     /// Times of the channel's sends after `since` (older ones are forgotten).
     pub async fn channel_sends(&mut self, channel: &str, since: i64) -> anyhow::Result<Vec<i64>> {
         self.exec("DELETE FROM channel_sends WHERE channel = ? AND at <= ?", &[channel.into(), since.into()]).await?;
-        let rows = self.fetch("SELECT at FROM channel_sends WHERE channel = ? AND at > ?", &[channel.into(), since.into()], &[Ty::I64]).await?;
+        let rows =
+            self.fetch("SELECT at FROM channel_sends WHERE channel = ? AND at > ?", &[channel.into(), since.into()], &[Ty::I64]).await?;
         Ok(rows.into_iter().filter_map(|r| r[0].i64()).collect())
     }
 
@@ -840,7 +839,10 @@ impl Store {
     /// The service said to slow down: no process sends on this channel before `until`.
     pub async fn block_channel(&self, channel: &str, until: i64) -> anyhow::Result<()> {
         self.pool()
-            .exec("UPDATE channel_blocks SET blocked_until = ? WHERE channel = ? AND blocked_until < ?", &[until.into(), channel.into(), until.into()])
+            .exec(
+                "UPDATE channel_blocks SET blocked_until = ? WHERE channel = ? AND blocked_until < ?",
+                &[until.into(), channel.into(), until.into()],
+            )
             .await?;
         Ok(())
     }

@@ -39,8 +39,15 @@ macro_rules! migration {
     };
 }
 
-const MIGRATIONS: &[(i64, &str, &str, &str)] =
-    &[migration!(1, "v1"), migration!(2, "v2"), migration!(3, "v3"), migration!(4, "v4"), migration!(5, "v5"), migration!(6, "v6"), migration!(7, "v7")];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    migration!(1, "v1"),
+    migration!(2, "v2"),
+    migration!(3, "v3"),
+    migration!(4, "v4"),
+    migration!(5, "v5"),
+    migration!(6, "v6"),
+    migration!(7, "v7"),
+];
 
 /// One run, as stored.
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -46,15 +46,6 @@ fn input(flow: &str, node: &str, kind: &str, sev: Severity) -> AlertInput {
     }
 }
 
-/// Polls `cond` until it holds (or panics after `limit`, saying `what`).
-async fn wait_for(what: &str, limit: Duration, mut cond: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while !cond().await {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 backends! {
     async fn four_alerters_raising_300_failures_count_300_and_deliver_each_message_once(db: TestDb) {
         let fake = FakeFeishu::start().await;
@@ -81,15 +72,20 @@ backends! {
             }));
         }
         // 300 failures with one fingerprint and 12 other flows (a burst of messages for the
-        // rate limits), raised at once from the four alerters while they all pump.
+        // rate limits), raised at once from the four alerters while they all pump. Each raises
+        // its share in order, as a process's observer does.
         let mut raises = tokio::task::JoinSet::new();
-        for i in 0..312 {
-            let a = alerters[i % 4].clone();
-            let flow = if i < 300 { "douyin".to_string() } else { format!("other{i}") };
-            raises.spawn(async move { a.raise(input(&flow, "publish", "auth_expired", Severity::High)).await.map(|_| ()) });
+        for (k, a) in alerters.iter().enumerate() {
+            let a = a.clone();
+            raises.spawn(async move {
+                for i in (k..312).step_by(4) {
+                    let flow = if i < 300 { "douyin".to_string() } else { format!("other{i}") };
+                    a.raise(input(&flow, "publish", "auth_expired", Severity::High)).await.unwrap_or_else(|e| panic!("raise failed: {e:#}"));
+                }
+            });
         }
         while let Some(r) = raises.join_next().await {
-            r.unwrap().unwrap_or_else(|e| panic!("raise failed: {e:#}"));
+            r.unwrap();
         }
         let open = store.list_alerts(&AlertFilter { flow: Some("douyin".into()), ..Default::default() }).await.unwrap();
         assert_eq!(open.len(), 1, "one open alert per fingerprint: {open:?}");
@@ -99,10 +95,15 @@ backends! {
         let (a, b) = (alerters[1].clone(), alerters[2].clone());
         let (ra, rb) = tokio::join!(a.resolve("douyin"), b.resolve("douyin"));
         assert_eq!(ra.unwrap() + rb.unwrap(), 1, "resolved once");
-        wait_for("the outbox to empty", Duration::from_secs(90), async || {
-            store.list_notifications(Some("pending"), 1).await.unwrap().is_empty()
-        })
-        .await;
+        let start = Instant::now();
+        loop {
+            let pending = store.list_notifications(Some("pending"), 100).await.unwrap();
+            if pending.is_empty() {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(90), "the outbox did not empty: {pending:#?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         stop.send(true).unwrap();
         for p in pumps {
             p.await.unwrap();
@@ -283,9 +284,7 @@ backends! {
 /// fingerprint, on one SQLite file: the alert counts all twenty.
 #[test]
 fn four_flowguard_run_processes_failing_at_once_count_every_failure() {
-    let p = Project::with_config(
-        "storage:\n  url: sqlite://fg.db\nendpoints:\n  dead:\n    base_url: http://127.0.0.1:1\n",
-    );
+    let p = Project::with_config("storage:\n  url: sqlite://fg.db\nendpoints:\n  dead:\n    base_url: http://127.0.0.1:1\n");
     p.write(
         "flows/broken.yaml",
         "name: broken\nnodes:\n  - id: publish\n    kind: http\n    endpoint: dead\n    path: /publish\n    retry: { policy: none }\n",
@@ -366,7 +365,8 @@ fn alerts_resend_puts_a_dead_notification_back_and_it_is_delivered() {
         "flows/broken.yaml",
         "name: broken\nnodes:\n  - id: publish\n    kind: http\n    endpoint: dead\n    path: /publish\n    retry: { policy: none }\n",
     );
-    let cmd = |args: &[&str]| crate::support::bin().current_dir(p.path()).env("FEISHU_SECRET", fake_feishu::SECRET).args(args).output().unwrap();
+    let cmd =
+        |args: &[&str]| crate::support::bin().current_dir(p.path()).env("FEISHU_SECRET", fake_feishu::SECRET).args(args).output().unwrap();
     fake.set_down(true);
     assert_eq!(cmd(&["run", "broken"]).status.code(), Some(1));
     let o = cmd(&["alerts", "list", "--notifications", "--status", "dead", "--format", "json"]);
@@ -381,4 +381,18 @@ fn alerts_resend_puts_a_dead_notification_back_and_it_is_delivered() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no notification"), "{}", stderr(&o));
     drop(rt);
+}
+
+/// The API: `POST /api/v1/notifications/{id}/resend` needs the operate scope and names what it
+/// cannot find.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_resends_with_the_operate_token_only() {
+    use crate::serve::{OPERATE, READ, spawn_app};
+    let app = spawn_app("", &[]).await;
+    let (code, body) = app.post("/api/v1/notifications/nope/resend", READ, &serde_json::json!({})).await;
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = app.post("/api/v1/notifications/nope/resend", OPERATE, &serde_json::json!({})).await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.to_string().contains("no notification"), "{body}");
+    app.shutdown().await;
 }
