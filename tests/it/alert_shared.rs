@@ -337,7 +337,15 @@ fn a_latency_warning_under_flowguard_run_is_sent_while_the_run_goes_on() {
     let start = Instant::now();
     loop {
         if fake.messages().iter().any(|m| m.to_string().contains("流程延迟预警")) {
-            assert!(child.try_wait().unwrap().is_none(), "the warning arrived only after the run ended");
+            // The run is still going (its node waits for 8 s): the warning did not wait for its end.
+            let o = crate::support::bin()
+                .current_dir(p.path())
+                .env("FEISHU_SECRET", fake_feishu::SECRET)
+                .args(["runs", "--format", "json"])
+                .output()
+                .unwrap();
+            let runs: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&o), stderr(&o)));
+            assert_eq!(runs[0]["status"], "running", "the warning arrived only after the run ended: {runs}");
             break;
         }
         if let Some(s) = child.try_wait().unwrap() {
