@@ -95,7 +95,7 @@ pub struct RouteConfig {
     pub repeat_interval: Option<HumanDuration>,
     /// Where a notification goes when its channel fails for good.
     pub backup: Option<String>,
-    /// High alerts not acknowledged in time go to more channels.
+    /// Alerts of this route not acknowledged in time go to more channels (whatever their severity).
     pub escalate: Option<EscalateConfig>,
 }
 
@@ -144,9 +144,15 @@ pub struct AlertingConfig {
     /// A group still firing is repeated after this.
     #[serde(default = "d_repeat")]
     pub repeat_interval: HumanDuration,
-    /// Failed sends of one notification before it fails over to the backup channel (or is dead).
+    /// Failed sends of one notification before it fails over to its backup channel. Without a
+    /// backup it keeps trying for `delivery_budget`.
     #[serde(default = "d_attempts")]
     pub max_attempts: u32,
+    /// How long a notification keeps being retried (capped exponential backoff, honouring
+    /// Retry-After) before it is `dead`; a dead one is raised on another channel and can be re-sent
+    /// with `flowguard alerts resend`.
+    #[serde(default = "d_budget")]
+    pub delivery_budget: HumanDuration,
     /// First retry delay; doubles each time up to `max_backoff`.
     #[serde(default = "d_backoff")]
     pub backoff: HumanDuration,
@@ -173,6 +179,7 @@ impl Default for AlertingConfig {
             group_interval: d_group_interval(),
             repeat_interval: d_repeat(),
             max_attempts: d_attempts(),
+            delivery_budget: d_budget(),
             backoff: d_backoff(),
             max_backoff: d_max_backoff(),
             drain: d_drain(),
@@ -197,6 +204,9 @@ fn d_repeat() -> HumanDuration {
 }
 fn d_attempts() -> u32 {
     5
+}
+fn d_budget() -> HumanDuration {
+    HumanDuration::secs(6 * 3600)
 }
 fn d_backoff() -> HumanDuration {
     HumanDuration::secs(2)

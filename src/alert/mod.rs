@@ -28,6 +28,37 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use render::Renderer as MessageRenderer;
 
+/// Runs `$body` (with `$tx`, a [`crate::store::Tx`]) in one transaction and commits; runs it again
+/// when it lost to a concurrent transaction (deadlock, serialisation failure, SQLite busy). An
+/// early `return Ok(..)` in the body still commits what it wrote. A macro rather than a function
+/// taking an async closure: those futures are not `Send` in a spawned task.
+macro_rules! transact {
+    ($store:expr, $tx:ident => $body:block) => {{
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            let r: anyhow::Result<_> = async {
+                let mut t = $store.begin().await?;
+                let v: anyhow::Result<_> = async {
+                    let $tx = &mut t;
+                    $body
+                }
+                .await;
+                let v = v?;
+                t.commit().await?;
+                Ok(v)
+            }
+            .await;
+            match r {
+                Err(e) if tries < 20 && e.downcast_ref::<sqlx::Error>().is_some_and(crate::store::is_conflict) => {
+                    tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=10 * u64::from(tries)))).await;
+                }
+                r => break r,
+            }
+        }
+    }};
+}
+
 /// Something that went wrong, as the alerting pipeline receives it.
 #[derive(Debug, Clone)]
 pub struct AlertInput {
@@ -230,6 +261,9 @@ pub struct Raised {
     pub silenced: bool,
     /// Notifications created at once (group due now).
     pub notifications: Vec<String>,
+    /// Nothing was recorded: this run's outcome was alerted already, or its flow has succeeded
+    /// since (a later resolution wins over an older failure).
+    pub superseded: bool,
 }
 
 enum Job {
@@ -246,13 +280,12 @@ struct Inner {
     renderer: Renderer,
     redactor: Redactor,
     max_attempts: i64,
+    /// How long a notification is retried before it is dead (ms).
+    budget: i64,
     backoff: i64,
     max_backoff: i64,
     drain: Duration,
     dead_letter: Option<String>,
-    limiter: Mutex<ratelimit::Limiter>,
-    /// Raises, resolves and flushes read-modify-write group state: one at a time per process.
-    lock: tokio::sync::Mutex<()>,
     wake: Notify,
     jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     /// Silences in force, re-read at most once a second (another process may add one).
@@ -308,12 +341,11 @@ impl Alerter {
                 renderer,
                 redactor,
                 max_attempts: a.max_attempts.max(1) as i64,
+                budget: a.delivery_budget.as_ms(),
                 backoff: a.backoff.as_ms(),
                 max_backoff: a.max_backoff.as_ms(),
                 drain: a.drain.get(),
                 dead_letter: a.dead_letter.clone(),
-                limiter: Mutex::default(),
-                lock: tokio::sync::Mutex::new(()),
                 wake: Notify::new(),
                 jobs: Mutex::new(None),
                 silences: Mutex::new((i64::MIN, Vec::new())),
@@ -482,9 +514,10 @@ impl Alerter {
     }
 
     /// Records an alert occurrence; when its group is due (group_wait 0, or the group's interval
-    /// has passed) the notification goes into the outbox in the same transaction.
+    /// has passed) the notification goes into the outbox in the same transaction. Safe with any
+    /// number of processes raising at once: the count is added in the database, one alert is open
+    /// per fingerprint, and each group's row is locked while its next message is decided.
     pub async fn raise(&self, input: AlertInput) -> anyhow::Result<Raised> {
-        let _g = self.inner.lock.lock().await;
         let store = &self.inner.store;
         let now = self.now();
         let labels = input.all_labels();
@@ -492,114 +525,98 @@ impl Alerter {
         let silences = self.active_silences(now).await?;
         let silenced = self.silenced(&silences, &labels);
         let message = self.inner.redactor.redact(&input.message);
-        let mut tx = store.alert_tx();
-        let mut alert = match store.open_alert(&fp).await? {
-            Some(mut a) => {
-                a.count += 1;
-                a.last_seen = now;
-                a.last_run_id = input.run_id.clone();
-                a.last_message = Some(message.clone());
-                a.labels = serde_json::to_string(&labels)?;
-                if a.severity.parse::<Severity>().map_or(true, |s| input.severity > s) {
-                    a.severity = input.severity.as_str().into();
-                }
-                a.status = if silenced { "silenced".into() } else { "firing".into() };
-                tx.update_alert(&a);
-                a
+        let labels_json = serde_json::to_string(&labels)?;
+        let routes: Vec<Route> = if silenced { Vec::new() } else { self.matching_routes(&labels).into_iter().cloned().collect() };
+        let outcome_of_run = input.run_id.as_deref().filter(|_| input.status != "latency_warning");
+        let raised = transact!(store, tx => {
+            if let Some(run) = outcome_of_run
+                && tx.outcome_settled(run).await?
+            {
+                return Ok(Raised { fingerprint: fp.clone(), superseded: true, ..Default::default() });
             }
-            None => {
-                let a = AlertRecord {
-                    id: uuid::Uuid::now_v7().to_string(),
-                    fingerprint: fp.clone(),
-                    flow: input.flow.clone(),
-                    node: input.node.clone(),
-                    error_kind: input.error_kind.clone(),
-                    severity: input.severity.as_str().into(),
-                    status: if silenced { "silenced".into() } else { "firing".into() },
-                    labels: serde_json::to_string(&labels)?,
-                    count: 1,
-                    first_seen: now,
-                    last_seen: now,
-                    last_run_id: input.run_id.clone(),
-                    last_message: Some(message.clone()),
-                    acked_at: None,
-                    acked_by: None,
-                    escalated_at: None,
-                    notified_at: None,
-                    resolved_at: None,
-                };
-                tx.insert_alert(&a);
-                a
-            }
-        };
-        tx.occurrence(&alert.id, input.run_id.as_deref(), now, if silenced { "silenced" } else { "firing" }, Some(&message));
-        let mut raised = Raised { alert_id: alert.id.clone(), fingerprint: fp, silenced, notifications: vec![] };
-        if !silenced {
-            let routes: Vec<Route> = self.matching_routes(&labels).into_iter().cloned().collect();
+            let fresh = AlertRecord {
+                id: uuid::Uuid::now_v7().to_string(),
+                fingerprint: fp.clone(),
+                flow: input.flow.clone(),
+                node: input.node.clone(),
+                error_kind: input.error_kind.clone(),
+                severity: input.severity.as_str().into(),
+                status: if silenced { "silenced".into() } else { "firing".into() },
+                labels: labels_json.clone(),
+                count: 1,
+                first_seen: now,
+                last_seen: now,
+                last_run_id: input.run_id.clone(),
+                last_message: Some(message.clone()),
+                acked_at: None,
+                acked_by: None,
+                escalated_at: None,
+                notified_at: None,
+                resolved_at: None,
+            };
+            let mut alert = tx.upsert_open_alert(&fresh).await?;
+            let mut w = store.alert_tx();
+            w.occurrence(&alert.id, input.run_id.as_deref(), now, if silenced { "silenced" } else { "firing" }, Some(&message));
+            let mut raised = Raised { alert_id: alert.id.clone(), fingerprint: fp.clone(), silenced, ..Default::default() };
+            // Groups in key order, so two raises lock them in the same order.
+            let mut targets: Vec<(&Route, &String, String, String)> = Vec::new();
             for route in &routes {
                 for ch in &route.channels {
                     let (key, lj) = Self::group_key(route, ch, &labels);
-                    tx.add_member(&key, &alert.id);
-                    let (mut g, exists) = match store.group(&key).await? {
-                        Some(g) => (g, true),
-                        None => (
-                            GroupRecord {
-                                group_key: key.clone(),
-                                route: route.idx,
-                                channel: ch.clone(),
-                                labels: lj,
-                                created_at: now,
-                                dirty_since: None,
-                                last_sent_at: None,
-                                next_flush_at: None,
-                            },
-                            false,
-                        ),
-                    };
-                    let since = *g.dirty_since.get_or_insert(now);
-                    let due = match g.last_sent_at {
-                        None => since + route.group_wait,
-                        Some(last) => (last + route.group_interval).max(since + route.group_wait),
-                    };
-                    if due <= now {
-                        // Due now: one message with this group's firing alerts (this one included).
-                        let mut members = if exists { store.group_alerts(&key, &["firing"]).await? } else { Vec::new() };
-                        members.retain(|m| m.id != alert.id);
-                        members.push(alert.clone());
-                        let msg = self.inner.renderer.render(&Subject {
-                            purpose: "firing",
-                            alerts: &members,
-                            mention_all: route.mention_all,
-                            note: None,
-                        })?;
-                        let n = self.new_notification(Some(key.clone()), ch, &msg, self.backup_for(Some(route), ch), now);
-                        tx.insert_notification(&n);
-                        raised.notifications.push(n.id.clone());
-                        for m in members.iter_mut().filter(|m| m.notified_at.is_none() && m.id != alert.id) {
-                            m.notified_at = Some(now);
-                            tx.update_alert(m);
-                        }
-                        if alert.notified_at.is_none() {
-                            alert.notified_at = Some(now);
-                        }
-                        g.dirty_since = None;
-                        g.last_sent_at = Some(now);
-                        g.next_flush_at = Some(now + route.repeat);
-                    } else {
-                        g.next_flush_at = Some(due);
-                    }
-                    if exists {
-                        tx.update_group(&g);
-                    } else {
-                        tx.insert_group(&g);
-                    }
+                    targets.push((route, ch, key, lj));
                 }
             }
-            if alert.notified_at.is_some() {
-                tx.update_alert(&alert);
+            targets.sort_by(|a, b| a.2.cmp(&b.2));
+            targets.dedup_by(|a, b| a.2 == b.2);
+            for (route, ch, key, lj) in targets {
+                w.add_member(&key, &alert.id);
+                let blank = GroupRecord {
+                    group_key: key.clone(),
+                    route: route.idx,
+                    channel: ch.clone(),
+                    labels: lj,
+                    created_at: now,
+                    dirty_since: None,
+                    last_sent_at: None,
+                    next_flush_at: None,
+                };
+                let mut g = tx.lock_group(&blank).await?;
+                let since = *g.dirty_since.get_or_insert(now);
+                let due = match g.last_sent_at {
+                    None => since + route.group_wait,
+                    Some(last) => (last + route.group_interval).max(since + route.group_wait),
+                };
+                if due <= now {
+                    // Due now: one message with this group's firing alerts (this one included).
+                    let mut members = tx.group_alerts(&key, &["firing"]).await?;
+                    members.retain(|m| m.id != alert.id);
+                    members.push(alert.clone());
+                    let msg = self.inner.renderer.render(&Subject {
+                        purpose: "firing",
+                        alerts: &members,
+                        mention_all: route.mention_all,
+                        note: None,
+                    })?;
+                    let n = self.new_notification(Some(key.clone()), ch, &msg, self.backup_for(Some(route), ch), now);
+                    w.insert_notification(&n);
+                    raised.notifications.push(n.id.clone());
+                    for m in &members {
+                        if m.notified_at.is_none() {
+                            w.mark_notified(&m.id, now);
+                        }
+                    }
+                    alert.notified_at.get_or_insert(now);
+                    g.dirty_since = None;
+                    g.last_sent_at = Some(now);
+                    g.next_flush_at = Some(now + route.repeat);
+                } else {
+                    g.next_flush_at = Some(due);
+                }
+                w.update_group(&g);
             }
-        }
-        store.commit_alerts(tx).await?;
+            tx.run(w).await?;
+            Ok(raised)
+        })?;
         if !raised.notifications.is_empty() {
             self.inner.wake.notify_one();
         }
@@ -607,47 +624,48 @@ impl Alerter {
     }
 
     /// The flow succeeded: its firing alerts are resolved, and every group that had told someone
-    /// about them says so.
+    /// about them says so. An alert is resolved by one process only (conditional update), so one
+    /// resolved message goes out.
     pub async fn resolve(&self, flow: &str) -> anyhow::Result<usize> {
         let store = &self.inner.store;
-        let firing = store.firing_alerts_of_flow(flow).await?;
-        if firing.is_empty() {
+        if store.firing_alerts_of_flow(flow).await?.is_empty() {
             return Ok(0);
         }
-        let _g = self.inner.lock.lock().await;
         let now = self.now();
-        let mut tx = store.alert_tx();
-        let mut by_group: BTreeMap<String, (GroupRecord, Vec<AlertRecord>)> = BTreeMap::new();
-        for mut a in firing {
-            a.status = "resolved".into();
-            a.resolved_at = Some(now);
-            tx.update_alert(&a);
-            tx.occurrence(&a.id, None, now, "resolved", None);
-            for g in store.groups_of_alert(&a.id).await? {
-                by_group.entry(g.group_key.clone()).or_insert_with(|| (g, Vec::new())).1.push(a.clone());
+        let (n, notified) = transact!(store, tx => {
+            let mut w = store.alert_tx();
+            let mut by_group: BTreeMap<String, (GroupRecord, Vec<AlertRecord>)> = BTreeMap::new();
+            for a in tx.firing_alerts_of_flow(flow).await? {
+                if !tx.resolve_alert(&a.id, now).await? {
+                    continue;
+                }
+                w.occurrence(&a.id, None, now, "resolved", None);
+                for g in tx.groups_of_alert(&a.id).await? {
+                    by_group.entry(g.group_key.clone()).or_insert_with(|| (g, Vec::new())).1.push(a.clone());
+                }
             }
-        }
-        let mut notified = false;
-        for (key, (mut g, resolved)) in by_group {
-            let was_told = resolved.iter().any(|a| a.notified_at.is_some());
-            if was_told {
-                let route = self.inner.routes.iter().find(|r| r.idx == g.route);
+            let mut notified = false;
+            let mut resolved_n = 0;
+            for (key, (_, resolved)) in by_group {
+                resolved_n += resolved.len();
+                let Some(mut g) = tx.group_locked(&key).await? else { continue };
                 let told: Vec<AlertRecord> = resolved.iter().filter(|a| a.notified_at.is_some()).cloned().collect();
-                let msg = self.inner.renderer.render(&Subject { purpose: "resolved", alerts: &told, mention_all: false, note: None })?;
-                let n = self.new_notification(Some(key.clone()), &g.channel, &msg, self.backup_for(route, &g.channel), now);
-                tx.insert_notification(&n);
-                notified = true;
+                if !told.is_empty() {
+                    let route = self.inner.routes.iter().find(|r| r.idx == g.route);
+                    let msg = self.inner.renderer.render(&Subject { purpose: "resolved", alerts: &told, mention_all: false, note: None })?;
+                    let n = self.new_notification(Some(key.clone()), &g.channel, &msg, self.backup_for(route, &g.channel), now);
+                    w.insert_notification(&n);
+                    notified = true;
+                }
+                if tx.group_alerts(&key, &["firing"]).await?.is_empty() {
+                    g.dirty_since = None;
+                    g.next_flush_at = None;
+                    w.update_group(&g);
+                }
             }
-            let still: Vec<AlertRecord> =
-                store.group_alerts(&key, &["firing"]).await?.into_iter().filter(|m| !resolved.iter().any(|r| r.id == m.id)).collect();
-            if still.is_empty() {
-                g.dirty_since = None;
-                g.next_flush_at = None;
-                tx.update_group(&g);
-            }
-        }
-        let n = tx.stmts.len();
-        store.commit_alerts(tx).await?;
+            tx.run(w).await?;
+            Ok((resolved_n, notified))
+        })?;
         if notified {
             self.inner.wake.notify_one();
         }
@@ -663,7 +681,7 @@ impl Alerter {
         for a in &mut found {
             a.acked_at = Some(now);
             a.acked_by = Some(by.to_owned());
-            tx.update_alert(a);
+            tx.ack_alert(&a.id, now, by);
             tx.occurrence(&a.id, None, now, "acknowledged", Some(by));
         }
         store.commit_alerts(tx).await?;
@@ -672,7 +690,9 @@ impl Alerter {
 
     /// Raises the alerts that runs ended in [since_ms, until_ms) should have raised but did not
     /// (the process died between the two writes, or a restart marked the run `interrupted`).
-    /// Called at the start of every process that alerts; returns how many it raised.
+    /// Called at the start of every process that alerts; returns how many it raised. Several
+    /// processes may sweep at once: each run's alert is raised once (see [`Alerter::raise`]), and
+    /// never for a run whose flow has succeeded since.
     pub async fn sweep(&self, since_ms: i64, until_ms: i64) -> anyhow::Result<usize> {
         let runs = self.inner.store.runs_missing_alerts(since_ms, until_ms).await?;
         let mut raised = 0;
@@ -688,8 +708,9 @@ impl Alerter {
                 severity: r.severity.as_deref().and_then(|s| s.parse().ok()),
                 outputs: Default::default(),
             };
-            if let Some(input) = AlertInput::from_outcome(&outcome, None) {
-                self.raise(input).await?;
+            if let Some(input) = AlertInput::from_outcome(&outcome, None)
+                && !self.raise(input).await?.superseded
+            {
                 raised += 1;
             }
         }
@@ -729,67 +750,74 @@ impl Alerter {
         }
     }
 
-    /// Sends groups whose window has passed: news since their last message, or a repeat.
+    /// Sends groups whose window has passed: news since their last message, or a repeat. Each
+    /// group is decided under its row lock, so one process sends it.
     async fn flush_groups(&self, now: i64) -> anyhow::Result<usize> {
         let store = &self.inner.store;
         let due = store.due_groups(now).await?;
-        if due.is_empty() {
-            return Ok(0);
-        }
-        let _g = self.inner.lock.lock().await;
-        let mut tx = store.alert_tx();
         let mut made = 0;
         for g in due {
-            // Re-read under the lock: a raise may have sent it meanwhile.
-            let Some(mut g) = store.group(&g.group_key).await? else { continue };
-            if g.next_flush_at.is_none_or(|t| t > now) {
-                continue;
-            }
-            let Some(route) = self.inner.routes.iter().find(|r| r.idx == g.route) else {
-                g.next_flush_at = None;
-                tx.update_group(&g);
-                continue;
-            };
-            let mut members = store.group_alerts(&g.group_key, &["firing"]).await?;
-            let repeat = g.dirty_since.is_none();
-            if repeat {
-                members.retain(|m| m.acked_at.is_none());
-            }
-            if members.is_empty() {
+            made += transact!(store, tx => {
+                // Re-read under the lock: another process (or a raise) may have sent it meanwhile.
+                let Some(mut g) = tx.group_locked(&g.group_key).await? else { return Ok(0) };
+                if g.next_flush_at.is_none_or(|t| t > now) {
+                    return Ok(0);
+                }
+                let mut w = store.alert_tx();
+                let Some(route) = self.inner.routes.iter().find(|r| r.idx == g.route) else {
+                    g.next_flush_at = None;
+                    w.update_group(&g);
+                    tx.run(w).await?;
+                    return Ok(0);
+                };
+                let mut members = tx.group_alerts(&g.group_key, &["firing"]).await?;
+                let repeat = g.dirty_since.is_none();
+                if repeat {
+                    members.retain(|m| m.acked_at.is_none());
+                }
+                if members.is_empty() {
+                    g.dirty_since = None;
+                    g.next_flush_at = None;
+                    w.update_group(&g);
+                    tx.run(w).await?;
+                    return Ok(0);
+                }
+                let msg = self.inner.renderer.render(&Subject {
+                    purpose: "firing",
+                    alerts: &members,
+                    mention_all: route.mention_all,
+                    note: None,
+                })?;
+                let n = self.new_notification(Some(g.group_key.clone()), &g.channel, &msg, self.backup_for(Some(route), &g.channel), now);
+                w.insert_notification(&n);
+                for m in members.iter().filter(|m| m.notified_at.is_none()) {
+                    w.mark_notified(&m.id, now);
+                }
                 g.dirty_since = None;
-                g.next_flush_at = None;
-                tx.update_group(&g);
-                continue;
-            }
-            let msg =
-                self.inner.renderer.render(&Subject { purpose: "firing", alerts: &members, mention_all: route.mention_all, note: None })?;
-            let n = self.new_notification(Some(g.group_key.clone()), &g.channel, &msg, self.backup_for(Some(route), &g.channel), now);
-            tx.insert_notification(&n);
-            made += 1;
-            for m in members.iter_mut().filter(|m| m.notified_at.is_none()) {
-                m.notified_at = Some(now);
-                tx.update_alert(m);
-            }
-            g.dirty_since = None;
-            g.last_sent_at = Some(now);
-            g.next_flush_at = Some(now + route.repeat);
-            tx.update_group(&g);
+                g.last_sent_at = Some(now);
+                g.next_flush_at = Some(now + route.repeat);
+                w.update_group(&g);
+                tx.run(w).await?;
+                Ok(1)
+            })?;
         }
-        store.commit_alerts(tx).await?;
+        if made > 0 {
+            self.inner.wake.notify_one();
+        }
         Ok(made)
     }
 
-    /// High alerts not acknowledged within their route's `escalate.after` go to its `to` channels.
+    /// Alerts not acknowledged within their route's `escalate.after` go to its `to` channels,
+    /// whatever their severity. Each escalation is taken by one process (conditional update).
     async fn escalate(&self, now: i64) -> anyhow::Result<usize> {
         if !self.inner.routes.iter().any(|r| r.escalate.is_some()) {
             return Ok(0);
         }
         let store = &self.inner.store;
-        let mut tx = store.alert_tx();
         let mut made = 0;
-        for mut a in store.escalation_candidates().await? {
+        for a in store.escalation_candidates().await? {
             let labels: BTreeMap<String, String> = serde_json::from_str(&a.labels).unwrap_or_default();
-            let mut done = false;
+            let mut notes = Vec::new();
             for r in self.matching_routes(&labels) {
                 let Some((after, to)) = &r.escalate else { continue };
                 if a.notified_at.is_some_and(|t| t + after <= now) {
@@ -800,24 +828,32 @@ impl Alerter {
                         note: None,
                     })?;
                     for ch in to {
-                        tx.insert_notification(&self.new_notification(None, ch, &msg, self.backup_for(None, ch), now));
-                        made += 1;
+                        notes.push(self.new_notification(None, ch, &msg, self.backup_for(None, ch), now));
                     }
-                    done = true;
                 }
             }
-            if done {
-                a.escalated_at = Some(now);
-                tx.update_alert(&a);
-                tx.occurrence(&a.id, None, now, "escalated", None);
+            if notes.is_empty() {
+                continue;
             }
+            made += transact!(store, tx => {
+                if !tx.claim_escalation(&a.id, now).await? {
+                    return Ok(0);
+                }
+                let mut w = store.alert_tx();
+                for n in &notes {
+                    w.insert_notification(n);
+                }
+                w.occurrence(&a.id, None, now, "escalated", None);
+                tx.run(w).await?;
+                Ok(notes.len())
+            })?;
         }
-        store.commit_alerts(tx).await?;
         Ok(made)
     }
 
     /// One round of the pump: flush due groups, escalate, deliver what is due. Tests drive this
-    /// on an injected clock; [`Alerter::run_loop`] repeats it.
+    /// on an injected clock; [`Alerter::run_loop`] repeats it. Any number of processes may pump
+    /// the same outbox at once: each notification is claimed before it is sent.
     pub async fn step(&self) -> anyhow::Result<StepReport> {
         let now = self.now();
         let mut rep = StepReport { flushed: self.flush_groups(now).await?, escalated: self.escalate(now).await?, ..Default::default() };
@@ -833,32 +869,84 @@ impl Alerter {
         (self.inner.backoff.saturating_mul(1i64 << shift)).min(self.inner.max_backoff)
     }
 
-    async fn deliver(&self, mut n: NotificationRecord, now: i64, rep: &mut StepReport) -> anyhow::Result<()> {
+    /// Takes a slot in the channel's rate windows (shared by every process through the
+    /// database), or says when the next one frees.
+    async fn take_slot(&self, channel: &str, limits: &[(u32, Duration)], now: i64) -> anyhow::Result<Result<Option<String>, i64>> {
         let store = &self.inner.store;
+        transact!(store, tx => {
+            let blocked = tx.lock_channel(channel).await?;
+            if blocked > now {
+                return Ok(Err(blocked));
+            }
+            if limits.is_empty() {
+                return Ok(Ok(None));
+            }
+            let sent = tx.channel_sends(channel, now - ratelimit::horizon(limits)).await?;
+            if let Some(at) = ratelimit::free_at(&sent, limits, now) {
+                return Ok(Err(at));
+            }
+            let slot = uuid::Uuid::now_v7().to_string();
+            tx.add_channel_send(&slot, channel, now).await?;
+            Ok(Ok(Some(slot)))
+        })
+    }
+
+    async fn deliver(&self, n: NotificationRecord, now: i64, rep: &mut StepReport) -> anyhow::Result<()> {
+        let store = &self.inner.store;
+        // A lease, so another process pumping the same outbox does not send it too; its result is
+        // recorded only while the claim holds.
+        let claim = uuid::Uuid::now_v7().to_string();
+        // Its turn comes after the group's older messages (they only ever leave `pending`).
+        if store.older_pending_in_group(&n).await? {
+            return Ok(());
+        }
+        if !store.claim_notification(&n.id, now, now + CLAIM_LEASE_MS, &claim).await? {
+            return Ok(());
+        }
+        let id = n.id.clone();
+        let r = self.deliver_claimed(n, &claim, now, rep).await;
+        if r.is_err() {
+            // Not recorded: give it back at once rather than at the end of the lease (it may have
+            // been sent; delivery is at least once).
+            let _ = store.release_notification(&id, &claim, self.now()).await;
+        }
+        r
+    }
+
+    async fn deliver_claimed(&self, mut n: NotificationRecord, claim: &str, now: i64, rep: &mut StepReport) -> anyhow::Result<()> {
+        let store = &self.inner.store;
+        let claim = claim.to_owned();
         let Some(ch) = self.inner.channels.get(&n.channel).cloned() else {
-            return self.give_up(n, now, "the channel is no longer configured".into(), rep).await;
+            return self.give_up(n, &claim, now, "the channel is no longer configured".into(), None, rep).await;
         };
-        let limited = self.inner.limiter.lock().expect("limiter").acquire(&n.channel, &ch.rate_limits(), now);
-        if let Err(free_at) = limited {
-            store.postpone_notification(&n.id, free_at).await?;
-            rep.rate_limited += 1;
-            return Ok(());
-        }
-        // A lease, so another process pumping the same outbox does not send it too.
-        if !store.claim_notification(&n.id, n.next_attempt_at, now + 120_000).await? {
-            return Ok(());
-        }
+        let slot = match self.take_slot(&n.channel, &ch.rate_limits(), now).await? {
+            Ok(slot) => slot,
+            Err(free_at) => {
+                store.release_notification(&n.id, &claim, free_at).await?;
+                rep.rate_limited += 1;
+                return Ok(());
+            }
+        };
         let mut msg: Message = serde_json::from_str(&n.message).unwrap_or_default();
         let started = std::time::Instant::now();
         let (d, owed) = ch.send_partial(&msg).await;
+        // After a partial delivery (some SMS numbers reached) the stored message names who is
+        // still owed it, so a retry does not send it again to those who have it.
+        let owed_message = match owed {
+            Some(owed) => {
+                msg.recipients = Some(owed);
+                Some(serde_json::to_string(&msg)?)
+            }
+            None => None,
+        };
         let took = started.elapsed().as_millis() as i64;
-        let taken = now;
         let now = self.now().max(now);
-        self.inner.limiter.lock().expect("limiter").finished(&n.channel, taken, now);
+        if let Some(slot) = &slot {
+            store.channel_send_finished(slot, now).await?;
+        }
         n.attempts += i64::from(!matches!(d, Delivery::RateLimited { .. }));
         let red = &self.inner.redactor;
-        let mut tx = store.alert_tx();
-        tx.insert_delivery(&crate::store::DeliveryRecord {
+        let delivery = crate::store::DeliveryRecord {
             notification_id: n.id.clone(),
             channel: n.channel.clone(),
             attempt: n.attempts,
@@ -867,77 +955,147 @@ impl Alerter {
             http_status: d.status().map(i64::from),
             outcome: d.outcome().into(),
             answer: Some(channels::cut(&red.redact(d.answer()), 4096, "…")),
-        });
-        if let Some(owed) = owed {
-            // Who already has it is not sent it again.
-            msg.recipients = Some(owed);
-            tx.set_notification_message(&n.id, &serde_json::to_string(&msg)?);
-        }
+        };
+        let budget_end = n.created_at.saturating_add(self.inner.budget);
+        let error = d.error().map(|e| red.redact(&e));
         match &d {
             Delivery::Sent { .. } => {
                 n.status = "sent".into();
                 n.sent_at = Some(now);
                 n.last_error = None;
-                tx.update_notification(&n);
-                store.commit_alerts(tx).await?;
                 rep.sent += 1;
             }
-            Delivery::RateLimited { retry_after, .. } => {
+            Delivery::RateLimited { retry_after, .. } if now < budget_end => {
                 let wait = retry_after.map(ms).unwrap_or(1_000).max(100);
-                self.inner.limiter.lock().expect("limiter").block(&n.channel, now + wait);
+                store.block_channel(&n.channel, now + wait).await?;
                 n.next_attempt_at = now + wait;
-                n.last_error = d.error().map(|e| red.redact(&e));
-                tx.update_notification(&n);
-                store.commit_alerts(tx).await?;
+                n.last_error = error;
                 rep.rate_limited += 1;
             }
-            Delivery::Retry { error, .. } if n.attempts < self.inner.max_attempts => {
-                n.next_attempt_at = now + self.backoff(n.attempts);
-                n.last_error = Some(red.redact(error));
-                tx.update_notification(&n);
-                store.commit_alerts(tx).await?;
+            // Without a backup, keep trying until the budget is spent; the last try is at its end.
+            Delivery::Retry { .. } if now < budget_end && (n.backup.is_none() || n.attempts < self.inner.max_attempts) => {
+                n.next_attempt_at = (now + self.backoff(n.attempts)).min(budget_end);
+                n.last_error = error;
                 rep.retried += 1;
             }
-            Delivery::Retry { error, .. } | Delivery::Failed { error, .. } => {
-                store.commit_alerts(tx).await?;
-                let e = red.redact(error);
-                return self.give_up(n, now, e, rep).await;
+            _ => {
+                let e = error.unwrap_or_else(|| "the delivery budget is spent".into());
+                return self.give_up(n, &claim, now, e, Some(delivery), rep).await;
             }
+        }
+        let recorded = transact!(store, tx => {
+            let mut w = store.alert_tx();
+            w.insert_delivery(&delivery);
+            if let Some(m) = &owed_message {
+                w.set_notification_message(&n.id, m);
+            }
+            tx.run(w).await?;
+            tx.finish_send(&n, &claim).await
+        })?;
+        if !recorded {
+            tracing::warn!(notification = %n.id, "a send finished after its claim ran out; another process owns the notification now");
         }
         Ok(())
     }
 
-    /// The notification is dead; it is raised on its backup channel (or the dead-letter channel).
-    async fn give_up(&self, mut n: NotificationRecord, now: i64, error: String, rep: &mut StepReport) -> anyhow::Result<()> {
+    /// The notification is dead; it is raised on another channel: its backup, else the
+    /// dead-letter channel, else any other routed channel.
+    async fn give_up(
+        &self,
+        mut n: NotificationRecord,
+        claim: &str,
+        now: i64,
+        error: String,
+        delivery: Option<crate::store::DeliveryRecord>,
+        rep: &mut StepReport,
+    ) -> anyhow::Result<()> {
         let store = &self.inner.store;
         n.status = "dead".into();
         n.last_error = Some(error.clone());
-        let mut tx = store.alert_tx();
-        tx.update_notification(&n);
-        rep.dead += 1;
-        let target = n.backup.clone().filter(|b| self.inner.channels.contains_key(b)).or_else(|| {
-            self.inner.dead_letter.clone().filter(|d| *d != n.channel && n.purpose != "dead" && self.inner.channels.contains_key(d))
-        });
-        if let Some(target) = target {
+        let usable = |c: &String| *c != n.channel && self.inner.channels.contains_key(c);
+        let target =
+            if n.purpose == "dead" {
+                None
+            } else {
+                n.backup.clone().filter(usable).or_else(|| self.inner.dead_letter.clone().filter(usable)).or_else(|| {
+                    self.inner.routes.iter().flat_map(|r| r.channels.iter().chain(r.backup.iter())).find(|c| usable(c)).cloned()
+                })
+            };
+        let failover = target.map(|target| {
             let mut msg: Message = serde_json::from_str(&n.message).unwrap_or_default();
             // Whom the failed channel still owed it is that channel's business: the backup sends to all of its own.
             msg.recipients = None;
             let note = if self.inner.renderer.locale == "en" {
-                format!("(could not be delivered on `{}` after {} attempts: {error})", n.channel, n.attempts)
+                format!(
+                    "(could not be delivered on `{}` after {} attempts: {error}; `flowguard alerts resend {}` sends it again)",
+                    n.channel, n.attempts, n.id
+                )
             } else {
-                format!("（渠道 `{}` 投递失败 {} 次：{error}）", n.channel, n.attempts)
+                format!("（渠道 `{}` 投递失败 {} 次：{error}；可用 `flowguard alerts resend {}` 重发）", n.channel, n.attempts, n.id)
             };
             let prefix = if self.inner.renderer.locale == "en" { "[FAILOVER] " } else { "[转发] " };
             msg.title = format!("{prefix}{}", msg.title);
             msg.text = format!("{}\n{note}", msg.text);
             msg.markdown = format!("{}\n{note}", msg.markdown);
-            msg.purpose = if n.backup.is_some() { "failover".into() } else { "dead".into() };
+            let backup = n.backup.as_ref() == Some(&target);
+            msg.purpose = if backup { "failover".into() } else { "dead".into() };
             let mut f = self.new_notification(n.group_key.clone(), &target, &msg, None, now);
             f.failover_of = Some(n.id.clone());
-            tx.insert_notification(&f);
+            f
+        });
+        let recorded = transact!(store, tx => {
+            let mut w = store.alert_tx();
+            if let Some(d) = &delivery {
+                w.insert_delivery(d);
+            }
+            tx.run(w).await?;
+            if !tx.finish_send(&n, claim).await? {
+                return Ok(false);
+            }
+            if let Some(f) = &failover {
+                let mut w = store.alert_tx();
+                w.insert_notification(f);
+                tx.run(w).await?;
+            }
+            Ok(true)
+        })?;
+        if recorded {
+            rep.dead += 1;
+            tracing::warn!(notification = %n.id, channel = %n.channel, "a notification is dead: {}", n.last_error.as_deref().unwrap_or(""));
+            if failover.is_some() {
+                self.inner.wake.notify_one();
+            }
         }
-        store.commit_alerts(tx).await?;
         Ok(())
+    }
+
+    /// Puts a dead notification back in the outbox as a new one (same channel and message, a
+    /// fresh delivery budget). Returns the new notification.
+    pub async fn resend(&self, prefix: &str) -> Result<NotificationRecord, ResendError> {
+        let store = &self.inner.store;
+        let found = store.find_notifications(prefix).await.map_err(ResendError::Store)?;
+        let n = match found.as_slice() {
+            [] => return Err(ResendError::NotFound(prefix.to_owned())),
+            [n] => n.clone(),
+            [n, ..] if n.id == prefix => n.clone(),
+            _ => return Err(ResendError::Ambiguous(prefix.to_owned())),
+        };
+        if n.status != "dead" {
+            return Err(ResendError::NotDead(n.id, n.status));
+        }
+        let now = self.now();
+        let mut fresh = n.clone();
+        fresh.id = uuid::Uuid::now_v7().to_string();
+        fresh.status = "pending".into();
+        fresh.attempts = 0;
+        fresh.created_at = now;
+        fresh.next_attempt_at = now;
+        fresh.sent_at = None;
+        fresh.last_error = None;
+        fresh.failover_of = Some(n.id.clone());
+        store.insert_notification(&fresh).await.map_err(ResendError::Store)?;
+        self.inner.wake.notify_one();
+        Ok(fresh)
     }
 
     /// Repeats [`Alerter::step`] until `stop` resolves, waking when an alert is raised or when
@@ -947,7 +1105,9 @@ impl Alerter {
         loop {
             let wait = match self.step().await {
                 Ok(r) if r.sent + r.retried + r.dead + r.flushed > 0 => 0,
-                Ok(_) => self.until_next_due().await.unwrap_or(1_000),
+                // What is due but not taken waits its turn (its group's older message, another
+                // process's claim): look again shortly, not in a busy loop.
+                Ok(_) => self.until_next_due().await.unwrap_or(1_000).max(50),
                 Err(e) => {
                     tracing::warn!(error = %self.inner.redactor.redact(&format!("{e:#}")), "alert pump step failed");
                     1_000
@@ -987,8 +1147,25 @@ impl Alerter {
                 return Ok(false);
             }
             if !r.did_anything() || next > now {
-                self.inner.clock.sleep(Duration::from_millis((next - now).clamp(1, 1_000) as u64)).await;
+                self.inner.clock.sleep(Duration::from_millis((next - now).clamp(20, 1_000) as u64)).await;
             }
         }
     }
+}
+
+/// How long a claimed send is this process's before another may take it over (a send is bounded
+/// by the channel's timeout, far below this).
+const CLAIM_LEASE_MS: i64 = 120_000;
+
+/// Why a notification could not be re-sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ResendError {
+    #[error("no notification with id `{0}`")]
+    NotFound(String),
+    #[error("`{0}` matches several notifications; give more of the id")]
+    Ambiguous(String),
+    #[error("notification {0} is {1}, not dead: only dead notifications are re-sent")]
+    NotDead(String, String),
+    #[error(transparent)]
+    Store(anyhow::Error),
 }

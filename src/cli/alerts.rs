@@ -1,4 +1,4 @@
-//! `flowguard alerts list|ack|test` and `flowguard silences add|list|expire`.
+//! `flowguard alerts list|ack|test|resend` and `flowguard silences add|list|expire`.
 
 use super::{Failure, Format, open_store, open_store_with, table, usage};
 use crate::alert::Alerter;
@@ -36,6 +36,9 @@ pub enum AlertsCmd {
     },
     /// Send a test message on a channel and print the service's exact answer (secrets masked).
     Test { channel: String },
+    /// Put a dead notification (id or unique prefix, from `alerts list --notifications`) back in the
+    /// outbox: the same message on the same channel, with a fresh delivery budget.
+    Resend { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,6 +152,27 @@ pub async fn alerts(config: &Path, cmd: AlertsCmd) -> Result<i32, Failure> {
             }
             for a in acked {
                 println!("acknowledged {} {} {} {}", a.id, a.flow, a.node, a.error_kind);
+            }
+            0
+        }
+        AlertsCmd::Resend { id } => {
+            let alerter = Alerter::new(&cfg, store.clone(), clock)?;
+            let fresh = alerter.resend(&id).await.map_err(|e| match e {
+                crate::alert::ResendError::Store(e) => Failure::from(e),
+                e => usage(e.to_string()),
+            })?;
+            // Deliver now, within the drain budget; what is left stays pending for the next pump.
+            let delivered = alerter.drain(alerter.drain_budget()).await?;
+            let status = store.find_notifications(&fresh.id).await?.into_iter().next().map(|n| n.status).unwrap_or_default();
+            println!(
+                "notification {} re-sent as {} on {}: {}",
+                fresh.failover_of.as_deref().unwrap_or(""),
+                fresh.id,
+                fresh.channel,
+                status
+            );
+            if !delivered && status == "pending" {
+                println!("(still pending: the outbox keeps trying)");
             }
             0
         }

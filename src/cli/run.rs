@@ -167,10 +167,33 @@ async fn execute(
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let outcome = engine.run_until(req, ctrl_c).await?;
+    // The outbox is pumped while the run goes on, so a latency warning reaches the channels when
+    // it is raised (as under `serve`), not when the run ends.
+    let (stop_pump, pump_stopped) = tokio::sync::oneshot::channel::<()>();
+    let pump = {
+        let a = alerter.clone();
+        tokio::spawn(async move {
+            a.run_loop(async {
+                let _ = pump_stopped.await;
+            })
+            .await
+        })
+    };
+    let outcome = engine.run_until(req, ctrl_c).await;
+    let _ = stop_pump.send(());
+    // A database that stopped answering must not hold the process: a send cut short here stays
+    // claimed for a while, then another process delivers it.
+    let pump_abort = pump.abort_handle();
+    if tokio::time::timeout(std::time::Duration::from_secs(2), pump).await.is_err() {
+        pump_abort.abort();
+    }
+    let outcome = outcome?;
     // Deliver this run's alert now, within a bound; what is left stays in the outbox.
-    if let Err(e) = alerter.drain(alerter.drain_budget()).await {
-        eprintln!("warning: alert delivery: {}", alerter.redactor().redact(&format!("{e:#}")));
+    let budget = alerter.drain_budget();
+    match tokio::time::timeout(budget + std::time::Duration::from_secs(5), alerter.drain(budget)).await {
+        Ok(Err(e)) => eprintln!("warning: alert delivery: {}", alerter.redactor().redact(&format!("{e:#}"))),
+        Err(_) => eprintln!("warning: alert delivery: the database did not answer within the drain budget"),
+        Ok(Ok(_)) => {}
     }
     engine.store.close().await;
     match format {

@@ -44,6 +44,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/manual/{id}/{action}"),
     ("get", "/api/v1/alerts"),
     ("post", "/api/v1/alerts/{id}/ack"),
+    ("post", "/api/v1/notifications/{id}/resend"),
     ("get", "/api/v1/silences"),
     ("post", "/api/v1/silences"),
     ("post", "/api/v1/silences/{id}/expire"),
@@ -71,6 +72,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/manual/{id}/{action}", post(ops::manual_act))
         .route("/alerts", get(ops::alerts))
         .route("/alerts/{id}/ack", post(ops::ack))
+        .route("/notifications/{id}/resend", post(ops::resend))
         .route("/silences", get(ops::silences).post(ops::silence_add))
         .route("/silences/{id}/expire", post(ops::silence_expire))
         .route("/reports/{kind}/{period}", get(ops::report_show))

@@ -151,6 +151,17 @@ pub async fn ack(State(s): State<Arc<Shared>>, h: HeaderMap, Path(id): Path<Stri
     Ok(Json(json!({"acknowledged": acked})).into_response())
 }
 
+pub async fn resend(State(s): State<Arc<Shared>>, h: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    auth(&s, &h, Scope::Operate)?;
+    let alerter = s.loaded().alerter.clone();
+    let fresh = alerter.resend(&id).await.map_err(|e| match e {
+        crate::alert::ResendError::NotFound(_) => ApiError::NotFound(e.to_string()),
+        crate::alert::ResendError::Store(e) => ApiError::from(e),
+        e => ApiError::BadRequest(e.to_string()),
+    })?;
+    Ok(Json(json!({"notification": fresh})).into_response())
+}
+
 pub async fn silences(State(s): State<Arc<Shared>>, h: HeaderMap, Query(q): Query<ListQuery>) -> ApiResult {
     auth(&s, &h, Scope::Read)?;
     let list = s.store.silences(s.clock.now_ms(), q.all).await?;

@@ -1,10 +1,12 @@
 //! Alerting's tables (schema v3): alerts and their occurrences, groups, silences, the notification
 //! outbox and every delivery attempt. The alerting module composes changes in an [`AlertTx`] and
 //! commits them through the group-commit writer, so an alert and the notifications it causes are
-//! durable together.
+//! durable together. What several processes decide on together (the open alert of a fingerprint,
+//! a group's next message, a send, a bot's rate window) is done in a [`Tx`] with row locks and
+//! conditional updates (schema v7): the database is the coordinator.
 
 use super::Store;
-use super::db::{Arg, Backend, Stmt, Ty, Val};
+use super::db::{Arg, Backend, Stmt, Tx, Ty, Val};
 use serde::Serialize;
 use std::borrow::Cow;
 
@@ -209,31 +211,14 @@ impl AlertTx {
         self.stmts.push((sql.into(), args));
     }
 
-    pub fn insert_alert(&mut self, a: &AlertRecord) {
-        let sql = format!("INSERT INTO alerts ({ALERT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-        self.push(sql, alert_args(a));
+    /// The alert is acknowledged (no escalation, no repeats).
+    pub fn ack_alert(&mut self, id: &str, at: i64, by: &str) {
+        self.push("UPDATE alerts SET acked_at = ?, acked_by = ? WHERE id = ?", vec![at.into(), by.into(), id.into()]);
     }
 
-    pub fn update_alert(&mut self, a: &AlertRecord) {
-        let sql = "UPDATE alerts SET severity = ?, status = ?, labels = ?, count = ?, last_seen = ?, last_run_id = ?, last_message = ?, acked_at = ?, acked_by = ?, escalated_at = ?, notified_at = ?, resolved_at = ? WHERE id = ?";
-        self.push(
-            sql,
-            vec![
-                a.severity.as_str().into(),
-                a.status.as_str().into(),
-                a.labels.as_str().into(),
-                a.count.into(),
-                a.last_seen.into(),
-                a.last_run_id.clone().into(),
-                a.last_message.clone().into(),
-                a.acked_at.into(),
-                a.acked_by.clone().into(),
-                a.escalated_at.into(),
-                a.notified_at.into(),
-                a.resolved_at.into(),
-                a.id.as_str().into(),
-            ],
-        );
+    /// A notification first carried the alert at `at` (kept if one did before).
+    pub fn mark_notified(&mut self, id: &str, at: i64) {
+        self.push("UPDATE alerts SET notified_at = ? WHERE id = ? AND notified_at IS NULL", vec![at.into(), id.into()]);
     }
 
     pub fn occurrence(&mut self, alert_id: &str, run_id: Option<&str>, at: i64, status: &str, message: Option<&str>) {
@@ -301,7 +286,7 @@ impl AlertTx {
 
     pub fn update_notification(&mut self, n: &NotificationRecord) {
         self.push(
-            "UPDATE notifications SET status = ?, attempts = ?, next_attempt_at = ?, sent_at = ?, last_error = ? WHERE id = ?",
+            "UPDATE notifications SET status = ?, attempts = ?, next_attempt_at = ?, sent_at = ?, last_error = ?, claim = NULL WHERE id = ?",
             vec![
                 n.status.as_str().into(),
                 n.attempts.into(),
@@ -373,9 +358,7 @@ impl Store {
 
     /// The alert of this fingerprint that is firing (or silenced), if any.
     pub async fn open_alert(&self, fingerprint: &str) -> anyhow::Result<Option<AlertRecord>> {
-        let sql = format!(
-            "SELECT {ALERT_COLS} FROM alerts WHERE fingerprint = ? AND status IN ('firing', 'silenced') ORDER BY first_seen DESC LIMIT 1"
-        );
+        let sql = format!("SELECT {ALERT_COLS} FROM alerts WHERE open_key = ?");
         Ok(self.pool().fetch(&sql, &[fingerprint.into()], ALERT_TYS).await?.into_iter().next().map(alert_from))
     }
 
@@ -410,10 +393,11 @@ impl Store {
         Ok(self.pool().fetch(&sql, &[flow.into()], ALERT_TYS).await?.into_iter().map(alert_from).collect())
     }
 
-    /// High alerts that were notified, are still firing, not acknowledged and not yet escalated.
+    /// Alerts of any severity that were notified, are still firing, not acknowledged and not yet
+    /// escalated (the routes decide which of them escalate, and when).
     pub async fn escalation_candidates(&self) -> anyhow::Result<Vec<AlertRecord>> {
         let sql = format!(
-            "SELECT {ALERT_COLS} FROM alerts WHERE status = 'firing' AND severity = 'high' AND acked_at IS NULL AND escalated_at IS NULL AND notified_at IS NOT NULL"
+            "SELECT {ALERT_COLS} FROM alerts WHERE status = 'firing' AND acked_at IS NULL AND escalated_at IS NULL AND notified_at IS NOT NULL"
         );
         Ok(self.pool().fetch(&sql, &[], ALERT_TYS).await?.into_iter().map(alert_from).collect())
     }
@@ -472,26 +456,57 @@ impl Store {
         Ok(rows.into_iter().next().and_then(|r| r[0].i64()))
     }
 
-    /// Takes a pending notification for one send: moves its due time to `lease_until` only if no
-    /// other process did so first. Returns whether this process owns the send.
-    pub async fn claim_notification(&self, id: &str, seen_due: i64, lease_until: i64) -> anyhow::Result<bool> {
+    /// Takes a due notification for one send: moves its due time to `lease_until` and writes
+    /// `claim`, only if no other process did so first. Returns whether this process owns the send;
+    /// its result is recorded only while the claim still holds ([`Tx::finish_send`]).
+    pub async fn claim_notification(&self, id: &str, now: i64, lease_until: i64, claim: &str) -> anyhow::Result<bool> {
         let n = self
             .pool()
             .exec(
-                "UPDATE notifications SET next_attempt_at = ? WHERE id = ? AND status = 'pending' AND next_attempt_at = ?",
-                &[lease_until.into(), id.into(), seen_due.into()],
+                "UPDATE notifications SET next_attempt_at = ?, claim = ? WHERE id = ? AND status = 'pending' AND next_attempt_at <= ?",
+                &[lease_until.into(), claim.into(), id.into(), now.into()],
             )
             .await?;
         Ok(n == 1)
     }
 
-    /// Moves a pending notification's due time (a local rate limit queues it).
-    pub async fn postpone_notification(&self, id: &str, until: i64) -> anyhow::Result<()> {
-        self.write(vec![(
-            Cow::Borrowed("UPDATE notifications SET next_attempt_at = ? WHERE id = ? AND status = 'pending'"),
-            vec![until.into(), id.into()],
-        )])
-        .await
+    /// Whether an older notification of the same group and channel is still pending: a group's
+    /// messages go out in the order they were made (never a firing one after its resolved one).
+    pub async fn older_pending_in_group(&self, n: &NotificationRecord) -> anyhow::Result<bool> {
+        let Some(group) = &n.group_key else { return Ok(false) };
+        let rows = self
+            .pool()
+            .fetch(
+                "SELECT COUNT(*) FROM notifications WHERE group_key = ? AND channel = ? AND status = 'pending' AND (created_at < ? OR (created_at = ? AND id < ?))",
+                &[group.as_str().into(), n.channel.as_str().into(), n.created_at.into(), n.created_at.into(), n.id.as_str().into()],
+                &[Ty::I64],
+            )
+            .await?;
+        Ok(rows.first().and_then(|r| r[0].i64()).unwrap_or(0) > 0)
+    }
+
+    /// Gives a claimed notification back, due at `until` (the bot's window is full).
+    pub async fn release_notification(&self, id: &str, claim: &str, until: i64) -> anyhow::Result<()> {
+        self.pool()
+            .exec(
+                "UPDATE notifications SET next_attempt_at = ?, claim = NULL WHERE id = ? AND claim = ? AND status = 'pending'",
+                &[until.into(), id.into(), claim.into()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A dead notification back in the outbox as a new one (the dead one stays, as history).
+    pub async fn insert_notification(&self, n: &NotificationRecord) -> anyhow::Result<()> {
+        let mut tx = self.alert_tx();
+        tx.insert_notification(n);
+        self.commit_alerts(tx).await
+    }
+
+    /// A transaction for steps several processes decide on together (see [`Tx`]); run it
+    /// through `transact!` in the alerting module, which runs it again when it lost to another.
+    pub async fn begin(&self) -> anyhow::Result<Tx> {
+        Ok(self.pool().begin().await?)
     }
 
     pub async fn find_notifications(&self, prefix: &str) -> anyhow::Result<Vec<NotificationRecord>> {
@@ -608,13 +623,237 @@ impl Store {
 impl Store {
     /// Runs that ended in a state that alerts (DESIGN.md §4) in [since_ms, until_ms) but have no alert
     /// occurrence: their process died between recording the end and recording the alert, or the
-    /// run was marked `interrupted` at a restart. Oldest first.
+    /// run was marked `interrupted` at a restart. A run whose flow has succeeded since is left out:
+    /// the later resolution wins. Oldest first.
     pub async fn runs_missing_alerts(&self, since_ms: i64, until_ms: i64) -> anyhow::Result<Vec<super::RunRecord>> {
         let sql = format!(
             "SELECT {} FROM runs WHERE ended_at >= ? AND ended_at < ? AND status IN ('failed', 'timed_out', 'waiting_manual', 'refused', 'interrupted') \
-             AND NOT EXISTS (SELECT 1 FROM alert_occurrences o WHERE o.run_id = runs.id) ORDER BY ended_at LIMIT 1000",
+             AND NOT EXISTS (SELECT 1 FROM alert_occurrences o WHERE o.run_id = runs.id) \
+             AND NOT EXISTS (SELECT 1 FROM runs later WHERE later.flow = runs.flow AND later.status IN ('succeeded', 'recovered') AND later.ended_at > runs.ended_at) \
+             ORDER BY ended_at LIMIT 1000",
             super::RUN_COLS
         );
         Ok(self.pool.fetch(&sql, &[since_ms.into(), until_ms.into()], super::RUN_TYS).await?.into_iter().map(super::run_from).collect())
+    }
+}
+
+/// The severity order, in SQL, of a severity expression.
+fn rank_sql(col: &str) -> String {
+    format!("(CASE {col} WHEN 'high' THEN 2 WHEN 'medium' THEN 1 ELSE 0 END)")
+}
+
+/// Steps of alerting that several processes decide on together; each runs inside
+/// [`Store::transact`].
+impl Tx {
+    /// Runs composed statements in order, inside this transaction.
+    pub async fn run(&mut self, a: AlertTx) -> anyhow::Result<()> {
+        for (sql, args) in a.stmts {
+            self.exec(&sql, &args).await?;
+        }
+        Ok(())
+    }
+
+    /// Records one occurrence of `a`'s fingerprint: inserts the open alert, or adds one to the
+    /// count of the one that is open (`count = count + 1` in the database, never read-then-write;
+    /// the unique `open_key` makes one open alert per fingerprint). Returns the alert as stored.
+    pub async fn upsert_open_alert(&mut self, a: &AlertRecord) -> anyhow::Result<AlertRecord> {
+        let marks = vec!["?"; 19].join(", ");
+        let sql = match self.backend() {
+            Backend::MySql => format!(
+                "INSERT INTO alerts ({ALERT_COLS}, open_key) VALUES ({marks}) ON DUPLICATE KEY UPDATE \
+                 severity = CASE WHEN {} > {} THEN VALUES(severity) ELSE severity END, count = count + 1, \
+                 status = VALUES(status), labels = VALUES(labels), last_seen = GREATEST(last_seen, VALUES(last_seen)), \
+                 last_run_id = VALUES(last_run_id), last_message = VALUES(last_message)",
+                rank_sql("VALUES(severity)"),
+                rank_sql("severity")
+            ),
+            _ => format!(
+                "INSERT INTO alerts ({ALERT_COLS}, open_key) VALUES ({marks}) ON CONFLICT (open_key) DO UPDATE SET \
+                 severity = CASE WHEN {} > {} THEN excluded.severity ELSE alerts.severity END, count = alerts.count + 1, \
+                 status = excluded.status, labels = excluded.labels, last_seen = MAX_FN(alerts.last_seen, excluded.last_seen), \
+                 last_run_id = excluded.last_run_id, last_message = excluded.last_message",
+                rank_sql("excluded.severity"),
+                rank_sql("alerts.severity")
+            )
+            .replace("MAX_FN", if self.backend() == Backend::Postgres { "GREATEST" } else { "MAX" }),
+        };
+        let mut args = alert_args(a);
+        args.push(a.fingerprint.as_str().into());
+        self.exec(&sql, &args).await?;
+        let sql = format!("SELECT {ALERT_COLS} FROM alerts WHERE open_key = ?");
+        let rows = self.fetch(&sql, &[a.fingerprint.as_str().into()], ALERT_TYS).await?;
+        rows.into_iter().next().map(alert_from).ok_or_else(|| anyhow::anyhow!("the open alert of {} vanished", a.fingerprint))
+    }
+
+    /// Whether the outcome of run `run_id` needs no alert (any more): one was already recorded
+    /// for this ending of the run (by another process's sweep, say), or the flow has succeeded
+    /// since (a later resolution wins over an older failure). Locks the run's row, so two
+    /// processes raising for the same run decide one after the other. A run not in the database
+    /// (an external or test input) needs its alert.
+    pub async fn outcome_settled(&mut self, run_id: &str) -> anyhow::Result<bool> {
+        let sql = format!("SELECT flow, ended_at FROM runs WHERE id = ?{}", self.for_update());
+        let Some(r) = self.fetch(&sql, &[run_id.into()], &[Ty::Str, Ty::I64]).await?.into_iter().next() else {
+            return Ok(false);
+        };
+        let (Some(flow), Some(ended)) = (r[0].str(), r[1].i64()) else { return Ok(false) };
+        let sql = "SELECT COUNT(*) FROM alert_occurrences WHERE run_id = ? AND status IN ('firing', 'silenced') AND at >= ?";
+        let told = self.fetch(sql, &[run_id.into(), ended.into()], &[Ty::I64]).await?.first().and_then(|r| r[0].i64()).unwrap_or(0);
+        if told > 0 {
+            return Ok(true);
+        }
+        let sql = "SELECT COUNT(*) FROM runs WHERE flow = ? AND status IN ('succeeded', 'recovered') AND ended_at > ?";
+        let later = self.fetch(sql, &[flow.into(), ended.into()], &[Ty::I64]).await?.first().and_then(|r| r[0].i64()).unwrap_or(0);
+        Ok(later > 0)
+    }
+
+    /// The group's row, created if new, locked until the transaction ends: one process at a time
+    /// decides the group's next message.
+    pub async fn lock_group(&mut self, g: &GroupRecord) -> anyhow::Result<GroupRecord> {
+        let skip = match self.backend() {
+            Backend::MySql => " ON DUPLICATE KEY UPDATE group_key = group_key",
+            _ => " ON CONFLICT DO NOTHING",
+        };
+        let sql = format!("INSERT INTO alert_groups ({GROUP_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?){skip}");
+        let args: Vec<Arg> = vec![
+            g.group_key.as_str().into(),
+            g.route.into(),
+            g.channel.as_str().into(),
+            g.labels.as_str().into(),
+            g.created_at.into(),
+            g.dirty_since.into(),
+            g.last_sent_at.into(),
+            g.next_flush_at.into(),
+        ];
+        self.exec(&sql, &args).await?;
+        self.group_locked(&g.group_key).await?.ok_or_else(|| anyhow::anyhow!("alert group {} vanished", g.group_key))
+    }
+
+    /// An existing group's row, locked until the transaction ends.
+    pub async fn group_locked(&mut self, key: &str) -> anyhow::Result<Option<GroupRecord>> {
+        let sql = format!("SELECT {GROUP_COLS} FROM alert_groups WHERE group_key = ?{}", self.for_update());
+        Ok(self.fetch(&sql, &[key.into()], GROUP_TYS).await?.into_iter().next().map(group_from))
+    }
+
+    /// The alerts of a group with one of these statuses, as committed now.
+    pub async fn group_alerts(&mut self, key: &str, statuses: &[&str]) -> anyhow::Result<Vec<AlertRecord>> {
+        let cols = ALERT_COLS.split(", ").map(|c| format!("a.{c}")).collect::<Vec<_>>().join(", ");
+        let marks = vec!["?"; statuses.len().max(1)].join(", ");
+        let sql = format!(
+            "SELECT {cols} FROM alerts a JOIN alert_group_members m ON m.alert_id = a.id WHERE m.group_key = ? AND a.status IN ({marks}) ORDER BY a.first_seen"
+        );
+        let mut args: Vec<Arg> = vec![key.into()];
+        args.extend(statuses.iter().map(|s| Arg::from(*s)));
+        if statuses.is_empty() {
+            args.push("".into());
+        }
+        Ok(self.fetch(&sql, &args, ALERT_TYS).await?.into_iter().map(alert_from).collect())
+    }
+
+    /// The firing alerts of a flow, locked until the transaction ends.
+    pub async fn firing_alerts_of_flow(&mut self, flow: &str) -> anyhow::Result<Vec<AlertRecord>> {
+        let sql = format!("SELECT {ALERT_COLS} FROM alerts WHERE flow = ? AND status = 'firing' ORDER BY id{}", self.for_update());
+        Ok(self.fetch(&sql, &[flow.into()], ALERT_TYS).await?.into_iter().map(alert_from).collect())
+    }
+
+    /// Groups an alert belongs to.
+    pub async fn groups_of_alert(&mut self, alert_id: &str) -> anyhow::Result<Vec<GroupRecord>> {
+        let cols = GROUP_COLS.split(", ").map(|c| format!("g.{c}")).collect::<Vec<_>>().join(", ");
+        let sql = format!("SELECT {cols} FROM alert_groups g JOIN alert_group_members m ON m.group_key = g.group_key WHERE m.alert_id = ?");
+        Ok(self.fetch(&sql, &[alert_id.into()], GROUP_TYS).await?.into_iter().map(group_from).collect())
+    }
+
+    /// The alert is resolved (its fingerprint may open a new one). False when another process
+    /// resolved it first.
+    pub async fn resolve_alert(&mut self, id: &str, now: i64) -> anyhow::Result<bool> {
+        let n = self
+            .exec(
+                "UPDATE alerts SET status = 'resolved', resolved_at = ?, open_key = NULL WHERE id = ? AND status = 'firing'",
+                &[now.into(), id.into()],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// A notification first carried the alert at `now` (kept if one did before).
+    pub async fn mark_notified(&mut self, id: &str, now: i64) -> anyhow::Result<()> {
+        self.exec("UPDATE alerts SET notified_at = ? WHERE id = ? AND notified_at IS NULL", &[now.into(), id.into()]).await?;
+        Ok(())
+    }
+
+    /// Takes the alert's escalation: false when another process escalated (or someone
+    /// acknowledged) it first.
+    pub async fn claim_escalation(&mut self, id: &str, now: i64) -> anyhow::Result<bool> {
+        let n = self
+            .exec(
+                "UPDATE alerts SET escalated_at = ? WHERE id = ? AND escalated_at IS NULL AND acked_at IS NULL AND status = 'firing'",
+                &[now.into(), id.into()],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Records the result of a send while the claim still holds; false (nothing recorded but the
+    /// delivery) when the claim was lost, e.g. its lease ran out and another process took over.
+    pub async fn finish_send(&mut self, n: &NotificationRecord, claim: &str) -> anyhow::Result<bool> {
+        let done = self
+            .exec(
+                "UPDATE notifications SET status = ?, attempts = ?, next_attempt_at = ?, sent_at = ?, last_error = ?, claim = NULL WHERE id = ? AND claim = ?",
+                &[
+                    n.status.as_str().into(),
+                    n.attempts.into(),
+                    n.next_attempt_at.into(),
+                    n.sent_at.into(),
+                    n.last_error.clone().into(),
+                    n.id.as_str().into(),
+                    claim.into(),
+                ],
+            )
+            .await?;
+        Ok(done == 1)
+    }
+
+    /// The channel's rate-window row, created if new and locked until the transaction ends;
+    /// returns until when the service asked us to wait.
+    pub async fn lock_channel(&mut self, channel: &str) -> anyhow::Result<i64> {
+        let skip = match self.backend() {
+            Backend::MySql => " ON DUPLICATE KEY UPDATE channel = channel",
+            _ => " ON CONFLICT DO NOTHING",
+        };
+        self.exec(&format!("INSERT INTO channel_blocks (channel, blocked_until) VALUES (?, 0){skip}"), &[channel.into()]).await?;
+        let sql = format!("SELECT blocked_until FROM channel_blocks WHERE channel = ?{}", self.for_update());
+        Ok(self.fetch(&sql, &[channel.into()], &[Ty::I64]).await?.first().and_then(|r| r[0].i64()).unwrap_or(0))
+    }
+
+    /// Times of the channel's sends after `since` (older ones are forgotten).
+    pub async fn channel_sends(&mut self, channel: &str, since: i64) -> anyhow::Result<Vec<i64>> {
+        self.exec("DELETE FROM channel_sends WHERE channel = ? AND at <= ?", &[channel.into(), since.into()]).await?;
+        let rows =
+            self.fetch("SELECT at FROM channel_sends WHERE channel = ? AND at > ?", &[channel.into(), since.into()], &[Ty::I64]).await?;
+        Ok(rows.into_iter().filter_map(|r| r[0].i64()).collect())
+    }
+
+    pub async fn add_channel_send(&mut self, slot: &str, channel: &str, at: i64) -> anyhow::Result<()> {
+        self.exec("INSERT INTO channel_sends (slot, channel, at) VALUES (?, ?, ?)", &[slot.into(), channel.into(), at.into()]).await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// A send taken at its slot's time finished at `done`: the window counts from `done`, because
+    /// the service saw the request somewhere in between and counts from its own arrival time.
+    pub async fn channel_send_finished(&self, slot: &str, done: i64) -> anyhow::Result<()> {
+        self.pool().exec("UPDATE channel_sends SET at = ? WHERE slot = ? AND at < ?", &[done.into(), slot.into(), done.into()]).await?;
+        Ok(())
+    }
+
+    /// The service said to slow down: no process sends on this channel before `until`.
+    pub async fn block_channel(&self, channel: &str, until: i64) -> anyhow::Result<()> {
+        self.pool()
+            .exec(
+                "UPDATE channel_blocks SET blocked_until = ? WHERE channel = ? AND blocked_until < ?",
+                &[until.into(), channel.into(), until.into()],
+            )
+            .await?;
+        Ok(())
     }
 }

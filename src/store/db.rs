@@ -504,7 +504,7 @@ impl Pool {
     }
 
     /// Runs `f` on one connection while holding the database's migration lock (`GET_LOCK` on
-    /// MySQL/MariaDB, `pg_advisory_lock` on PostgreSQL; SQLite serialises writers itself), so two
+    /// MySQL/MariaDB, `pg_advisory_lock` on PostgreSQL, one `BEGIN IMMEDIATE` transaction on SQLite), so two
     /// processes starting at once do not migrate over each other.
     pub async fn with_migration_lock<T>(&self, f: impl AsyncFnOnce(&mut Conn<'_>) -> anyhow::Result<T>) -> anyhow::Result<T> {
         match self {
@@ -692,6 +692,106 @@ pub fn split_statements(script: &str) -> Vec<String> {
         out.push(cur.trim().to_owned());
     }
     out
+}
+
+/// A transaction on one pooled connection, for read-decide-write steps that must hold across
+/// processes: rows are locked with `FOR UPDATE` on MySQL/PostgreSQL (at READ COMMITTED, so
+/// statements see what others committed after the lock was granted), and SQLite's
+/// `BEGIN IMMEDIATE` takes the database's write lock up front. Dropped without `commit`, it rolls
+/// back.
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    MySql(sqlx::Transaction<'static, sqlx::MySql>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Pool {
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Pool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::MySql(p) => {
+                let mut c = p.acquire().await?;
+                // Applies to the next transaction only; REPEATABLE READ would add gap locks.
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").execute(&mut *c).await?;
+                Tx::MySql(sqlx::Transaction::begin(c, None).await?)
+            }
+            Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+}
+
+impl Tx {
+    pub fn backend(&self) -> Backend {
+        match self {
+            Tx::Sqlite(_) => Backend::Sqlite,
+            Tx::MySql(_) => Backend::MySql,
+            Tx::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// ` FOR UPDATE` where the backend locks rows (SQLite already holds the write lock).
+    pub fn for_update(&self) -> &'static str {
+        match self {
+            Tx::Sqlite(_) => "",
+            _ => " FOR UPDATE",
+        }
+    }
+
+    pub async fn exec(&mut self, sql: &str, args: &[Arg]) -> Result<u64, sqlx::Error> {
+        Ok(match self {
+            Tx::Sqlite(t) => bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).execute(&mut **t).await?.rows_affected(),
+            Tx::MySql(t) => bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).execute(&mut **t).await?.rows_affected(),
+            Tx::Postgres(t) => {
+                let sql = pg_sql(sql);
+                bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())), args).execute(&mut **t).await?.rows_affected()
+            }
+        })
+    }
+
+    pub async fn fetch(&mut self, sql: &str, args: &[Arg], tys: &[Ty]) -> Result<Vec<Vec<Val>>, sqlx::Error> {
+        let mut out = Vec::new();
+        match self {
+            Tx::Sqlite(t) => {
+                for row in bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).fetch_all(&mut **t).await? {
+                    out.push(decode_row!(row, tys));
+                }
+            }
+            Tx::MySql(t) => {
+                for row in bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).fetch_all(&mut **t).await? {
+                    out.push(decode_row!(row, tys));
+                }
+            }
+            Tx::Postgres(t) => {
+                let sql = pg_sql(sql);
+                for row in bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())), args).fetch_all(&mut **t).await? {
+                    out.push(decode_row!(row, tys));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await,
+            Tx::MySql(t) => t.commit().await,
+            Tx::Postgres(t) => t.commit().await,
+        }
+    }
+}
+
+/// A transaction lost to another (deadlock, serialisation failure, SQLite busy): run it again.
+pub fn is_conflict(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            if let Some(m) = d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                return matches!(m.number(), 1205 | 1213);
+            }
+            let code = d.code().unwrap_or_default();
+            matches!(code.as_ref(), "40001" | "40P01" | "5" | "6" | "261" | "517") || d.message().contains("database is locked")
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]

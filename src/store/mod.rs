@@ -16,7 +16,7 @@ pub use alerts::{AlertFilter, AlertRecord, AlertTx, DeliveryRecord, GroupRecord,
 pub use manual::{FlowBlock, ManualAction, ManualTask};
 pub use server::{Cursor, IngestWrite};
 
-pub use db::{Arg, Backend, Conn, OwnedConn, Pool, PoolSettings, Stmt, Ty, Val};
+pub use db::{Arg, Backend, Conn, OwnedConn, Pool, PoolSettings, Stmt, Tx, Ty, Val, is_conflict};
 
 use crate::vocab::{AttemptStatus, RunStatus};
 use anyhow::{Context, anyhow};
@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
     migration!(4, "v4"),
     migration!(5, "v5"),
     migration!(6, "v6"),
+    migration!(7, "v7"),
     migration!(9, "v9"),
     migration!(12, "v12"),
 ];

@@ -339,7 +339,7 @@ async fn pending_notifications_are_sent_after_a_restart() {
 async fn dingtalk_signed_in_the_query_and_wecom_judged_by_errcode() {
     let bots = FakeBots::start().await;
     let yaml = format!(
-        "locale: en\nchannels:\n  ding:\n    type: dingtalk\n    webhook: \"{}\"\n    secret: ${{DING_SECRET}}\n    keyword: 告警\n    mention: [\"13800000000\"]\n  wx:\n    type: wecom\n    key: ${{WECOM_KEY}}\n    endpoint: \"{}\"\n    rate_limit: {{ per_minute: 1000 }}\n  wx_bad:\n    type: wecom\n    key: wrong-key-123456\n    endpoint: \"{}\"\nroutes:\n  - match: {{ flow: [ding] }}\n    channels: [ding]\n  - match: {{ flow: [bad] }}\n    channels: [wx_bad]\n  - channels: [wx]\n",
+        "locale: en\nchannels:\n  ding:\n    type: dingtalk\n    webhook: \"{}\"\n    secret: ${{DING_SECRET}}\n    keyword: 告警\n    mention: [\"13800000000\"]\n  wx:\n    type: wecom\n    key: ${{WECOM_KEY}}\n    endpoint: \"{}\"\n    rate_limit: {{ per_minute: 1000 }}\n  wx_bad:\n    type: wecom\n    key: wrong-key-123456\n    endpoint: \"{}\"\nalerting:\n  dead_letter: ding\nroutes:\n  - match: {{ flow: [ding] }}\n    channels: [ding]\n  - match: {{ flow: [bad] }}\n    channels: [wx_bad]\n  - channels: [wx]\n",
         bots.ding_url, bots.wecom_base, bots.wecom_base
     );
     let r = rig(&yaml, &[("DING_SECRET", fake_bots::DING_SECRET), ("WECOM_KEY", fake_bots::WECOM_KEY)]).await;
@@ -351,6 +351,10 @@ async fn dingtalk_signed_in_the_query_and_wecom_judged_by_errcode() {
     assert!(d["text"]["content"].as_str().unwrap().contains("告警 [ALERT] Flow failed"), "{d}");
     assert_eq!(d["at"]["atMobiles"][0], "13800000000");
     assert_eq!(bots.errors(), [93000]);
+    // The dead one is raised on the dead-letter channel.
+    assert_eq!(r.alerter.step().await.unwrap().sent, 1);
+    let dead = bots.ding()[1]["text"]["content"].as_str().unwrap().to_owned();
+    assert!(dead.contains("[FAILOVER]") && dead.contains("wx_bad") && dead.contains("alerts resend"), "{dead}");
     // WeCom's own limit of 20 per minute answers 45009: queued, not lost.
     for i in 0..21 {
         r.alerter.raise(input(&format!("w{i}"), "n", "timeout", Severity::Medium)).await.unwrap();

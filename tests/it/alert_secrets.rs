@@ -89,6 +89,7 @@ channels:
     phones: ["13800000000"]
 alerting:
   max_attempts: 1
+  delivery_budget: 0s
 routes:
   - channels: [feishu, feishu_down, ding, wecom_bad, wecom, hook, mail, ali, tc, gw]
 "#,

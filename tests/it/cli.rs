@@ -239,6 +239,8 @@ async fn an_alert_a_dead_process_owed_is_raised_by_the_next_one() {
     let now = jiff::Timestamp::now().as_millisecond();
     let mut r = store.list_runs(&Default::default()).await.unwrap().remove(0);
     r.id = "orphan-run".into();
+    // Another flow: `f` succeeded after this failure, and a later success wins over it.
+    r.flow = "g".into();
     r.status = flowguard::vocab::RunStatus::Failed;
     r.started_at = now - 130_000;
     r.ended_at = Some(now - 120_000);

@@ -6,6 +6,7 @@ mod support;
 mod alert;
 mod alert_bench;
 mod alert_secrets;
+mod alert_shared;
 mod classify;
 mod cli;
 mod docs;
