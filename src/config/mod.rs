@@ -75,6 +75,33 @@ pub struct StorageConfig {
     /// How long a run keeps retrying a write while the database is away.
     #[serde(default = "default_write_patience")]
     pub write_patience: String,
+    /// How long a process's hold on a run it executes lasts without renewal. A run whose process
+    /// died (or stopped answering) is taken over by a `serve` this long after its last renewal.
+    #[serde(default = "default_lease", deserialize_with = "de_duration")]
+    pub lease: Duration,
+    /// How often the hold is renewed; a third of `lease` when not set.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub lease_heartbeat: Option<Duration>,
+}
+
+fn default_lease() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
+
+impl StorageConfig {
+    /// How often a run's lease is renewed.
+    pub fn lease_heartbeat(&self) -> Duration {
+        self.lease_heartbeat.unwrap_or(self.lease / 3)
+    }
 }
 
 impl Default for StorageConfig {
@@ -85,6 +112,8 @@ impl Default for StorageConfig {
             max_connections: default_pool(),
             connect_timeout: default_connect_timeout(),
             write_patience: default_write_patience(),
+            lease: default_lease(),
+            lease_heartbeat: None,
         }
     }
 }
@@ -232,6 +261,17 @@ impl Config {
         }
         if let Err(m) = parse_duration(&self.storage.connect_timeout) {
             diags.push(file, at(&["storage", "connect_timeout"]), "storage.connect_timeout", m);
+        }
+        if self.storage.lease < Duration::from_millis(100) {
+            diags.push(file, at(&["storage", "lease"]), "storage.lease", "must be at least 100ms".to_string());
+        }
+        if self.storage.lease_heartbeat().is_zero() || self.storage.lease_heartbeat() >= self.storage.lease {
+            diags.push(
+                file,
+                at(&["storage", "lease_heartbeat"]),
+                "storage.lease_heartbeat",
+                "must be above 0 and shorter than storage.lease".to_string(),
+            );
         }
         if self.storage.max_connections == 0 {
             diags.push(file, at(&["storage", "max_connections"]), "storage.max_connections", "must be at least 1".to_string());
