@@ -421,6 +421,8 @@ impl Engine {
         if let Some(w) = watchdog {
             w.abort();
         }
+        // A walk that ended on a refused write ended because the run was taken over.
+        let stop = if self.store.lost_signal(&run_id).is_some_and(|l| l.is_set()) { Stop::Lost } else { stop };
 
         let now = self.clock.now_ms();
         let st = state.into_inner().unwrap_or_else(|p| p.into_inner());

@@ -82,8 +82,8 @@ impl Runs {
         self.finished.lock().expect("finished").get(run_id).copied()
     }
 
-    /// Queues a run (a resumed one, already held, is executed here at once) and returns its id;
-    /// `None` when the overlap policy skips it.
+    /// Queues a run in the background (a resumed one, already held, is executed here at once) and
+    /// returns its id; `None` when the overlap policy skips it.
     pub fn launch(self: &Arc<Self>, engine: Engine, l: Launch, start: Start, on_finish: OnFinish) -> Option<String> {
         if start.resume.is_some() || start.claimed.is_some() {
             return Some(self.execute(engine, l, start, on_finish));
@@ -95,29 +95,28 @@ impl Runs {
         );
         let (this, id) = (self.clone(), run_id.clone());
         tokio::spawn(async move {
-            let store = engine.store.clone();
-            let skip = match l.overlap {
-                // Canaries and business runs do not hold each other up.
-                Some(Overlap::Skip) => store.pending_runs(&l.flow.name, l.canary).await.map(|n| n > 0),
-                _ => Ok(false),
-            };
-            let req = RunRequest { flow: l.flow.clone(), inputs: l.inputs.clone(), trigger: l.trigger.clone(), canary: l.canary };
-            let (record, inputs) = engine.queued_record(&req, &id);
-            let r = match skip {
-                Ok(true) => {
-                    tracing::info!(flow = %l.flow.name, trigger = %l.trigger, "skipped: the previous run is still going (overlap: skip)");
-                    Ok(())
-                }
-                Ok(false) => store.enqueue(&record, l.overlap == Some(Overlap::Queue), &inputs).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = r {
+            if let Err(e) = this.queue(&engine, &l, &id).await {
                 tracing::error!(run_id = %id, flow = %l.flow.name, error = %format!("{e:#}"), "the run could not be queued");
             }
             this.active.lock().expect("active").remove(&id);
-            this.wake.notify_one();
         });
         Some(run_id)
+    }
+
+    /// Queues a run and returns once its row is committed (so an id handed out is never lost);
+    /// false when the overlap policy skips it.
+    pub async fn queue(&self, engine: &Engine, l: &Launch, run_id: &str) -> anyhow::Result<bool> {
+        let store = &engine.store;
+        // Canaries and business runs do not hold each other up.
+        if l.overlap == Some(Overlap::Skip) && store.pending_runs(&l.flow.name, l.canary).await? > 0 {
+            tracing::info!(flow = %l.flow.name, trigger = %l.trigger, "skipped: the previous run is still going (overlap: skip)");
+            return Ok(false);
+        }
+        let req = RunRequest { flow: l.flow.clone(), inputs: l.inputs.clone(), trigger: l.trigger.clone(), canary: l.canary };
+        let (record, inputs) = engine.queued_record(&req, run_id);
+        store.enqueue(&record, l.overlap == Some(Overlap::Queue), &inputs).await?;
+        self.wake.notify_one();
+        Ok(true)
     }
 
     /// Executes a run this process holds the lease of, in the background; its id.

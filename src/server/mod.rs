@@ -170,6 +170,14 @@ impl Shared {
         self.runs.launch(engine, l, Default::default(), self.on_finish())
     }
 
+    /// Queues a run and answers its id once the run is durable (`None`: skipped by the overlap
+    /// policy).
+    pub async fn queue(&self, l: Launch) -> anyhow::Result<Option<String>> {
+        let engine = self.loaded().engine.clone();
+        let id = uuid::Uuid::now_v7().to_string();
+        Ok(self.runs.queue(&engine, &l, &id).await?.then_some(id))
+    }
+
     fn on_finish(&self) -> OnFinish {
         Arc::new(|l: &Launch, o: &crate::engine::RunOutcome| {
             if l.canary {

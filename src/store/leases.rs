@@ -113,6 +113,10 @@ impl Store {
     /// Writes statements of one run, fenced by its lease when this process holds one. A refused
     /// write marks the lease lost and fails with [`LeaseLost`].
     pub(crate) async fn write_run(&self, run_id: &str, stmts: Vec<db::Stmt>) -> anyhow::Result<()> {
+        // Once lost, a run's writes from this process are refused without asking the database.
+        if self.lost_signal(run_id).is_some_and(|l| l.is_set()) {
+            return Err(LeaseLost(run_id.to_owned()).into());
+        }
         let r = self.write_guarded(stmts, self.fence(run_id)).await;
         if let Err(e) = &r
             && e.downcast_ref::<super::Stale>().is_some()
@@ -149,8 +153,11 @@ impl Store {
         self.leases.held.lock().expect("leases").get(run_id).map(|h| h.lost.clone())
     }
 
+    /// Marks a lease lost; it stays listed (refusing the run's writes) until released.
     fn lease_lost(&self, run_id: &str) {
-        if let Some(h) = self.leases.held.lock().expect("leases").remove(run_id) {
+        if let Some(h) = self.leases.held.lock().expect("leases").get(run_id)
+            && !h.lost.is_set()
+        {
             tracing::warn!(run_id, "another process took this run over (the lease expired); stopping it here without writing");
             h.lost.set();
         }
@@ -212,7 +219,8 @@ async fn heartbeat(leases: Weak<Leases>, pool: db::Pool, s: LeaseSettings) {
     loop {
         tokio::time::sleep(s.heartbeat).await;
         let Some(leases) = leases.upgrade() else { return };
-        let held: Vec<(String, i64)> = leases.held.lock().expect("leases").iter().map(|(k, h)| (k.clone(), h.epoch)).collect();
+        let held: Vec<(String, i64)> =
+            leases.held.lock().expect("leases").iter().filter(|(_, h)| !h.lost.is_set()).map(|(k, h)| (k.clone(), h.epoch)).collect();
         for (run_id, epoch) in held {
             let until = wall_ms() + s.length.as_millis() as i64;
             match pool
@@ -221,10 +229,8 @@ async fn heartbeat(leases: Weak<Leases>, pool: db::Pool, s: LeaseSettings) {
             {
                 Ok(1) => {}
                 Ok(_) => {
-                    let mut held = leases.held.lock().expect("leases");
-                    if held.get(&run_id).is_some_and(|h| h.epoch == epoch)
-                        && let Some(h) = held.remove(&run_id)
-                    {
+                    let held = leases.held.lock().expect("leases");
+                    if let Some(h) = held.get(&run_id).filter(|h| h.epoch == epoch && !h.lost.is_set()) {
                         tracing::warn!(run_id, "another process took this run over (the lease expired); stopping it here without writing");
                         h.lost.set();
                     }

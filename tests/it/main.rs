@@ -9,6 +9,7 @@ mod alert_secrets;
 mod classify;
 mod cli;
 mod engine;
+mod leases;
 mod policy;
 mod report;
 mod serve;
