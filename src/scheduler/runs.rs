@@ -47,12 +47,12 @@ pub struct Runs {
     /// Wakes the worker: a run was queued, or one ended here.
     wake: tokio::sync::Notify,
     /// Most runs this process executes at once.
-    pub capacity: usize,
+    capacity: usize,
 }
 
 impl Default for Runs {
     fn default() -> Self {
-        Runs { active: Default::default(), finished: Default::default(), done: Default::default(), wake: Default::default(), capacity: 256 }
+        Runs::with_capacity(256)
     }
 }
 
@@ -60,6 +60,11 @@ impl Default for Runs {
 pub type OnFinish = Arc<dyn Fn(&Launch, &crate::engine::RunOutcome) + Send + Sync>;
 
 impl Runs {
+    /// At most `capacity` runs executed here at once.
+    pub fn with_capacity(capacity: usize) -> Runs {
+        Runs { active: Default::default(), finished: Default::default(), done: Default::default(), wake: Default::default(), capacity }
+    }
+
     /// Runs of `flow` this process is executing or queueing.
     pub fn active_count(&self, flow: &str) -> usize {
         self.active.lock().expect("active").values().filter(|a| a.flow == flow).count()

@@ -270,7 +270,7 @@ backends! {
                     .expect("running runs");
                 let found = running.into_iter().find_map(|r| {
                     let owner = r[1].str().unwrap_or_default();
-                    let pid: u32 = owner.rsplitn(3, ':').nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+                    let pid: u32 = owner.rsplit(':').nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
                     pids.contains(&pid).then(|| (r[0].str().unwrap_or_default(), pid))
                 });
                 if let Some(v) = found {
