@@ -198,11 +198,12 @@ backends! {
         assert_eq!(count(&store, "SELECT COUNT(*) FROM node_attempts WHERE node_id = 'greet'").await, 1, "the finished node is kept, not run again");
         store.close().await;
     }
+}
 
-    async fn a_second_serve_on_one_sqlite_file_is_refused(db: TestDb) {
-        if db.kind != Kind::Sqlite {
-            return;
-        }
+/// SQLite is single-worker: the second `serve` names the first; CLI commands still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_serve_on_one_sqlite_file_is_refused() {
+    crate::support::db::with_backend(Kind::Sqlite, |db: TestDb| async move {
         let p = Project::with_config(&config(db.url(), ""));
         p.write("flows/slow.yaml", SLOW);
         let first = Worker::start(&p);
@@ -210,10 +211,10 @@ backends! {
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(2), "{err}");
         assert!(err.contains("another `flowguard serve`") && err.contains(&format!("pid {}", first.pid())), "{err}");
-        // CLI commands still work beside it.
         let o = p.run(&["runs"]);
         assert!(o.status.success(), "{}", stderr(&o));
-    }
+    })
+    .await
 }
 
 /// A flow with a side effect: publish is called with the run's idempotency key.
