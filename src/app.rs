@@ -90,6 +90,7 @@ pub fn store_options(cfg: &Config) -> StoreOptions {
     StoreOptions {
         pool: PoolSettings { max_connections: cfg.storage.max_connections, connect_timeout: cfg.connect_timeout() },
         write_patience: cfg.write_patience(),
+        lease: crate::store::LeaseSettings { length: cfg.storage.lease.get(), heartbeat: cfg.storage.lease_heartbeat() },
     }
 }
 

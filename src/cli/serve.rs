@@ -23,10 +23,7 @@ pub async fn serve(config: &Path, listen: Option<String>, clock: SharedClock) ->
 
 pub(super) fn report_recovery(app: &Application) {
     for r in &app.recovered {
-        match r {
-            crate::scheduler::runs::Recovered::Resumed(id) => println!("resumed run {id} (interrupted by a stopped process)"),
-            crate::scheduler::runs::Recovered::Interrupted(id, why) => println!("run {id} recorded interrupted: {why}"),
-        }
+        println!("{r}");
     }
 }
 

@@ -88,6 +88,24 @@ pub struct StorageConfig {
     /// How long a run keeps retrying a write while the database is away.
     #[serde(default = "default_write_patience")]
     pub write_patience: HumanDuration,
+    /// How long a process's hold on a run it executes lasts without renewal. A run whose process
+    /// died (or stopped answering) is taken over by a `serve` this long after its last renewal.
+    #[serde(default = "default_lease")]
+    pub lease: HumanDuration,
+    /// How often the hold is renewed; a third of `lease` when not set.
+    #[serde(default)]
+    pub lease_heartbeat: Option<HumanDuration>,
+}
+
+fn default_lease() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+
+impl StorageConfig {
+    /// How often a run's lease is renewed.
+    pub fn lease_heartbeat(&self) -> Duration {
+        self.lease_heartbeat.map_or(self.lease.get() / 3, HumanDuration::get)
+    }
 }
 
 impl Default for StorageConfig {
@@ -98,6 +116,8 @@ impl Default for StorageConfig {
             max_connections: default_pool(),
             connect_timeout: default_connect_timeout(),
             write_patience: default_write_patience(),
+            lease: default_lease(),
+            lease_heartbeat: None,
         }
     }
 }
@@ -271,6 +291,17 @@ impl Config {
         };
         if !["zh-CN", "en"].contains(&self.locale.as_str()) {
             diags.push(file, at(&["locale"]), "locale", format!("unknown locale `{}`; expected zh-CN or en", self.locale));
+        }
+        if self.storage.lease.get() < Duration::from_millis(100) {
+            diags.push(file, at(&["storage", "lease"]), "storage.lease", "must be at least 100ms".to_string());
+        }
+        if self.storage.lease_heartbeat().is_zero() || self.storage.lease_heartbeat() >= self.storage.lease.get() {
+            diags.push(
+                file,
+                at(&["storage", "lease_heartbeat"]),
+                "storage.lease_heartbeat",
+                "must be above 0 and shorter than storage.lease".to_string(),
+            );
         }
         if self.storage.max_connections == 0 {
             diags.push(file, at(&["storage", "max_connections"]), "storage.max_connections", "must be at least 1".to_string());

@@ -114,6 +114,7 @@ enum Walk {
 }
 
 enum Stop {
+    Lost,
     Walked(Walk),
     TimedOut,
     Cancelled,
@@ -180,6 +181,9 @@ impl Engine {
             return self.drive(&flow, Start { run_id, started_at: r.started_at, scope, state, from: r.next_node }, cancel).await;
         }
         let started = self.clock.now_ms();
+        if let Some(claimed_at) = start.claimed {
+            return self.start_claimed(flow, (req.trigger, req.canary), run_id, inputs, claimed_at, cancel).await;
+        }
         let mut record = RunRecord {
             id: run_id.clone(),
             flow: flow.name.clone(),
@@ -238,6 +242,81 @@ impl Engine {
         Ok(outcome)
     }
 
+    /// The row of a run a trigger queues (a worker claims it later), and its inputs whole (with
+    /// secrets masked) for the worker, which may be another process.
+    pub fn queued_record(&self, req: &RunRequest, run_id: &str) -> (RunRecord, String) {
+        let mut inputs = req.flow.inputs.clone();
+        inputs.extend(req.inputs.clone());
+        let inputs = Json::Object(inputs);
+        let record = RunRecord {
+            id: run_id.to_owned(),
+            flow: req.flow.name.clone(),
+            flow_hash: req.flow.hash.clone(),
+            trigger: req.trigger.clone(),
+            status: RunStatus::Queued,
+            canary: req.canary,
+            inputs: self.payload(&inputs).0,
+            started_at: self.clock.now_ms(),
+            ended_at: None,
+            duration_ms: None,
+            failed_node: None,
+            error_kind: None,
+            error_message: None,
+            severity: None,
+        };
+        (record, self.full(&inputs))
+    }
+
+    /// Runs a queued run this process claimed (its row is `running` under this process's lease);
+    /// a flow blocked meanwhile refuses it.
+    async fn start_claimed(
+        &self,
+        flow: Arc<Flow>,
+        (trigger, canary): (String, bool),
+        run_id: String,
+        inputs: Map<String, Json>,
+        started: i64,
+        cancel: impl Future<Output = ()>,
+    ) -> anyhow::Result<RunOutcome> {
+        if !canary && let Some(block) = self.store.flow_block(&flow.name).await? {
+            let message = format!(
+                "the flow is blocked (by {}){}; unblock it with `flowguard flow unblock {}`",
+                block.blocked_by,
+                block.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default(),
+                flow.name
+            );
+            let end =
+                RunEnd { status: Some(RunStatus::Refused), ended_at: started, error_message: Some(message.clone()), ..Default::default() };
+            self.store.finish_run(&run_id, &end, &[]).await?;
+            let outcome = RunOutcome {
+                run_id,
+                flow: flow.name.clone(),
+                status: RunStatus::Refused,
+                duration_ms: 0,
+                failed_node: None,
+                error_kind: None,
+                error_message: Some(message),
+                severity: None,
+                outputs: Map::new(),
+            };
+            self.emit(Event::RunFinished(outcome.clone()));
+            return Ok(outcome);
+        }
+        self.emit(Event::RunStarted { run_id: run_id.clone(), flow: flow.name.clone() });
+        let scope = Scope {
+            input: to_value(&Json::Object(inputs)),
+            run: to_value(&json!({"id": run_id, "flow": flow.name, "trigger": trigger})),
+            ..Default::default()
+        };
+        let state = RunState { seq: 0, recovered: false, current: None, outputs: Map::new() };
+        let outcome = self.drive(&flow, Start { run_id, started_at: started, scope, state, from: 0 }, cancel).await?;
+        if canary && outcome.status.is_success() && flow.unblock_on_canary {
+            let now = self.clock.now_ms();
+            self.store.unblock_flow(&flow.name, "canary", Some(&format!("canary run {} passed", outcome.run_id)), now).await?;
+        }
+        Ok(outcome)
+    }
+
     /// Resumes a run from node `from` (or the node after it with `skip_output` as its output),
     /// with the outputs of the nodes before it as they were kept. The same run id goes on.
     pub async fn resume(&self, flow: Arc<Flow>, run_id: &str, from: &str, skip_output: Option<Json>) -> anyhow::Result<RunOutcome> {
@@ -262,6 +341,11 @@ impl Engine {
                 scope.nodes.insert(node.id.clone(), to_value(&v));
                 state.outputs.insert(node.id.clone(), v);
             }
+        }
+        // The operator's process executes the run from here: it takes the lease (bumping the
+        // epoch), so a process still holding an older one cannot write over it.
+        if self.store.take_over(run_id, rec.status.as_str()).await?.is_none() {
+            return Err(anyhow!("run {run_id} is being executed by another process"));
         }
         self.store.reopen_run(run_id).await?;
         if let Some(out) = skip_output {
@@ -295,9 +379,25 @@ impl Engine {
         .await
     }
 
-    /// Walks the nodes from `start.from` under the run's time limit, then records the end.
+    /// Walks the nodes from `start.from` under the run's time limit, then records the end. Lets
+    /// go of the run's lease however it ends.
     async fn drive(&self, flow: &Arc<Flow>, start: Start, cancel: impl Future<Output = ()>) -> anyhow::Result<RunOutcome> {
+        let run_id = start.run_id.clone();
+        let r = self.drive_held(flow, start, cancel).await;
+        self.store.release(&run_id);
+        r
+    }
+
+    async fn drive_held(&self, flow: &Arc<Flow>, start: Start, cancel: impl Future<Output = ()>) -> anyhow::Result<RunOutcome> {
         let Start { run_id, started_at, scope, state, from } = start;
+        // Another process took the run over (this one's lease expired): stop without writing.
+        let lost = self.store.lost_signal(&run_id);
+        let lost = async {
+            match &lost {
+                Some(l) => l.wait().await,
+                None => std::future::pending().await,
+            }
+        };
         let resumed_at = self.clock.now_ms();
         // The latency warning comes from the engine's own timer, so every way of running warns.
         let watchdog = flow.latency_warning.map(|warn| {
@@ -317,6 +417,8 @@ impl Engine {
             }
         };
         let stop = tokio::select! {
+            biased;
+            _ = lost => Stop::Lost,
             r = walk => Stop::Walked(r),
             _ = deadline => Stop::TimedOut,
             _ = cancel => Stop::Cancelled,
@@ -326,6 +428,8 @@ impl Engine {
         if let Some(w) = watchdog {
             w.abort();
         }
+        // A walk that ended on a refused write ended because the run was taken over.
+        let stop = if self.store.lost_signal(&run_id).is_some_and(|l| l.is_set()) { Stop::Lost } else { stop };
 
         let now = self.clock.now_ms();
         let st = state.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -333,6 +437,7 @@ impl Engine {
         let mut block = false;
         let mut park = false;
         let (status, failure): (RunStatus, Option<Failed>) = match stop {
+            Stop::Lost => return Err(crate::store::LeaseLost(run_id).into()),
             Stop::Walked(Walk::Done { handled: None }) => (if st.recovered { RunStatus::Recovered } else { RunStatus::Succeeded }, None),
             Stop::Walked(Walk::Done { handled: Some((node, e)) }) => (RunStatus::Recovered, Some((Some(node), e.kind, e.message, None))),
             Stop::Walked(Walk::Failed { node, error, severity, block: b }) => {
@@ -662,6 +767,10 @@ impl Engine {
         for (mi, model) in models.iter().enumerate() {
             let mut attempt: u32 = 0;
             loop {
+                // A run taken over by another process starts nothing more here.
+                if self.store.lost_signal(run_id).is_none_or(|l| l.is_set()) {
+                    return Err(failure(ErrorKind::Internal, crate::store::LeaseLost(run_id.to_owned()).to_string()));
+                }
                 attempt += 1;
                 let started = self.clock.now_ms();
                 let current = Current {

@@ -16,6 +16,9 @@ pub struct Start {
     pub run_id: Option<String>,
     /// Go on with a recorded run instead of inserting a new one.
     pub resume: Option<Resume>,
+    /// The run's row exists (`queued`, then claimed from the queue) and this process holds its
+    /// lease: run it from the first node without inserting it.
+    pub claimed: Option<i64>,
 }
 
 /// Where a recorded run goes on.
@@ -77,5 +80,5 @@ pub fn plan(
     }
     let seq = attempts.iter().map(|a| a.seq).max().unwrap_or(0);
     let resume = Resume { started_at: run.started_at, seq, next_node, outputs };
-    Ok((Start { run_id: Some(run.id.clone()), resume: Some(resume) }, inputs))
+    Ok((Start { run_id: Some(run.id.clone()), resume: Some(resume), claimed: None }, inputs))
 }

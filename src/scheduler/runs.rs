@@ -1,19 +1,21 @@
-//! Starting runs in the background for the scheduler and the API, within the limits: runs per flow
-//! (`concurrency:` in the flow file) and an overlap policy for scheduled fires. Also the two ends
-//! of a process's life: at start, runs a dead process left `running` are resumed or marked
-//! `interrupted` (the flow's `on_interrupt`); at shutdown, running runs get a grace period.
+//! Runs in the background for the scheduler and the API, through the queue in the database:
+//! [`Runs::launch`] inserts a `queued` run; [`Runs::work`] claims queued runs (this process's or
+//! another's) within the flows' limits — `concurrency:` and `overlap:` hold across all workers,
+//! since the claim counts the flow's leased running runs — and executes them under their lease.
+//! Also the two ends of a run's life elsewhere: runs whose lease expired (their process died) are
+//! resumed or marked `interrupted` (the flow's `on_interrupt`), and at shutdown running runs get a
+//! grace period.
 
 use crate::engine::resume::{self, Start};
 use crate::engine::{Engine, RunRequest};
 use crate::flow::Flow;
 use crate::flow::schedule::{OnInterrupt, Overlap};
-use crate::store::Store;
+use crate::store::{Claimed, LeaseLost, Store};
 use crate::vocab::RunStatus;
 use serde_json::{Map, Value as Json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 /// What to start.
@@ -28,57 +30,47 @@ pub struct Launch {
     pub overlap: Option<Overlap>,
 }
 
-#[derive(Clone)]
-struct FlowLimits {
-    concurrency: Option<usize>,
-    limit: Option<Arc<Semaphore>>,
-    serial: Arc<Semaphore>,
-}
-
 struct Active {
     flow: String,
-    canary: bool,
     on_interrupt: OnInterrupt,
     handle: Option<JoinHandle<()>>,
+    /// Not in the database yet (being queued).
     queued: bool,
 }
 
-/// Runs this process started and that have not finished.
-#[derive(Default)]
+/// Runs this process queued (until their row is written) or is executing.
 pub struct Runs {
     active: Mutex<HashMap<String, Active>>,
-    /// Per flow: its `concurrency` limit, and one permit for `overlap: queue`.
-    limits: Mutex<HashMap<String, FlowLimits>>,
     /// Runs finished by this process, for `/api/v1/health` and tests.
     finished: Mutex<BTreeMap<String, RunStatus>>,
     done: tokio::sync::Notify,
+    /// Wakes the worker: a run was queued, or one ended here.
+    wake: tokio::sync::Notify,
+    /// Most runs this process executes at once.
+    capacity: usize,
+}
+
+impl Default for Runs {
+    fn default() -> Self {
+        Runs::with_capacity(256)
+    }
 }
 
 /// Called with every finished run (canaries: the failure hook lives in the scheduler).
 pub type OnFinish = Arc<dyn Fn(&Launch, &crate::engine::RunOutcome) + Send + Sync>;
 
 impl Runs {
-    fn limits(&self, flow: &Flow) -> FlowLimits {
-        let mut l = self.limits.lock().expect("limits");
-        let want = flow.serve.concurrency;
-        let e = l.entry(flow.name.clone()).or_insert_with(|| FlowLimits {
-            concurrency: want,
-            limit: want.map(|n| Arc::new(Semaphore::new(n))),
-            serial: Arc::new(Semaphore::new(1)),
-        });
-        // A reload may change the limit; runs holding permits of the old one keep them.
-        if e.concurrency != want {
-            e.concurrency = want;
-            e.limit = want.map(|n| Arc::new(Semaphore::new(n)));
-        }
-        e.clone()
+    /// At most `capacity` runs executed here at once.
+    pub fn with_capacity(capacity: usize) -> Runs {
+        Runs { active: Default::default(), finished: Default::default(), done: Default::default(), wake: Default::default(), capacity }
     }
 
-    /// Runs of `flow` started here and not finished (queued ones included).
+    /// Runs of `flow` this process is executing or queueing.
     pub fn active_count(&self, flow: &str) -> usize {
         self.active.lock().expect("active").values().filter(|a| a.flow == flow).count()
     }
 
+    /// The run is being queued by this process and its row is not written yet.
     pub fn is_queued(&self, run_id: &str) -> bool {
         self.active.lock().expect("active").get(run_id).is_some_and(|a| a.queued)
     }
@@ -87,40 +79,61 @@ impl Runs {
         self.active.lock().expect("active").len()
     }
 
+    fn running(&self) -> usize {
+        self.active.lock().expect("active").values().filter(|a| !a.queued).count()
+    }
+
     pub fn finished_status(&self, run_id: &str) -> Option<RunStatus> {
         self.finished.lock().expect("finished").get(run_id).copied()
     }
 
-    /// Starts a run in the background and returns its id at once; `None` when the overlap policy
-    /// skips it.
+    /// Queues a run in the background (a resumed one, already held, is executed here at once) and
+    /// returns its id; `None` when the overlap policy skips it.
     pub fn launch(self: &Arc<Self>, engine: Engine, l: Launch, start: Start, on_finish: OnFinish) -> Option<String> {
-        // Canaries and business runs do not hold each other up.
-        let same_kind = self.active.lock().expect("active").values().filter(|a| a.flow == l.flow.name && a.canary == l.canary).count();
-        if l.overlap == Some(Overlap::Skip) && same_kind > 0 {
-            tracing::info!(flow = %l.flow.name, trigger = %l.trigger, "skipped: the previous run is still going (overlap: skip)");
-            return None;
+        if start.resume.is_some() || start.claimed.is_some() {
+            return Some(self.execute(engine, l, start, on_finish));
         }
         let run_id = start.run_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let FlowLimits { limit, serial, .. } = self.limits(&l.flow);
-        let this = self.clone();
-        let id = run_id.clone();
-        // Registered before the task starts, so the id is known (as queued) the moment it is returned.
         self.active.lock().expect("active").insert(
             run_id.clone(),
-            Active { flow: l.flow.name.clone(), canary: l.canary, on_interrupt: l.flow.serve.on_interrupt, handle: None, queued: true },
+            Active { flow: l.flow.name.clone(), on_interrupt: l.flow.serve.on_interrupt, handle: None, queued: true },
+        );
+        let (this, id) = (self.clone(), run_id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = this.queue(&engine, &l, &id).await {
+                tracing::error!(run_id = %id, flow = %l.flow.name, error = %format!("{e:#}"), "the run could not be queued");
+            }
+            this.active.lock().expect("active").remove(&id);
+        });
+        Some(run_id)
+    }
+
+    /// Queues a run and returns once its row is committed (so an id handed out is never lost);
+    /// false when the overlap policy skips it.
+    pub async fn queue(&self, engine: &Engine, l: &Launch, run_id: &str) -> anyhow::Result<bool> {
+        let store = &engine.store;
+        // Canaries and business runs do not hold each other up.
+        if l.overlap == Some(Overlap::Skip) && store.pending_runs(&l.flow.name, l.canary).await? > 0 {
+            tracing::info!(flow = %l.flow.name, trigger = %l.trigger, "skipped: the previous run is still going (overlap: skip)");
+            return Ok(false);
+        }
+        let req = RunRequest { flow: l.flow.clone(), inputs: l.inputs.clone(), trigger: l.trigger.clone(), canary: l.canary };
+        let (record, inputs) = engine.queued_record(&req, run_id);
+        store.enqueue(&record, l.overlap == Some(Overlap::Queue), &inputs).await?;
+        self.wake.notify_one();
+        Ok(true)
+    }
+
+    /// Executes a run this process holds the lease of, in the background; its id.
+    fn execute(self: &Arc<Self>, engine: Engine, l: Launch, start: Start, on_finish: OnFinish) -> String {
+        let run_id = start.run_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let (this, id) = (self.clone(), run_id.clone());
+        // Registered before the task starts, so a quick run cannot end before it is listed.
+        self.active.lock().expect("active").insert(
+            run_id.clone(),
+            Active { flow: l.flow.name.clone(), on_interrupt: l.flow.serve.on_interrupt, handle: None, queued: false },
         );
         let handle = tokio::spawn(async move {
-            let _serial = match l.overlap {
-                Some(Overlap::Queue) => serial.acquire_owned().await.ok(),
-                _ => None,
-            };
-            let _permit = match limit {
-                Some(s) => s.acquire_owned().await.ok(),
-                None => None,
-            };
-            if let Some(a) = this.active.lock().expect("active").get_mut(&id) {
-                a.queued = false;
-            }
             let req = RunRequest { flow: l.flow.clone(), inputs: l.inputs.clone(), trigger: l.trigger.clone(), canary: l.canary };
             let start = Start { run_id: Some(id.clone()), ..start };
             match engine.start(req, start, std::future::pending::<()>()).await {
@@ -128,20 +141,58 @@ impl Runs {
                     this.finished.lock().expect("finished").insert(id.clone(), outcome.status);
                     on_finish(&l, &outcome);
                 }
+                Err(e) if e.downcast_ref::<LeaseLost>().is_some() || format!("{e:#}").contains("was taken over by another process") => {
+                    tracing::warn!(run_id = %id, flow = %l.flow.name, "stopped here: another process took the run over after this one's lease expired");
+                }
                 Err(e) => tracing::error!(run_id = %id, flow = %l.flow.name, error = %format!("{e:#}"), "the run could not be recorded"),
             }
             this.active.lock().expect("active").remove(&id);
             this.done.notify_waiters();
+            this.wake.notify_one();
         });
         if let Some(a) = self.active.lock().expect("active").get_mut(&run_id) {
             a.handle = Some(handle);
         }
-        Some(run_id)
+        run_id
+    }
+
+    /// One step of the worker: claims what fits of the queue and starts it; how many it claimed.
+    pub async fn work_once(
+        self: &Arc<Self>,
+        engine: &Engine,
+        flows: &BTreeMap<String, Arc<Flow>>,
+        on_finish: &OnFinish,
+    ) -> anyhow::Result<usize> {
+        let free = self.capacity.saturating_sub(self.running());
+        let limit = |f: &str| flows.get(f).and_then(|fl| fl.serve.concurrency);
+        let claimed = engine.store.claim_queued(free, &limit).await?;
+        let n = claimed.len();
+        for Claimed { run, .. } in claimed {
+            let Some(flow) = flows.get(&run.flow).cloned() else {
+                let msg = format!("the flow `{}` is not configured in this process", run.flow);
+                engine.store.mark_interrupted(&run, engine.clock.now_ms(), &msg).await?;
+                continue;
+            };
+            let whole = engine.store.queued_inputs(&run.id).await?;
+            let inputs = match whole.as_deref().or(run.inputs.as_deref()).map(serde_json::from_str::<Json>) {
+                Some(Ok(Json::Object(m))) => m,
+                _ => Map::new(),
+            };
+            let l = Launch { flow, inputs, trigger: run.trigger.clone(), canary: run.canary, overlap: None };
+            let start = Start { run_id: Some(run.id.clone()), resume: None, claimed: Some(run.started_at) };
+            self.execute(engine.clone(), l, start, on_finish.clone());
+        }
+        Ok(n)
+    }
+
+    /// Waits until a run is queued or ends here, or `poll` passes (other processes queue too).
+    pub async fn idle(&self, poll: Duration) {
+        let _ = tokio::time::timeout(poll, self.wake.notified()).await;
     }
 
     /// Waits up to `grace` for running runs to finish; the rest are stopped. A stopped run of a
-    /// flow with `on_interrupt: resume` stays `running` (its completed nodes are its checkpoint)
-    /// and goes on at the next start; the others are recorded `interrupted`.
+    /// flow with `on_interrupt: resume` is handed back (its completed nodes are its checkpoint)
+    /// and goes on in the next process that claims it; the others are recorded `interrupted`.
     pub async fn drain(&self, grace: Duration, store: &Store, now_ms: impl Fn() -> i64) -> usize {
         let deadline = tokio::time::Instant::now() + grace;
         loop {
@@ -158,6 +209,9 @@ impl Runs {
             if let Some(h) = &a.handle {
                 h.abort();
             }
+            if a.queued {
+                continue;
+            }
             if a.on_interrupt == OnInterrupt::Fail
                 && let Ok(Some(run)) = store.get_run(id).await
                 && run.status == RunStatus::Running
@@ -166,6 +220,8 @@ impl Runs {
                 if let Err(e) = store.mark_interrupted(&run, now_ms(), msg).await {
                     tracing::error!(run_id = %id, error = %format!("{e:#}"), "could not record the interrupted run");
                 }
+            } else if let Err(e) = store.hand_back(id).await {
+                tracing::warn!(run_id = %id, error = %format!("{e:#}"), "could not hand the run back; it is taken over when its lease expires");
             }
         }
         left.len()
@@ -179,19 +235,28 @@ pub enum Recovered {
     Interrupted(String, String),
 }
 
-/// Runs left `running` by a process that died before `before_ms`: each resumes from its last
-/// completed node when its flow says `on_interrupt: resume` and it can, else it is recorded
-/// `interrupted`.
+impl std::fmt::Display for Recovered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recovered::Resumed(id) => write!(f, "resumed run {id} (interrupted by a stopped process)"),
+            Recovered::Interrupted(id, why) => write!(f, "run {id} recorded interrupted: {why}"),
+        }
+    }
+}
+
+/// Runs whose lease expired (their process died, or stopped answering for longer than the
+/// lease): each is taken over with an atomic conditional update — a run another process took
+/// first, or whose owner is alive, is left alone — then resumes from its last completed node when
+/// its flow says `on_interrupt: resume` and it can, else it is recorded `interrupted`.
 pub async fn recover(
     runs: &Arc<Runs>,
     engine: &Engine,
     flows: &BTreeMap<String, Arc<Flow>>,
-    before_ms: i64,
     on_finish: OnFinish,
 ) -> anyhow::Result<Vec<Recovered>> {
     let store = &engine.store;
     let mut out = Vec::new();
-    for run in store.running_runs(before_ms).await? {
+    for run in store.claim_expired().await? {
         let flow = flows.get(&run.flow);
         let plan = match flow {
             None => Err(format!("the flow `{}` is no longer configured", run.flow)),
@@ -204,14 +269,14 @@ pub async fn recover(
         };
         match (flow, plan) {
             (Some(f), Ok((start, inputs))) => {
-                tracing::warn!(run_id = %run.id, flow = %run.flow, "resuming a run interrupted by a stopped process");
+                tracing::warn!(run_id = %run.id, flow = %run.flow, "resuming a run whose process stopped (its lease expired)");
                 let l = Launch { flow: f.clone(), inputs, trigger: run.trigger.clone(), canary: run.canary, overlap: None };
                 runs.launch(engine.clone(), l, start, on_finish.clone());
                 out.push(Recovered::Resumed(run.id.clone()));
             }
             (_, plan) => {
                 let why = plan.err().unwrap_or_default();
-                tracing::warn!(run_id = %run.id, flow = %run.flow, reason = %why, "a run interrupted by a stopped process is recorded interrupted");
+                tracing::warn!(run_id = %run.id, flow = %run.flow, reason = %why, "a run whose process stopped is recorded interrupted");
                 let msg = format!("the process running this flow stopped before the run finished; not resumed: {why}");
                 store.mark_interrupted(&run, engine.clock.now_ms(), &msg).await?;
                 out.push(Recovered::Interrupted(run.id.clone(), why));

@@ -389,13 +389,13 @@ struct TriggerBody {
     inputs: Map<String, Value>,
 }
 
-/// Starts a run in the background; answers its id at once.
+/// Queues a run; answers its id once the run is recorded.
 async fn trigger(State(s): State<Arc<Shared>>, h: HeaderMap, Path(name): Path<String>, body: Bytes) -> ApiResult {
     auth(&s, &h, Scope::Operate)?;
     let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) { TriggerBody::default() } else { parse_json(&body)? };
     let flow = s.loaded().flows.get(&name).cloned().ok_or_else(|| ApiError::NotFound(format!("no flow named `{name}`")))?;
     let l = Launch { flow, inputs: body.inputs, trigger: "api".into(), canary: false, overlap: None };
-    let id = s.launch(l).ok_or_else(|| ApiError::Internal("the run was not started".into()))?;
+    let id = s.queue(l).await?.ok_or_else(|| ApiError::Internal("the run was not started".into()))?;
     Ok((StatusCode::ACCEPTED, Json(json!({"run_id": id, "status": "queued", "url": format!("/api/v1/runs/{id}")}))).into_response())
 }
 

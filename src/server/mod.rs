@@ -181,6 +181,14 @@ impl Shared {
         self.runs.launch(engine, l, Default::default(), self.on_finish())
     }
 
+    /// Queues a run and answers its id once the run is durable (`None`: skipped by the overlap
+    /// policy).
+    pub async fn queue(&self, l: Launch) -> anyhow::Result<Option<String>> {
+        let engine = self.loaded().engine.clone();
+        let id = uuid::Uuid::now_v7().to_string();
+        Ok(self.runs.queue(&engine, &l, &id).await?.then_some(id))
+    }
+
     fn on_finish(&self) -> OnFinish {
         Arc::new(|l: &Launch, o: &crate::engine::RunOutcome| {
             if l.canary {
@@ -259,6 +267,18 @@ impl Application {
             .next()
             .ok_or_else(|| anyhow!("server.listen `{listen}` names no address"))?;
         app.config.server.check_access(addr).map_err(|e| anyhow!(e))?;
+        if store.backend() == crate::store::Backend::Sqlite {
+            // SQLite is single-worker: one `serve` per file (CLI commands still work beside it).
+            let lease = store.lease_settings().length.as_millis() as i64;
+            if let Err(holder) = store.lock_process(SERVE_LOCK, lease).await? {
+                store.close().await;
+                return Err(anyhow!(
+                    "another `flowguard serve` ({}) is using the SQLite database {}; SQLite takes one serve per file. Stop that one, or use MySQL/MariaDB or PostgreSQL to run several workers",
+                    holder.describe(),
+                    app.config.storage_url()
+                ));
+            }
+        }
         let metrics = Arc::new(Metrics::default());
         let now = opts.clock.now_ms();
         let config_path = config_path.to_path_buf();
@@ -284,7 +304,7 @@ impl Application {
             extra_schedules: opts.extra_schedules.clone(),
         });
         let l = shared.loaded();
-        let recovered = crate::scheduler::runs::recover(&shared.runs, &l.engine, &l.flows, now, shared.on_finish()).await?;
+        let recovered = crate::scheduler::runs::recover(&shared.runs, &l.engine, &l.flows, shared.on_finish()).await?;
         // Runs marked interrupted just now, and alerts a dead process owed, alert like any outcome.
         if let Err(e) = l.alerter.sweep(now - 24 * 3600 * 1000, shared.clock.now_ms() + 1).await {
             tracing::warn!(error = %l.alerter.redactor().redact(&format!("{e:#}")), "alert sweep failed");
@@ -320,6 +340,9 @@ impl Application {
         if left > 0 {
             tracing::warn!(runs = left, "runs still going at the end of the grace period were stopped");
         }
+        if shared.store.backend() == crate::store::Backend::Sqlite {
+            let _ = shared.store.unlock_process(SERVE_LOCK).await;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
         shared.store.close().await;
         Ok(())
@@ -329,12 +352,64 @@ impl Application {
 /// The jobs `serve` runs beside the HTTP server. Each is one task; they stop at shutdown.
 fn background_jobs(shared: &Arc<Shared>, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
+        tokio::spawn(worker(shared.clone())),
+        tokio::spawn(takeovers(shared.clone())),
         tokio::spawn(scheduler_loop(shared.clone(), stop.clone())),
         tokio::spawn(watch_files(shared.clone(), stop.clone())),
         tokio::spawn(outbox_pump(shared.clone(), stop.clone())),
         tokio::spawn(external::watch_silence(shared.clone(), stop.clone())),
         tokio::spawn(report_jobs(shared.clone(), stop)),
     ]
+}
+
+/// The process lock of the one `serve` on a SQLite file.
+const SERVE_LOCK: &str = "serve";
+
+/// How often an idle worker looks at the queue for runs other processes queued.
+const QUEUE_POLL: Duration = Duration::from_millis(200);
+
+/// Claims queued runs (of any process) and executes them.
+async fn worker(shared: Arc<Shared>) {
+    let on_finish = shared.on_finish();
+    loop {
+        let l = shared.loaded();
+        match shared.runs.work_once(&l.engine, &l.flows, &on_finish).await {
+            Ok(n) if n > 0 => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "claiming queued runs failed"),
+        }
+        drop(l);
+        shared.runs.idle(QUEUE_POLL).await;
+    }
+}
+
+/// Each heartbeat: takes over runs whose lease expired (their process died) and, on SQLite,
+/// renews this process's hold on the file.
+async fn takeovers(shared: Arc<Shared>) {
+    let settings = shared.store.lease_settings();
+    let lease = settings.length.as_millis() as i64;
+    loop {
+        tokio::time::sleep(settings.heartbeat).await;
+        if shared.store.backend() == crate::store::Backend::Sqlite {
+            match shared.store.renew_process_lock(SERVE_LOCK, lease).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::error!("another `flowguard serve` took over this SQLite database (this one stopped renewing its hold in time)")
+                }
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not renew the serve lock"),
+            }
+        }
+        let l = shared.loaded();
+        match crate::scheduler::runs::recover(&shared.runs, &l.engine, &l.flows, shared.on_finish()).await {
+            Ok(done) => {
+                // Said on stdout, as at start (`flowguard serve` prints what recovery did).
+                for r in done {
+                    println!("{r}");
+                }
+            }
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "taking over stopped runs failed"),
+        }
+    }
 }
 
 /// Delivers alert notifications; picks up a reloaded config's channels.
@@ -421,7 +496,14 @@ async fn scheduler_loop(shared: Arc<Shared>, _stop: watch::Receiver<bool>) {
 }
 
 async fn run_fire(shared: &Arc<Shared>, f: &Fire) {
-    shared.fire(f);
+    // Every worker's scheduler sees the fire; the first to record it starts it.
+    match shared.store.fire_once(&f.job, f.at_ms).await {
+        Ok(true) => {
+            shared.fire(f);
+        }
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %format!("{e:#}"), job = %f.job, "cannot record the fire; not started"),
+    }
     if let Err(e) = shared.store.set_last_fire(&f.job, shared.clock.now_ms().max(f.at_ms)).await {
         tracing::error!(error = %format!("{e:#}"), "cannot record the scheduler state");
     }

@@ -259,12 +259,48 @@ fn numbered(sql: &str) -> Cow<'_, str> {
     Cow::Owned(pg_sql(sql))
 }
 
+/// Runs `guards` then `stmts` in one transaction. A guard must touch exactly one row (a fencing
+/// check, e.g. `UPDATE runs … WHERE id = ? AND epoch = ?`); when any does not, nothing is
+/// committed and the indexes of the failed guards are returned.
+macro_rules! run_guarded {
+    ($c:expr, $guards:expr, $stmts:expr, $rewrite:expr) => {{
+        let c = $c;
+        let mut tx = sqlx::Connection::begin(&mut **c).await?;
+        let mut failed = Vec::new();
+        for (i, (sql, args)) in $guards.iter().enumerate() {
+            let sql: Cow<'_, str> = $rewrite(sql.as_ref());
+            if bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql.as_ref())), args).execute(&mut *tx).await?.rows_affected() != 1 {
+                failed.push(i);
+            }
+        }
+        if !failed.is_empty() {
+            tx.rollback().await?;
+            return Ok(failed);
+        }
+        for (sql, args) in $stmts {
+            let sql: Cow<'_, str> = $rewrite(sql.as_ref());
+            bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql.as_ref())), args).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(failed)
+    }};
+}
+
 impl OwnedConn {
     pub async fn exec_batch(&mut self, stmts: &[Stmt]) -> Result<(), sqlx::Error> {
         match self {
             OwnedConn::Sqlite(c) => run_batch!(c, stmts, same),
             OwnedConn::MySql(c) => run_batch!(c, stmts, same),
             OwnedConn::Postgres(c) => run_batch!(c, stmts, numbered),
+        }
+    }
+
+    /// [`run_guarded!`]: `Ok(failed guards)`, empty when everything committed.
+    pub async fn exec_guarded(&mut self, guards: &[Stmt], stmts: &[Stmt]) -> Result<Vec<usize>, sqlx::Error> {
+        match self {
+            OwnedConn::Sqlite(c) => run_guarded!(c, guards, stmts, same),
+            OwnedConn::MySql(c) => run_guarded!(c, guards, stmts, same),
+            OwnedConn::Postgres(c) => run_guarded!(c, guards, stmts, numbered),
         }
     }
 }
@@ -539,6 +575,30 @@ impl Pool {
                 let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(PG_LOCK_KEY).execute(&mut *c).await;
                 r
             }
+        }
+    }
+
+    /// Runs `f` inside one transaction on one connection: committed when `f` returns `Ok`, rolled
+    /// back otherwise. SQLite takes its write lock at the start (`BEGIN IMMEDIATE`), so a
+    /// read-then-write inside cannot interleave with another process.
+    pub async fn with_tx<T>(&self, f: impl AsyncFnOnce(&mut Conn<'_>) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        macro_rules! tx {
+            ($p:expr, $variant:ident, $begin:literal) => {{
+                let mut c = $p.acquire().await?;
+                sqlx::raw_sql($begin).execute(&mut *c).await?;
+                let r = f(&mut Conn::$variant(&mut c)).await;
+                let end = if r.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                match sqlx::raw_sql(end).execute(&mut *c).await {
+                    Ok(_) => r,
+                    Err(e) if r.is_ok() => Err(e.into()),
+                    Err(_) => r,
+                }
+            }};
+        }
+        match self {
+            Pool::Sqlite(p) => tx!(p, Sqlite, "BEGIN IMMEDIATE"),
+            Pool::MySql(p) => tx!(p, MySql, "START TRANSACTION"),
+            Pool::Postgres(p) => tx!(p, Postgres, "BEGIN"),
         }
     }
 

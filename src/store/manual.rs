@@ -91,7 +91,7 @@ impl Store {
 
     /// Keeps a node's full output (for a node whose output is not written with an attempt).
     pub async fn write_output(&self, run_id: &str, node_id: &str, output: &str) -> anyhow::Result<()> {
-        self.write(vec![output_stmt(self.backend(), run_id, node_id, output)]).await
+        self.write_run(run_id, vec![output_stmt(self.backend(), run_id, node_id, output)]).await
     }
 
     /// The highest attempt sequence number of a run (0 when none).
@@ -125,7 +125,9 @@ impl Store {
             ],
         ));
         stmts.extend(self.rollup_stmts(run_id, end, &[], None).await?);
-        self.write(stmts).await
+        self.write_run(run_id, stmts).await?;
+        self.release(run_id);
+        Ok(())
     }
 
     /// Open tasks (or all, newest first).
@@ -198,13 +200,14 @@ impl Store {
             stmts.push(super::finish_stmt(&task.run_id, end));
             stmts.extend(self.rollup_stmts(&task.run_id, end, &[], None).await?);
         }
-        self.write(stmts).await?;
+        self.write_run(&task.run_id, stmts).await?;
         Ok(true)
     }
 
-    /// Marks a finished or parked run as running again (a resumed run).
+    /// Marks a finished or parked run as running again (a resumed run), under the lease this
+    /// process took on it.
     pub async fn reopen_run(&self, run_id: &str) -> anyhow::Result<()> {
-        self.write(vec![stmt(
+        self.write_run(run_id, vec![stmt(
             "UPDATE runs SET status = 'running', ended_at = NULL, duration_ms = NULL, failed_node = NULL, error_kind = NULL, error_message = NULL, severity = NULL WHERE id = ?",
             vec![run_id.into()],
         )])

@@ -8,7 +8,9 @@
 
 mod alerts;
 mod db;
+pub mod leases;
 mod manual;
+mod queue;
 pub mod rollups;
 mod server;
 
@@ -17,6 +19,8 @@ pub use manual::{FlowBlock, ManualAction, ManualTask};
 pub use server::{Cursor, IngestWrite};
 
 pub use db::{Arg, Backend, Conn, OwnedConn, Pool, PoolSettings, Stmt, Tx, Ty, Val, is_conflict};
+pub use leases::{LeaseLost, LeaseSettings};
+pub use queue::{Claimed, Holder};
 
 use crate::vocab::{AttemptStatus, RunStatus};
 use anyhow::{Context, anyhow};
@@ -47,6 +51,7 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
     migration!(5, "v5"),
     migration!(6, "v6"),
     migration!(7, "v7"),
+    migration!(8, "v8"),
     migration!(9, "v9"),
     migration!(12, "v12"),
 ];
@@ -139,9 +144,23 @@ pub struct RunFilter {
     pub include_canary: bool,
 }
 
-enum Write {
-    Batch(Vec<db::Stmt>, oneshot::Sender<Result<(), String>>),
+/// Statements to commit together, an optional fencing guard (see leases.rs), and who to answer.
+struct Write {
+    stmts: Vec<db::Stmt>,
+    guard: Option<db::Stmt>,
+    ack: oneshot::Sender<Result<(), WriteError>>,
 }
+
+enum WriteError {
+    /// The batch's guard matched no row: its run belongs to another process now.
+    Stale,
+    Failed(String),
+}
+
+/// A batch refused by its guard; [`Store::write_run`] turns it into [`LeaseLost`].
+#[derive(Debug, thiserror::Error)]
+#[error("the write was refused: its run's epoch moved on")]
+pub(crate) struct Stale;
 
 #[derive(Clone)]
 pub struct Store {
@@ -156,6 +175,9 @@ pub struct Store {
     server: Arc<str>,
     /// Runs in flight in this process, so their end rolls up without reading them back.
     live: std::sync::Arc<rollups::Live>,
+    /// Leases this process holds on runs, and how long they last.
+    leases: Arc<leases::Leases>,
+    lease: LeaseSettings,
 }
 
 /// How to open the store: the pool, and how long writes wait for a database that went away.
@@ -163,11 +185,12 @@ pub struct Store {
 pub struct StoreOptions {
     pub pool: PoolSettings,
     pub write_patience: Duration,
+    pub lease: LeaseSettings,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { pool: PoolSettings::default(), write_patience: Duration::from_secs(30) }
+        StoreOptions { pool: PoolSettings::default(), write_patience: Duration::from_secs(30), lease: LeaseSettings::default() }
     }
 }
 
@@ -250,7 +273,8 @@ impl Store {
     /// Connects, applies migrations, and starts the writer. `patience`: how long writes are
     /// retried while the database is unreachable.
     pub async fn open(url: &str, max_connections: u32, patience: Duration) -> anyhow::Result<Store> {
-        let opts = StoreOptions { pool: PoolSettings { max_connections, ..Default::default() }, write_patience: patience };
+        let opts =
+            StoreOptions { pool: PoolSettings { max_connections, ..Default::default() }, write_patience: patience, ..Default::default() };
         Store::open_with(url, &opts).await
     }
 
@@ -290,7 +314,16 @@ impl Store {
         let (tx, rx) = mpsc::unbounded_channel();
         let (release, released) = mpsc::unbounded_channel();
         tokio::spawn(writer(write_pool.clone(), rx, released, opts.write_patience, describe_target(url)));
-        Ok(Store { pool, write_pool, writes: tx, release, server: Arc::from(server), live: Default::default() })
+        Ok(Store {
+            pool,
+            write_pool,
+            writes: tx,
+            release,
+            server: Arc::from(server),
+            live: Default::default(),
+            leases: Default::default(),
+            lease: opts.lease,
+        })
     }
 
     /// The server's version string, as it answered at open.
@@ -310,9 +343,20 @@ impl Store {
     /// they are durable. Statements must be idempotent — insert with [`Store::on_conflict_skip`] —
     /// because a batch whose commit was not acknowledged is tried again.
     pub async fn write(&self, stmts: Vec<db::Stmt>) -> anyhow::Result<()> {
-        let (tx, rx) = oneshot::channel();
-        self.writes.send(Write::Batch(stmts, tx)).map_err(|_| anyhow!("the store's writer has stopped"))?;
-        rx.await.map_err(|_| anyhow!("the store's writer has stopped"))?.map_err(|e| anyhow!(e))
+        self.write_guarded(stmts, None).await
+    }
+
+    /// [`Store::write`] with a guard that must touch exactly one row in the same transaction;
+    /// otherwise nothing of this batch is committed (its neighbours in the group commit are) and
+    /// the error is [`Stale`].
+    async fn write_guarded(&self, stmts: Vec<db::Stmt>, guard: Option<db::Stmt>) -> anyhow::Result<()> {
+        let (ack, rx) = oneshot::channel();
+        self.writes.send(Write { stmts, guard, ack }).map_err(|_| anyhow!("the store's writer has stopped"))?;
+        match rx.await.map_err(|_| anyhow!("the store's writer has stopped"))? {
+            Ok(()) => Ok(()),
+            Err(WriteError::Stale) => Err(Stale.into()),
+            Err(WriteError::Failed(e)) => Err(anyhow!(e)),
+        }
     }
 
     pub async fn insert_run(&self, r: &RunRecord) -> anyhow::Result<()> {
@@ -323,13 +367,21 @@ impl Store {
             let end = RunEnd { status: Some(r.status), ..Default::default() };
             stmts.extend(self.rollup_stmts(&r.id, &end, &[], Some(r)).await?);
         }
+        let running = r.status == RunStatus::Running;
+        if running {
+            // The process that inserts a running run executes it: it holds the lease from the start.
+            stmts.push(self.lease_new_stmt(&r.id));
+        }
         self.write(stmts).await?;
+        if running {
+            self.hold(&r.id, 1);
+        }
         self.live.start(r);
         Ok(())
     }
 
     pub async fn insert_attempt(&self, a: &AttemptRecord) -> anyhow::Result<()> {
-        self.write(vec![attempt_stmt(a, self.backend())]).await?;
+        self.write_run(&a.run_id, vec![attempt_stmt(a, self.backend())]).await?;
         self.live.attempt(a);
         Ok(())
     }
@@ -349,7 +401,9 @@ impl Store {
         stmts.push(finish_stmt(run_id, end));
         // Report rollups move with the run's end, in the same transaction (store/rollups.rs).
         stmts.extend(self.rollup_stmts(run_id, end, attempts, None).await?);
-        self.write(stmts).await
+        self.write_run(run_id, stmts).await?;
+        self.release(run_id);
+        Ok(())
     }
 
     /// Records an attempt and, for a node that produced output, keeps the full output so the run
@@ -360,7 +414,7 @@ impl Store {
         if let Some(out) = keep_output {
             stmts.push(manual::output_stmt(self.backend(), &a.run_id, &a.node_id, out));
         }
-        self.write(stmts).await
+        self.write_run(&a.run_id, stmts).await
     }
 
     pub async fn get_run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {
@@ -705,21 +759,45 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        let stmts: Vec<db::Stmt> = db::merge_inserts(batch.iter().flat_map(|Write::Batch(s, _)| s.iter().cloned()).collect());
-        let result = commit_with_patience(&pool, &mut conn, &stmts, patience).await;
+        // Writes whose fencing guard fails are answered `Stale` and dropped; the rest go again.
+        let result = loop {
+            let guards: Vec<db::Stmt> = batch.iter().filter_map(|w| w.guard.clone()).collect();
+            let stmts: Vec<db::Stmt> = db::merge_inserts(batch.iter().flat_map(|w| w.stmts.iter().cloned()).collect());
+            match commit_with_patience(&pool, &mut conn, &guards, &stmts, patience).await {
+                Ok(failed) if !failed.is_empty() => {
+                    let mut seen = 0;
+                    let (stale, kept): (Vec<Write>, Vec<Write>) = batch.into_iter().partition(|w| {
+                        let hit = w.guard.is_some() && failed.contains(&seen);
+                        seen += w.guard.is_some() as usize;
+                        hit
+                    });
+                    for w in stale {
+                        let _ = w.ack.send(Err(WriteError::Stale));
+                    }
+                    batch = kept;
+                    if batch.is_empty() {
+                        break Ok(Vec::new());
+                    }
+                }
+                r => break r,
+            }
+        };
         match result {
-            Ok(()) => {
-                for Write::Batch(_, ack) in batch {
-                    let _ = ack.send(Ok(()));
+            Ok(_) => {
+                for w in batch {
+                    let _ = w.ack.send(Ok(()));
                 }
             }
             Err(e) if batch.len() > 1 && !is_connection_error(&e) => {
                 // One bad write must not fail its neighbours: commit each on its own.
-                for Write::Batch(stmts, ack) in batch {
-                    let r = commit_with_patience(&pool, &mut conn, &stmts, patience)
-                        .await
-                        .map_err(|e| write_failed(&pool, &target, patience, &e));
-                    let _ = ack.send(r);
+                for w in batch {
+                    let guards: Vec<db::Stmt> = w.guard.into_iter().collect();
+                    let r = match commit_with_patience(&pool, &mut conn, &guards, &w.stmts, patience).await {
+                        Ok(failed) if failed.is_empty() => Ok(()),
+                        Ok(_) => Err(WriteError::Stale),
+                        Err(e) => Err(WriteError::Failed(write_failed(&pool, &target, patience, &e))),
+                    };
+                    let _ = w.ack.send(r);
                 }
             }
             Err(e) => {
@@ -727,8 +805,8 @@ async fn writer(
                 if is_connection_error(&e) {
                     tracing::error!("{msg}");
                 }
-                for Write::Batch(_, ack) in batch {
-                    let _ = ack.send(Err(msg.clone()));
+                for w in batch {
+                    let _ = w.ack.send(Err(WriteError::Failed(msg.clone())));
                 }
             }
         }
@@ -795,9 +873,10 @@ fn is_connection_error(e: &sqlx::Error) -> bool {
 async fn commit_with_patience(
     pool: &Pool,
     conn: &mut Option<OwnedConn>,
+    guards: &[db::Stmt],
     stmts: &[db::Stmt],
     patience: Duration,
-) -> Result<(), sqlx::Error> {
+) -> Result<Vec<usize>, sqlx::Error> {
     let start = std::time::Instant::now();
     let mut delay = Duration::from_millis(50);
     loop {
@@ -807,7 +886,8 @@ async fn commit_with_patience(
                 *conn = Some(pool.acquire_owned().await?);
             }
             match conn.as_mut() {
-                Some(c) => c.exec_batch(stmts).await,
+                Some(c) if guards.is_empty() => c.exec_batch(stmts).await.map(|()| Vec::new()),
+                Some(c) => c.exec_guarded(guards, stmts).await,
                 None => Err(sqlx::Error::PoolClosed),
             }
         };
@@ -822,7 +902,7 @@ async fn commit_with_patience(
             *conn = None;
         }
         match r {
-            Ok(()) => return Ok(()),
+            Ok(failed) => return Ok(failed),
             Err(e) if is_connection_error(&e) && start.elapsed() + delay < patience => {
                 tracing::warn!(error = %describe_error(&e), "database write failed; retrying");
                 tokio::time::sleep(delay).await;

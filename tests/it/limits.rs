@@ -215,6 +215,7 @@ backends! {
         let store = db.open_with(&flowguard::store::StoreOptions {
             pool: flowguard::store::PoolSettings { max_connections: 2, connect_timeout: Duration::from_secs(5) },
             write_patience: Duration::from_secs(2),
+            ..Default::default()
         }).await;
         // Statements with more values than placeholders: MySQL's driver gives up half-way
         // through, which used to leave the connection waiting forever on its way back.

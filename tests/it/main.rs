@@ -13,6 +13,7 @@ mod docs;
 mod engine;
 mod external;
 mod layers;
+mod leases;
 mod limits;
 mod policy;
 mod report;

@@ -113,7 +113,8 @@ fn count(run: &Value, node: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_server_resumes_or_interrupts_runs_as_their_flow_says() {
-    let p = Project::with_config(&config(""));
+    // A short lease: the restarted server takes the dead one's runs over once it expires.
+    let p = Project::with_config(&config("").replace("storage:\n", "storage:\n  lease: 1s\n"));
     p.write("flows/resumable.yaml", &slow_flow("resumable", "resume"));
     p.write("flows/fragile.yaml", &slow_flow("fragile", "fail"));
     let mut s = Server::start(&p);

@@ -1,0 +1,237 @@
+//! The run queue and the things that must happen once across processes. Triggers insert `queued`
+//! runs; workers claim them (`FOR UPDATE SKIP LOCKED` on MySQL/MariaDB and PostgreSQL, SQLite's
+//! write lock otherwise) and take the lease in the same transaction, counting the flow's leased
+//! running runs there, so `concurrency:` and `overlap: queue` hold across all workers. Cron fires
+//! are once per job and scheduled time (a unique key); process locks are lease rows (one `serve`
+//! per SQLite file).
+
+use super::leases::{owner, wall_ms};
+use super::{Arg, Backend, RUN_COLS, RUN_TYS, RunRecord, Store, Ty, run_args, run_from};
+use crate::vocab::RunStatus;
+use anyhow::anyhow;
+
+/// Where a queued run's whole inputs are kept among its kept outputs (no node id starts with `$`).
+const QUEUED_INPUTS: &str = "$inputs";
+
+/// A queued run this process claimed: it now holds the run's lease at `epoch`.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub run: RunRecord,
+    pub epoch: i64,
+}
+
+/// Who holds a process lock.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub owner: String,
+    pub since: i64,
+}
+
+impl Holder {
+    /// `host H, pid P, since T`.
+    pub fn describe(&self) -> String {
+        let mut parts = self.owner.rsplitn(3, ':');
+        let _random = parts.next();
+        let pid = parts.next().unwrap_or("?");
+        let host = parts.next().unwrap_or("?");
+        let since = jiff::Timestamp::from_millisecond(self.since).map(|t| t.to_string()).unwrap_or_default();
+        format!("host {host}, pid {pid}, since {since}")
+    }
+
+    /// The holder is a process of this host that no longer exists (it cannot renew any more).
+    fn gone_here(&self) -> bool {
+        let mut parts = self.owner.rsplitn(3, ':');
+        let _random = parts.next();
+        let (Some(pid), Some(host)) = (parts.next(), parts.next()) else { return false };
+        let me = owner();
+        let my_host = me.rsplitn(3, ':').nth(2).unwrap_or("");
+        host == my_host && pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    }
+}
+
+impl Store {
+    /// Inserts a run to be executed by whichever worker claims it. `serial`: it starts only when
+    /// no other run of its flow (canary or not alike) is running (`overlap: queue`).
+    /// `inputs`: the run's inputs whole, kept beside it (the row's copy is cut at the size limit).
+    pub async fn enqueue(&self, r: &RunRecord, serial: bool, inputs: &str) -> anyhow::Result<()> {
+        let mut r = r.clone();
+        r.status = RunStatus::Queued;
+        let sql = format!(
+            "INSERT INTO runs ({RUN_COLS}, serial) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){}",
+            self.on_conflict_skip("id")
+        );
+        let mut args = run_args(&r);
+        args.push((serial as i64).into());
+        let keep = super::manual::output_stmt(self.backend(), &r.id, QUEUED_INPUTS, inputs);
+        self.write(vec![(sql.into(), args), keep]).await
+    }
+
+    /// The inputs a queued run was given, whole (see [`Store::enqueue`]).
+    pub async fn queued_inputs(&self, run_id: &str) -> anyhow::Result<Option<String>> {
+        Ok(self.outputs(run_id).await?.remove(QUEUED_INPUTS))
+    }
+
+    /// Queued or running runs of a flow (canary or not), for `overlap: skip`.
+    pub async fn pending_runs(&self, flow: &str, canary: bool) -> anyhow::Result<i64> {
+        let rows = self
+            .pool
+            .fetch(
+                "SELECT COUNT(*) FROM runs WHERE flow = ? AND canary = ? AND (status = 'queued' OR (status = 'running' AND lease_until >= ?))",
+                &[flow.into(), (canary as i64).into(), wall_ms().into()],
+                &[Ty::I64],
+            )
+            .await?;
+        Ok(rows.first().and_then(|r| r[0].i64()).unwrap_or(0))
+    }
+
+    /// Claims up to `max` queued runs, oldest first, within each flow's limits; this process holds
+    /// the lease of each one returned. `limit`: a flow's `concurrency:` (none: no limit).
+    pub async fn claim_queued(&self, max: usize, limit: &(dyn Fn(&str) -> Option<usize> + Sync)) -> anyhow::Result<Vec<Claimed>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let backend = self.backend();
+        let now = wall_ms();
+        let lease_until = now + self.lease.length.as_millis() as i64;
+        let me = owner();
+        let claimed = self
+            .pool
+            .with_tx(async |c| {
+                let lock = if backend == Backend::Sqlite { "" } else { " FOR UPDATE SKIP LOCKED" };
+                let sql = format!(
+                    "SELECT {RUN_COLS}, serial, epoch FROM runs WHERE status = 'queued' ORDER BY started_at, id LIMIT {}{lock}",
+                    max * 2
+                );
+                let mut tys = RUN_TYS.to_vec();
+                tys.extend([Ty::I64, Ty::I64]);
+                let rows = c.fetch(&sql, &[], &tys).await?;
+                let mut out = Vec::new();
+                for mut row in rows {
+                    if out.len() >= max {
+                        break;
+                    }
+                    let epoch = row.pop().and_then(|v| v.i64()).unwrap_or(0);
+                    let serial = row.pop().and_then(|v| v.i64()).unwrap_or(0) != 0;
+                    let run = run_from(row);
+                    let cap = limit(&run.flow);
+                    if cap.is_some() || serial {
+                        if backend != Backend::Sqlite {
+                            // One claimer per flow at a time, so two workers cannot both see a free slot.
+                            let name = format!("flow:{}", run.flow);
+                            let insert = match backend {
+                                Backend::MySql => "INSERT IGNORE INTO process_locks (name, owner, since, lease_until) VALUES (?, '', 0, 0)",
+                                _ => "INSERT INTO process_locks (name, owner, since, lease_until) VALUES (?, '', 0, 0) ON CONFLICT DO NOTHING",
+                            };
+                            c.exec(insert, &[name.as_str().into()]).await?;
+                            c.fetch("SELECT name FROM process_locks WHERE name = ? FOR UPDATE", &[name.as_str().into()], &[Ty::Str]).await?;
+                        }
+                        let count = |canary: Option<bool>| {
+                            let mut sql = "SELECT COUNT(*) FROM runs WHERE flow = ? AND status = 'running' AND lease_until >= ?".to_owned();
+                            let mut args: Vec<Arg> = vec![run.flow.as_str().into(), now.into()];
+                            if let Some(k) = canary {
+                                sql.push_str(" AND canary = ?");
+                                args.push((k as i64).into());
+                            }
+                            (sql, args)
+                        };
+                        if let Some(cap) = cap {
+                            let (sql, args) = count(None);
+                            let n = c.fetch(&sql, &args, &[Ty::I64]).await?.first().and_then(|r| r[0].i64()).unwrap_or(0);
+                            if n as usize >= cap {
+                                continue;
+                            }
+                        }
+                        if serial {
+                            let (sql, args) = count(Some(run.canary));
+                            if c.fetch(&sql, &args, &[Ty::I64]).await?.first().and_then(|r| r[0].i64()).unwrap_or(0) > 0 {
+                                continue;
+                            }
+                        }
+                    }
+                    let n = c
+                        .exec(
+                            "UPDATE runs SET status = 'running', owner = ?, lease_until = ?, epoch = ?, started_at = ? WHERE id = ? AND status = 'queued' AND epoch = ?",
+                            &[me.into(), lease_until.into(), (epoch + 1).into(), now.into(), run.id.as_str().into(), epoch.into()],
+                        )
+                        .await?;
+                    if n == 1 {
+                        let run = RunRecord { status: RunStatus::Running, started_at: now, ..run };
+                        out.push(Claimed { run, epoch: epoch + 1 });
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        for c in &claimed {
+            self.hold(&c.run.id, c.epoch);
+        }
+        Ok(claimed)
+    }
+
+    /// Lets another process take a run over at once (a graceful stop of a run that resumes).
+    pub async fn hand_back(&self, run_id: &str) -> anyhow::Result<()> {
+        if let Some(guard) = self.fence(run_id) {
+            let epoch = guard.1[1].clone();
+            self.pool.exec("UPDATE runs SET lease_until = 0 WHERE id = ? AND epoch = ?", &[run_id.into(), epoch]).await?;
+        }
+        self.release(run_id);
+        Ok(())
+    }
+
+    /// True for exactly one caller per (job, scheduled time), across processes.
+    pub async fn fire_once(&self, job: &str, at_ms: i64) -> anyhow::Result<bool> {
+        let sql = match self.backend() {
+            Backend::MySql => "INSERT IGNORE INTO cron_fires (job, at_ms, fired_at, owner) VALUES (?, ?, ?, ?)",
+            _ => "INSERT INTO cron_fires (job, at_ms, fired_at, owner) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        };
+        Ok(self.pool.exec(sql, &[job.into(), at_ms.into(), wall_ms().into(), owner().into()]).await? == 1)
+    }
+
+    /// Takes the process lock `name` (e.g. the one `serve` per SQLite file) for `lease` ms, or
+    /// says who holds it. A holder whose lease expired, or a dead process of this host, loses it.
+    pub async fn lock_process(&self, name: &str, lease_ms: i64) -> anyhow::Result<Result<(), Holder>> {
+        let now = wall_ms();
+        let me = owner();
+        let insert = match self.backend() {
+            Backend::MySql => "INSERT IGNORE INTO process_locks (name, owner, since, lease_until) VALUES (?, ?, ?, ?)",
+            _ => "INSERT INTO process_locks (name, owner, since, lease_until) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        };
+        if self.pool.exec(insert, &[name.into(), me.into(), now.into(), (now + lease_ms).into()]).await? == 1 {
+            return Ok(Ok(()));
+        }
+        let rows = self
+            .pool
+            .fetch("SELECT owner, since, lease_until FROM process_locks WHERE name = ?", &[name.into()], &[Ty::Str, Ty::I64, Ty::I64])
+            .await?;
+        let row = rows.into_iter().next().ok_or_else(|| anyhow!("the process lock `{name}` vanished while it was taken"))?;
+        let holder = Holder { owner: row[0].str().unwrap_or_default(), since: row[1].i64().unwrap_or(0) };
+        let until = row[2].i64().unwrap_or(0);
+        if until >= now && !holder.gone_here() {
+            return Ok(Err(holder));
+        }
+        // Taken over only if nobody renewed or took it since we read it.
+        let n = self
+            .pool
+            .exec(
+                "UPDATE process_locks SET owner = ?, since = ?, lease_until = ? WHERE name = ? AND owner = ? AND lease_until = ?",
+                &[me.into(), now.into(), (now + lease_ms).into(), name.into(), holder.owner.as_str().into(), until.into()],
+            )
+            .await?;
+        if n == 1 { Ok(Ok(())) } else { Box::pin(self.lock_process(name, lease_ms)).await }
+    }
+
+    /// Renews a process lock this process holds; false when it lost it.
+    pub async fn renew_process_lock(&self, name: &str, lease_ms: i64) -> anyhow::Result<bool> {
+        let until = wall_ms() + lease_ms;
+        Ok(self
+            .pool
+            .exec("UPDATE process_locks SET lease_until = ? WHERE name = ? AND owner = ?", &[until.into(), name.into(), owner().into()])
+            .await?
+            == 1)
+    }
+
+    pub async fn unlock_process(&self, name: &str) -> anyhow::Result<()> {
+        self.pool.exec("DELETE FROM process_locks WHERE name = ? AND owner = ?", &[name.into(), owner().into()]).await?;
+        Ok(())
+    }
+}

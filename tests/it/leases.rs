@@ -1,0 +1,359 @@
+//! Many processes on one database: run leases with fencing, the run queue, and what happens once.
+//! Real `serve` and `run` processes are killed (SIGKILL), stopped (SIGSTOP) and continued; the
+//! tests wait on the database, never on fixed sleeps.
+
+use crate::serve::{OPERATE, READ};
+use crate::support::db::{Kind, TestDb, backends};
+use crate::support::fake_publisher::{Answer, FakePublisher};
+use crate::support::{Project, bin, stderr};
+use flowguard::store::{Store, Ty};
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// Short leases so that takeovers happen within a test.
+fn config(url: &str, extra: &str) -> String {
+    format!(
+        r#"
+storage:
+  url: "{url}"
+  lease: 1s
+  lease_heartbeat: 200ms
+timezone: UTC
+models:
+  slow:
+    provider: simulated
+    simulate: {{ latency: 1500ms }}
+  quick:
+    provider: simulated
+    simulate: {{ latency: 150ms }}
+server:
+  listen: 127.0.0.1:0
+  watch_interval: 0s
+  shutdown_grace: 100ms
+  tokens:
+    - {{ name: reader, token: "{READ}", scopes: [read] }}
+    - {{ name: operator, token: "{OPERATE}", scopes: [operate] }}
+{extra}
+"#
+    )
+}
+
+/// greet → think (a slow model) → done; resumed from its last completed node after a takeover.
+const SLOW: &str = r#"
+name: slow
+on_interrupt: resume
+inputs: { topic: cats }
+nodes:
+  - id: greet
+    kind: template
+    value: { topic: "{{ input.topic }}" }
+  - id: think
+    kind: llm
+    model: slow
+    prompt: "write about {{ nodes.greet.topic }}"
+  - id: done
+    kind: template
+    text: "{{ nodes.greet.topic }}: {{ nodes.think }}"
+"#;
+
+/// A `flowguard serve` process.
+struct Worker {
+    child: Child,
+    base: String,
+}
+
+impl Worker {
+    fn start(p: &Project) -> Worker {
+        let mut child = bin()
+            .current_dir(p.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("FLOWGUARD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn serve");
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in out.lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let first = rx.recv_timeout(Duration::from_secs(60)).expect("serve prints its URL");
+        let base = first.split_whitespace().find(|w| w.starts_with("http://")).expect("a URL").trim_end_matches('/').to_owned();
+        Worker { child, base }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    async fn trigger(&self, flow: &str) -> String {
+        flowguard::init_tls();
+        let r: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/api/v1/flows/{flow}/runs", self.base))
+            .bearer_auth(OPERATE)
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("POST")
+            .json()
+            .await
+            .expect("json");
+        r["run_id"].as_str().unwrap_or_else(|| panic!("no run id: {r}")).to_owned()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill");
+    assert!(ok.success(), "kill {sig} {pid}");
+}
+
+async fn strings(store: &Store, sql: &str) -> Vec<String> {
+    store.pool().fetch(sql, &[], &[Ty::Str]).await.expect(sql).into_iter().filter_map(|r| r[0].str()).collect()
+}
+
+async fn count(store: &Store, sql: &str) -> i64 {
+    store.pool().fetch(sql, &[], &[Ty::I64]).await.expect(sql).first().and_then(|r| r[0].i64()).unwrap_or(0)
+}
+
+/// Polls until `pred` holds (up to two minutes).
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut pred: impl FnMut() -> F) {
+    let start = Instant::now();
+    while !pred().await {
+        assert!(start.elapsed() < Duration::from_secs(120), "gave up waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis() as i64
+}
+
+/// `flowguard run slow` in its own process.
+fn spawn_run(p: &Project) -> Child {
+    bin()
+        .current_dir(p.path())
+        .args(["run", "slow", "--format", "json"])
+        .env("FLOWGUARD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn flowguard run")
+}
+
+backends! {
+    async fn a_cli_run_alive_while_serve_starts_is_left_alone(db: TestDb) {
+        let p = Project::with_config(&config(db.url(), ""));
+        p.write("flows/slow.yaml", SLOW);
+        let store = db.open().await;
+        let cli = spawn_run(&p);
+        until("the CLI run records its first node", || async { count(&store, "SELECT COUNT(*) FROM node_attempts WHERE node_id = 'greet'").await == 1 }).await;
+        // serve starts while the run thinks (1.5 s, longer than the 1 s lease: only the heartbeat keeps it).
+        let _serve = Worker::start(&p);
+        let o = cli.wait_with_output().expect("wait");
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM runs").await, 1, "one run");
+        assert_eq!(strings(&store, "SELECT status FROM runs").await, ["succeeded"], "one final status");
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM node_attempts").await, 3, "one set of attempts");
+        assert_eq!(count(&store, "SELECT epoch FROM runs").await, 1, "never taken over");
+        store.close().await;
+    }
+
+    async fn a_stopped_process_past_its_lease_is_refused_and_the_new_owner_stands(db: TestDb) {
+        let p = Project::with_config(&config(db.url(), ""));
+        p.write("flows/slow.yaml", SLOW);
+        let store = db.open().await;
+        let cli = spawn_run(&p);
+        until("the CLI run records its first node", || async { count(&store, "SELECT COUNT(*) FROM node_attempts WHERE node_id = 'greet'").await == 1 }).await;
+        signal(cli.id(), "-STOP");
+        let _serve = Worker::start(&p);
+        // serve takes the run over once the stopped process's lease expires, and finishes it.
+        until("serve finishes the run", || async { strings(&store, "SELECT status FROM runs").await == ["succeeded"] }).await;
+        assert_eq!(count(&store, "SELECT epoch FROM runs").await, 2, "taken over once");
+        let before = count(&store, "SELECT COUNT(*) FROM node_attempts").await;
+        signal(cli.id(), "-CONT");
+        let o = cli.wait_with_output().expect("wait");
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("taken over by another process"), "{err}");
+        // Its late writes were refused: the new owner's result stands.
+        assert_eq!(strings(&store, "SELECT status FROM runs").await, ["succeeded"]);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM node_attempts").await, before);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM node_attempts WHERE node_id = 'think'").await, 1);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM node_attempts WHERE node_id = 'greet'").await, 1, "the finished node is kept, not run again");
+        store.close().await;
+    }
+}
+
+/// SQLite is single-worker: the second `serve` names the first; CLI commands still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_serve_on_one_sqlite_file_is_refused() {
+    crate::support::db::with_backend(Kind::Sqlite, |db: TestDb| async move {
+        let p = Project::with_config(&config(db.url(), ""));
+        p.write("flows/slow.yaml", SLOW);
+        let first = Worker::start(&p);
+        let o = p.run(&["serve", "--listen", "127.0.0.1:0"]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains("another `flowguard serve`") && err.contains(&format!("pid {}", first.pid())), "{err}");
+        let o = p.run(&["runs"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    })
+    .await
+}
+
+/// A flow with a side effect: publish is called with the run's idempotency key.
+fn publish_flow() -> String {
+    r#"
+name: pub
+on_interrupt: resume
+nodes:
+  - id: greet
+    kind: template
+    text: hello
+  - id: think
+    kind: llm
+    model: quick
+    prompt: "{{ nodes.greet }}"
+  - id: publish
+    kind: http
+    endpoint: p
+    path: /v1/videos
+    body: { title: "{{ nodes.think }}" }
+    side_effect: true
+    idempotent: true
+  - id: done
+    kind: template
+    text: "{{ nodes.greet }}"
+"#
+    .to_owned()
+}
+
+backends! {
+    networked async fn workers_killed_mid_run_lose_nothing_and_publish_once(db: TestDb) {
+        let publisher = FakePublisher::start(vec![Answer::Slow(Duration::from_millis(200))]).await;
+        let endpoints = format!("endpoints:\n  p:\n    base_url: {}\n", publisher.base_url);
+        let p = Project::with_config(&config(db.url(), &endpoints));
+        p.write("flows/pub.yaml", &publish_flow());
+        let store = db.open().await;
+        let mut workers: Vec<Worker> = (0..2).map(|_| Worker::start(&p)).collect();
+        let mut runs: Vec<String> = Vec::new();
+        let mut kills = 0;
+        // Takeovers seen: (the dead owner's lease end, when the new epoch was first seen).
+        let mut takeovers: Vec<(i64, i64)> = Vec::new();
+        while kills < 20 {
+            for _ in 0..2 {
+                runs.push(workers[0].trigger("pub").await);
+            }
+            // Kill the owner of a running run, as soon as there is one.
+            let pids: Vec<u32> = workers.iter().map(Worker::pid).collect();
+            let started = Instant::now();
+            let (run_id, pid) = loop {
+                let running = store
+                    .pool()
+                    .fetch("SELECT id, owner FROM runs WHERE status = 'running'", &[], &[Ty::Str, Ty::Str])
+                    .await
+                    .expect("running runs");
+                let found = running.into_iter().find_map(|r| {
+                    let owner = r[1].str().unwrap_or_default();
+                    let pid: u32 = owner.rsplit(':').nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+                    pids.contains(&pid).then(|| (r[0].str().unwrap_or_default(), pid))
+                });
+                if let Some(v) = found {
+                    break v;
+                }
+                assert!(started.elapsed() < Duration::from_secs(120), "no run ever ran");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            let i = workers.iter().position(|w| w.pid() == pid).expect("the owner is ours");
+            let epoch = count(&store, &format!("SELECT epoch FROM runs WHERE id = '{run_id}'")).await;
+            workers[i].kill();
+            kills += 1;
+            // Dead: its lease end is final until a takeover moves the epoch on.
+            let lease_end = count(&store, &format!("SELECT lease_until FROM runs WHERE id = '{run_id}' AND epoch = {epoch}")).await;
+            workers[i] = Worker::start(&p);
+            let started = Instant::now();
+            let seen = loop {
+                let e = count(&store, &format!("SELECT epoch FROM runs WHERE id = '{run_id}'")).await;
+                let now = wall_ms();
+                if e > epoch {
+                    break now;
+                }
+                // It may have ended just before the kill.
+                if count(&store, &format!("SELECT COUNT(*) FROM runs WHERE id = '{run_id}' AND status = 'running'")).await == 0 {
+                    break i64::MAX;
+                }
+                assert!(started.elapsed() < Duration::from_secs(120), "run {run_id} was never taken over");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            if lease_end > 0 && seen < i64::MAX {
+                takeovers.push((lease_end, seen));
+            }
+        }
+        until("every run reaches a final state", || async {
+            count(&store, "SELECT COUNT(*) FROM runs WHERE status IN ('queued', 'running')").await == 0
+        })
+        .await;
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM runs").await, runs.len() as i64);
+        let statuses = strings(&store, "SELECT DISTINCT status FROM runs").await;
+        assert!(statuses.iter().all(|s| s == "succeeded" || s == "recovered"), "{statuses:?}");
+        for (lease_end, seen) in &takeovers {
+            assert!(seen >= lease_end, "a run was taken over before its lease expired ({seen} < {lease_end})");
+        }
+        // Finished attempts are kept and never doubled; each node completed once per run.
+        for node in ["greet", "think", "publish", "done"] {
+            let sql = format!("SELECT COUNT(*) FROM node_attempts WHERE node_id = '{node}' AND status = 'succeeded'");
+            assert_eq!(count(&store, &sql).await, runs.len() as i64, "{node}");
+        }
+        // Publish: one publication per run; a second call only for a run taken over, with the same key.
+        let keys = publisher.keys();
+        let mut calls: HashMap<String, usize> = HashMap::new();
+        for k in &keys {
+            *calls.entry(k.clone().expect("every call carries a key")).or_default() += 1;
+        }
+        assert_eq!(publisher.published(), runs.len());
+        let ids: HashSet<String> = runs.iter().map(|r| format!("{r}:publish")).collect();
+        for (key, n) in &calls {
+            assert!(ids.contains(key), "an unknown key {key}");
+            if *n > 1 {
+                let run_id = key.trim_end_matches(":publish");
+                let epoch = count(&store, &format!("SELECT epoch FROM runs WHERE id = '{run_id}'")).await;
+                assert!(epoch > 1, "run {run_id} published {n} times without a takeover");
+            }
+        }
+        store.close().await;
+    }
+
+    networked async fn one_cron_fire_and_one_daily_report_across_three_workers(db: TestDb) {
+        let extra = "channels:\n  terminal:\n    type: console\nreports:\n  channels: [terminal]\n  daily: { cron: \"* * * * *\", jitter: 0s }\n  weekly: { enabled: false, cron: \"0 9 * * 1\" }\n";
+        let p = Project::with_config(&config(db.url(), extra));
+        p.write("flows/tick.yaml", "name: tick\nschedule: { cron: \"* * * * * *\", overlap: allow }\nnodes:\n  - id: t\n    kind: template\n    text: tick\n");
+        let store = db.open().await;
+        let workers: Vec<Worker> = (0..3).map(|_| Worker::start(&p)).collect();
+        until("three fires", || async { count(&store, "SELECT COUNT(*) FROM cron_fires").await >= 3 }).await;
+        drop(workers);
+        let fires = count(&store, "SELECT COUNT(*) FROM cron_fires WHERE job = 'cron:tick'").await;
+        let runs = count(&store, "SELECT COUNT(*) FROM runs WHERE trigger_kind = 'cron'").await;
+        // One run per fire, whatever the number of workers (a worker killed between recording a
+        // fire and queueing its run may leave one fire without a run).
+        assert!(runs <= fires && runs + 3 >= fires, "{runs} runs for {fires} fires");
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM reports WHERE kind = 'daily' AND sent_at IS NOT NULL").await, 1);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM notifications WHERE purpose = 'report'").await, 1, "the report is sent once");
+        store.close().await;
+    }
+}
