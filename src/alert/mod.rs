@@ -1098,6 +1098,20 @@ impl Alerter {
         Ok(fresh)
     }
 
+    /// Pumps the outbox in the background until [`Pump::stop`] (commands that run flows: a
+    /// latency warning or a `notify` node reaches its channels while the run goes on).
+    pub fn pump_in_background(&self) -> Pump {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let a = self.clone();
+        let handle = tokio::spawn(async move {
+            a.run_loop(async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Pump { stop, handle }
+    }
+
     /// Repeats [`Alerter::step`] until `stop` resolves, waking when an alert is raised or when
     /// the next notification or group is due.
     pub async fn run_loop(&self, stop: impl std::future::Future<Output = ()>) {
@@ -1168,4 +1182,23 @@ pub enum ResendError {
     NotDead(String, String),
     #[error(transparent)]
     Store(anyhow::Error),
+}
+
+/// The outbox pump of [`Alerter::pump_in_background`].
+pub struct Pump {
+    stop: tokio::sync::oneshot::Sender<()>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Pump {
+    /// Stops the pump, waiting at most `patience` for a send in flight: a database that stopped
+    /// answering must not hold the process (a send cut short stays claimed for a while, then
+    /// another process delivers it).
+    pub async fn stop(self, patience: Duration) {
+        let _ = self.stop.send(());
+        let abort = self.handle.abort_handle();
+        if tokio::time::timeout(patience, self.handle).await.is_err() {
+            abort.abort();
+        }
+    }
 }

@@ -19,16 +19,7 @@ pub async fn demo(dir: &Path, runs: u32, concurrency: usize, clock: SharedClock)
     let kinds: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let seen = kinds.clone();
     let alerter = crate::alert::Alerter::new(&app.config, app.store().await?, clock.clone())?;
-    let (stop_pump, pump_stopped) = tokio::sync::oneshot::channel::<()>();
-    let pump = {
-        let a = alerter.clone();
-        tokio::spawn(async move {
-            a.run_loop(async {
-                let _ = pump_stopped.await;
-            })
-            .await
-        })
-    };
+    let pump = alerter.pump_in_background();
     let engine = app.engine(clock.clone()).await?.with_notifier(alerter.notifier()).with_observer(alerter.observer()).with_observer(
         Arc::new(move |e: &Event| {
             if let Event::AttemptFinished(a) = e
@@ -74,8 +65,7 @@ pub async fn demo(dir: &Path, runs: u32, concurrency: usize, clock: SharedClock)
         .buffer_unordered(concurrency.max(1))
         .collect::<Vec<_>>()
         .await;
-    let _ = stop_pump.send(());
-    let _ = pump.await;
+    pump.stop(std::time::Duration::from_secs(5)).await;
     alerter.drain(alerter.drain_budget()).await?;
     if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
         return Err(e.into());

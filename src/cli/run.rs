@@ -169,24 +169,9 @@ async fn execute(
     };
     // The outbox is pumped while the run goes on, so a latency warning reaches the channels when
     // it is raised (as under `serve`), not when the run ends.
-    let (stop_pump, pump_stopped) = tokio::sync::oneshot::channel::<()>();
-    let pump = {
-        let a = alerter.clone();
-        tokio::spawn(async move {
-            a.run_loop(async {
-                let _ = pump_stopped.await;
-            })
-            .await
-        })
-    };
+    let pump = alerter.pump_in_background();
     let outcome = engine.run_until(req, ctrl_c).await;
-    let _ = stop_pump.send(());
-    // A database that stopped answering must not hold the process: a send cut short here stays
-    // claimed for a while, then another process delivers it.
-    let pump_abort = pump.abort_handle();
-    if tokio::time::timeout(std::time::Duration::from_secs(2), pump).await.is_err() {
-        pump_abort.abort();
-    }
+    pump.stop(std::time::Duration::from_secs(2)).await;
     let outcome = outcome?;
     // Deliver this run's alert now, within a bound; what is left stays in the outbox.
     let budget = alerter.drain_budget();

@@ -838,33 +838,21 @@ pub fn describe_error(e: &sqlx::Error) -> String {
     }
 }
 
-/// Errors that mean the connection or the server is gone (or refusing for now), as opposed to a
-/// statement the database rejects: only these are retried.
+/// Errors worth retrying a write for: the database cannot be reached ([`Pool::is_unreachable`]),
+/// or it gave up on the transaction for a passing reason (a lock wait, a deadlock, a
+/// serialisation failure; SQLite busy or locked) — as opposed to a statement it rejects.
 fn is_connection_error(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(d) => {
-            if let Some(m) = d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
-                // 1040 too many connections, 1053 server shutdown, 1205 lock wait timeout,
-                // 1213 deadlock, 1927 connection killed, 2006 gone away, 2013 lost connection.
-                return matches!(m.number(), 1040 | 1053 | 1205 | 1213 | 1927 | 2006 | 2013);
-            }
-            let code = d.code().unwrap_or_default();
-            // PostgreSQL: class 08 connection exceptions; 57P01–57P03 admin/crash shutdown, cannot
-            // connect now; 53300 too many connections; 40001/40P01 serialisation failure, deadlock.
-            if code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01") {
-                return true;
-            }
-            // SQLite: busy or locked.
-            matches!(code.as_ref(), "5" | "6" | "261" | "517") || d.message().contains("database is locked")
-        }
-        _ => false,
+    if Pool::is_unreachable(e) {
+        return true;
     }
+    let sqlx::Error::Database(d) = e else { return false };
+    if let Some(m) = d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        // 1205 lock wait timeout, 1213 deadlock.
+        return matches!(m.number(), 1205 | 1213);
+    }
+    let code = d.code().unwrap_or_default();
+    // PostgreSQL 40001/40P01 serialisation failure, deadlock; SQLite busy or locked.
+    matches!(code.as_ref(), "40001" | "40P01" | "5" | "6" | "261" | "517") || d.message().contains("database is locked")
 }
 
 /// Commits `stmts` in one transaction, retrying while the database is away until `patience` is
