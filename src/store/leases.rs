@@ -196,6 +196,12 @@ impl Store {
         let stale: Vec<RunRecord> = self.pool.fetch(&sql, &[wall_ms().into()], RUN_TYS).await?.into_iter().map(run_from).collect();
         let mut out = Vec::new();
         for r in stale {
+            // A run this process still executes is not taken from itself: its heartbeat was late
+            // (a loaded machine), and the next one renews it unless another process took it.
+            let own = self.leases.held.lock().expect("leases").get(&r.id).is_some_and(|h| !h.lost.is_set());
+            if own {
+                continue;
+            }
             if self.take_over(&r.id, "running").await?.is_some() {
                 out.push(r);
             }
