@@ -27,6 +27,7 @@ struct Inner {
     latency_warnings: BTreeMap<String, u64>,
     ingested: BTreeMap<String, u64>,
     scheduler_fires: BTreeMap<(String, String), u64>,
+    skipped_fires: BTreeMap<(String, String), u64>,
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +90,10 @@ impl Metrics {
         self.with(|m| *m.scheduler_fires.entry((flow.to_owned(), job.to_owned())).or_default() += 1)
     }
 
+    pub fn fires_skipped(&self, flow: &str, job: &str, n: u64) {
+        self.with(|m| *m.skipped_fires.entry((flow.to_owned(), job.to_owned())).or_default() += n)
+    }
+
     /// The text exposition format (version 0.0.4).
     /// `notifications`: (channel, status, count) from the outbox.
     pub fn render(&self, outbox_backlog: i64, notifications: &[(String, String, i64)]) -> String {
@@ -116,6 +121,13 @@ impl Metrics {
                 let _ = writeln!(out, "flowguard_ingested_events_total{{result=\"{}\"}} {n}", esc(result));
             }
             counter2(&mut out, "flowguard_scheduler_fires_total", "Runs started by the scheduler.", ["flow", "job"], &m.scheduler_fires);
+            counter2(
+                &mut out,
+                "flowguard_scheduler_fires_skipped_total",
+                "Scheduled fires that fell due while the database was away and were not run.",
+                ["flow", "job"],
+                &m.skipped_fires,
+            );
         });
         header(&mut out, "flowguard_notifications_total", "counter", "Notifications by channel and result (pending, sending, sent, dead).");
         for (channel, status, n) in notifications {

@@ -480,10 +480,24 @@ async fn scheduler_loop(shared: Arc<Shared>, _stop: watch::Receiver<bool>) {
             tracing::info!(flow = %f.flow, job = %f.job, "catching up a fire missed while the server was down");
             run_fire(&shared, &f).await;
         }
+        // Fires that fell due while the database was away, settled once it answers again.
+        let mut owed: Vec<Fire> = Vec::new();
+        // Per job, the time up to which an outage's fires were settled: a fire the stalled loop
+        // hands out late, scheduled before it, was settled already (skipped or caught up).
+        let mut settled: HashMap<String, i64> = HashMap::new();
         loop {
             shared.scheduler_beat.store(shared.clock.now_ms(), Ordering::Relaxed);
             for f in sched.due(shared.clock.now_ms()) {
-                run_fire(&shared, &f).await;
+                if settled.get(&f.job).is_some_and(|t| f.at_ms <= *t) {
+                    continue;
+                }
+                // A job with fires owed since an outage waits for them to be settled first.
+                if owed.iter().any(|o| o.job == f.job) || !run_fire(&shared, &f).await {
+                    owed.push(f);
+                }
+            }
+            if !owed.is_empty() {
+                settle_owed(&shared, &sched, &mut owed, &mut settled).await;
             }
             // Wake at the next fire, at least every second for the heartbeat.
             let next = sched.next_ms().unwrap_or(i64::MAX).min(shared.clock.now_ms() + 1000);
@@ -495,17 +509,83 @@ async fn scheduler_loop(shared: Arc<Shared>, _stop: watch::Receiver<bool>) {
     }
 }
 
-async fn run_fire(shared: &Arc<Shared>, f: &Fire) {
+/// Starts a fire once across workers; false when the database could not record it (it is owed).
+async fn run_fire(shared: &Arc<Shared>, f: &Fire) -> bool {
     // Every worker's scheduler sees the fire; the first to record it starts it.
-    match shared.store.fire_once(&f.job, f.at_ms).await {
+    let recorded = match shared.store.fire_once(&f.job, f.at_ms).await {
         Ok(true) => {
             shared.fire(f);
+            true
         }
-        Ok(false) => {}
-        Err(e) => tracing::error!(error = %format!("{e:#}"), job = %f.job, "cannot record the fire; not started"),
-    }
+        Ok(false) => true,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), job = %f.job, "cannot record the fire (the database is away); settled when it is back");
+            false
+        }
+    };
     if let Err(e) = shared.store.set_last_fire(&f.job, shared.clock.now_ms().max(f.at_ms)).await {
         tracing::error!(error = %format!("{e:#}"), "cannot record the scheduler state");
+    }
+    recorded
+}
+
+/// Most occurrences of one job recorded as skipped after one outage (a per-second schedule over a
+/// long outage would otherwise write a row per second of it).
+const MAX_SKIPPED_RECORDED: usize = 10_000;
+
+/// Once the database answers again, the fires owed since it went away follow the flow's policy:
+/// with `catch_up`, the latest occurrence runs once (late) and the earlier ones are skipped;
+/// without it, every occurrence in the outage is skipped. Skipped fires are recorded (once across
+/// workers), counted in `/metrics` and logged. While the database is still away, nothing changes.
+async fn settle_owed(shared: &Arc<Shared>, sched: &crate::scheduler::Scheduler, owed: &mut Vec<Fire>, settled: &mut HashMap<String, i64>) {
+    let mut jobs: Vec<String> = owed.iter().map(|f| f.job.clone()).collect();
+    jobs.sort();
+    jobs.dedup();
+    for job in jobs {
+        let fires: Vec<&Fire> = owed.iter().filter(|f| f.job == job).collect();
+        let (Some(first), Some(last)) = (fires.first().copied().cloned(), fires.last().copied().cloned()) else { continue };
+        let Some(spec) = sched.jobs.iter().find(|j| j.name == job) else {
+            owed.retain(|f| f.job != job);
+            continue;
+        };
+        // Every occurrence from the first owed fire until now (the database answers again), not
+        // only those the stalled loop saw.
+        let now = shared.clock.now_ms().max(last.at_ms);
+        let mut times = vec![first.at_ms];
+        while times.len() < MAX_SKIPPED_RECORDED {
+            match crate::scheduler::next_after(&spec.cron, &sched.tz, *times.last().unwrap_or(&first.at_ms)) {
+                Some(t) if t <= now => times.push(t),
+                _ => break,
+            }
+        }
+        let run_late = spec.catch_up.then(|| times.pop()).flatten();
+        let mut skipped = 0u64;
+        let mut done = true;
+        for at in &times {
+            match shared.store.skip_fire(&job, *at).await {
+                Ok(true) => skipped += 1,
+                Ok(false) => {}
+                Err(_) => {
+                    done = false;
+                    break;
+                }
+            }
+        }
+        if done && let Some(at) = run_late {
+            let late = Fire { at_ms: at, catch_up: true, ..last.clone() };
+            done = run_fire(shared, &late).await;
+            if done {
+                tracing::warn!(flow = %late.flow, job = %job, "catching up a fire that fell due while the database was away");
+            }
+        }
+        if skipped > 0 {
+            shared.metrics.fires_skipped(&last.flow, &job, skipped);
+            tracing::warn!(flow = %last.flow, job = %job, skipped, catch_up = spec.catch_up, "scheduled fires fell due while the database was away and were skipped");
+        }
+        if done {
+            owed.retain(|f| f.job != job);
+            settled.insert(job, now);
+        }
     }
 }
 

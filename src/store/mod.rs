@@ -54,6 +54,7 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
     migration!(8, "v8"),
     migration!(9, "v9"),
     migration!(12, "v12"),
+    migration!(13, "v13"),
 ];
 
 /// Serializes JSON kept as text as the value it holds (text cut at `max_payload_bytes` no longer

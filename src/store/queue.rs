@@ -187,6 +187,23 @@ impl Store {
         Ok(self.pool.exec(sql, &[job.into(), at_ms.into(), wall_ms().into(), owner().into()]).await? == 1)
     }
 
+    /// Records a fire that fell due while the database was away and is not run; true for the one
+    /// process that records it (the others saw it too).
+    pub async fn skip_fire(&self, job: &str, at_ms: i64) -> anyhow::Result<bool> {
+        let sql = match self.backend() {
+            Backend::MySql => "INSERT IGNORE INTO cron_fires (job, at_ms, fired_at, owner, skipped) VALUES (?, ?, ?, ?, 1)",
+            _ => "INSERT INTO cron_fires (job, at_ms, fired_at, owner, skipped) VALUES (?, ?, ?, ?, 1) ON CONFLICT DO NOTHING",
+        };
+        Ok(self.pool.exec(sql, &[job.into(), at_ms.into(), wall_ms().into(), owner().into()]).await? == 1)
+    }
+
+    /// Scheduled times of `job` recorded as skipped, oldest first.
+    pub async fn skipped_fires(&self, job: &str) -> anyhow::Result<Vec<i64>> {
+        let rows =
+            self.pool.fetch("SELECT at_ms FROM cron_fires WHERE job = ? AND skipped = 1 ORDER BY at_ms", &[job.into()], &[Ty::I64]).await?;
+        Ok(rows.into_iter().filter_map(|r| r[0].i64()).collect())
+    }
+
     /// Takes the process lock `name` (e.g. the one `serve` per SQLite file) for `lease` ms, or
     /// says who holds it. A holder whose lease expired, or a dead process of this host, loses it.
     pub async fn lock_process(&self, name: &str, lease_ms: i64) -> anyhow::Result<Result<(), Holder>> {

@@ -32,6 +32,15 @@ fn config(url: &str, listen: &str, tokens: &str, extra: &str) -> String {
     )
 }
 
+/// Polls until `pred` holds (up to 90 s).
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut pred: impl FnMut() -> F) {
+    let start = std::time::Instant::now();
+    while !pred().await {
+        assert!(start.elapsed() < Duration::from_secs(90), "gave up waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn all_scopes() -> String {
     format!("[{{ name: all, token: \"{TOKEN}\", scopes: [operate, ingest] }}]")
 }
@@ -41,9 +50,17 @@ async fn spawn(url: &str, extra: &str) -> App {
 }
 
 async fn spawn_with(cfg: &str) -> App {
+    spawn_flows(cfg, &[]).await
+}
+
+/// `spawn_with`, with these flows beside `echo`.
+async fn spawn_flows(cfg: &str, flows: &[(&str, &str)]) -> App {
     flowguard::init_tls();
     let project = Project::with_config(cfg);
     project.write("flows/echo.yaml", ECHO);
+    for (name, text) in flows {
+        project.write(&format!("flows/{name}.yaml"), text);
+    }
     let opts = Options { listen: None, clock: Arc::new(SystemClock), extra_schedules: Vec::new() };
     let app = Application::build(&project.config(), opts).await.expect("build the app");
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -261,6 +278,65 @@ backends! {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(back, "the API serves again once the database is back");
+        app.shutdown().await;
+    }
+
+    // Scheduled fires that fall due while the database is away are not dropped silently: a flow
+    // with `catch_up` runs once when it is back, one without has those fires recorded as skipped
+    // (and counted in /metrics).
+    networked async fn fires_due_while_the_database_is_away_follow_the_catch_up_policy(db: TestDb) {
+        let every_second = |name: &str, catch_up: bool| {
+            format!("name: {name}\nschedule: {{ cron: \"* * * * * *\", overlap: allow, catch_up: {catch_up} }}\nnodes:\n  - id: greet\n    kind: template\n    text: hi\n")
+        };
+        let (tick, tock) = (every_second("tick", false), every_second("tock", true));
+        let target = url::Url::parse(db.url()).expect("url");
+        let proxy = Proxy::start(&format!("{}:{}", target.host_str().expect("host"), target.port().expect("port")));
+        let app = spawn_flows(&config(&proxy.url(db.url()), "127.0.0.1:0", &all_scopes(), ""), &[("tick", &tick), ("tock", &tock)]).await;
+        let store = db.open().await;
+        let fires = |job: &'static str, skipped: i64, since: i64, until: i64| {
+            let store = store.clone();
+            async move {
+                let rows = store
+                    .pool()
+                    .fetch(
+                        "SELECT COUNT(*) FROM cron_fires WHERE job = ? AND skipped = ? AND at_ms > ? AND at_ms < ?",
+                        &[job.into(), skipped.into(), since.into(), until.into()],
+                        &[flowguard::store::Ty::I64],
+                    )
+                    .await
+                    .expect("cron_fires");
+                rows[0][0].i64().unwrap_or(0)
+            }
+        };
+        let wall = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis() as i64;
+        until("both flows fire", || async { fires("cron:tick", 0, 0, i64::MAX).await > 0 && fires("cron:tock", 0, 0, i64::MAX).await > 0 }).await;
+        let cut_at = wall();
+        proxy.cut();
+        // Fires fall due while the database is away: three of them at one a second.
+        until("three fires fall due in the outage", || async { wall() > cut_at + 3_500 }).await;
+        let back_at = wall();
+        proxy.restore();
+        until("the outage's fires are settled", || async {
+            fires("cron:tick", 1, cut_at, back_at).await >= 2 && fires("cron:tock", 1, cut_at, back_at).await >= 2
+        })
+        .await;
+        assert_eq!(fires("cron:tick", 0, cut_at, back_at).await, 0, "without catch_up nothing of the outage runs");
+        // With catch_up the outage's fires are skipped but the latest, which runs once.
+        assert!(fires("cron:tock", 0, cut_at, back_at).await <= 1);
+        let last_skipped = store
+            .pool()
+            .fetch("SELECT MAX(at_ms) FROM cron_fires WHERE job = 'cron:tock' AND skipped = 1", &[], &[flowguard::store::Ty::I64])
+            .await
+            .expect("max")[0][0]
+            .i64()
+            .expect("a skipped fire");
+        until("the caught-up fire", || async { fires("cron:tock", 0, last_skipped, last_skipped + 1001).await == 1 }).await;
+        let metrics = app.http.get(format!("{}/metrics", app.base)).bearer_auth(TOKEN).send().await.expect("GET").text().await.expect("text");
+        assert!(metrics.contains("flowguard_scheduler_fires_skipped_total{flow=\"tick\",job=\"cron:tick\"}"), "{metrics}");
+        // The schedule goes on after the outage.
+        let after = wall();
+        until("tick fires again", || async { fires("cron:tick", 0, after, i64::MAX).await > 0 }).await;
+        store.close().await;
         app.shutdown().await;
     }
 
