@@ -421,23 +421,12 @@ impl Store {
 
     /// Groups an alert belongs to.
     pub async fn groups_of_alert(&self, alert_id: &str) -> anyhow::Result<Vec<GroupRecord>> {
-        let cols = GROUP_COLS.split(", ").map(|c| format!("g.{c}")).collect::<Vec<_>>().join(", ");
-        let sql = format!("SELECT {cols} FROM alert_groups g JOIN alert_group_members m ON m.group_key = g.group_key WHERE m.alert_id = ?");
-        Ok(self.pool().fetch(&sql, &[alert_id.into()], GROUP_TYS).await?.into_iter().map(group_from).collect())
+        Ok(self.pool().fetch(&groups_of_alert_sql(), &[alert_id.into()], GROUP_TYS).await?.into_iter().map(group_from).collect())
     }
 
     /// The alerts of a group with one of these statuses.
     pub async fn group_alerts(&self, key: &str, statuses: &[&str]) -> anyhow::Result<Vec<AlertRecord>> {
-        let cols = ALERT_COLS.split(", ").map(|c| format!("a.{c}")).collect::<Vec<_>>().join(", ");
-        let marks = vec!["?"; statuses.len().max(1)].join(", ");
-        let sql = format!(
-            "SELECT {cols} FROM alerts a JOIN alert_group_members m ON m.alert_id = a.id WHERE m.group_key = ? AND a.status IN ({marks}) ORDER BY a.first_seen"
-        );
-        let mut args: Vec<Arg> = vec![key.into()];
-        args.extend(statuses.iter().map(|s| Arg::from(*s)));
-        if statuses.is_empty() {
-            args.push("".into());
-        }
+        let (sql, args) = group_alerts_query(key, statuses);
         Ok(self.pool().fetch(&sql, &args, ALERT_TYS).await?.into_iter().map(alert_from).collect())
     }
 
@@ -644,6 +633,27 @@ fn rank_sql(col: &str) -> String {
 
 /// Steps of alerting that several processes decide on together; each runs inside
 /// [`Store::transact`].
+/// Groups an alert belongs to (read on the pool or inside a transaction).
+fn groups_of_alert_sql() -> String {
+    let cols = GROUP_COLS.split(", ").map(|c| format!("g.{c}")).collect::<Vec<_>>().join(", ");
+    format!("SELECT {cols} FROM alert_groups g JOIN alert_group_members m ON m.group_key = g.group_key WHERE m.alert_id = ?")
+}
+
+/// The alerts of a group with one of these statuses, oldest first, and the values to bind.
+fn group_alerts_query(key: &str, statuses: &[&str]) -> (String, Vec<Arg>) {
+    let cols = ALERT_COLS.split(", ").map(|c| format!("a.{c}")).collect::<Vec<_>>().join(", ");
+    let marks = vec!["?"; statuses.len().max(1)].join(", ");
+    let sql = format!(
+        "SELECT {cols} FROM alerts a JOIN alert_group_members m ON m.alert_id = a.id WHERE m.group_key = ? AND a.status IN ({marks}) ORDER BY a.first_seen"
+    );
+    let mut args: Vec<Arg> = vec![key.into()];
+    args.extend(statuses.iter().map(|s| Arg::from(*s)));
+    if statuses.is_empty() {
+        args.push("".into());
+    }
+    (sql, args)
+}
+
 impl Tx {
     /// Runs composed statements in order, inside this transaction.
     pub async fn run(&mut self, a: AlertTx) -> anyhow::Result<()> {
@@ -736,16 +746,7 @@ impl Tx {
 
     /// The alerts of a group with one of these statuses, as committed now.
     pub async fn group_alerts(&mut self, key: &str, statuses: &[&str]) -> anyhow::Result<Vec<AlertRecord>> {
-        let cols = ALERT_COLS.split(", ").map(|c| format!("a.{c}")).collect::<Vec<_>>().join(", ");
-        let marks = vec!["?"; statuses.len().max(1)].join(", ");
-        let sql = format!(
-            "SELECT {cols} FROM alerts a JOIN alert_group_members m ON m.alert_id = a.id WHERE m.group_key = ? AND a.status IN ({marks}) ORDER BY a.first_seen"
-        );
-        let mut args: Vec<Arg> = vec![key.into()];
-        args.extend(statuses.iter().map(|s| Arg::from(*s)));
-        if statuses.is_empty() {
-            args.push("".into());
-        }
+        let (sql, args) = group_alerts_query(key, statuses);
         Ok(self.fetch(&sql, &args, ALERT_TYS).await?.into_iter().map(alert_from).collect())
     }
 
@@ -757,9 +758,7 @@ impl Tx {
 
     /// Groups an alert belongs to.
     pub async fn groups_of_alert(&mut self, alert_id: &str) -> anyhow::Result<Vec<GroupRecord>> {
-        let cols = GROUP_COLS.split(", ").map(|c| format!("g.{c}")).collect::<Vec<_>>().join(", ");
-        let sql = format!("SELECT {cols} FROM alert_groups g JOIN alert_group_members m ON m.group_key = g.group_key WHERE m.alert_id = ?");
-        Ok(self.fetch(&sql, &[alert_id.into()], GROUP_TYS).await?.into_iter().map(group_from).collect())
+        Ok(self.fetch(&groups_of_alert_sql(), &[alert_id.into()], GROUP_TYS).await?.into_iter().map(group_from).collect())
     }
 
     /// The alert is resolved (its fingerprint may open a new one). False when another process
