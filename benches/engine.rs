@@ -12,53 +12,30 @@
 //! dropped afterwards. Other knobs: `FLOWGUARD_BENCH_RUNS` (runs per mode, default 2000) and
 //! `FLOWGUARD_BENCH_CONCURRENCY` (default 64). Prints one line per mode; asserts nothing.
 
+mod support;
 use flowguard::clock::{SharedClock, SystemClock};
 use flowguard::config::Config;
 use flowguard::engine::{Engine, RunRequest};
 use flowguard::nodes::Registry;
 use flowguard::store::{Store, StoreOptions};
 use futures::StreamExt;
-use sqlx::Connection;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
-
-const NODES: usize = 10;
-
-fn flow_text() -> String {
-    let mut s = String::from("name: bench\ninputs:\n  topic: 秋天露营\nnodes:\n");
-    s.push_str("  - id: n0\n    kind: template\n    text: \"主题：{{ input.topic }}\"\n");
-    for i in 1..NODES {
-        s.push_str(&format!("  - id: n{i}\n    kind: template\n    text: \"{{{{ nodes.n{} }}}} · 第{i}步\"\n", i - 1));
-    }
-    s
-}
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+use support::{BenchDb, NODES, env_num, flow_text};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let runs = env_num("FLOWGUARD_BENCH_RUNS", 2000);
     let concurrency = env_num("FLOWGUARD_BENCH_CONCURRENCY", 64);
     let tmp = tempfile::tempdir()?;
-    let given = std::env::var("FLOWGUARD_BENCH_URL").ok().filter(|u| !u.is_empty());
-    let (url, created) = match given {
-        None => (format!("sqlite://{}", tmp.path().join("bench.db").display()), None),
-        Some(u) if !u.starts_with("sqlite:") && url::Url::parse(&u).map(|p| p.path().len() <= 1).unwrap_or(false) => {
-            let name = format!("flowguard_bench_{}", std::process::id());
-            admin(&u, &format!("CREATE DATABASE {name}")).await?;
-            let mut full = url::Url::parse(&u)?;
-            full.set_path(&format!("/{name}"));
-            (full.to_string(), Some((u, name)))
-        }
-        Some(u) => (u, None),
-    };
+    let db = BenchDb::from_env(tmp.path()).await?;
+    let url = db.url.clone();
 
     let cfg = Config::parse(Path::new("bench.yaml"), "timezone: UTC\n", tmp.path(), &|_| None).map_err(|d| anyhow::anyhow!("{d}"))?;
     let reg = Arc::new(Registry::from_config(&cfg)?);
-    let flow = Arc::new(flowguard::flow::parse(Path::new("bench.yaml"), &flow_text(), &reg).map_err(|d| anyhow::anyhow!("{d}"))?);
+    let flow =
+        Arc::new(flowguard::flow::parse(Path::new("bench.yaml"), &flow_text("bench", ""), &reg).map_err(|d| anyhow::anyhow!("{d}"))?);
     let opts = StoreOptions { pool: flowguard::store::PoolSettings { max_connections: 8, ..Default::default() }, ..Default::default() };
     let store = Store::open_with(&url, &opts).await?;
     let backend = store.backend().name();
@@ -87,9 +64,7 @@ async fn main() -> anyhow::Result<()> {
     report(backend, "concurrent", concurrency, runs, elapsed);
 
     store.close().await;
-    if let Some((admin_url, name)) = created {
-        admin(&admin_url, &format!("DROP DATABASE {name}")).await?;
-    }
+    db.drop_created().await?;
     Ok(())
 }
 
@@ -101,17 +76,4 @@ fn report(backend: &str, mode: &str, concurrency: usize, runs: usize, elapsed: s
         runs as f64 / secs,
         secs * 1e6 / (runs * NODES) as f64
     );
-}
-
-async fn admin(url: &str, sql: &str) -> anyhow::Result<()> {
-    if url.starts_with("postgres") {
-        let mut c = sqlx::PgConnection::connect(url).await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await?;
-        c.close().await?;
-    } else {
-        let mut c = sqlx::MySqlConnection::connect(&url.replacen("mariadb:", "mysql:", 1)).await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await?;
-        c.close().await?;
-    }
-    Ok(())
 }

@@ -14,6 +14,7 @@
 //! 1000), `FLOWGUARD_BENCH_CONCURRENCY` (runs in flight in total, default 16). Prints one line per
 //! figure; asserts nothing.
 
+mod support;
 use flowguard::clock::{SharedClock, SystemClock};
 use flowguard::config::Config;
 use flowguard::engine::{Engine, RunRequest};
@@ -22,28 +23,12 @@ use flowguard::nodes::Registry;
 use flowguard::scheduler::runs::{Launch, OnFinish, Runs};
 use flowguard::store::{LeaseSettings, Store, StoreOptions};
 use futures::StreamExt;
-use sqlx::Connection;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-const NODES: usize = 10;
-
-fn flow_text(name: &str, last: &str) -> String {
-    let mut s = format!("name: {name}\ninputs:\n  topic: 秋天露营\nnodes:\n");
-    s.push_str("  - id: n0\n    kind: template\n    text: \"主题：{{ input.topic }}\"\n");
-    for i in 1..NODES {
-        s.push_str(&format!("  - id: n{i}\n    kind: template\n    text: \"{{{{ nodes.n{} }}}} · 第{i}步\"\n", i - 1));
-    }
-    s.push_str(last);
-    s
-}
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+use support::{BenchDb, NODES, env_num, flow_text};
 
 struct Bench {
     url: String,
@@ -66,18 +51,8 @@ async fn main() -> anyhow::Result<()> {
     let runs = env_num("FLOWGUARD_BENCH_RUNS", 1000);
     let concurrency = env_num("FLOWGUARD_BENCH_CONCURRENCY", 16);
     let tmp = tempfile::tempdir()?;
-    let given = std::env::var("FLOWGUARD_BENCH_URL").ok().filter(|u| !u.is_empty());
-    let (url, created) = match given {
-        None => (format!("sqlite://{}", tmp.path().join("bench.db").display()), None),
-        Some(u) if !u.starts_with("sqlite:") && url::Url::parse(&u).map(|p| p.path().len() <= 1).unwrap_or(false) => {
-            let name = format!("flowguard_bench_{}", std::process::id());
-            admin(&u, &format!("CREATE DATABASE {name}")).await?;
-            let mut full = url::Url::parse(&u)?;
-            full.set_path(&format!("/{name}"));
-            (full.to_string(), Some((u, name)))
-        }
-        Some(u) => (u, None),
-    };
+    let db = BenchDb::from_env(tmp.path()).await?;
+    let url = db.url.clone();
     let cfg_text = "timezone: UTC\nmodels:\n  slow:\n    provider: simulated\n    simulate: { latency: 60s }\n";
     let cfg = Config::parse(Path::new("bench.yaml"), cfg_text, tmp.path(), &|_| None).map_err(|d| anyhow::anyhow!("{d}"))?;
     let reg = Arc::new(Registry::from_config(&cfg)?);
@@ -208,21 +183,6 @@ async fn main() -> anyhow::Result<()> {
     }
 
     engine.store.close().await;
-    if let Some((admin_url, name)) = created {
-        admin(&admin_url, &format!("DROP DATABASE {name}")).await?;
-    }
-    Ok(())
-}
-
-async fn admin(url: &str, sql: &str) -> anyhow::Result<()> {
-    if url.starts_with("postgres") {
-        let mut c = sqlx::PgConnection::connect(url).await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await?;
-        c.close().await?;
-    } else {
-        let mut c = sqlx::MySqlConnection::connect(&url.replacen("mariadb:", "mysql:", 1)).await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await?;
-        c.close().await?;
-    }
+    db.drop_created().await?;
     Ok(())
 }
