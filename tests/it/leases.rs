@@ -5,11 +5,10 @@
 use crate::serve::{OPERATE, READ};
 use crate::support::db::{Kind, TestDb, backends};
 use crate::support::fake_publisher::{Answer, FakePublisher};
-use crate::support::{Project, bin, stderr};
+use crate::support::{Project, bin, spawn_serve, stderr};
 use flowguard::store::{Store, Ty};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -67,23 +66,7 @@ struct Worker {
 
 impl Worker {
     fn start(p: &Project) -> Worker {
-        let mut child = bin()
-            .current_dir(p.path())
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("FLOWGUARD_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn serve");
-        let out = BufReader::new(child.stdout.take().expect("stdout"));
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in out.lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        let first = rx.recv_timeout(Duration::from_secs(60)).expect("serve prints its URL");
-        let base = first.split_whitespace().find(|w| w.starts_with("http://")).expect("a URL").trim_end_matches('/').to_owned();
+        let (child, base, _) = spawn_serve(p);
         Worker { child, base }
     }
 

@@ -3,10 +3,9 @@
 //! running version keeps going), stopped with SIGTERM.
 
 use crate::serve::{OPERATE, READ, config};
-use crate::support::{Project, bin};
+use crate::support::{Project, spawn_serve};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 struct Server {
@@ -19,23 +18,8 @@ struct Server {
 impl Server {
     fn start(p: &Project) -> Server {
         flowguard::init_tls();
-        let mut child = bin()
-            .current_dir(p.path())
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn serve");
-        let out = BufReader::new(child.stdout.take().expect("stdout"));
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in out.lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        let first = lines.recv_timeout(Duration::from_secs(30)).expect("serve prints its URL");
-        let url = first.split_whitespace().find(|w| w.starts_with("http://")).expect("a URL").trim_end_matches('/').to_owned();
-        Server { child, base: url, http: reqwest::Client::new(), lines }
+        let (child, base, lines) = spawn_serve(p);
+        Server { child, base, http: reqwest::Client::new(), lines }
     }
 
     fn output(&self) -> Vec<String> {

@@ -88,3 +88,27 @@ impl Project {
         serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", stdout(&o)))
     }
 }
+
+/// Starts `flowguard serve` on a free port in the project; returns the process, the base URL it
+/// printed first, and the rest of its stdout, line by line.
+pub fn spawn_serve(p: &Project) -> (std::process::Child, String, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = bin()
+        .current_dir(p.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("FLOWGUARD_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in out.lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let first = lines.recv_timeout(std::time::Duration::from_secs(60)).expect("serve prints its URL");
+    let base = first.split_whitespace().find(|w| w.starts_with("http://")).expect("a URL").trim_end_matches('/').to_owned();
+    (child, base, lines)
+}
