@@ -59,8 +59,16 @@ impl App {
         open_store_of(&self.config).await
     }
 
+    /// The engine commands run runs with; `server.model_concurrency` holds for them too.
     pub async fn engine(&self, clock: SharedClock) -> anyhow::Result<Engine> {
-        Ok(Engine::new(self.store().await?, self.registry.clone(), clock, self.config.storage.max_payload_bytes))
+        let store = self.store().await?;
+        let mut registry = self.registry.clone();
+        if !self.config.server.model_concurrency.is_empty() {
+            let mut reg = Registry::clone(&registry);
+            crate::model::limited::apply(&mut reg.models, &self.config.server.model_concurrency, &store)?;
+            registry = Arc::new(reg);
+        }
+        Ok(Engine::new(store, registry, clock, self.config.storage.max_payload_bytes))
     }
 
     /// An engine whose run outcomes reach alerting the way they do under `serve` (the alerter's

@@ -266,6 +266,7 @@ pub struct Endpoint {
 }
 
 /// Everything built from the config that nodes use: kinds, models, endpoints, the HTTP client.
+#[derive(Clone)]
 pub struct Registry {
     pub models: BTreeMap<String, Arc<dyn ModelClient>>,
     pub fallbacks: BTreeMap<String, Vec<String>>,

@@ -30,7 +30,9 @@ pub struct ServerConfig {
     /// How often the config and flow files are checked for changes (`0s`: only on SIGHUP).
     #[serde(default = "default_watch")]
     pub watch_interval: HumanDuration,
-    /// Calls in flight per model, across all runs (a burst cannot flood a provider).
+    /// Calls in flight per model, across all runs of every process on the database (each `serve`
+    /// and `flowguard run`), so a burst cannot flood a provider. A killed process's calls count
+    /// until its `storage.lease` runs out.
     #[serde(default)]
     pub model_concurrency: BTreeMap<String, usize>,
     /// API reads (GET) served at once; more wait their turn, first come first served. Writes

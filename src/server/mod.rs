@@ -19,14 +19,11 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::engine::{Engine, Event};
 use crate::flow::Flow;
-use crate::model::{ChatReply, ChatRequest, ModelClient};
-use crate::nodes::NodeError;
 use crate::scheduler::runs::{Launch, OnFinish, Recovered, Runs};
 use crate::scheduler::{Fire, JobKind, Scheduler};
 use crate::store::Store;
 use anyhow::{Context, anyhow};
 use config::Scope;
-use futures::future::BoxFuture;
 use metrics::Metrics;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -34,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 /// How `serve` is started.
 #[derive(Clone)]
@@ -212,33 +209,10 @@ fn digest(s: &str) -> [u8; 32] {
     sha2::Sha256::digest(s.as_bytes()).into()
 }
 
-/// A model with a cap on calls in flight (`server.model_concurrency`).
-struct Limited {
-    inner: Arc<dyn ModelClient>,
-    permits: Arc<Semaphore>,
-}
-
-impl ModelClient for Limited {
-    fn chat<'a>(&'a self, req: &'a ChatRequest, clock: &'a SharedClock) -> BoxFuture<'a, Result<ChatReply, NodeError>> {
-        Box::pin(async move {
-            let _permit = self.permits.acquire().await;
-            self.inner.chat(req, clock).await
-        })
-    }
-    fn label(&self) -> String {
-        self.inner.label()
-    }
-}
-
 fn loaded(app: App, store: Store, clock: SharedClock, metrics: Arc<Metrics>) -> anyhow::Result<Loaded> {
     let App { config, registry, flows } = app;
-    let mut reg = Arc::try_unwrap(registry).map_err(|_| anyhow!("the node registry is shared; cannot apply model limits"))?;
-    for (name, n) in &config.server.model_concurrency {
-        let Some(inner) = reg.models.get(name).cloned() else {
-            return Err(anyhow!("server.model_concurrency names `{name}`, which is not a configured model"));
-        };
-        reg.models.insert(name.clone(), Arc::new(Limited { inner, permits: Arc::new(Semaphore::new((*n).max(1))) }));
-    }
+    let mut reg = crate::nodes::Registry::clone(&registry);
+    crate::model::limited::apply(&mut reg.models, &config.server.model_concurrency, &store)?;
     let alerter = crate::alert::Alerter::new(&config, store.clone(), clock.clone())?;
     let engine = Engine::new(store, Arc::new(reg), clock, config.storage.max_payload_bytes)
         .with_observer(Arc::new(move |e: &Event| metrics.observe(e)))

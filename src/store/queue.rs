@@ -220,7 +220,8 @@ impl Store {
             .pool
             .fetch("SELECT owner, since, lease_until FROM process_locks WHERE name = ?", &[name.into()], &[Ty::Str, Ty::I64, Ty::I64])
             .await?;
-        let row = rows.into_iter().next().ok_or_else(|| anyhow!("the process lock `{name}` vanished while it was taken"))?;
+        // Given back between the insert and this read: try again.
+        let Some(row) = rows.into_iter().next() else { return Box::pin(self.lock_process(name, lease_ms)).await };
         let holder = Holder { owner: row[0].str().unwrap_or_default(), since: row[1].i64().unwrap_or(0) };
         let until = row[2].i64().unwrap_or(0);
         if until >= now && !holder.gone_here() {

@@ -340,3 +340,72 @@ backends! {
         store.close().await;
     }
 }
+
+/// A model that counts its calls in flight and the most it saw at once.
+#[derive(Default)]
+struct Counting {
+    now: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl flowguard::model::ModelClient for Counting {
+    fn chat<'a>(
+        &'a self,
+        _req: &'a flowguard::model::ChatRequest,
+        _clock: &'a flowguard::clock::SharedClock,
+    ) -> futures::future::BoxFuture<'a, Result<flowguard::model::ChatReply, flowguard::nodes::NodeError>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        Box::pin(async move {
+            let n = self.now.fetch_add(1, SeqCst) + 1;
+            self.peak.fetch_max(n, SeqCst);
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            self.now.fetch_sub(1, SeqCst);
+            self.calls.fetch_add(1, SeqCst);
+            Ok(flowguard::model::ChatReply { content: "ok".into(), status: 200, ..Default::default() })
+        })
+    }
+    fn label(&self) -> String {
+        "counting:m".into()
+    }
+}
+
+// `server.model_concurrency` holds across processes: three stores on one database (as three
+// processes would have), each calling the model eight times at once, never have more than the
+// limit in flight together.
+backends! {
+    async fn model_concurrency_holds_across_processes(db: TestDb) {
+        use flowguard::model::ModelClient;
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering::SeqCst;
+        let inner = Arc::new(Counting::default());
+        let limits = std::collections::BTreeMap::from([("m".to_string(), 2usize)]);
+        let mut stores = Vec::new();
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..3 {
+            let store = db.open().await;
+            let mut models = std::collections::BTreeMap::from([("m".to_string(), inner.clone() as Arc<dyn ModelClient>)]);
+            flowguard::model::limited::apply(&mut models, &limits, &store).unwrap();
+            for _ in 0..8 {
+                let m = models["m"].clone();
+                calls.spawn(async move {
+                    let clock: flowguard::clock::SharedClock = Arc::new(flowguard::clock::SystemClock);
+                    m.chat(&flowguard::model::ChatRequest::default(), &clock).await.map(|r| r.content)
+                });
+            }
+            stores.push(store);
+        }
+        while let Some(r) = calls.join_next().await {
+            assert_eq!(r.unwrap().unwrap(), "ok");
+        }
+        assert_eq!(inner.calls.load(SeqCst), 24);
+        let peak = inner.peak.load(SeqCst);
+        assert!(peak <= 2, "{peak} calls in flight at once across the processes, over the limit of 2");
+        assert_eq!(peak, 2, "the limit was never reached: the calls did not overlap");
+        // Every slot is given back.
+        until("the slots are given back", || async { count(&stores[0], "SELECT COUNT(*) FROM process_locks WHERE name LIKE 'model:%'").await == 0 }).await;
+        for s in stores {
+            s.close().await;
+        }
+    }
+}
