@@ -8,7 +8,6 @@
 use super::leases::{owner, wall_ms};
 use super::{Arg, Backend, RUN_COLS, RUN_TYS, RunRecord, Store, Ty, run_args, run_from};
 use crate::vocab::RunStatus;
-use anyhow::anyhow;
 
 /// Where a queued run's whole inputs are kept among its kept outputs (no node id starts with `$`).
 const QUEUED_INPUTS: &str = "$inputs";
