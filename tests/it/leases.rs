@@ -75,18 +75,7 @@ impl Worker {
     }
 
     async fn trigger(&self, flow: &str) -> String {
-        flowguard::init_tls();
-        let r: serde_json::Value = reqwest::Client::new()
-            .post(format!("{}/api/v1/flows/{flow}/runs", self.base))
-            .bearer_auth(OPERATE)
-            .json(&json!({}))
-            .send()
-            .await
-            .expect("POST")
-            .json()
-            .await
-            .expect("json");
-        r["run_id"].as_str().unwrap_or_else(|| panic!("no run id: {r}")).to_owned()
+        trigger(&self.base, flow).await
     }
 
     fn kill(&mut self) {
@@ -99,6 +88,22 @@ impl Drop for Worker {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Triggers a run of `flow` through the API of the server at `base`; its run id.
+async fn trigger(base: &str, flow: &str) -> String {
+    flowguard::init_tls();
+    let r: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/api/v1/flows/{flow}/runs"))
+        .bearer_auth(OPERATE)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("POST")
+        .json()
+        .await
+        .expect("json");
+    r["run_id"].as_str().unwrap_or_else(|| panic!("no run id: {r}")).to_owned()
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -407,5 +412,84 @@ backends! {
         for s in stores {
             s.close().await;
         }
+    }
+}
+
+// 3 `serve` workers and 2 `flowguard run` lanes, 300 runs failing with one fingerprint (a flow
+// whose only node gets HTTP 500): the alert counts exactly 300, one alert is open, every
+// notification reaches the Feishu bot once, nothing fires after the resolved message, and the
+// bot's 5/s and 100/min hold across the five kinds of process.
+backends! {
+    networked async fn three_workers_and_cli_runs_count_300_failures_and_deliver_each_message_once(db: TestDb) {
+        use crate::support::fake_feishu::{self, FakeFeishu};
+        let fake = FakeFeishu::start().await;
+        let publisher = FakePublisher::start(vec![Answer::Status(500, json!({"error": "down"}))]).await;
+        let extra = format!(
+            "locale: zh-CN\nendpoints:\n  p:\n    base_url: {}\nchannels:\n  ops:\n    type: feishu\n    webhook: \"{}\"\n    secret: \"{}\"\n    keyword: {}\n    rate_limit: {{ per_second: 5, per_minute: 100 }}\nalerting:\n  group_interval: 1s\nroutes:\n  - channels: [ops]\n",
+            publisher.base_url, fake.url, fake_feishu::SECRET, fake_feishu::KEYWORD
+        );
+        // The default lease: on a loaded machine a 1 s lease would see live runs taken over.
+        let p = Project::with_config(&config(db.url(), &extra).replace("  lease: 1s\n  lease_heartbeat: 200ms\n", ""));
+        p.write("flows/douyin.yaml", "name: douyin\nnodes:\n  - id: topics\n    kind: http\n    endpoint: p\n    path: /topics\n    retry: { policy: none }\n");
+        let store = db.open().await;
+        let workers: Vec<Worker> = (0..3).map(|_| Worker::start(&p)).collect();
+        let cli: Vec<_> = (0..2)
+            .map(|_| {
+                let dir = p.path().to_path_buf();
+                std::thread::spawn(move || {
+                    for _ in 0..10 {
+                        let o = bin().current_dir(&dir).args(["run", "douyin"]).env("FLOWGUARD_LOG", "warn").output().unwrap();
+                        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+                    }
+                })
+            })
+            .collect();
+        let mut triggers = tokio::task::JoinSet::new();
+        let bases: Vec<String> = workers.iter().map(|w| w.base.clone()).collect();
+        for i in 0..280 {
+            let base = bases[i % 3].clone();
+            triggers.spawn(async move { trigger(&base, "douyin").await });
+        }
+        while let Some(r) = triggers.join_next().await {
+            r.unwrap();
+        }
+        for c in cli {
+            c.join().unwrap();
+        }
+        let started = Instant::now();
+        while count(&store, "SELECT COUNT(*) FROM runs WHERE status = 'failed'").await < 300 {
+            let by_status = strings(&store, "SELECT CONCAT(status, ':', CAST(COUNT(*) AS CHAR(12))) FROM runs GROUP BY status").await;
+            assert!(started.elapsed() < Duration::from_secs(120), "300 runs did not fail: {by_status:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        until("300 failures counted", || async {
+            count(&store, "SELECT COALESCE(MAX(count), 0) FROM alerts WHERE flow = 'douyin'").await >= 300
+        })
+        .await;
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM alerts WHERE flow = 'douyin'").await, 1, "one alert for one fingerprint");
+        assert_eq!(count(&store, "SELECT count FROM alerts WHERE flow = 'douyin'").await, 300, "every failure counted once");
+        // The flow recovers (a CLI run): resolved once, after every firing message.
+        publisher.set_script(vec![Answer::Ok(json!({"topics": ["露营"]}))]);
+        let o = p.run(&["run", "douyin"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        until("every notification is sent", || async {
+            count(&store, "SELECT COUNT(*) FROM notifications WHERE status <> 'sent'").await == 0
+                && count(&store, "SELECT COUNT(*) FROM notifications WHERE purpose = 'resolved' AND status = 'sent'").await == 1
+        })
+        .await;
+        drop(workers);
+        let ids = strings(&store, "SELECT id FROM notifications").await;
+        for id in &ids {
+            let sent = count(&store, &format!("SELECT COUNT(*) FROM deliveries WHERE notification_id = '{id}' AND outcome = 'sent'")).await;
+            assert_eq!(sent, 1, "notification {id} sent {sent} times");
+        }
+        let msgs: Vec<String> = fake.messages().iter().map(|m| m.to_string()).collect();
+        assert_eq!(msgs.len(), ids.len(), "the bot received each notification once");
+        let resolved_at = msgs.iter().position(|t| t.contains("[恢复]")).expect("a resolved message");
+        assert_eq!(resolved_at, msgs.len() - 1, "no firing message after the resolved one: {msgs:?}");
+        assert!(fake.rejected().is_empty(), "the bot refused: {:?}", fake.rejected().iter().map(|r| r.0).collect::<Vec<_>>());
+        assert!(fake.peak(Duration::from_secs(1)) <= 5, "5/s kept across processes");
+        assert!(fake.peak(Duration::from_secs(60)) <= 100, "100/min kept across processes");
+        store.close().await;
     }
 }

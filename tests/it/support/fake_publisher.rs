@@ -50,6 +50,11 @@ impl FakePublisher {
         FakePublisher { base_url: format!("http://{addr}"), shared }
     }
 
+    /// Answers with `script` from now on (the last answer repeats).
+    pub fn set_script(&self, script: Vec<Answer>) {
+        *self.shared.script.lock().unwrap() = script;
+    }
+
     /// The Idempotency-Key of each request, in order.
     pub fn keys(&self) -> Vec<Option<String>> {
         self.shared.keys.lock().unwrap().clone()
