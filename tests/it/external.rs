@@ -288,6 +288,62 @@ async fn the_n8n_guide_snippets_post_what_the_api_accepts() {
 
 /// docs/ingestion.md's Dify template, as kept in examples/ingest, rendered as Dify's Jinja2
 /// Template node renders it, for a success and a failure whose texts hold quotes and new lines.
+/// Runs a Coze Code node of the guide (`examples/ingest/FILE`, JavaScript) as Coze does: its
+/// `main({ params })` called with the node's inputs, the promise it returns awaited. Its output.
+fn coze_code_node(file: &str, params: &Value) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ingest").join(file);
+    let source = std::fs::read_to_string(path).unwrap();
+    let rt = rquickjs::Runtime::new().unwrap();
+    let ctx = rquickjs::Context::full(&rt).unwrap();
+    ctx.with(|ctx| {
+        ctx.eval::<(), _>(source.as_str()).unwrap_or_else(|e| panic!("{file} does not load: {e}"));
+        let call = format!(
+            "var __out; main({{ params: {params} }}).then(r => {{ __out = JSON.stringify(r); }}, e => {{ __out = 'ERROR ' + e; }});"
+        );
+        ctx.eval::<(), _>(call).unwrap();
+    });
+    while rt.execute_pending_job().unwrap_or_else(|_| panic!("{file}: a job threw")) {}
+    let out: String = ctx.with(|ctx| ctx.globals().get("__out")).unwrap_or_else(|e| panic!("{file} returned nothing: {e}"));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{file}: {out} ({e})"))
+}
+
+/// The Coze guide: the start node's run id and time, then the report node's `body` for a
+/// success (an output with quotes and new lines) and for a failure branch (Coze's `errorBody`),
+/// posted as the HTTP node sends `{{body}}`: accepted, timed and classified as the guide says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coze_guide_code_nodes_produce_what_the_api_accepts() {
+    let app = spawn_app("", &[]).await;
+    let first = coze_code_node("coze-start.js", &json!({}));
+    let second = coze_code_node("coze-start.js", &json!({}));
+    assert_ne!(first["run_id"], second["run_id"], "run ids are unique");
+    let cases = [
+        (&first, json!({"output": "标题：\"露营\"\n正文……", "errorBody": ""})),
+        (
+            &second,
+            json!({"output": "", "errorBody": {"errorCode": "720701013", "errorMessage": "Request timed out after 60s: \"upstream\""}}),
+        ),
+    ];
+    let mut ends = Vec::new();
+    for (start, extra) in &cases {
+        let t0 = start["now"].as_i64().expect("`now` is a number");
+        let mut params = json!({"run_id": start["run_id"], "t0": t0});
+        params.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let out = coze_code_node("coze-report.js", &params);
+        let text = out["body"].as_str().expect("`body` is a string");
+        let body: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"));
+        ends.push(body["events"][0]["ended_at"].as_i64().unwrap() - t0);
+        let (code, r) = app.post("/api/v1/events", INGEST, &body).await;
+        assert_eq!((code, r["rejected"].as_u64()), (200, Some(0)), "{r}");
+    }
+    let (_, ok) = app.get(&format!("/api/v1/runs/{}", first["run_id"].as_str().unwrap()), READ).await;
+    assert_eq!(ok["status"], "succeeded", "{ok}");
+    assert_eq!(ok["attempts"][0]["duration_ms"].as_i64(), Some(ends[0]), "{ok}");
+    assert!(ok["attempts"][0]["output"].to_string().contains("露营"), "{ok}");
+    let (_, failed) = app.get(&format!("/api/v1/runs/{}", second["run_id"].as_str().unwrap()), READ).await;
+    assert_eq!((failed["status"].as_str(), failed["error_kind"].as_str()), (Some("failed"), Some("timeout")), "{failed}");
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dify_guide_template_renders_what_the_api_accepts() {
     let app = spawn_app("", &[]).await;
