@@ -88,27 +88,31 @@ pub async fn alert(alerter: &Alerter, o: &RunOutcome) {
 
 /// One sweep: external runs still `running` from which no event came for `server.external_silence`
 /// are recorded `interrupted` and alerted. Returns their ids.
-pub async fn sweep_silent(shared: &Shared) -> anyhow::Result<Vec<String>> {
+pub async fn sweep_silent(shared: &std::sync::Arc<Shared>) -> anyhow::Result<Vec<String>> {
     let l = shared.loaded();
     let Some(silence) = silence(&l.config.server.external_silence) else { return Ok(Vec::new()) };
     let alerter = l.alerter.clone();
     drop(l);
-    // Not while a batch is being merged: it may be the run's next event.
-    let _one_at_a_time = shared.ingest_lock.lock().await;
-    let now = shared.clock.now_ms();
-    let cutoff = now - silence.as_millis() as i64;
-    let message = format!("no event for {} after the run started: the flow stopped reporting", humantime::format_duration(silence));
-    let mut out = Vec::new();
-    for run in shared.store.silent_external_runs(cutoff).await? {
-        if !shared.store.interrupt_external(&run, now, &message).await? {
-            continue; // another process took it, or an event finished it meanwhile
-        }
-        let ended = shared.store.get_run(&run.id).await?.unwrap_or(run);
-        shared.metrics.run_finished(&ended.flow, ended.status.as_str(), ended.error_kind.as_deref());
-        alert(&alerter, &outcome(&ended)).await;
-        out.push(ended.id);
-    }
-    Ok(out)
+    // Not while a batch is being merged, here or in another process: it may be the run's next event.
+    super::ingest::exclusive(shared, move |shared| {
+        Box::pin(async move {
+            let now = shared.clock.now_ms();
+            let cutoff = now - silence.as_millis() as i64;
+            let message = format!("no event for {} after the run started: the flow stopped reporting", humantime::format_duration(silence));
+            let mut out = Vec::new();
+            for run in shared.store.silent_external_runs(cutoff).await? {
+                if !shared.store.interrupt_external(&run, now, &message).await? {
+                    continue; // another process took it, or an event finished it meanwhile
+                }
+                let ended = shared.store.get_run(&run.id).await?.unwrap_or(run);
+                shared.metrics.run_finished(&ended.flow, ended.status.as_str(), ended.error_kind.as_deref());
+                alert(&alerter, &outcome(&ended)).await;
+                out.push(ended.id);
+            }
+            Ok(out)
+        })
+    })
+    .await
 }
 
 /// `server.external_silence`; `0s` turns the sweep off.

@@ -94,7 +94,28 @@ pub async fn events(State(s): State<Arc<Shared>>, h: HeaderMap, body: Bytes) -> 
         }
     }
 
-    let _one_at_a_time = s.ingest_lock.lock().await;
+    let (results, ended, accepted) = exclusive(&s, move |s| Box::pin(merge(s, checked, results))).await?;
+    let alerter = s.loaded().alerter.clone();
+    for o in &ended {
+        s.metrics.run_finished(&o.flow, o.status.as_str(), o.error_kind.map(|k| k.as_str()));
+        // An external run's final outcome alerts like a native one's.
+        super::external::alert(&alerter, o).await;
+    }
+    let count = |r: &str| results.iter().filter(|v| v["result"] == r).count() as u64;
+    let (duplicates, rejected) = (count("duplicate"), count("rejected"));
+    s.metrics.ingested("accepted", accepted);
+    s.metrics.ingested("duplicate", duplicates);
+    s.metrics.ingested("rejected", rejected);
+    Ok(Json(json!({"accepted": accepted, "duplicates": duplicates, "rejected": rejected, "results": results})).into_response())
+}
+
+/// Merges checked events into their runs and records them: reads the runs, applies the events,
+/// writes runs, attempts and event ids at once. Runs with ingestion to itself (see [`exclusive`]).
+async fn merge(
+    s: Arc<Shared>,
+    checked: Vec<(usize, Event)>,
+    mut results: Vec<Value>,
+) -> anyhow::Result<(Vec<Value>, Vec<crate::engine::RunOutcome>, u64)> {
     let ids: Vec<String> = checked.iter().map(|(_, e)| e.id.clone()).collect();
     let known = s.store.known_events(&ids).await?;
     let run_ids: Vec<String> = checked.iter().map(|(_, e)| e.run_id.clone()).collect::<HashSet<_>>().into_iter().collect();
@@ -162,19 +183,24 @@ pub async fn events(State(s): State<Arc<Shared>>, h: HeaderMap, body: Bytes) -> 
         write.runs.iter().filter(|r| finished.contains(&r.id) && r.status.is_final()).map(super::external::outcome).collect();
     let accepted = write.events.len() as u64;
     s.store.apply_ingest(write, s.clock.now_ms()).await?;
-    drop(_one_at_a_time);
-    let alerter = s.loaded().alerter.clone();
-    for o in &ended {
-        s.metrics.run_finished(&o.flow, o.status.as_str(), o.error_kind.map(|k| k.as_str()));
-        // An external run's final outcome alerts like a native one's.
-        super::external::alert(&alerter, o).await;
-    }
-    let count = |r: &str| results.iter().filter(|v| v["result"] == r).count() as u64;
-    let (duplicates, rejected) = (count("duplicate"), count("rejected"));
-    s.metrics.ingested("accepted", accepted);
-    s.metrics.ingested("duplicate", duplicates);
-    s.metrics.ingested("rejected", rejected);
-    Ok(Json(json!({"accepted": accepted, "duplicates": duplicates, "rejected": rejected, "results": results})).into_response())
+    Ok((results, ended, accepted))
+}
+
+/// Runs `f` with ingestion to itself: no other merge in this process nor in any other process on
+/// the database (the events of one run can reach two servers at once), in a task of its own, so
+/// a client that hangs up cannot stop it half-way with the database lock held.
+pub async fn exclusive<T: Send + 'static>(
+    s: &Arc<Shared>,
+    f: impl FnOnce(Arc<Shared>) -> futures::future::BoxFuture<'static, anyhow::Result<T>> + Send + 'static,
+) -> anyhow::Result<T> {
+    let s = s.clone();
+    tokio::spawn(async move {
+        let _here = s.ingest_lock.lock().await;
+        let inner = s.clone();
+        s.store.with_db_lock("ingest", async move || f(inner).await).await
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("ingestion stopped: {e}"))?
 }
 
 fn reject(i: usize, id: &str, why: String) -> Value {

@@ -177,9 +177,9 @@ impl Default for PoolSettings {
     }
 }
 
-/// Connections of the write path: the writer keeps one, the reads that come before a write
-/// (ingestion's look-ups, rollups) share the others.
-pub const WRITE_POOL_SIZE: u32 = 3;
+/// Connections of the write path: the writer keeps one, ingestion's database lock may hold one,
+/// the reads that come before a write (ingestion's look-ups, rollups) share the others.
+pub const WRITE_POOL_SIZE: u32 = 4;
 
 /// The lock is per server on MySQL, so its name carries the database (names are cut at 64 chars).
 const MYSQL_LOCK: &str = "SELECT GET_LOCK(CONCAT('flowguard_migrate_', LEFT(MD5(IFNULL(DATABASE(), '')), 16)), 60)";
@@ -573,6 +573,46 @@ impl Pool {
                 sqlx::query("SELECT pg_advisory_lock($1)").bind(PG_LOCK_KEY).execute(&mut *c).await?;
                 let r = f(&mut Conn::Postgres(&mut c)).await;
                 let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(PG_LOCK_KEY).execute(&mut *c).await;
+                r
+            }
+        }
+    }
+
+    /// Runs `f` while this process holds the database-wide lock `name`: `GET_LOCK` on
+    /// MySQL/MariaDB, an advisory lock on PostgreSQL, each kept on one connection of the pool until
+    /// `f` ends (`f` uses the pool's other connections as usual). SQLite has one `serve` per file,
+    /// so `f` runs as it is. The lock lives on a connection: run this where it cannot be cancelled
+    /// half-way (in a task of its own); a lock that cannot be let go closes its connection.
+    pub async fn with_named_lock<T>(&self, name: &str, f: impl AsyncFnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+        match self {
+            Pool::Sqlite(_) => f().await,
+            Pool::MySql(p) => {
+                let mut c = p.acquire().await?;
+                let got: Option<i64> =
+                    sqlx::query_scalar("SELECT GET_LOCK(CONCAT('flowguard_', ?, '_', LEFT(MD5(IFNULL(DATABASE(), '')), 16)), 60)")
+                        .bind(name)
+                        .fetch_one(&mut *c)
+                        .await?;
+                if got != Some(1) {
+                    anyhow::bail!("another flowguard process held the database lock `{name}` for 60 s");
+                }
+                let r = f().await;
+                let released = sqlx::query("SELECT RELEASE_LOCK(CONCAT('flowguard_', ?, '_', LEFT(MD5(IFNULL(DATABASE(), '')), 16)))")
+                    .bind(name)
+                    .execute(&mut *c)
+                    .await;
+                if released.is_err() {
+                    drop(c.detach());
+                }
+                r
+            }
+            Pool::Postgres(p) => {
+                let mut c = p.acquire().await?;
+                sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))").bind(name).execute(&mut *c).await?;
+                let r = f().await;
+                if sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))").bind(name).execute(&mut *c).await.is_err() {
+                    drop(c.detach());
+                }
                 r
             }
         }

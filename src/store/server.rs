@@ -146,6 +146,12 @@ impl Store {
     }
 
     /// Which of these event ids were applied before.
+    /// Runs `f` holding the database-wide lock `name`, taken on the write path's connections so
+    /// it never waits behind reads (see [`db::Pool::with_named_lock`]).
+    pub async fn with_db_lock<T>(&self, name: &str, f: impl AsyncFnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+        self.write_pool.with_named_lock(name, f).await
+    }
+
     pub async fn known_events(&self, ids: &[String]) -> anyhow::Result<HashSet<String>> {
         let mut out = HashSet::new();
         for chunk in ids.chunks(500) {

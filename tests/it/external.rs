@@ -3,6 +3,7 @@
 //! counted, inconsistent timings are reconciled, a run that goes silent ends `interrupted`.
 
 use crate::serve::{INGEST, READ, TestApp, config, spawn_app, spawn_app_with};
+use crate::support::db::{TestDb, backends};
 use crate::support::fake_feishu::{FakeFeishu, KEYWORD};
 use crate::support::{stderr, stdout};
 use serde_json::{Value, json};
@@ -367,4 +368,47 @@ async fn the_dify_guide_template_renders_what_the_api_accepts() {
     let (_, failed) = app.get("/api/v1/runs/d-2", READ).await;
     assert_eq!((failed["status"].as_str(), failed["error_kind"].as_str()), (Some("failed"), Some("timeout")), "{failed}");
     app.shutdown().await;
+}
+
+// Two servers on one database receive the events of the same external runs at once (a load
+// balancer in front of two `serve`s): one gets the start and the first node, the other the second
+// node and the end. Every run ends as its last event says, with both attempts.
+backends! {
+    networked async fn two_servers_ingesting_one_run_at_once_merge_every_event(db: TestDb) {
+        let text = config("").replace("sqlite://flowguard.db", db.url());
+        let (a, b) = (spawn_app_with(&text, &[]).await, spawn_app_with(&text, &[]).await);
+        let t0 = jiff::Timestamp::now().as_millisecond() - 60_000;
+        let mut posts = tokio::task::JoinSet::new();
+        for k in 0..40 {
+            let run = format!("lb-{k}");
+            let first = json!({"events": [
+                {"id": format!("{run}-start"), "type": "run.started", "flow": "coze_lb", "run_id": run, "ts": t0},
+                {"id": format!("{run}-n1"), "type": "node.finished", "flow": "coze_lb", "run_id": run, "node": "n1",
+                 "started_at": t0, "ended_at": t0 + 100, "status": "succeeded"},
+            ]});
+            let second = json!({"events": [
+                {"id": format!("{run}-n2"), "type": "node.finished", "flow": "coze_lb", "run_id": run, "node": "n2",
+                 "started_at": t0 + 100, "ended_at": t0 + 300, "status": "failed", "error_kind": "upstream_5xx"},
+                {"id": format!("{run}-end"), "type": "run.finished", "flow": "coze_lb", "run_id": run, "ts": t0 + 300,
+                 "status": "failed", "error_kind": "upstream_5xx", "failed_node": "n2"},
+            ]});
+            for (app, body) in [(&a, first), (&b, second)] {
+                let (http, url) = (app.http.clone(), format!("{}/api/v1/events", app.base));
+                posts.spawn(async move {
+                    let r = http.post(url).bearer_auth(INGEST).json(&body).send().await.expect("POST");
+                    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap_or_default());
+                });
+            }
+        }
+        while let Some(r) = posts.join_next().await {
+            r.unwrap();
+        }
+        for k in 0..40 {
+            let (_, run) = a.get(&format!("/api/v1/runs/lb-{k}"), READ).await;
+            assert_eq!(run["status"], "failed", "run lb-{k} lost its end: {run}");
+            assert_eq!(run["attempts"].as_array().map(Vec::len), Some(2), "{run}");
+        }
+        a.shutdown().await;
+        b.shutdown().await;
+    }
 }
