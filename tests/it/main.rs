@@ -16,6 +16,7 @@ mod layers;
 mod leases;
 mod limits;
 mod policy;
+mod providers;
 mod report;
 mod serve;
 mod serve_process;
