@@ -3,6 +3,7 @@
 
 pub mod db;
 pub mod fake_bots;
+pub mod fake_coze;
 pub mod fake_feishu;
 #[allow(dead_code)] // the fake provider's tests arrive with the LLM work
 pub mod fake_openai;
