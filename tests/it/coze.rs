@@ -147,3 +147,37 @@ async fn a_run_longer_than_the_node_timeout_times_out_with_its_execute_id_record
     assert_eq!(fake.polls().len(), 3, "polled at 10s, 20s and 30s");
     assert!(a[0].input.as_deref().unwrap().contains(EXECUTE_ID), "the timed-out attempt names its Coze run: {:?}", a[0].input);
 }
+
+#[tokio::test]
+async fn a_failed_poll_is_polled_again_without_starting_the_workflow_again() {
+    let (fake, h) = start(
+        Script::AsyncAfter503(End::Success(r#"{"title":"周末露营"}"#.into())),
+        "    async: true\n    poll_interval: 1s\n    retry: { policy: none }\n",
+        TOKEN,
+    )
+    .await;
+    let o = h.run().await;
+    assert_eq!(o.status, RunStatus::Succeeded, "{:?}", o.error_message);
+    assert_eq!((fake.runs().len(), fake.polls().len()), (1, 2), "one run, polled twice");
+}
+
+#[test]
+fn a_coze_endpoint_without_a_token_or_workflow_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = flowguard::config::Config::parse(
+        &dir.path().join("flowguard.yaml"),
+        "endpoints:\n  coze: { base_url: https://api.coze.cn }\n",
+        dir.path(),
+        &|_| None,
+    )
+    .unwrap();
+    let reg = flowguard::nodes::Registry::from_config(&cfg).unwrap();
+    let path = dir.path().join("f.yaml");
+    std::fs::write(&path, "name: f\nnodes:\n  - id: c\n    kind: coze\n    endpoint: coze\n    workflow_id: \"\"\n").unwrap();
+    let err = flowguard::flow::load(&path, &reg).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("sends no token") && err.contains("COZE_API_TOKEN"), "{err}");
+    assert!(err.contains("workflow_id"), "{err}");
+    std::fs::write(&path, "name: f\nnodes:\n  - id: c\n    kind: coze\n    endpoint: cozee\n    workflow_id: \"1\"\n").unwrap();
+    let err = flowguard::flow::load(&path, &reg).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("unknown endpoint `cozee`") && err.contains("did you mean `coze`"), "{err}");
+}

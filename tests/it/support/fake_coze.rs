@@ -24,6 +24,8 @@ pub enum Script {
     Error(u16, i64, &'static str),
     /// An asynchronous run: `Running` for this many polls, then the end.
     Async(usize, End),
+    /// An asynchronous run whose first poll answers HTTP 503 (a gateway hiccup), then the end.
+    AsyncAfter503(End),
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +119,7 @@ fn entry(s: &Shared, studio: bool) -> Value {
     let n = s.polls.lock().unwrap().len();
     let (running, end) = match &s.script {
         Script::Async(running, end) => (*running, end.clone()),
+        Script::AsyncAfter503(end) => (0, end.clone()),
         _ => (0, End::Never),
     };
     let (status, output, code, msg) = match (n < running, end) {
@@ -156,8 +159,12 @@ async fn history(
     if let Err(e) = authorized(&headers) {
         return e;
     }
+    let first = s.polls.lock().unwrap().is_empty();
     let e = entry(&s, false);
     s.polls.lock().unwrap().push(format!("/v1/workflows/{workflow_id}/run_histories/{execute_id}"));
+    if first && matches!(s.script, Script::AsyncAfter503(_)) {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"code": 5000, "msg": "service unavailable"})));
+    }
     (StatusCode::OK, Json(json!({"code": 0, "msg": "", "data": [e]})))
 }
 
