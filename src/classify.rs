@@ -40,7 +40,8 @@ const BODY_CODES: &[(&str, ErrorKind)] = &[
     ("invalid_authentication_error", ErrorKind::AuthExpired),
     ("incorrect_api_key_error", ErrorKind::AuthExpired),
     // Volcengine Ark / Doubao (volcengine.com/docs/82379/1299023): the cause is in `error.code`,
-    // `error.type` is the status's name (`Forbidden`, `BadRequest` …).
+    // `error.type` is the status's name (`Forbidden`, `BadRequest` …). `ModelLoadingError` is not
+    // on the error-code pages that could be reached: it is left to its HTTP status.
     ("accountoverdue", ErrorKind::QuotaExhausted),
     ("accountoverdueerror", ErrorKind::QuotaExhausted),
     ("inputtextriskdetection", ErrorKind::ContentBlocked),

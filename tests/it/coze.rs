@@ -108,8 +108,8 @@ async fn coze_codes_are_classified() {
     let (_fake, h) = start(Script::Error(200, 6023, "workflow timeout"), "    retry: { policy: none }\n", TOKEN).await;
     assert_eq!(h.run().await.error_kind, Some(ErrorKind::Timeout));
 
-    // Rate limited by the HTTP status.
-    let (_fake, h) = start(Script::Error(429, 4013, "request frequency exceeds the limit"), "    retry: { policy: none }\n", TOKEN).await;
+    // A code not in the table is classified by the HTTP status.
+    let (_fake, h) = start(Script::Error(429, 4999, "too many requests"), "    retry: { policy: none }\n", TOKEN).await;
     assert_eq!(h.run().await.error_kind, Some(ErrorKind::RateLimited));
 }
 
