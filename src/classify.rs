@@ -7,10 +7,17 @@ use serde_json::Value as Json;
 use std::time::Duration;
 
 /// Body codes that name the failure better than the status does. Matched against the
-/// `error.code`, `error.type`, `code` and `type` fields, case-insensitively.
+/// `error.code`, `error.type`, `code` and `type` fields, case-insensitively. Each provider's rows
+/// come from its published error page (the README's "Provider answers" table lists them); an
+/// answer whose code is not here is classified by its HTTP status, then by the transport.
 const BODY_CODES: &[(&str, ErrorKind)] = &[
-    // OpenAI and compatibles (DeepSeek, Qwen compatible mode, Moonshot …)
+    // OpenAI (developers.openai.com/docs/guides/error-codes): quota and billing failures arrive
+    // as HTTP 429, `type: insufficient_quota`, with the precise cause in `code`.
     ("insufficient_quota", ErrorKind::QuotaExhausted),
+    ("credit_balance_exhausted", ErrorKind::QuotaExhausted),
+    ("organization_spend_limit_exceeded", ErrorKind::QuotaExhausted),
+    ("project_spend_limit_exceeded", ErrorKind::QuotaExhausted),
+    ("organization_usage_limit_exceeded", ErrorKind::QuotaExhausted),
     ("billing_hard_limit_reached", ErrorKind::QuotaExhausted),
     ("insufficient_balance", ErrorKind::QuotaExhausted),
     ("invalid_api_key", ErrorKind::AuthExpired),
@@ -18,20 +25,45 @@ const BODY_CODES: &[(&str, ErrorKind)] = &[
     ("authentication_error", ErrorKind::AuthExpired),
     ("content_filter", ErrorKind::ContentBlocked),
     ("content_policy_violation", ErrorKind::ContentBlocked),
-    ("data_inspection_failed", ErrorKind::ContentBlocked),
     ("sensitive_content", ErrorKind::ContentBlocked),
     ("rate_limit_exceeded", ErrorKind::RateLimited),
-    ("throttling", ErrorKind::RateLimited),
-    // Volcengine Ark (Doubao)
+    // DeepSeek (api-docs.deepseek.com/quick_start/error_codes) documents statuses only: 402
+    // insufficient balance, 422, 429, 500, 503; its bodies carry no code of their own
+    // (`code: invalid_request_error`), so the status decides.
+    //
+    // Moonshot / Kimi (platform.kimi.com/docs/api/errors): the cause is in `error.type`.
+    // `exceeded_current_quota_error` arrives as 429 (arrears, suspended account, token quota);
+    // the help centre says a 403 means insufficient balance but shows no body for it.
+    ("exceeded_current_quota_error", ErrorKind::QuotaExhausted),
+    ("rate_limit_reached_error", ErrorKind::RateLimited),
+    ("engine_overloaded_error", ErrorKind::RateLimited),
+    ("invalid_authentication_error", ErrorKind::AuthExpired),
+    ("incorrect_api_key_error", ErrorKind::AuthExpired),
+    // Volcengine Ark / Doubao (volcengine.com/docs/82379/1299023): the cause is in `error.code`,
+    // `error.type` is the status's name (`Forbidden`, `BadRequest` …). `ModelLoadingError` is not
+    // on the error-code pages that could be reached: it is left to its HTTP status.
     ("accountoverdue", ErrorKind::QuotaExhausted),
     ("accountoverdueerror", ErrorKind::QuotaExhausted),
+    ("inputtextriskdetection", ErrorKind::ContentBlocked),
+    ("outputtextriskdetection", ErrorKind::ContentBlocked),
+    ("inputimageriskdetection", ErrorKind::ContentBlocked),
+    ("outputimageriskdetection", ErrorKind::ContentBlocked),
     ("inputtextsensitivecontentdetected", ErrorKind::ContentBlocked),
     ("outputtextsensitivecontentdetected", ErrorKind::ContentBlocked),
-    // Zhipu: 1302/1303 concurrency and frequency limits, 1113 arrears, 1301 unsafe content
-    ("1302", ErrorKind::RateLimited),
-    ("1303", ErrorKind::RateLimited),
+    ("inputimagesensitivecontentdetected", ErrorKind::ContentBlocked),
+    ("authenticationerror", ErrorKind::AuthExpired),
+    // Alibaba DashScope, OpenAI-compatible mode (help.aliyun.com/zh/model-studio/error-code).
+    ("arrearage", ErrorKind::QuotaExhausted),
+    ("datainspectionfailed", ErrorKind::ContentBlocked),
+    ("data_inspection_failed", ErrorKind::ContentBlocked),
+    ("throttling", ErrorKind::RateLimited),
+    ("invalidapikey", ErrorKind::AuthExpired),
+    // Zhipu (docs.bigmodel.cn/cn/faq/api-code): 1113 arrears (HTTP 429), 1301 unsafe content,
+    // 1302 concurrency and 1303 frequency limits.
     ("1113", ErrorKind::QuotaExhausted),
     ("1301", ErrorKind::ContentBlocked),
+    ("1302", ErrorKind::RateLimited),
+    ("1303", ErrorKind::RateLimited),
     // Publishing platforms: expired or invalid access tokens
     ("access_token_expired", ErrorKind::AuthExpired),
     ("access_token_invalid", ErrorKind::AuthExpired),
@@ -39,6 +71,14 @@ const BODY_CODES: &[(&str, ErrorKind)] = &[
     ("invalid_token", ErrorKind::AuthExpired),
     ("40001", ErrorKind::AuthExpired),
     ("42001", ErrorKind::AuthExpired),
+];
+
+/// Families of codes named by their prefix: Ark's `SensitiveContentDetected.Violence`,
+/// `RateLimitExceeded.EndpointRPMExceeded`; DashScope's `Throttling.RateQuota`.
+const BODY_CODE_PREFIXES: &[(&str, ErrorKind)] = &[
+    ("sensitivecontentdetected", ErrorKind::ContentBlocked),
+    ("ratelimitexceeded.", ErrorKind::RateLimited),
+    ("throttling.", ErrorKind::RateLimited),
 ];
 
 fn body_code(body: &Json) -> Option<(ErrorKind, String)> {
@@ -51,6 +91,9 @@ fn body_code(body: &Json) -> Option<(ErrorKind, String)> {
             _ => continue,
         };
         if let Some((_, kind)) = BODY_CODES.iter().find(|(c, _)| *c == code) {
+            return Some((*kind, code));
+        }
+        if let Some((_, kind)) = BODY_CODE_PREFIXES.iter().find(|(p, _)| code.starts_with(p)) {
             return Some((*kind, code));
         }
     }

@@ -84,7 +84,8 @@ impl OpenAi {
         let finish = choice.get("finish_reason").and_then(Json::as_str).map(str::to_owned);
         let content = choice.pointer("/message/content").and_then(Json::as_str).unwrap_or("").to_owned();
         match finish.as_deref() {
-            Some("content_filter") => {
+            // `content_filter` (OpenAI, Moonshot, DashScope); `sensitive` (Zhipu).
+            Some("content_filter" | "sensitive") => {
                 return Err(NodeError::new(ErrorKind::ContentBlocked, "the provider's content filter stopped the answer").with_meta(m));
             }
             Some("length") => {

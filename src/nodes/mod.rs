@@ -3,6 +3,7 @@
 //! line here.
 
 mod condition;
+mod coze;
 mod http;
 mod llm;
 mod notify;
@@ -45,6 +46,7 @@ pub const KINDS: &[(&str, Factory, ParamsSchema)] = &[
     ("template", template::build, params::<template::Params>),
     ("condition", condition::build, params::<condition::Params>),
     ("notify", notify::build, params::<notify::Params>),
+    ("coze", coze::build, params::<coze::Params>),
 ];
 
 /// Marks the feedback an llm prompt gets when its output is being repaired.

@@ -4,7 +4,7 @@
 //! Convention: a YAML block's info string says what it is.
 //! - ```` ```yaml config ```` — a `flowguard.yaml` (or a part of one): checked as the project's config.
 //! - ```` ```yaml flow ```` — a flow file: checked in a project whose config is [`FLOW_PROJECT`]
-//!   (models `writer` and `backup`, endpoints `publisher` and `kb`, channel `ops_feishu`).
+//!   (models `writer` and `backup`, endpoints `publisher`, `kb` and `coze`, channel `ops_feishu`).
 //!
 //! A plain ```` ```yaml ```` block is an error here: say which it is. Every `${VAR}` is set to a
 //! 32-character value (API tokens must be at least 16 characters).
@@ -19,6 +19,7 @@ models:
 endpoints:
   publisher: { simulate: {} }
   kb: { simulate: {} }
+  coze: { base_url: https://api.coze.cn, headers: { Authorization: \"Bearer example-coze-token-0123456789\" } }
 channels:
   ops_feishu: { type: console }
 ";
