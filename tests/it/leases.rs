@@ -5,7 +5,7 @@
 use crate::serve::{OPERATE, READ};
 use crate::support::db::{Kind, TestDb, backends};
 use crate::support::fake_publisher::{Answer, FakePublisher};
-use crate::support::{Project, bin, spawn_serve, stderr};
+use crate::support::{Project, bin, spawn_serve, stderr, trigger};
 use flowguard::store::{Store, Ty};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
@@ -75,7 +75,7 @@ impl Worker {
     }
 
     async fn trigger(&self, flow: &str) -> String {
-        trigger(&self.base, flow).await
+        trigger(&self.base, flow, OPERATE).await
     }
 
     fn kill(&mut self) {
@@ -88,22 +88,6 @@ impl Drop for Worker {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// Triggers a run of `flow` through the API of the server at `base`; its run id.
-async fn trigger(base: &str, flow: &str) -> String {
-    flowguard::init_tls();
-    let r: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}/api/v1/flows/{flow}/runs"))
-        .bearer_auth(OPERATE)
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("POST")
-        .json()
-        .await
-        .expect("json");
-    r["run_id"].as_str().unwrap_or_else(|| panic!("no run id: {r}")).to_owned()
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -448,7 +432,7 @@ backends! {
         let bases: Vec<String> = workers.iter().map(|w| w.base.clone()).collect();
         for i in 0..280 {
             let base = bases[i % 3].clone();
-            triggers.spawn(async move { trigger(&base, "douyin").await });
+            triggers.spawn(async move { trigger(&base, "douyin", OPERATE).await });
         }
         while let Some(r) = triggers.join_next().await {
             r.unwrap();

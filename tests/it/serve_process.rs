@@ -4,7 +4,7 @@
 
 use crate::serve::{OPERATE, READ, config};
 use crate::support::{Project, spawn_serve};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::process::Child;
 use std::time::Duration;
 
@@ -31,18 +31,7 @@ impl Server {
     }
 
     async fn trigger(&self, flow: &str) -> String {
-        let r: Value = self
-            .http
-            .post(format!("{}/api/v1/flows/{flow}/runs", self.base))
-            .bearer_auth(OPERATE)
-            .json(&json!({}))
-            .send()
-            .await
-            .expect("POST")
-            .json()
-            .await
-            .expect("json");
-        r["run_id"].as_str().expect("run id").to_owned()
+        crate::support::trigger(&self.base, flow, OPERATE).await
     }
 
     /// Polls until `pred` holds for the run.

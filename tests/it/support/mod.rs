@@ -114,3 +114,20 @@ pub fn spawn_serve(p: &Project) -> (std::process::Child, String, std::sync::mpsc
     let base = first.split_whitespace().find(|w| w.starts_with("http://")).expect("a URL").trim_end_matches('/').to_owned();
     (child, base, lines)
 }
+
+/// Triggers a run of `flow` through the API of the server at `base` (`POST /api/v1/flows/F/runs`
+/// with an operate `token`); its run id.
+pub async fn trigger(base: &str, flow: &str, token: &str) -> String {
+    flowguard::init_tls();
+    let r: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/api/v1/flows/{flow}/runs"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("POST")
+        .json()
+        .await
+        .expect("json");
+    r["run_id"].as_str().unwrap_or_else(|| panic!("no run id: {r}")).to_owned()
+}
