@@ -319,7 +319,11 @@ async fn outbox_backlog(store: &crate::store::Store) -> anyhow::Result<i64> {
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let backlog = outbox_backlog(&s.store).await.unwrap_or(-1);
     let notifications = s.store.notification_counts_by_channel().await.unwrap_or_default();
-    let body = s.metrics.render(backlog, &notifications);
+    let mut body = s.metrics.render(backlog, &notifications);
+    let breakers = s.loaded().engine.reg.breakers.clone();
+    if let Ok(b) = breakers.status(&s.store, s.clock.now_ms()).await {
+        super::metrics::Metrics::render_breakers(&mut body, &b);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
@@ -345,9 +349,13 @@ async fn health(State(s): State<Arc<Shared>>, h: HeaderMap) -> ApiResult {
             "block": block.map(|b| json!({"since": b.blocked_at, "by": b.blocked_by, "reason": b.reason, "run_id": b.run_id})),
         }));
     }
+    let breakers = l.engine.reg.breakers.clone();
+    let models = breakers.status(&s.store, s.clock.now_ms()).await?;
+    let degraded = models.iter().any(|m| m.state != "closed");
     Ok(Json(json!({
-        "status": "ok",
+        "status": if degraded { "degraded" } else { "ok" },
         "started_at": s.started_ms,
+        "models": models,
         "reload_error": s.reload_error.lock().expect("reload error").clone(),
         "outbox_backlog": outbox_backlog(&s.store).await?,
         "flows": flows,

@@ -7,6 +7,7 @@
 //! writes, and the engine fails the run with kind `internal`.
 
 mod alerts;
+pub mod breakers;
 mod db;
 pub mod leases;
 mod manual;
@@ -55,6 +56,7 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
     migration!(9, "v9"),
     migration!(12, "v12"),
     migration!(13, "v13"),
+    migration!(14, "v14"),
 ];
 
 /// Serializes JSON kept as text as the value it holds (text cut at `max_payload_bytes` no longer

@@ -7,6 +7,7 @@ mod alert;
 mod alert_bench;
 mod alert_secrets;
 mod alert_shared;
+mod breakers;
 mod classify;
 mod cli;
 mod docs;
