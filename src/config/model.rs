@@ -111,8 +111,12 @@ impl PriceConfig {
 
 /// A cost in billionths of a currency unit, written for people: `0.0123`.
 pub fn format_cost(nanos: i64) -> String {
-    let units = nanos as f64 / 1e9;
-    if units != 0.0 && units.abs() < 0.0001 { format!("{units:.6}") } else { format!("{units:.4}") }
+    // Six decimals (a call often costs a fraction of a cent), trailing zeros dropped down to four.
+    let mut s = format!("{:.6}", nanos as f64 / 1e9);
+    while s.len() - s.find('.').unwrap_or(0) > 5 && s.ends_with('0') {
+        s.pop();
+    }
+    s
 }
 
 fn yes() -> bool {
@@ -147,6 +151,8 @@ mod tests {
         assert_eq!(p.cost_nanos(Some(1000), Some(500)), Some(6_000_000));
         assert_eq!(p.cost_nanos(None, None), None);
         assert_eq!(format_cost(6_000_000), "0.0060");
+        assert_eq!(format_cost(296_000), "0.000296");
+        assert_eq!(format_cost(12_345_600_000), "12.3456");
         assert!(p.problems().is_empty());
         let bad = PriceConfig { currency: "yuan".into(), prompt: -1.0, completion: 1.0 };
         assert_eq!(bad.problems().len(), 2);

@@ -861,6 +861,7 @@ impl Engine {
                     Ok(out) => {
                         let mut rec = self.record(flow, run_id, seq, &current, now, Ok(&out), false, "continue", input.as_ref());
                         rec.input_bytes = rec.input_bytes.max(input_bytes);
+                        self.price(&mut rec, *model);
                         let kept = iteration.is_none().then(|| self.full(&out.value));
                         self.write_attempt(&rec, kept.as_deref()).await.map_err(|e| failure(ErrorKind::Internal, format!("{e:#}")))?;
                         if attempt > 1 || mi > 0 {
@@ -884,6 +885,7 @@ impl Engine {
                         };
                         let mut rec = self.record(flow, run_id, seq, &current, now, Err(&e), retry, action, input.as_ref());
                         rec.input_bytes = rec.input_bytes.max(input_bytes);
+                        self.price(&mut rec, *model);
                         if retry || switch {
                             self.write_attempt(&rec, None).await.map_err(|e| failure(ErrorKind::Internal, format!("{e:#}")))?;
                         }
@@ -908,6 +910,16 @@ impl Engine {
             }
         }
         Err(failure(ErrorKind::Internal, "the node has no model to run on"))
+    }
+
+    /// Prices a model call from the tokens it used and the model's `price`.
+    fn price(&self, rec: &mut AttemptRecord, model: Option<&str>) {
+        if let Some(p) = model.and_then(|m| self.reg.prices.get(m))
+            && let Some(cost) = p.cost_nanos(rec.tokens_in, rec.tokens_out)
+        {
+            rec.cost_nanos = Some(cost);
+            rec.currency = Some(p.currency.clone());
+        }
     }
 
     /// Asks the model's breaker whether a call may go; a breaker that cannot be read lets it go.
@@ -1014,6 +1026,8 @@ impl Engine {
             tokens_in: meta.tokens_in,
             tokens_out: meta.tokens_out,
             http_status: meta.http_status.map(i64::from),
+            cost_nanos: None,
+            currency: None,
         }
     }
 

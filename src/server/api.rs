@@ -454,6 +454,7 @@ async fn run(State(s): State<Arc<Shared>>, h: HeaderMap, Path(id): Path<String>)
         Some(r) => {
             let attempts = s.store.attempts(&id).await?;
             let mut v = serde_json::to_value(&r).map_err(|e| ApiError::Internal(e.to_string()))?;
+            v["cost"] = serde_json::to_value(crate::stats::run_cost(&attempts)).map_err(|e| ApiError::Internal(e.to_string()))?;
             v["attempts"] = serde_json::to_value(&attempts).map_err(|e| ApiError::Internal(e.to_string()))?;
             Ok(Json(v).into_response())
         }

@@ -10,6 +10,7 @@ mod alert_shared;
 mod breakers;
 mod classify;
 mod cli;
+mod cost;
 mod docs;
 mod engine;
 mod external;
