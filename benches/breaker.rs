@@ -15,6 +15,7 @@
 //!
 //! Knobs: `FLOWGUARD_BENCH_RUNS` (runs per mode after the breaker opens, default 40). Asserts nothing.
 
+#[allow(dead_code)] // the 10-node flow is for the engine and workers benches
 mod support;
 use flowguard::clock::{SharedClock, SystemClock};
 use flowguard::config::Config;

@@ -321,7 +321,9 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let notifications = s.store.notification_counts_by_channel().await.unwrap_or_default();
     let mut body = s.metrics.render(backlog, &notifications);
     let breakers = s.loaded().engine.reg.breakers.clone();
-    if let Ok(b) = breakers.status(&s.store, s.clock.now_ms()).await {
+    // Bounded: /metrics answers while the database is away, without the breakers then.
+    let status = tokio::time::timeout(std::time::Duration::from_secs(2), breakers.status(&s.store, s.clock.now_ms())).await;
+    if let Ok(Ok(b)) = status {
         super::metrics::Metrics::render_breakers(&mut body, &b);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
