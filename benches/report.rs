@@ -87,6 +87,8 @@ fn history(rng: &mut fastrand::Rng, i: u64, start: i64, span: i64) -> (RunRecord
                 tokens_in: None,
                 tokens_out: None,
                 http_status: None,
+                cost_nanos: None,
+                currency: None,
             });
             t += dur;
             if !bad {

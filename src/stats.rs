@@ -65,6 +65,8 @@ pub struct FlowStats {
     /// Error kinds of the runs that did not succeed.
     pub failures_by_kind: BTreeMap<String, u64>,
     pub nodes: Vec<NodeStats>,
+    /// What the priced model calls cost, per currency.
+    pub cost: Vec<Cost>,
     /// Against the previous window of the same length.
     pub change: Option<Change>,
 }
@@ -92,6 +94,58 @@ pub struct NodeStats {
     pub runs_failed: u64,
     /// Attempts after which the node moved to its next model.
     pub backup_switches: u64,
+}
+
+/// What priced model calls cost in one currency (models' `price` in the config).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Cost {
+    /// ISO 4217, as the price names it.
+    pub currency: String,
+    /// In units of the currency.
+    pub amount: f64,
+    /// Exact, in billionths of the unit.
+    pub nanos: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+}
+
+impl Cost {
+    /// `0.0123 CNY`.
+    pub fn text(&self) -> String {
+        format!("{} {}", crate::config::model::format_cost(self.nanos), self.currency)
+    }
+}
+
+/// Adds tokens and cost in a currency to a list kept per currency.
+pub fn add_cost(list: &mut Vec<Cost>, currency: &str, tokens_in: i64, tokens_out: i64, nanos: i64) {
+    let i = match list.iter().position(|c| c.currency == currency) {
+        Some(i) => i,
+        None => {
+            list.push(Cost { currency: currency.to_owned(), ..Default::default() });
+            list.len() - 1
+        }
+    };
+    let c = &mut list[i];
+    c.tokens_in += tokens_in;
+    c.tokens_out += tokens_out;
+    c.nanos += nanos;
+    c.amount = c.nanos as f64 / 1e9;
+}
+
+/// What a run's priced model calls cost, per currency.
+pub fn run_cost(attempts: &[crate::store::AttemptRecord]) -> Vec<Cost> {
+    let mut out = Vec::new();
+    for a in attempts {
+        if let (Some(cur), Some(n)) = (&a.currency, a.cost_nanos) {
+            add_cost(&mut out, cur, a.tokens_in.unwrap_or(0), a.tokens_out.unwrap_or(0), n);
+        }
+    }
+    out
+}
+
+/// `0.0123 CNY + 0.0010 USD`, or "-".
+pub fn cost_text(list: &[Cost]) -> String {
+    if list.is_empty() { "-".to_owned() } else { list.iter().map(Cost::text).collect::<Vec<_>>().join(" + ") }
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -282,7 +336,7 @@ pub fn compute(w: &RollupWindow, since_ms: i64, until_ms: i64, pending: &BTreeMa
         }
     }
     let mut top: Vec<NodeRef> = Vec::new();
-    let flows: Vec<FlowStats> = flows
+    let mut flows: Vec<FlowStats> = flows
         .into_iter()
         .map(|(name, mut acc)| {
             acc.f.flow = name.clone();
@@ -312,6 +366,12 @@ pub fn compute(w: &RollupWindow, since_ms: i64, until_ms: i64, pending: &BTreeMa
     total.f.flow = "*".into();
     let mut total = total.finish(pending.values().sum::<i64>() as u64);
     total.nodes.clear();
+    for (flow, cur, [tin, tout, nanos]) in w.costs.iter().filter(|c| c.2.iter().any(|x| *x != 0)) {
+        if let Some(f) = flows.iter_mut().find(|f| &f.flow == flow) {
+            add_cost(&mut f.cost, cur, *tin, *tout, *nanos);
+        }
+        add_cost(&mut total.cost, cur, *tin, *tout, *nanos);
+    }
     Stats { since_ms, until_ms, total, flows, models, top_failing_nodes: top, canary_runs }
 }
 

@@ -117,6 +117,39 @@ impl AlertInput {
         }
     }
 
+    /// A model's breaker opened (or a probe failed and it opened again): a firing alert on the
+    /// model, under the alert flow `model:<name>`, resolved when the breaker closes.
+    pub fn breaker(t: &crate::model::breaker::Transition, locale: &str) -> AlertInput {
+        let cooldown = humantime::format_duration(std::time::Duration::from_millis(t.cooldown_ms.max(0) as u64));
+        let window = humantime::format_duration(std::time::Duration::from_millis(t.window_ms.max(0) as u64));
+        let rate = t.failure_rate();
+        let message = match (locale, t.event) {
+            ("en", "reopened") => format!("the probe call failed; model `{}` is skipped again for {cooldown}", t.model),
+            ("en", _) => format!(
+                "{} of {} calls failed in {window} ({rate:.0}% ≥ {}%); model `{}` is skipped for {cooldown}, its fallback takes the calls",
+                t.failures, t.calls, t.threshold, t.model
+            ),
+            (_, "reopened") => format!("探测调用失败，模型 `{}` 再次熔断 {cooldown}", t.model),
+            _ => format!(
+                "{window} 内 {} 次调用失败 {} 次（{rate:.0}% ≥ {}%），模型 `{}` 熔断 {cooldown}，改用备用模型",
+                t.calls, t.failures, t.threshold, t.model
+            ),
+        };
+        let mut labels = BTreeMap::new();
+        labels.insert("model".to_owned(), t.model.clone());
+        AlertInput {
+            flow: breaker_flow(&t.model),
+            node: "-".into(),
+            error_kind: "breaker_open".into(),
+            severity: Severity::Medium,
+            status: "breaker_open".into(),
+            run_id: None,
+            message,
+            attempts: None,
+            labels,
+        }
+    }
+
     fn all_labels(&self) -> BTreeMap<String, String> {
         let mut l = self.labels.clone();
         l.insert("flow".into(), self.flow.clone());
@@ -129,6 +162,11 @@ impl AlertInput {
         }
         l
     }
+}
+
+/// The alert flow of a model's breaker alerts (flow names cannot hold a `:`).
+pub fn breaker_flow(model: &str) -> String {
+    format!("model:{model}")
 }
 
 /// Final statuses that page someone (DESIGN.md §4).
@@ -413,12 +451,22 @@ impl Alerter {
                             tracing::error!(error = %format!("{e:#}"), "could not record a latency alert");
                         }
                     }
+                    Job::Event(Event::Breaker(t)) => {
+                        let r = match t.event {
+                            "opened" | "reopened" => this.raise(AlertInput::breaker(&t, &this.inner.renderer.locale)).await.map(|_| ()),
+                            "closed" => this.resolve(&breaker_flow(&t.model)).await.map(|_| ()),
+                            _ => Ok(()),
+                        };
+                        if let Err(e) = r {
+                            tracing::error!(error = %format!("{e:#}"), model = %t.model, "could not alert on a model's breaker");
+                        }
+                    }
                     Job::Event(_) => {}
                 }
             }
         });
         Arc::new(move |e: &Event| {
-            if matches!(e, Event::RunFinished(_) | Event::LatencyWarning { .. } | Event::AttemptFinished(_)) {
+            if matches!(e, Event::RunFinished(_) | Event::LatencyWarning { .. } | Event::AttemptFinished(_) | Event::Breaker(_)) {
                 let _ = tx.send(Job::Event(e.clone()));
             }
         })

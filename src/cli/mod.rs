@@ -6,6 +6,7 @@ mod alerts;
 mod demo;
 mod init;
 mod manual;
+mod models;
 mod query;
 mod relay;
 mod report;
@@ -116,6 +117,14 @@ pub enum Command {
         /// A duration back from now (`24h`, `7d`) or a date (`2026-11-01`).
         #[arg(long, default_value = "7d")]
         since: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Each model's breaker: state, failure rate over its window, since when; and its last changes.
+    Models {
+        /// How many of the last opens, probes and closes to list.
+        #[arg(long, default_value_t = 10)]
+        events: i64,
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
@@ -280,6 +289,7 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
         Command::Runs { action: None, flow, status, since, limit, format } => {
             query::runs(&cli.config, flow, status, since, limit, format).await
         }
+        Command::Models { events, format } => models::models(&cli.config, events, format).await,
         Command::Manual { cmd } => manual::manual(&cli.config, cmd, clock).await,
         Command::Flow { cmd } => manual::flow(&cli.config, cmd, clock).await,
         Command::Show { run_id, format } => query::show(&cli.config, &run_id, format).await,

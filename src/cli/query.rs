@@ -65,8 +65,9 @@ pub async fn show(config: &Path, id: &str, format: Format) -> Result<i32, Failur
     let tz = cfg.time_zone();
     let run = find_run(&store, id).await?;
     let attempts = store.attempts(&run.id).await?;
+    let cost = crate::stats::run_cost(&attempts);
     match format {
-        Format::Json => table::json(&json!({"run": run, "attempts": attempts})),
+        Format::Json => table::json(&json!({"run": run, "cost": cost, "attempts": attempts})),
         Format::Table => {
             println!("run       {}", run.id);
             println!("flow      {} (version {})", run.flow, run.flow_hash);
@@ -87,6 +88,10 @@ pub async fn show(config: &Path, id: &str, format: Format) -> Result<i32, Failur
             }
             if let Some(i) = &run.inputs {
                 println!("inputs    {i}");
+            }
+            if !cost.is_empty() {
+                let tokens: Vec<String> = cost.iter().map(|c| format!("{} in / {} out", c.tokens_in, c.tokens_out)).collect();
+                println!("cost      {}  ({} tokens)", crate::stats::cost_text(&cost), tokens.join(", "));
             }
             println!();
             // `#` is the attempt's place in the run: ingested attempts keep their start time as seq.
@@ -151,6 +156,10 @@ pub fn print_stats(stats: &crate::stats::Stats) {
             table::ms(f.duration.p50_ms),
             table::ms(f.duration.p95_ms),
         );
+        if !f.cost.is_empty() {
+            let tokens: i64 = f.cost.iter().map(|c| c.tokens_in + c.tokens_out).sum();
+            println!("  cost: {} ({tokens} tokens)", crate::stats::cost_text(&f.cost));
+        }
         if !f.failures_by_kind.is_empty() {
             let kinds: Vec<String> = f.failures_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
             println!("  run failures by kind: {}", kinds.join(", "));

@@ -4,9 +4,11 @@
 
 pub mod cron;
 pub mod duration;
+pub mod model;
 
 pub use cron::CronExpr;
 pub use duration::{HumanDuration, parse_duration};
+pub use model::{BreakerConfig, PriceConfig};
 
 use crate::flow::diag::{Diagnostics, from_tree_all, suggest};
 use crate::flow::yaml::{self, Node, Pos, Yaml};
@@ -128,11 +130,14 @@ pub struct Defaults {
     /// Time limit of a node that sets none.
     #[serde(default = "default_node_timeout")]
     pub node_timeout: HumanDuration,
+    /// The breaker of every model that sets none; without one here or on the model, a model
+    /// has no breaker.
+    pub breaker: Option<BreakerConfig>,
 }
 
 impl Default for Defaults {
     fn default() -> Self {
-        Defaults { node_timeout: default_node_timeout() }
+        Defaults { node_timeout: default_node_timeout(), breaker: None }
     }
 }
 
@@ -166,6 +171,17 @@ pub struct ModelConfig {
     /// Settings of the simulator (provider `simulated`).
     #[serde(default)]
     pub simulate: crate::sim::config::SimModelConfig,
+    /// This model's breaker (replaces `defaults.breaker`).
+    pub breaker: Option<BreakerConfig>,
+    /// What this model's tokens cost; each call's cost is recorded and summed per run.
+    pub price: Option<PriceConfig>,
+}
+
+impl ModelConfig {
+    /// The breaker that applies to this model, if any.
+    pub fn breaker<'a>(&'a self, defaults: &'a Defaults) -> Option<&'a BreakerConfig> {
+        self.breaker.as_ref().or(defaults.breaker.as_ref()).filter(|b| b.enabled)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -303,6 +319,9 @@ impl Config {
                 "must be above 0 and shorter than storage.lease".to_string(),
             );
         }
+        for (k, msg) in self.defaults.breaker.as_ref().map(BreakerConfig::problems).unwrap_or_default() {
+            diags.push(file, at(&["defaults", "breaker", k]), format!("defaults.breaker.{k}"), msg);
+        }
         if self.storage.max_connections == 0 {
             diags.push(file, at(&["storage", "max_connections"]), "storage.max_connections", "must be at least 1".to_string());
         }
@@ -318,6 +337,14 @@ impl Config {
                     diags.push(file, at(&["models", name, "fallback"]), format!("{field}.fallback"), format!("unknown model `{fb}`{hint}"));
                 } else if fb == name {
                     diags.push(file, at(&["models", name, "fallback"]), format!("{field}.fallback"), "a model cannot fall back to itself");
+                }
+            }
+            for (section, problems) in [
+                ("breaker", m.breaker.as_ref().map(BreakerConfig::problems).unwrap_or_default()),
+                ("price", m.price.as_ref().map(PriceConfig::problems).unwrap_or_default()),
+            ] {
+                for (k, msg) in problems {
+                    diags.push(file, at(&["models", name, section, k]), format!("{field}.{section}.{k}"), msg);
                 }
             }
             if m.provider == Provider::Openai {

@@ -25,6 +25,9 @@ pub enum Event {
         threshold_ms: i64,
     },
     RunFinished(RunOutcome),
+    /// A model's breaker opened, let a probe through, closed or re-opened; sent by the one
+    /// process that made the change.
+    Breaker(Box<crate::model::breaker::Transition>),
 }
 
 pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;

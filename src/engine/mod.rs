@@ -20,6 +20,7 @@ pub use events::{Event, Observer};
 use crate::clock::SharedClock;
 use crate::flow::template::{Scope, to_value};
 use crate::flow::{Flow, NodeSpec, RetryPolicy};
+use crate::model::breaker::Admission;
 use crate::nodes::{Meta, NodeError, Notifier, Output, Registry, RunCx, json_len};
 use crate::store::{AttemptRecord, FlowBlock, ManualTask, RunEnd, RunRecord, Store};
 use crate::vocab::{AttemptStatus, ErrorKind, RunStatus, Severity};
@@ -772,6 +773,40 @@ impl Engine {
                     return Err(failure(ErrorKind::Internal, crate::store::LeaseLost(run_id.to_owned()).to_string()));
                 }
                 attempt += 1;
+                let label = model.map(|m| self.reg.models.get(m).map(|c| c.label()).unwrap_or_else(|| m.to_owned()));
+                let admission = match model {
+                    Some(m) => self.admit(m, run_id).await,
+                    None => Admission::Call,
+                };
+                if let Admission::Skip { reason } = &admission {
+                    // The model's breaker is open: straight to the next model, recorded as such.
+                    let now = self.clock.now_ms();
+                    let last = mi + 1 == models.len();
+                    let current = Current {
+                        node: node.id.clone(),
+                        kind: node.kind.clone(),
+                        attempt: attempt as i64,
+                        iteration,
+                        started_at: now,
+                        model: label.clone(),
+                    };
+                    let seq = next_seq(state);
+                    let action = if last { "fail" } else { "next_model" };
+                    let mut rec = self.record(flow, run_id, seq, &current, now, Ok(&Output::default()), false, action, None);
+                    rec.status = AttemptStatus::Skipped;
+                    rec.output = None;
+                    rec.output_bytes = 0;
+                    rec.error_message = Some(reason.clone());
+                    failures.push(format!("{}: {reason}", label.clone().unwrap_or_default()));
+                    if !last {
+                        self.write_attempt(&rec, None).await.map_err(|e| failure(ErrorKind::Internal, format!("{e:#}")))?;
+                        break;
+                    }
+                    let error =
+                        NodeError::new(ErrorKind::NoHealthyModel, format!("no model of the chain is healthy: {}", failures.join("; ")));
+                    rec.error_kind = Some(error.kind.as_str().to_owned());
+                    return Err(NodeFailure { error, last: Some(rec) });
+                }
                 let started = self.clock.now_ms();
                 let current = Current {
                     node: node.id.clone(),
@@ -779,7 +814,7 @@ impl Engine {
                     attempt: attempt as i64,
                     iteration,
                     started_at: started,
-                    model: model.map(|m| self.reg.models.get(m).map(|c| c.label()).unwrap_or_else(|| m.to_owned())),
+                    model: label,
                 };
                 state.lock().expect("run state").current = Some(current.clone());
                 self.emit(Event::NodeStarted { run_id: run_id.to_owned(), node: node.id.clone(), attempt, model: current.model.clone() });
@@ -810,6 +845,9 @@ impl Engine {
                     None => Ok(out),
                 });
                 let now = self.clock.now_ms();
+                if let Some(m) = model {
+                    self.count_call(m, &admission, result.as_ref().map(|_| ()).map_err(|e| e.kind), run_id).await;
+                }
                 let inputs = std::mem::take(&mut *cx.inputs.lock().expect("inputs"));
                 let input = match inputs.len() {
                     0 => None,
@@ -823,6 +861,7 @@ impl Engine {
                     Ok(out) => {
                         let mut rec = self.record(flow, run_id, seq, &current, now, Ok(&out), false, "continue", input.as_ref());
                         rec.input_bytes = rec.input_bytes.max(input_bytes);
+                        self.price(&mut rec, *model);
                         let kept = iteration.is_none().then(|| self.full(&out.value));
                         self.write_attempt(&rec, kept.as_deref()).await.map_err(|e| failure(ErrorKind::Internal, format!("{e:#}")))?;
                         if attempt > 1 || mi > 0 {
@@ -846,6 +885,7 @@ impl Engine {
                         };
                         let mut rec = self.record(flow, run_id, seq, &current, now, Err(&e), retry, action, input.as_ref());
                         rec.input_bytes = rec.input_bytes.max(input_bytes);
+                        self.price(&mut rec, *model);
                         if retry || switch {
                             self.write_attempt(&rec, None).await.map_err(|e| failure(ErrorKind::Internal, format!("{e:#}")))?;
                         }
@@ -870,6 +910,42 @@ impl Engine {
             }
         }
         Err(failure(ErrorKind::Internal, "the node has no model to run on"))
+    }
+
+    /// Prices a model call from the tokens it used and the model's `price`.
+    fn price(&self, rec: &mut AttemptRecord, model: Option<&str>) {
+        if let Some(p) = model.and_then(|m| self.reg.prices.get(m))
+            && let Some(cost) = p.cost_nanos(rec.tokens_in, rec.tokens_out)
+        {
+            rec.cost_nanos = Some(cost);
+            rec.currency = Some(p.currency.clone());
+        }
+    }
+
+    /// Asks the model's breaker whether a call may go; a breaker that cannot be read lets it go.
+    async fn admit(&self, model: &str, run_id: &str) -> Admission {
+        match self.reg.breakers.admit(&self.store, self.clock.now_ms(), model, run_id).await {
+            Ok((a, t)) => {
+                if let Some(t) = t {
+                    self.emit(Event::Breaker(Box::new(t)));
+                }
+                a
+            }
+            Err(e) => {
+                tracing::warn!(model, error = %format!("{e:#}"), "could not read the model's breaker; calling it");
+                Admission::Call
+            }
+        }
+    }
+
+    /// Counts a call in its model's breaker, which may open or close it.
+    async fn count_call(&self, model: &str, admission: &Admission, outcome: Result<(), ErrorKind>, run_id: &str) {
+        let now = self.clock.now_ms();
+        match self.reg.breakers.record(&self.store, now, model, admission, outcome, run_id).await {
+            Ok(Some(t)) => self.emit(Event::Breaker(Box::new(t))),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(model, error = %format!("{e:#}"), "could not count the call in the model's breaker"),
+        }
     }
 
     fn timeout_error(&self, node: &NodeSpec) -> NodeError {
@@ -950,6 +1026,8 @@ impl Engine {
             tokens_in: meta.tokens_in,
             tokens_out: meta.tokens_out,
             http_status: meta.http_status.map(i64::from),
+            cost_nanos: None,
+            currency: None,
         }
     }
 

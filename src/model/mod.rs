@@ -1,5 +1,6 @@
 //! Model providers behind one trait: any OpenAI-compatible chat completions API, and the simulator.
 
+pub mod breaker;
 pub mod limited;
 mod openai;
 

@@ -278,6 +278,10 @@ pub struct Registry {
     pub redactor: Redactor,
     /// `zh-CN` or `en`: the language of text flowguard writes into prompts and messages.
     pub locale: String,
+    /// The models' breakers (those that have one).
+    pub breakers: Arc<model::breaker::Breakers>,
+    /// What each model's tokens cost, by model name.
+    pub prices: BTreeMap<String, crate::config::PriceConfig>,
 }
 
 impl Registry {
@@ -313,6 +317,8 @@ impl Registry {
             default_node_timeout: cfg.node_timeout(),
             redactor: cfg.redactor.clone(),
             locale: cfg.locale.clone(),
+            breakers: Arc::new(model::breaker::Breakers::from_config(cfg)),
+            prices: cfg.models.iter().filter_map(|(n, m)| m.price.clone().map(|p| (n.clone(), p))).collect(),
         })
     }
 

@@ -88,6 +88,14 @@ fn sections(r: &Report) -> (String, Vec<Section>) {
             s.refused
         ));
         summary.push(format!("{}: {}", t("使用备用模型的运行", "Runs on a backup model"), s.backup_model_runs));
+        if !s.cost.is_empty() {
+            let label = if r.kind == Kind::Daily {
+                t("当日模型费用", "Model cost of the day")
+            } else {
+                t("本周模型费用", "Model cost of the week")
+            };
+            summary.push(format!("{label}: {}", crate::stats::cost_text(&s.cost)));
+        }
     }
     summary.push(format!("{}: {}", t("当前待人工处理", "Waiting for a human now"), s.pending_manual));
     if r.stats.canary_runs > 0 {
@@ -106,6 +114,24 @@ fn sections(r: &Report) -> (String, Vec<Section>) {
         ));
     }
     out.push(Section { heading: t("概览", "Summary"), lines: summary, table: None });
+
+    let cost_rows: Vec<Vec<String>> = r
+        .stats
+        .flows
+        .iter()
+        .filter(|f| !f.cost.is_empty())
+        .map(|f| {
+            let tokens: i64 = f.cost.iter().map(|c| c.tokens_in + c.tokens_out).sum();
+            vec![f.flow.clone(), crate::stats::cost_text(&f.cost), tokens.to_string()]
+        })
+        .collect();
+    if !cost_rows.is_empty() {
+        out.push(Section {
+            heading: t("各流程模型费用", "Model cost per flow"),
+            lines: Vec::new(),
+            table: Some((vec![t("流程", "Flow"), t("费用", "Cost"), t("Token 数", "Tokens")], cost_rows)),
+        });
+    }
 
     let top = r.top_failing_nodes.iter().map(|n| {
         let kinds = n.failures_by_kind.iter().map(|(k, c)| format!("{k} {c}")).collect::<Vec<_>>().join(", ");

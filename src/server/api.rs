@@ -319,7 +319,13 @@ async fn outbox_backlog(store: &crate::store::Store) -> anyhow::Result<i64> {
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let backlog = outbox_backlog(&s.store).await.unwrap_or(-1);
     let notifications = s.store.notification_counts_by_channel().await.unwrap_or_default();
-    let body = s.metrics.render(backlog, &notifications);
+    let mut body = s.metrics.render(backlog, &notifications);
+    let breakers = s.loaded().engine.reg.breakers.clone();
+    // Bounded: /metrics answers while the database is away, without the breakers then.
+    let status = tokio::time::timeout(std::time::Duration::from_secs(2), breakers.status(&s.store, s.clock.now_ms())).await;
+    if let Ok(Ok(b)) = status {
+        super::metrics::Metrics::render_breakers(&mut body, &b);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
@@ -345,9 +351,13 @@ async fn health(State(s): State<Arc<Shared>>, h: HeaderMap) -> ApiResult {
             "block": block.map(|b| json!({"since": b.blocked_at, "by": b.blocked_by, "reason": b.reason, "run_id": b.run_id})),
         }));
     }
+    let breakers = l.engine.reg.breakers.clone();
+    let models = breakers.status(&s.store, s.clock.now_ms()).await?;
+    let degraded = models.iter().any(|m| m.state != "closed");
     Ok(Json(json!({
-        "status": "ok",
+        "status": if degraded { "degraded" } else { "ok" },
         "started_at": s.started_ms,
+        "models": models,
         "reload_error": s.reload_error.lock().expect("reload error").clone(),
         "outbox_backlog": outbox_backlog(&s.store).await?,
         "flows": flows,
@@ -446,6 +456,7 @@ async fn run(State(s): State<Arc<Shared>>, h: HeaderMap, Path(id): Path<String>)
         Some(r) => {
             let attempts = s.store.attempts(&id).await?;
             let mut v = serde_json::to_value(&r).map_err(|e| ApiError::Internal(e.to_string()))?;
+            v["cost"] = serde_json::to_value(crate::stats::run_cost(&attempts)).map_err(|e| ApiError::Internal(e.to_string()))?;
             v["attempts"] = serde_json::to_value(&attempts).map_err(|e| ApiError::Internal(e.to_string()))?;
             Ok(Json(v).into_response())
         }

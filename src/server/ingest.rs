@@ -403,6 +403,8 @@ fn check(item: &Value, redactor: &crate::redact::Redactor, max_payload: usize) -
                 tokens_in: int(m, "tokens_in")?,
                 tokens_out: int(m, "tokens_out")?,
                 http_status: int(m, "http_status")?,
+                cost_nanos: None,
+                currency: None,
                 node_id: node,
             }))
         }

@@ -28,6 +28,7 @@ struct Inner {
     ingested: BTreeMap<String, u64>,
     scheduler_fires: BTreeMap<(String, String), u64>,
     skipped_fires: BTreeMap<(String, String), u64>,
+    breaker_changes: BTreeMap<(String, String), u64>,
 }
 
 #[derive(Debug, Default)]
@@ -46,6 +47,7 @@ impl Metrics {
             Event::AttemptFinished(a) => self.attempt(a),
             Event::RunFinished(o) => self.run_finished(&o.flow, o.status.as_str(), o.error_kind.map(|k| k.as_str())),
             Event::LatencyWarning { flow, .. } => self.with(|m| *m.latency_warnings.entry(flow.clone()).or_default() += 1),
+            Event::Breaker(t) => self.with(|m| *m.breaker_changes.entry((t.model.clone(), t.event.to_owned())).or_default() += 1),
             _ => {}
         }
     }
@@ -94,6 +96,25 @@ impl Metrics {
         self.with(|m| *m.skipped_fires.entry((flow.to_owned(), job.to_owned())).or_default() += n)
     }
 
+    /// The models' breakers, read from the database at scrape time (shared by every process).
+    pub fn render_breakers(out: &mut String, breakers: &[crate::model::breaker::BreakerStatus]) {
+        header(out, "flowguard_model_breaker_state", "gauge", "1 for the state each model's breaker is in (closed, open, half_open).");
+        for b in breakers {
+            for st in ["closed", "open", "half_open"] {
+                let _ =
+                    writeln!(out, "flowguard_model_breaker_state{{model=\"{}\",state=\"{st}\"}} {}", esc(&b.model), (b.state == st) as u8);
+            }
+        }
+        header(out, "flowguard_model_failure_rate", "gauge", "Failed share (0-1) of each model's calls over its breaker's window.");
+        for b in breakers {
+            let _ = writeln!(out, "flowguard_model_failure_rate{{model=\"{}\"}} {}", esc(&b.model), b.failure_rate / 100.0);
+        }
+        header(out, "flowguard_model_calls_window", "gauge", "Calls counted in each model's breaker window.");
+        for b in breakers {
+            let _ = writeln!(out, "flowguard_model_calls_window{{model=\"{}\"}} {}", esc(&b.model), b.calls);
+        }
+    }
+
     /// The text exposition format (version 0.0.4).
     /// `notifications`: (channel, status, count) from the outbox.
     pub fn render(&self, outbox_backlog: i64, notifications: &[(String, String, i64)]) -> String {
@@ -127,6 +148,13 @@ impl Metrics {
                 "Scheduled fires that fell due while the database was away and were not run.",
                 ["flow", "job"],
                 &m.skipped_fires,
+            );
+            counter2(
+                &mut out,
+                "flowguard_model_breaker_changes_total",
+                "Breaker changes this process made, by model and event (opened, probe, closed, reopened).",
+                ["model", "event"],
+                &m.breaker_changes,
             );
         });
         header(&mut out, "flowguard_notifications_total", "counter", "Notifications by channel and result (pending, sending, sent, dead).");

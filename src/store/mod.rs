@@ -7,6 +7,7 @@
 //! writes, and the engine fails the run with kind `internal`.
 
 mod alerts;
+pub mod breakers;
 mod db;
 pub mod leases;
 mod manual;
@@ -55,6 +56,7 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
     migration!(9, "v9"),
     migration!(12, "v12"),
     migration!(13, "v13"),
+    migration!(14, "v14"),
 ];
 
 /// Serializes JSON kept as text as the value it holds (text cut at `max_payload_bytes` no longer
@@ -121,6 +123,9 @@ pub struct AttemptRecord {
     pub tokens_in: Option<i64>,
     pub tokens_out: Option<i64>,
     pub http_status: Option<i64>,
+    /// What the call cost, in billionths of `currency` (models with a `price`).
+    pub cost_nanos: Option<i64>,
+    pub currency: Option<String>,
 }
 
 /// How a run ended.
@@ -243,7 +248,7 @@ fn is_secret_param(k: &str) -> bool {
 const RUN_COLS: &str = "id, flow, flow_hash, trigger_kind, status, canary, inputs, started_at, ended_at, duration_ms, failed_node, error_kind, error_message, severity";
 const RUN_TYS: &[Ty] =
     &[Ty::Str, Ty::Str, Ty::Str, Ty::Str, Ty::Str, Ty::I64, Ty::Str, Ty::I64, Ty::I64, Ty::I64, Ty::Str, Ty::Str, Ty::Str, Ty::Str];
-const ATTEMPT_COLS: &str = "run_id, flow, node_id, kind, seq, attempt, iteration, status, started_at, ended_at, duration_ms, input_bytes, output_bytes, input, output, retried, action, error_kind, error_message, model, tokens_in, tokens_out, http_status";
+const ATTEMPT_COLS: &str = "run_id, flow, node_id, kind, seq, attempt, iteration, status, started_at, ended_at, duration_ms, input_bytes, output_bytes, input, output, retried, action, error_kind, error_message, model, tokens_in, tokens_out, http_status, cost_nanos, currency";
 const ATTEMPT_TYS: &[Ty] = &[
     Ty::Str,
     Ty::Str,
@@ -268,6 +273,8 @@ const ATTEMPT_TYS: &[Ty] = &[
     Ty::I64,
     Ty::I64,
     Ty::I64,
+    Ty::I64,
+    Ty::Str,
 ];
 
 impl Store {
@@ -543,7 +550,7 @@ fn run_stmt(r: &RunRecord) -> db::Stmt {
 
 macro_rules! attempt_insert {
     () => {
-        "INSERT INTO node_attempts (run_id, flow, node_id, kind, seq, attempt, iteration, status, started_at, ended_at, duration_ms, input_bytes, output_bytes, input, output, retried, action, error_kind, error_message, model, tokens_in, tokens_out, http_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO node_attempts (run_id, flow, node_id, kind, seq, attempt, iteration, status, started_at, ended_at, duration_ms, input_bytes, output_bytes, input, output, retried, action, error_kind, error_message, model, tokens_in, tokens_out, http_status, cost_nanos, currency) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     };
 }
 
@@ -577,6 +584,8 @@ fn attempt_stmt(a: &AttemptRecord, backend: Backend) -> db::Stmt {
         a.tokens_in.into(),
         a.tokens_out.into(),
         a.http_status.into(),
+        a.cost_nanos.into(),
+        a.currency.clone().into(),
     ];
     (Cow::Borrowed(sql), args)
 }
@@ -651,6 +660,8 @@ fn attempt_from(r: Vec<Val>) -> AttemptRecord {
         tokens_in: r[20].i64(),
         tokens_out: r[21].i64(),
         http_status: r[22].i64(),
+        cost_nanos: r[23].i64(),
+        currency: r[24].str(),
     }
 }
 

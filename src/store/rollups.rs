@@ -74,6 +74,8 @@ pub struct RollupWindow {
     pub node_errors: Vec<(String, String, String, i64)>,
     /// (flow, node or "" for whole runs, bin, count).
     pub hist: Vec<(String, String, i64, i64)>,
+    /// (flow, currency, [tokens_in, tokens_out, cost_nanos]) of priced model calls.
+    pub costs: Vec<(String, String, [i64; 3])>,
 }
 
 /// What one run added to the rollups (its `rollup_seen` row).
@@ -94,6 +96,7 @@ struct Deltas {
     nodes: BTreeMap<(String, String, String), (String, [i64; 7])>,
     node_errors: BTreeMap<(String, String, String), i64>,
     hist: BTreeMap<(String, String, i64), i64>,
+    costs: BTreeMap<(String, String), [i64; 3]>,
 }
 
 /// A run counts toward durations when it reached a final state other than `refused`.
@@ -133,6 +136,12 @@ impl Deltas {
     fn attempt_signed(&mut self, a: &AttemptRecord, sign: i64) {
         if a.status == AttemptStatus::Skipped {
             return;
+        }
+        if let (Some(cur), Some(cost)) = (&a.currency, a.cost_nanos) {
+            let c = self.costs.entry((a.flow.clone(), cur.clone())).or_default();
+            c[0] += sign * a.tokens_in.unwrap_or(0);
+            c[1] += sign * a.tokens_out.unwrap_or(0);
+            c[2] += sign * cost;
         }
         let key = (a.flow.clone(), a.node_id.clone(), a.model.clone().unwrap_or_default());
         let (_, c) = self.nodes.entry(key).or_insert_with(|| (a.kind.clone(), [0; 7]));
@@ -183,7 +192,7 @@ fn mark_rolled_up(run_id: &str) -> db::Stmt {
     (Cow::Borrowed("UPDATE node_attempts SET rolled_up = 1 WHERE run_id = ? AND rolled_up = 0"), vec![run_id.into()])
 }
 
-const ATTEMPT_ROLLUP_COLS: &str = "run_id, flow, node_id, kind, seq, status, duration_ms, retried, action, error_kind, model";
+const ATTEMPT_ROLLUP_COLS: &str = "run_id, flow, node_id, kind, seq, status, duration_ms, retried, action, error_kind, model, tokens_in, tokens_out, cost_nanos, currency";
 
 impl Store {
     /// The statements that move a run's counts into the rollups; `end` is its new end and
@@ -250,7 +259,24 @@ impl Store {
         let mut counted: Vec<AttemptRecord> = Vec::new();
         if !canary {
             let sql = format!("SELECT {ATTEMPT_ROLLUP_COLS}, rolled_up FROM node_attempts WHERE run_id = ?");
-            let tys = [Ty::Str, Ty::Str, Ty::Str, Ty::Str, Ty::I64, Ty::Str, Ty::I64, Ty::I64, Ty::Str, Ty::Str, Ty::Str, Ty::I64];
+            let tys = [
+                Ty::Str,
+                Ty::Str,
+                Ty::Str,
+                Ty::Str,
+                Ty::I64,
+                Ty::Str,
+                Ty::I64,
+                Ty::I64,
+                Ty::Str,
+                Ty::Str,
+                Ty::Str,
+                Ty::I64,
+                Ty::I64,
+                Ty::I64,
+                Ty::Str,
+                Ty::I64,
+            ];
             for mut v in self.write_pool.fetch(&sql, &[run_id.into()], &tys).await? {
                 let done = v.pop().and_then(|x| x.i64()).unwrap_or(0) != 0;
                 if done { counted.push(rollup_attempt(v)) } else { attempts.push(rollup_attempt(v)) }
@@ -364,6 +390,13 @@ impl Store {
             .map(|((f, n, bin), c)| vec![b(), f.into(), n.into(), bin.into(), c.into()])
             .collect();
         out.extend(upsert(be, "rollup_hist", &["bucket_ms", "flow", "node", "bin"], &["n"], rows, false));
+        let rows = d
+            .costs
+            .into_iter()
+            .filter(|(_, c)| c.iter().any(|x| *x != 0))
+            .map(|((f, cur), c)| vec![b(), f.into(), cur.into(), c[0].into(), c[1].into(), c[2].into()])
+            .collect();
+        out.extend(upsert(be, "rollup_costs", &["bucket_ms", "flow", "currency"], &["tokens_in", "tokens_out", "cost_nanos"], rows, false));
         if let Some((run_id, s)) = seen {
             let row = vec![
                 run_id.into(),
@@ -493,6 +526,13 @@ impl Store {
         let sql = format!("SELECT flow, node, error_kind, {} FROM rollup_node_errors {w} GROUP BY flow, node, error_kind", sum("n"));
         for r in p.fetch(&sql, &args, &[Ty::Str, Ty::Str, Ty::Str, Ty::I64]).await? {
             out.node_errors.push((s(&r[0]), s(&r[1]), s(&r[2]), n(&r[3])));
+        }
+        let sql = format!(
+            "SELECT flow, currency, {} FROM rollup_costs {w} GROUP BY flow, currency",
+            ["tokens_in", "tokens_out", "cost_nanos"].map(sum).join(", ")
+        );
+        for r in p.fetch(&sql, &args, &[Ty::Str, Ty::Str, Ty::I64, Ty::I64, Ty::I64]).await? {
+            out.costs.push((s(&r[0]), s(&r[1]), [n(&r[2]), n(&r[3]), n(&r[4])]));
         }
         if !hist {
             return Ok(out);
@@ -710,8 +750,10 @@ fn rollup_attempt(v: Vec<Val>) -> AttemptRecord {
         error_kind: v[9].str(),
         error_message: None,
         model: v[10].str(),
-        tokens_in: None,
-        tokens_out: None,
+        tokens_in: v[11].i64(),
+        tokens_out: v[12].i64(),
         http_status: None,
+        cost_nanos: v[13].i64(),
+        currency: v[14].str(),
     }
 }

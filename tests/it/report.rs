@@ -75,6 +75,8 @@ fn attempt(run: &RunRecord, node: &str, kind: &str, seq: i64, t: i64, dur: i64, 
         tokens_in: None,
         tokens_out: None,
         http_status: None,
+        cost_nanos: None,
+        currency: None,
     }
 }
 

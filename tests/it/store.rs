@@ -48,6 +48,8 @@ pub fn attempt(run_id: &str, node: &str, seq: i64, started_at: i64) -> AttemptRe
         tokens_in: Some(11),
         tokens_out: Some(22),
         http_status: Some(200),
+        cost_nanos: None,
+        currency: None,
     }
 }
 

@@ -59,6 +59,12 @@ impl FakeOpenAi {
         FakeOpenAi { base_url: format!("http://{addr}/v1"), shared }
     }
 
+    /// Answers from now on with this script instead (the provider went down, or came back).
+    #[allow(dead_code)]
+    pub fn set_script(&self, script: Vec<Reply>) {
+        *self.shared.script.lock().unwrap() = script;
+    }
+
     /// The JSON bodies received so far.
     pub fn requests(&self) -> Vec<Value> {
         self.shared.requests.lock().unwrap().clone()
