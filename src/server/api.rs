@@ -319,7 +319,10 @@ async fn outbox_backlog(store: &crate::store::Store) -> anyhow::Result<i64> {
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let backlog = outbox_backlog(&s.store).await.unwrap_or(-1);
     let notifications = s.store.notification_counts_by_channel().await.unwrap_or_default();
-    let body = s.metrics.render(backlog, &notifications);
+    let mut body = s.metrics.render(backlog, &notifications);
+    if let Ok(sinks) = crate::export::status(&s.store, &s.loaded().config.exporters).await {
+        body.push_str(&crate::export::render_metrics(&sinks));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
@@ -350,6 +353,7 @@ async fn health(State(s): State<Arc<Shared>>, h: HeaderMap) -> ApiResult {
         "started_at": s.started_ms,
         "reload_error": s.reload_error.lock().expect("reload error").clone(),
         "outbox_backlog": outbox_backlog(&s.store).await?,
+        "exporters": crate::export::status(&s.store, &l.config.exporters).await?,
         "flows": flows,
     }))
     .into_response())

@@ -11,6 +11,7 @@ mod classify;
 mod cli;
 mod docs;
 mod engine;
+mod exporters;
 mod external;
 mod layers;
 mod leases;

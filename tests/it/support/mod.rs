@@ -3,9 +3,11 @@
 
 pub mod db;
 pub mod fake_bots;
+pub mod fake_es;
 pub mod fake_feishu;
 #[allow(dead_code)] // the fake provider's tests arrive with the LLM work
 pub mod fake_openai;
+pub mod fake_otlp;
 pub mod fake_publisher;
 pub mod fake_sms;
 pub mod fake_smtp;
