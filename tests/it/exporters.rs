@@ -477,3 +477,118 @@ fn the_grafana_dashboard_queries_only_metrics_the_server_exports() {
         assert!(queried.contains(must), "the dashboard should chart {must}");
     }
 }
+
+const HELLO: &str =
+    "name: hello\nnodes:\n  - id: greet\n    kind: template\n    text: hello\n  - id: shout\n    kind: template\n    text: HELLO\n";
+
+async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+    for _ in 0..1500 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_exports_counts_in_metrics_and_health_and_alerts_on_a_sink_that_stays_down() {
+    use crate::serve::{OPERATE, READ, config, spawn_app_with};
+    let es = FakeEs::start().await;
+    let extra = format!(
+        "exporters:\n  interval: 20ms\n  max_backoff: 50ms\n  alert_after: 0s\n  elasticsearch:\n    url: {}\n    api_key: \"{API_KEY}\"\n",
+        es.url
+    );
+    let app = spawn_app_with(&config(&extra), &[("hello", HELLO)]).await;
+    for _ in 0..3 {
+        let (_, b) = app.post("/api/v1/flows/hello/runs", OPERATE, &serde_json::json!({})).await;
+        app.wait_run(b["run_id"].as_str().expect("id")).await;
+    }
+    wait_for("6 attempts and 3 runs in Elasticsearch", || async {
+        es.docs("flowguard-attempts").len() == 6 && es.docs("flowguard-runs").len() == 3
+    })
+    .await;
+    let metrics = |app: &crate::serve::TestApp| {
+        let url = format!("{}/metrics", app.base);
+        let http = app.http.clone();
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    wait_for("the sent count", || async { metrics(&app).await.contains("flowguard_exporter_sent_total{sink=\"elasticsearch\"} 9") }).await;
+    let m = metrics(&app).await;
+    assert!(m.contains("flowguard_exporter_lag_records{sink=\"elasticsearch\"} 0"), "{m}");
+    assert!(m.contains("flowguard_exporter_failing{sink=\"elasticsearch\"} 0"), "{m}");
+    let (code, health) = app.get("/api/v1/health", READ).await;
+    assert_eq!(code, 200);
+    let sink = &health["exporters"][0];
+    assert_eq!((sink["sink"].as_str(), sink["lag"].as_i64(), sink["sent"].as_i64()), (Some("elasticsearch"), Some(0), Some(9)), "{health}");
+
+    // The target goes down: runs are not held up, the exporter alerts through the routes.
+    es.set_down(true);
+    let (_, b) = app.post("/api/v1/flows/hello/runs", OPERATE, &serde_json::json!({})).await;
+    let run = app.wait_run(b["run_id"].as_str().expect("id")).await;
+    assert_eq!(run["status"], "succeeded");
+    wait_for("the exporter alert", || async {
+        let (_, alerts) = app.get("/api/v1/alerts", READ).await;
+        alerts["alerts"].as_array().is_some_and(|a| a.iter().any(|x| x["node"] == "exporter:elasticsearch" && x["flow"] == "flowguard"))
+    })
+    .await;
+    let m = metrics(&app).await;
+    assert!(m.contains("flowguard_exporter_failing{sink=\"elasticsearch\"} 1"), "{m}");
+    let (_, health) = app.get("/api/v1/health", READ).await;
+    assert!(health["exporters"][0]["lag"].as_i64().unwrap_or(0) >= 3, "{health}");
+    for text in [m, health.to_string()] {
+        assert!(!text.contains(API_KEY), "the API key leaked: {text}");
+    }
+
+    es.set_down(false);
+    wait_for("the backlog delivered", || async { es.docs("flowguard-attempts").len() == 8 && es.docs("flowguard-runs").len() == 4 }).await;
+    assert!(es.docs("flowguard-attempts").values().all(|(_, n)| *n == 1));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_installs_the_templates_and_the_kibana_objects_and_status_shows_the_cursor() {
+    use crate::support::{Project, bin, stderr, stdout};
+    let es = FakeEs::start().await;
+    let p = Project::with_config(&format!(
+        "storage:\n  url: sqlite://fg.db\nexporters:\n  elasticsearch:\n    url: {url}\n    api_key: ${{ES_API_KEY}}\n    kibana_url: {url}\n",
+        url = es.url
+    ));
+    let run = |args: &[&str], key: &str| {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let dir = p.path().to_path_buf();
+        let key = key.to_owned();
+        async move {
+            tokio::task::spawn_blocking(move || bin().current_dir(dir).args(&args).env("ES_API_KEY", key).output().unwrap()).await.unwrap()
+        }
+    };
+    let o = run(&["exporters", "setup", "elasticsearch"], API_KEY).await;
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let templates = es.inner.templates.lock().unwrap().clone();
+    let attempts = &templates["flowguard-attempts"];
+    assert_eq!(attempts["index_patterns"][0], "flowguard-attempts*");
+    assert_eq!(attempts["template"]["mappings"]["dynamic"], false);
+    assert_eq!(attempts["template"]["mappings"]["properties"]["node"]["type"], "keyword");
+    assert_eq!(attempts["template"]["mappings"]["properties"]["duration_ms"]["type"], "long");
+    assert_eq!(attempts["template"]["mappings"]["properties"]["@timestamp"]["type"], "date");
+    assert_eq!(templates["flowguard-runs"]["template"]["mappings"]["properties"]["status"]["type"], "keyword");
+    let kibana = es.inner.kibana.lock().unwrap().clone();
+    assert_eq!(kibana.len(), 1);
+    assert_eq!(kibana[0].trim(), std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/kibana.ndjson")).unwrap().trim());
+    assert!(stdout(&o).contains("Kibana saved objects imported"), "{}", stdout(&o));
+
+    // A refused key: a clear error, and the key is never printed.
+    let o = run(&["exporters", "setup", "elasticsearch"], "wrong-key-9f8e7d6c5b").await;
+    assert_eq!(o.status.code(), Some(1));
+    let all = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(all.contains("401") && !all.contains("wrong-key-9f8e7d6c5b"), "{all}");
+
+    let o = run(&["exporters", "status", "--format", "json"], API_KEY).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["sink"], "elasticsearch");
+    assert_eq!(v[0]["configured"], true);
+    assert_eq!(v[0]["lag"], 0);
+    let o = run(&["exporters", "status"], API_KEY).await;
+    assert!(stdout(&o).contains("elasticsearch") && stdout(&o).contains("(not started)"), "{}", stdout(&o));
+}
