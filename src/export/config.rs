@@ -60,8 +60,9 @@ pub struct ElasticsearchConfig {
     pub dated: bool,
     /// An API key (`Authorization: ApiKey …`), usually `${ES_API_KEY}`.
     pub api_key: Option<String>,
-    /// Basic auth user, with `password` (usually `${ES_PASSWORD}`).
+    /// Basic auth user, with `password`.
     pub username: Option<String>,
+    /// Basic auth password, usually `${ES_PASSWORD}`.
     pub password: Option<String>,
     /// Kibana, for `flowguard exporters setup elasticsearch` to install the saved objects.
     pub kibana_url: Option<String>,
