@@ -17,7 +17,7 @@ pub enum ExportersCmd {
         format: Format,
     },
     /// Prepare a target: Elasticsearch index templates (and the Kibana objects with
-    /// `exporters.elasticsearch.kibana_url`).
+    /// `exporters.elasticsearch.kibana_url`), or the fields of a Bitable table.
     Setup {
         #[arg(value_enum)]
         target: Target,
@@ -27,11 +27,24 @@ pub enum ExportersCmd {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Target {
     Elasticsearch,
+    /// Feishu Bitable: creates the fields the table lacks.
+    Bitable,
 }
 
 pub async fn main(config: &Path, cmd: ExportersCmd) -> Result<i32, Failure> {
     match cmd {
         ExportersCmd::Status { format } => status(config, format).await,
+        ExportersCmd::Setup { target: Target::Bitable } => {
+            let cfg = Config::load_sections(config, Some(&["exporters"])).map_err(|d| Failure { code: 2, error: d.into() })?;
+            let Some(b) = &cfg.exporters.bitable else {
+                return Err(usage("no `exporters.bitable` in the config: add its app_id, app_secret, app_token and table_id first"));
+            };
+            let done = crate::export::bitable::setup(b).await.map_err(|e| anyhow::anyhow!(cfg.redactor.redact(&format!("{e:#}"))))?;
+            for line in done {
+                println!("ok  {line}");
+            }
+            Ok(0)
+        }
         ExportersCmd::Setup { target: Target::Elasticsearch } => {
             let cfg = Config::load_sections(config, Some(&["exporters"])).map_err(|d| Failure { code: 2, error: d.into() })?;
             let Some(es) = &cfg.exporters.elasticsearch else {

@@ -10,6 +10,8 @@ pub struct ExportersConfig {
     pub elasticsearch: Option<ElasticsearchConfig>,
     /// OpenTelemetry traces over OTLP/HTTP (JSON): a run is a trace, a node attempt a span.
     pub otlp: Option<OtlpConfig>,
+    /// Feishu Bitable (飞书多维表格): one record per node attempt.
+    pub bitable: Option<BitableConfig>,
     /// Records read from the run log per delivery.
     pub batch_size: usize,
     /// How often a sink that has caught up looks for new records.
@@ -33,6 +35,7 @@ impl Default for ExportersConfig {
         ExportersConfig {
             elasticsearch: None,
             otlp: None,
+            bitable: None,
             batch_size: 500,
             interval: HumanDuration::secs(2),
             gap_wait: HumanDuration::secs(10),
@@ -87,6 +90,31 @@ pub struct OtlpConfig {
     pub timeout: HumanDuration,
 }
 
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BitableConfig {
+    /// The open platform: `https://open.feishu.cn` (Lark: `https://open.larksuite.com`).
+    #[serde(default = "default_feishu")]
+    pub base_url: String,
+    /// The app's id (a custom app with the `bitable:app` or `base:record:create` permission).
+    pub app_id: String,
+    /// The app's secret, usually `${FEISHU_APP_SECRET}`.
+    pub app_secret: String,
+    /// The Bitable app token (from the base's URL).
+    pub app_token: String,
+    /// The table to write to (`tbl…`).
+    pub table_id: String,
+    /// A link to each run, written to the `Run link` URL field: `{run_id}` is replaced.
+    pub run_url: Option<String>,
+    /// Limit of one request.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_feishu() -> String {
+    "https://open.feishu.cn".into()
+}
+
 fn default_attempts_index() -> String {
     "flowguard-attempts".into()
 }
@@ -129,6 +157,16 @@ impl ExportersConfig {
                         format!("exporters.elasticsearch.{k}"),
                         format!("`{v}` is not a valid index name (lowercase, no \\ / * ? \" < > | , # or space)"),
                     ));
+                }
+            }
+        }
+        if let Some(b) = &self.bitable {
+            if !(b.base_url.starts_with("http://") || b.base_url.starts_with("https://")) {
+                out.push(("exporters.bitable.base_url".into(), "expected an http:// or https:// URL".into()));
+            }
+            for (k, v) in [("app_id", &b.app_id), ("app_secret", &b.app_secret), ("app_token", &b.app_token), ("table_id", &b.table_id)] {
+                if v.trim().is_empty() {
+                    out.push((format!("exporters.bitable.{k}"), "must not be empty".into()));
                 }
             }
         }

@@ -16,6 +16,7 @@
 //!
 //! Adding a sink: one file with a type implementing [`Sink`], one line in [`sinks`].
 
+pub mod bitable;
 pub mod config;
 pub mod elasticsearch;
 pub mod otlp;
@@ -93,6 +94,9 @@ pub fn sinks(cfg: &ExportersConfig, providers: std::collections::BTreeMap<String
     if let Some(c) = &cfg.elasticsearch {
         out.push(Arc::new(elasticsearch::Elasticsearch::new(c)?));
     }
+    if let Some(c) = &cfg.bitable {
+        out.push(Arc::new(bitable::Bitable::new(c)?));
+    }
     if let Some(c) = &cfg.otlp {
         out.push(Arc::new(otlp::Otlp::new(c, providers.clone())?));
     }
@@ -167,6 +171,10 @@ pub struct Exporter {
     /// The failing episode already alerted.
     alerted: bool,
     epoch: Option<i64>,
+    /// After a failed delivery, the number of (attempts, runs) it carried: the next try sends
+    /// exactly those records again, so a target's idempotency token (Bitable's `client_token`)
+    /// matches.
+    retry_len: Option<(usize, usize)>,
 }
 
 fn wall_ms() -> i64 {
@@ -176,7 +184,18 @@ fn wall_ms() -> i64 {
 impl Exporter {
     pub fn new(store: Store, sink: Arc<dyn Sink>, settings: Settings) -> Exporter {
         let owner = format!("{}:{:08x}", crate::store::leases::owner(), fastrand::u32(..));
-        Exporter { store, sink, settings, owner, gaps: HashMap::new(), failures: 0, alerter: None, alerted: false, epoch: None }
+        Exporter {
+            store,
+            sink,
+            settings,
+            owner,
+            gaps: HashMap::new(),
+            failures: 0,
+            alerter: None,
+            alerted: false,
+            epoch: None,
+            retry_len: None,
+        }
     }
 
     /// Raises an alert through these routes when the sink keeps failing.
@@ -200,13 +219,20 @@ impl Exporter {
         if self.epoch != Some(cur.epoch) {
             // Newly held (or held again): holes seen under another holder are judged afresh.
             self.gaps.clear();
+            self.retry_len = None;
             self.epoch = Some(cur.epoch);
         }
         let n = self.settings.batch_size;
         let attempts = self.store.attempts_after(cur.attempt_id, n).await?;
         let runs = self.store.run_ends_after(cur.run_end_seq, n).await?;
+        let (mut attempts, mut runs) = (attempts, runs);
+        if let Some((a, r)) = self.retry_len {
+            attempts.truncate(a);
+            runs.truncate(r);
+        }
         let (attempts, attempt_to) = self.unbroken(0, cur.attempt_id, attempts);
         let (runs, run_to) = self.unbroken(1, cur.run_end_seq, runs);
+        let lens = (attempts.len(), runs.len());
         let mut batch = Batch { attempts, runs: runs.into_iter().flatten().collect() };
         // One document per run in a batch: its latest state.
         dedup_runs(&mut batch.runs);
@@ -235,10 +261,12 @@ impl Exporter {
                 }
                 self.failures = 0;
                 self.alerted = false;
+                self.retry_len = None;
                 Ok(Step::Sent { sent: total - rejected, rejected })
             }
             Err(e) => {
                 self.failures += 1;
+                self.retry_len = Some(lens);
                 let now = wall_ms();
                 let message = self.redact(&e.message);
                 tracing::warn!(sink = name, kind = %e.kind, error = %message, records = batch.len(), "exporter delivery failed; the records stay in the log and are tried again");

@@ -592,3 +592,76 @@ async fn setup_installs_the_templates_and_the_kibana_objects_and_status_shows_th
     let o = run(&["exporters", "status"], API_KEY).await;
     assert!(stdout(&o).contains("elasticsearch") && stdout(&o).contains("(not started)"), "{}", stdout(&o));
 }
+
+fn bitable_config(url: &str) -> flowguard::export::config::BitableConfig {
+    use crate::support::fake_feishu_open::{APP_ID, APP_SECRET, APP_TOKEN, TABLE};
+    flowguard::export::config::BitableConfig {
+        base_url: url.to_owned(),
+        app_id: APP_ID.into(),
+        app_secret: APP_SECRET.into(),
+        app_token: APP_TOKEN.into(),
+        table_id: TABLE.into(),
+        run_url: Some("https://flowguard.example.com/runs/{run_id}".into()),
+        timeout: flowguard::config::HumanDuration::secs(10),
+    }
+}
+
+backends! {
+    async fn bitable_gets_each_node_attempt_once_through_token_expiry_rate_limits_outages_and_a_lost_answer(db: TestDb) {
+        use crate::support::fake_feishu_open::FakeFeishuOpen;
+        use flowguard::export::bitable::{Bitable, FIELDS};
+        let store = db.open().await;
+        let fs = FakeFeishuOpen::start().await;
+        let cfg = bitable_config(&fs.url);
+        let sink: Arc<dyn Sink> = Arc::new(Bitable::new(&cfg).unwrap());
+        let mut e = Exporter::new(store.clone(), sink, settings(Duration::ZERO));
+        let mut want = BTreeSet::new();
+        want.extend(write_run(&store, "douyin", &["topic", "write", "retry"]).await.1);
+
+        // Fields missing: refused, nothing lost; `setup` creates them (paging through the list).
+        fs.inner.fields.lock().unwrap().insert("Record ID".into(), 1);
+        let failed = e.step().await.unwrap();
+        assert!(matches!(failed, Step::Failed { .. }), "{failed:?}");
+        let c = store.export_cursor("bitable").await.unwrap().unwrap();
+        assert!(c.last_error.as_deref().is_some_and(|m| m.contains("1254045") && m.contains("setup bitable")), "{c:?}");
+        let done = flowguard::export::bitable::setup(&cfg).await.unwrap();
+        assert_eq!(done.len(), FIELDS.len() - 1, "{done:?}");
+        assert_eq!(fs.inner.fields.lock().unwrap().len(), FIELDS.len());
+        assert_eq!(fs.inner.fields.lock().unwrap()["Status"], 3);
+        assert!(flowguard::export::bitable::setup(&cfg).await.unwrap()[0].contains("every field"));
+        drain(&mut e).await;
+        assert_eq!(fs.records().len(), want.len());
+
+        // The token expires: fetched again, once.
+        let issued = fs.inner.tokens_issued.load(std::sync::atomic::Ordering::SeqCst);
+        fs.expire_tokens();
+        want.extend(write_run(&store, "douyin", &["topic", "write"]).await.1);
+        drain(&mut e).await;
+        assert_eq!(fs.inner.tokens_issued.load(std::sync::atomic::Ordering::SeqCst), issued + 1);
+
+        // Rate limited, down, then an answer lost after the write: the retry carries the same
+        // client_token and adds nothing.
+        fs.limit_next(1);
+        want.extend(write_run(&store, "douyin", &["a", "retry"]).await.1);
+        assert!(matches!(e.step().await.unwrap(), Step::Failed { .. }));
+        fs.set_down(true);
+        assert!(matches!(e.step().await.unwrap(), Step::Failed { .. }));
+        fs.set_down(false);
+        fs.lose_next_answer();
+        assert!(matches!(e.step().await.unwrap(), Step::Failed { .. }));
+        want.extend(write_run(&store, "douyin", &["b"]).await.1);
+        drain(&mut e).await;
+
+        let records = fs.records();
+        let ids: Vec<String> = records.iter().map(|r| r["Record ID"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(ids.len(), want.len(), "no record twice: {ids:?}");
+        assert_eq!(ids.into_iter().collect::<BTreeSet<_>>(), want);
+        let llm = records.iter().find(|r| r["Node"] == "write").unwrap();
+        assert_eq!(llm["Tokens in"], 12);
+        assert_eq!(llm["Status"], "succeeded");
+        assert!(llm["Started"].as_i64().unwrap() > 1_600_000_000_000, "dates in ms");
+        assert!(llm["Run link"]["link"].as_str().unwrap().starts_with("https://flowguard.example.com/runs/"));
+        let failed = records.iter().find(|r| r["Status"] == "failed").unwrap();
+        assert_eq!(failed["Error kind"], "upstream_5xx");
+    }
+}

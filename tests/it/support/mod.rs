@@ -5,6 +5,7 @@ pub mod db;
 pub mod fake_bots;
 pub mod fake_es;
 pub mod fake_feishu;
+pub mod fake_feishu_open;
 #[allow(dead_code)] // the fake provider's tests arrive with the LLM work
 pub mod fake_openai;
 pub mod fake_otlp;
