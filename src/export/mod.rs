@@ -341,13 +341,17 @@ impl Exporter {
         }
     }
 
-    /// Steps until `stop` is set: at once while there is more to send, every `interval` when
+    /// Steps until `stop` is set: at once while full batches are waiting, every `interval` when
     /// caught up, with doubling backoff (or the target's Retry-After) while failing. Gives the
     /// lease back when stopped.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         loop {
             let wait = match self.step().await {
-                Ok(Step::Sent { .. }) => Duration::ZERO,
+                // At once while full batches show more is waiting; a partial batch means caught
+                // up: wait, so that steady runs are shipped in batches rather than in a tight loop
+                // of small ones (each step writes the cursor, beside the runs' own writes).
+                Ok(Step::Sent { sent, rejected }) if (sent + rejected) as i64 >= self.settings.batch_size => Duration::ZERO,
+                Ok(Step::Sent { .. }) => self.settings.interval,
                 Ok(Step::Idle | Step::NotHolder | Step::Lost) => self.settings.interval,
                 Ok(Step::Failed { retry_in }) => retry_in,
                 Err(e) => {
