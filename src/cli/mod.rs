@@ -4,6 +4,7 @@
 
 mod alerts;
 mod demo;
+mod exporters;
 mod init;
 mod manual;
 mod models;
@@ -195,6 +196,11 @@ pub enum Command {
         #[command(subcommand)]
         cmd: alerts::SilencesCmd,
     },
+    /// Exporters of the run log (Elasticsearch, OTLP): status, and set-up of a target.
+    Exporters {
+        #[command(subcommand)]
+        cmd: exporters::ExportersCmd,
+    },
     /// Print the JSON Schema of the config or of a flow file (for editors), or the field reference.
     Schema {
         #[arg(value_enum)]
@@ -310,6 +316,7 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
             }
             Ok(0)
         }
+        Command::Exporters { cmd } => exporters::main(&cli.config, cmd).await,
         Command::Relay { to, listen, dir, token_env } => relay::relay(&to, &listen, &dir, &token_env).await,
     }
 }

@@ -60,6 +60,10 @@ pub struct Config {
     /// `flowguard serve`: listen address, API tokens, limits.
     #[serde(default)]
     pub server: crate::server::config::ServerConfig,
+    /// Copies of the run log in Elasticsearch/OpenSearch and OpenTelemetry collectors (`serve`
+    /// exports them).
+    #[serde(default)]
+    pub exporters: crate::export::config::ExportersConfig,
     /// The directory of the config file; paths in it are relative to this.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -364,6 +368,10 @@ impl Config {
                 })
                 .collect();
             diags.push(file, tree.locate(&segs).pos, field.clone(), m);
+        }
+        for (field, m) in self.exporters.problems() {
+            let segs: Vec<&str> = field.split('.').collect();
+            diags.push(file, at(&segs), field.clone(), m);
         }
         for (path, m) in crate::alert::config::check(&self.channels, &self.routes, &self.alerting) {
             let segs: Vec<&str> = path.iter().map(String::as_str).filter(|s| !s.starts_with('[')).collect();

@@ -326,6 +326,11 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     if let Ok(Ok(b)) = status {
         super::metrics::Metrics::render_breakers(&mut body, &b);
     }
+    let exporters = s.loaded().config.exporters.clone();
+    let sinks = tokio::time::timeout(std::time::Duration::from_secs(2), crate::export::status(&s.store, &exporters)).await;
+    if let Ok(Ok(sinks)) = sinks {
+        body.push_str(&crate::export::render_metrics(&sinks));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
@@ -360,6 +365,7 @@ async fn health(State(s): State<Arc<Shared>>, h: HeaderMap) -> ApiResult {
         "models": models,
         "reload_error": s.reload_error.lock().expect("reload error").clone(),
         "outbox_backlog": outbox_backlog(&s.store).await?,
+        "exporters": crate::export::status(&s.store, &l.config.exporters).await?,
         "flows": flows,
     }))
     .into_response())

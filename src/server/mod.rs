@@ -295,7 +295,8 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let shared = self.shared.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let jobs = background_jobs(&shared, stop_rx.clone());
+        let mut jobs = background_jobs(&shared, stop_rx.clone());
+        jobs.extend(exporters(&shared, stop_rx.clone()));
         let router = api::router(shared.clone());
         let mut stop = stop_rx.clone();
         let server = axum::serve(self.listener, router).with_graceful_shutdown(async move {
@@ -334,6 +335,19 @@ fn background_jobs(shared: &Arc<Shared>, stop: watch::Receiver<bool>) -> Vec<tok
         tokio::spawn(external::watch_silence(shared.clone(), stop.clone())),
         tokio::spawn(report_jobs(shared.clone(), stop)),
     ]
+}
+
+/// The exporters of the config `serve` started with (each follows the run log on its own task,
+/// never in a run's way); a sink another process holds is left to it.
+fn exporters(shared: &Arc<Shared>, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    let l = shared.loaded();
+    match crate::export::spawn_all(&shared.store, &l.config, Some(l.alerter.clone()), stop) {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            tracing::error!(error = %l.config.redactor.redact(&format!("{e:#}")), "the exporters could not start");
+            Vec::new()
+        }
+    }
 }
 
 /// The process lock of the one `serve` on a SQLite file.

@@ -102,7 +102,7 @@ impl Store {
 
     /// Ends a run waiting for a human and opens its manual task, in one transaction.
     pub async fn park_run(&self, run_id: &str, end: &RunEnd, task: &ManualTask) -> anyhow::Result<()> {
-        let mut stmts = vec![super::finish_stmt(run_id, end)];
+        let mut stmts = vec![super::finish_stmt(run_id, end), Store::run_end_stmt(run_id, end.ended_at)];
         stmts.push((
             // Idempotent, as every write of a batch that may be retried after a lost acknowledgement.
             Cow::Owned(format!(
@@ -198,6 +198,7 @@ impl Store {
         )];
         if let Some(end) = end {
             stmts.push(super::finish_stmt(&task.run_id, end));
+            stmts.push(Store::run_end_stmt(&task.run_id, end.ended_at));
             stmts.extend(self.rollup_stmts(&task.run_id, end, &[], None).await?);
         }
         self.write_run(&task.run_id, stmts).await?;

@@ -9,6 +9,7 @@
 mod alerts;
 pub mod breakers;
 mod db;
+mod exports;
 pub mod leases;
 mod manual;
 mod queue;
@@ -16,6 +17,7 @@ pub mod rollups;
 mod server;
 
 pub use alerts::{AlertFilter, AlertRecord, AlertTx, DeliveryRecord, GroupRecord, NotificationRecord, SilenceRecord};
+pub use exports::{ExportCursor, ExportProgress};
 pub use manual::{FlowBlock, ManualAction, ManualTask};
 pub use server::{Cursor, IngestWrite};
 
@@ -57,6 +59,7 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
     migration!(12, "v12"),
     migration!(13, "v13"),
     migration!(14, "v14"),
+    migration!(15, "v15"),
 ];
 
 /// Serializes JSON kept as text as the value it holds (text cut at `max_payload_bytes` no longer
@@ -374,6 +377,7 @@ impl Store {
             // Report rollups: a run recorded already ended (refused) is counted in the same commit.
             let end = RunEnd { status: Some(r.status), ..Default::default() };
             stmts.extend(self.rollup_stmts(&r.id, &end, &[], Some(r)).await?);
+            stmts.push(Store::run_end_stmt(&r.id, r.started_at));
         }
         let running = r.status == RunStatus::Running;
         if running {
@@ -409,6 +413,7 @@ impl Store {
         stmts.push(finish_stmt(run_id, end));
         // Report rollups move with the run's end, in the same transaction (store/rollups.rs).
         stmts.extend(self.rollup_stmts(run_id, end, attempts, None).await?);
+        stmts.push(Store::run_end_stmt(run_id, end.ended_at));
         self.write_run(run_id, stmts).await?;
         self.release(run_id);
         Ok(())

@@ -116,7 +116,9 @@ impl Store {
         if changed == 0 {
             return Ok(false);
         }
-        self.write(self.rollup_stmts(&run.id, &end, &[], None).await?).await?;
+        let mut stmts = self.rollup_stmts(&run.id, &end, &[], None).await?;
+        stmts.push(Store::run_end_stmt(&run.id, now_ms));
+        self.write(stmts).await?;
         Ok(true)
     }
 
@@ -190,6 +192,8 @@ impl Store {
         for chunk in w.attempts.chunks(500) {
             stmts.push(multi_row(chunk.iter().map(|a| attempt_stmt(a, backend))));
         }
+        // Exporters follow run ends; an external run's end arrives with its last event.
+        stmts.extend(w.runs.iter().filter(|r| r.status.is_final()).map(|r| Store::run_end_stmt(&r.id, now_ms)));
         self.write(stmts).await?;
         // Report rollups for the external runs that have ended, from what is now committed.
         let mut rollups = Vec::new();

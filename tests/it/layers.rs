@@ -42,6 +42,7 @@ fn no_import_runs_up_from_config_or_store_nor_from_server_to_cli() {
         "report::config",
         "server::config",
         "sim::config",
+        "export::config",
         // Each channel type is one file that declares and checks its own settings (read by
         // `Config::parse` through the channel registry) beside its sender; the channel files
         // themselves import only this ground floor, which the loop below checks.

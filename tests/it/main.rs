@@ -14,6 +14,7 @@ mod cost;
 mod coze;
 mod docs;
 mod engine;
+mod exporters;
 mod external;
 mod layers;
 mod leases;

@@ -4,9 +4,12 @@
 pub mod db;
 pub mod fake_bots;
 pub mod fake_coze;
+pub mod fake_es;
 pub mod fake_feishu;
+pub mod fake_feishu_open;
 #[allow(dead_code)] // the fake provider's tests arrive with the LLM work
 pub mod fake_openai;
+pub mod fake_otlp;
 pub mod fake_provider;
 pub mod fake_publisher;
 pub mod fake_sms;

@@ -1,0 +1,23 @@
+-- flowguard schema, version 15 (SQLite): exporters. Each sink (Elasticsearch, Feishu Bitable, OTLP)
+-- follows the run log from its own cursor, held by one process at a time (a lease with a fencing
+-- epoch). `run_ends` numbers each time a run reaches an end (final or waiting for a human), so the
+-- exporters see run outcomes in commit order as they see node attempts by `node_attempts.id`.
+CREATE TABLE IF NOT EXISTS exporter_cursors (
+    sink          TEXT PRIMARY KEY,
+    attempt_id    INTEGER NOT NULL DEFAULT 0,
+    run_end_seq   INTEGER NOT NULL DEFAULT 0,
+    owner         TEXT,
+    lease_until   INTEGER,
+    epoch         INTEGER NOT NULL DEFAULT 0,
+    sent          INTEGER NOT NULL DEFAULT 0,
+    failed        INTEGER NOT NULL DEFAULT 0,
+    rejected      INTEGER NOT NULL DEFAULT 0,
+    last_error    TEXT,
+    failing_since INTEGER,
+    updated_at    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_ends (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id  TEXT NOT NULL,
+    at      INTEGER NOT NULL
+);
