@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod config;
+pub mod dashboard;
 pub mod external;
 pub mod ingest;
 pub mod metrics;
@@ -322,7 +323,7 @@ impl Application {
         let shared = self.shared.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
         let jobs = background_jobs(&shared, stop_rx.clone());
-        let router = api::router(shared.clone());
+        let router = api::router(shared.clone()).merge(dashboard::router(shared.clone()));
         let mut stop = stop_rx.clone();
         let server = axum::serve(self.listener, router).with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;

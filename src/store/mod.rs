@@ -7,6 +7,7 @@
 //! writes, and the engine fails the run with kind `internal`.
 
 mod alerts;
+mod dashboard;
 mod db;
 pub mod leases;
 mod manual;

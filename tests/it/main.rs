@@ -9,6 +9,7 @@ mod alert_secrets;
 mod alert_shared;
 mod classify;
 mod cli;
+mod dashboard;
 mod docs;
 mod engine;
 mod external;
