@@ -56,6 +56,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str) -> Client {
+        flowguard::init_tls();
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
         Client { http, base: base.to_owned(), cookie: None }
     }
@@ -266,4 +267,257 @@ fn alert_links_point_at_the_run_page() {
     assert_eq!(parse("public_url: https://fg.example.com/\n").dashboard_run_url().as_deref(), Some("https://fg.example.com/runs/{run_id}"));
     assert_eq!(parse("listen: 127.0.0.1:7878\n").dashboard_run_url().as_deref(), Some("http://127.0.0.1:7878/runs/{run_id}"));
     assert_eq!(parse("listen: 0.0.0.0:7878\n").dashboard_run_url(), None, "no address people can open");
+}
+
+/// The pages in a real headless Chromium (Debian's `chromium` and `chromium-driver`), driven over
+/// the W3C WebDriver protocol with plain JSON requests (reqwest is already a dependency; a
+/// WebDriver crate would add a tree of its own for the dozen calls used here).
+mod browser {
+    use super::*;
+    use base64::Engine as _;
+    use serde_json::Value;
+
+    const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+    pub struct Driver {
+        http: reqwest::Client,
+        url: String,
+        _process: tokio::process::Child,
+    }
+
+    pub struct Session<'a> {
+        d: &'a Driver,
+        id: String,
+        shots: std::path::PathBuf,
+    }
+
+    /// chromedriver on a free port, or None (with why) when Chromium is not installed.
+    pub async fn driver() -> Result<Driver, String> {
+        flowguard::init_tls();
+        let bin = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"].into_iter().find(|p| std::path::Path::new(p).exists());
+        let (Some(bin), true) = (bin, std::path::Path::new("/usr/bin/chromium").exists()) else {
+            return Err("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)".into());
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        let process = tokio::process::Command::new(bin)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start {bin}: {e}"))?;
+        let d = Driver { http: reqwest::Client::new(), url: format!("http://127.0.0.1:{port}"), _process: process };
+        until(async || {
+            let r = d.http.get(format!("{}/status", d.url)).send().await.ok()?;
+            let v: Value = r.json().await.ok()?;
+            v["value"]["ready"].as_bool().filter(|r| *r)
+        })
+        .await;
+        Ok(d)
+    }
+
+    impl Driver {
+        async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+            let mut req = self.http.request(method, format!("{}{path}", self.url));
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let r = req.send().await.expect("WebDriver request");
+            let v: Value = r.json().await.expect("WebDriver answer");
+            assert!(v["value"].get("error").is_none(), "WebDriver {path}: {v}");
+            v["value"].clone()
+        }
+
+        pub async fn session(&self) -> Session<'_> {
+            let caps = json!({"capabilities": {"alwaysMatch": {
+                "browserName": "chrome",
+                "goog:chromeOptions": {
+                    "binary": "/usr/bin/chromium",
+                    "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1400"]
+                }
+            }}});
+            let v = self.call(reqwest::Method::POST, "/session", Some(caps)).await;
+            let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target").into());
+            let shots = std::path::Path::new(&target).join("dashboard-screenshots");
+            std::fs::create_dir_all(&shots).expect("screenshot dir");
+            Session { d: self, id: v["sessionId"].as_str().expect("session id").to_owned(), shots }
+        }
+    }
+
+    impl Session<'_> {
+        async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+            self.d.call(method, &format!("/session/{}{path}", self.id), body).await
+        }
+
+        pub async fn open(&self, url: &str) {
+            self.call(reqwest::Method::POST, "/url", Some(json!({"url": url}))).await;
+        }
+
+        pub async fn url(&self) -> String {
+            self.call(reqwest::Method::GET, "/url", None).await.as_str().unwrap_or("").to_owned()
+        }
+
+        pub async fn all(&self, css: &str) -> Vec<String> {
+            let v = self.call(reqwest::Method::POST, "/elements", Some(json!({"using": "css selector", "value": css}))).await;
+            v.as_array().map(|a| a.iter().filter_map(|e| e[ELEMENT].as_str().map(str::to_owned)).collect()).unwrap_or_default()
+        }
+
+        pub async fn find(&self, css: &str) -> String {
+            self.all(css).await.into_iter().next().unwrap_or_else(|| panic!("no `{css}` on the page"))
+        }
+
+        pub async fn text(&self, css: &str) -> String {
+            let e = self.find(css).await;
+            self.call(reqwest::Method::GET, &format!("/element/{e}/text"), None).await.as_str().unwrap_or("").trim().to_owned()
+        }
+
+        pub async fn click(&self, css: &str) {
+            let e = self.find(css).await;
+            self.call(reqwest::Method::POST, &format!("/element/{e}/click"), Some(json!({}))).await;
+        }
+
+        pub async fn type_in(&self, css: &str, text: &str) {
+            let e = self.find(css).await;
+            self.call(reqwest::Method::POST, &format!("/element/{e}/value"), Some(json!({"text": text}))).await;
+        }
+
+        pub async fn script(&self, script: &str) -> Value {
+            self.call(reqwest::Method::POST, "/execute/sync", Some(json!({"script": script, "args": []}))).await
+        }
+
+        pub async fn size(&self, width: u32, height: u32) {
+            self.call(reqwest::Method::POST, "/window/rect", Some(json!({"width": width, "height": height}))).await;
+        }
+
+        pub async fn forget_cookies(&self) {
+            self.call(reqwest::Method::DELETE, "/cookie", None).await;
+        }
+
+        /// Saves a screenshot of the page as `<target dir>/dashboard-screenshots/<name>.png`.
+        pub async fn shot(&self, name: &str) {
+            let v = self.call(reqwest::Method::GET, "/screenshot", None).await;
+            let png = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or("")).expect("a PNG");
+            std::fs::write(self.shots.join(format!("{name}.png")), png).expect("save the screenshot");
+        }
+
+        pub async fn close(self) {
+            self.call(reqwest::Method::DELETE, "", None).await;
+        }
+    }
+}
+
+/// Every page in both languages in Chromium, its figures against the database; a retry and an
+/// acknowledgement done through the pages land in the database; a read-only sign-in gets no
+/// control and its forged request is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_browser() {
+    let d = match browser::driver().await {
+        Ok(d) => d,
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => panic!("{why}"),
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let db = TestDb::create(crate::support::db::Kind::Sqlite).await.expect("a SQLite database");
+    let app = spawn(db.url()).await;
+    let parked = seed(&app).await;
+    let store = db.open().await;
+    let b = d.session().await;
+    let base = app.base.clone();
+
+    // Signing in through the form comes back to the page asked for.
+    b.open(&format!("{base}/alerts")).await;
+    assert!(b.url().await.contains("/login?next=%2Falerts"), "{}", b.url().await);
+    b.shot("login").await;
+    b.type_in("input[name=token]", OPERATE).await;
+    b.click("#sign-in").await;
+    assert_eq!(b.url().await, format!("{base}/alerts"));
+
+    let runs = counted_runs(&store).await.to_string();
+    let greet = store.attempts_between(Some("hello"), 0, i64::MAX).await.unwrap().iter().filter(|a| a.node_id == "greet").count();
+    let attempts = store.attempts(&parked).await.unwrap().len().to_string();
+    let firing = store.list_alerts(&Default::default()).await.unwrap().iter().filter(|a| a.status == "firing").count();
+    for lang in ["zh-CN", "en"] {
+        b.open(&format!("{base}/?lang={lang}")).await;
+        assert_eq!(b.script("return document.documentElement.lang").await, lang);
+        assert_eq!(b.text("#fig-runs").await, runs, "overview runs ({lang})");
+        assert_eq!(b.all("#manual-queue li").await.len(), store.manual_tasks(true, 100).await.unwrap().len());
+        assert_eq!(b.all("svg.chart").await.len(), 2, "the runs and error-kind charts");
+        b.shot(&format!("overview-{lang}")).await;
+
+        b.open(&format!("{base}/flows/hello")).await;
+        assert_eq!(b.text("#nodes tr[data-node=greet] .attempts").await, greet.to_string(), "flow page ({lang})");
+        assert_eq!(b.all("#runs tr").await.len(), 1 + 3, "a header and the three runs");
+        b.shot(&format!("flow-{lang}")).await;
+
+        b.open(&format!("{base}/runs/{parked}")).await;
+        assert_eq!(b.text("#run-status").await, "waiting_manual");
+        assert_eq!(b.text("#run-attempts").await, attempts);
+        assert_eq!(b.all("#attempts tr.attempt").await.len().to_string(), attempts);
+        b.shot(&format!("run-{lang}")).await;
+
+        b.open(&format!("{base}/alerts")).await;
+        assert_eq!(b.text("#count-firing").await, firing.to_string(), "alerts page ({lang})");
+        b.shot(&format!("alerts-{lang}")).await;
+
+        b.open(&format!("{base}/reports?since=7d")).await;
+        assert_eq!(b.text("#stats tr[data-flow='*'] .runs").await, runs, "reports page ({lang})");
+        assert!(!b.text("#report").await.is_empty());
+        b.shot(&format!("reports-{lang}")).await;
+    }
+    b.size(390, 844).await;
+    b.open(&format!("{base}/")).await;
+    let overflow = b.script("return document.documentElement.scrollWidth > window.innerWidth + 1").await;
+    assert_eq!(overflow, false, "the overview fits a phone's width");
+    b.shot("overview-phone").await;
+    b.size(1280, 1400).await;
+
+    // Acknowledge the alert from its page.
+    let alert = store.list_alerts(&Default::default()).await.unwrap().into_iter().find(|a| a.status == "firing").expect("a firing alert");
+    b.open(&format!("{base}/alerts")).await;
+    b.click(&format!("tr[data-alert='{}'] button.ack", alert.id)).await;
+    assert!(b.url().await.ends_with("/alerts?done=acked"));
+    assert!(!b.text("#done").await.is_empty());
+    let acked = store.find_alerts(&alert.id).await.unwrap().remove(0);
+    assert_eq!((acked.acked_by.as_deref(), acked.acked_at.is_some()), (Some("operator"), true));
+
+    // Retry the parked run from node `a`, with a reason; the action is recorded, the run goes on
+    // (and parks again: its input still fails the check).
+    let task = store.manual_task(&parked).await.unwrap().expect("a task");
+    b.open(&format!("{base}/runs/{parked}")).await;
+    b.script("document.querySelector('#form-retry select[name=from]').value = 'a'").await;
+    b.type_in("#form-retry input[name=note]", "upstream fixed").await;
+    b.click("#retry").await;
+    let closed = until(async || store.manual_actions(&task.id).await.ok().and_then(|a| a.into_iter().next())).await;
+    assert_eq!((closed.action.as_str(), closed.actor.as_str(), closed.note.as_deref()), ("retry", "operator", Some("upstream fixed")));
+    until(async || store.manual_task(&task.id).await.ok().flatten().filter(|t| t.status == "retried")).await;
+    let reparked = until(async || store.manual_task(&parked).await.ok().flatten().filter(|t| t.id != task.id)).await;
+    assert_eq!(reparked.status, "open");
+    b.open(&format!("{base}/runs/{parked}")).await;
+    assert!(b.all("#manual-actions li").await.is_empty(), "the new task has no action yet");
+    assert!(b.all("#attempts tr.attempt").await.len() > attempts.parse::<usize>().unwrap(), "the retry's attempts show");
+
+    // A read-only sign-in: the same pages, no control, and a request made by hand is refused.
+    b.forget_cookies().await;
+    b.open(&format!("{base}/login")).await;
+    b.type_in("input[name=token]", READ).await;
+    b.click("#sign-in").await;
+    b.open(&format!("{base}/runs/{parked}")).await;
+    assert!(b.all("#retry").await.is_empty() && b.all("form[action$='/manual']").await.is_empty());
+    b.shot("run-read-only").await;
+    let status = b
+        .script(&format!(
+            "const csrf = document.querySelector('input[name=csrf]').value; \
+             return fetch('/runs/{parked}/manual', {{method: 'POST', headers: {{'content-type': 'application/x-www-form-urlencoded'}}, \
+             body: 'action=abort&csrf=' + csrf}}).then(r => r.status)"
+        ))
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(store.manual_task(&parked).await.unwrap().unwrap().status, "open", "nothing changed");
+    b.open(&format!("{base}/alerts")).await;
+    assert!(b.all("button.ack").await.is_empty() && b.all("#form-silence").await.is_empty());
+    b.close().await;
+    store.close().await;
+    app.shutdown().await;
 }
