@@ -357,6 +357,15 @@ mod browser {
             self.call(reqwest::Method::GET, "/url", None).await.as_str().unwrap_or("").to_owned()
         }
 
+        /// Waits until the page shown is `url` (a click's navigation may still be going).
+        pub async fn wait_for(&self, url: &str) {
+            until(async || {
+                let ready = self.script("return document.readyState").await;
+                (self.url().await == url && ready == "complete").then_some(())
+            })
+            .await;
+        }
+
         pub async fn all(&self, css: &str) -> Vec<String> {
             let v = self.call(reqwest::Method::POST, "/elements", Some(json!({"using": "css selector", "value": css}))).await;
             v.as_array().map(|a| a.iter().filter_map(|e| e[ELEMENT].as_str().map(str::to_owned)).collect()).unwrap_or_default()
@@ -432,7 +441,7 @@ async fn in_a_browser() {
     b.shot("login").await;
     b.type_in("input[name=token]", OPERATE).await;
     b.click("#sign-in").await;
-    assert_eq!(b.url().await, format!("{base}/alerts"));
+    b.wait_for(&format!("{base}/alerts")).await;
 
     let runs = counted_runs(&store).await.to_string();
     let greet = store.attempts_between(Some("hello"), 0, i64::MAX).await.unwrap().iter().filter(|a| a.node_id == "greet").count();
@@ -477,7 +486,7 @@ async fn in_a_browser() {
     let alert = store.list_alerts(&Default::default()).await.unwrap().into_iter().find(|a| a.status == "firing").expect("a firing alert");
     b.open(&format!("{base}/alerts")).await;
     b.click(&format!("tr[data-alert='{}'] button.ack", alert.id)).await;
-    assert!(b.url().await.ends_with("/alerts?done=acked"));
+    b.wait_for(&format!("{base}/alerts?done=acked")).await;
     assert!(!b.text("#done").await.is_empty());
     let acked = store.find_alerts(&alert.id).await.unwrap().remove(0);
     assert_eq!((acked.acked_by.as_deref(), acked.acked_at.is_some()), (Some("operator"), true));
@@ -503,6 +512,7 @@ async fn in_a_browser() {
     b.open(&format!("{base}/login")).await;
     b.type_in("input[name=token]", READ).await;
     b.click("#sign-in").await;
+    b.wait_for(&format!("{base}/")).await;
     b.open(&format!("{base}/runs/{parked}")).await;
     assert!(b.all("#retry").await.is_empty() && b.all("form[action$='/manual']").await.is_empty());
     b.shot("run-read-only").await;
