@@ -164,7 +164,8 @@ pub struct AlertingConfig {
     pub drain: HumanDuration,
     /// Channel that hears about dead notifications (default: the dead one's backup, else none).
     pub dead_letter: Option<String>,
-    /// Link to a run, `{run_id}` replaced, for channels that set none.
+    /// Link to a run, `{run_id}` replaced, for channels that set none; default: the dashboard's run
+    /// page (see `server.public_url`).
     pub run_url: Option<String>,
     /// Replacements of the message templates: `title`, `text`, `markdown` (minijinja).
     #[serde(default)]

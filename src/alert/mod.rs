@@ -368,7 +368,9 @@ impl Alerter {
         let cx = channels::Ctx { http, redactor: redactor.clone() };
         let chans = channels::build_all(&cfg.channels, &cx)?;
         let a = &cfg.alerting;
-        let renderer = Renderer::new(&cfg.locale, cfg.time_zone(), a.run_url.clone(), &a.templates)?;
+        // Without a pattern of their own, alerts link to the dashboard's run page.
+        let run_url = a.run_url.clone().or_else(|| cfg.server.dashboard_run_url());
+        let renderer = Renderer::new(&cfg.locale, cfg.time_zone(), run_url, &a.templates)?;
         Ok(Alerter {
             inner: Arc::new(Inner {
                 store,

@@ -13,6 +13,47 @@ use std::sync::{Arc, Mutex};
 
 pub async fn demo(dir: &Path, runs: u32, concurrency: usize, clock: SharedClock) -> Result<i32, Failure> {
     init(dir, true, Profile::Demo)?;
+    batch(dir, runs, concurrency, clock).await
+}
+
+/// The demo with the dashboard live from the start: writes the project, starts serving and
+/// prints the dashboard's address first, runs the batch while the dashboard shows it, then keeps
+/// the example flow running every 15 seconds until Ctrl-C.
+pub async fn served(dir: &Path, runs: u32, concurrency: usize, listen: &str, clock: SharedClock) -> Result<i32, Failure> {
+    init(dir, true, Profile::Demo)?;
+    let config = dir.join("flowguard.yaml");
+    let cron = crate::flow::schedule::parse_cron("*/15 * * * * *").map_err(super::usage)?;
+    let mut opts = crate::server::Options {
+        listen: Some(listen.to_owned()),
+        clock: clock.clone(),
+        extra_schedules: vec![("douyin_script".into(), cron)],
+    };
+    let app = match crate::server::Application::build(&config, opts.clone()).await {
+        Ok(app) => app,
+        Err(_) => {
+            // The port is taken: any free one will do for a demo.
+            opts.listen = Some("127.0.0.1:0".into());
+            crate::server::Application::build(&config, opts).await.map_err(|e| Failure { code: 2, error: e })?
+        }
+    };
+    let base = format!("http://127.0.0.1:{}", app.port());
+    println!("dashboard: {base}/");
+    let shared = app.shared.clone();
+    let stop = super::serve::signals(&shared)?;
+    let server = tokio::spawn(app.run_until_stopped(stop));
+    batch(dir, runs, concurrency, clock).await?;
+    println!("\nflowguard is serving the demo at {base}/ (the dashboard) — `douyin_script` runs every 15 s on a schedule.");
+    println!("  {base}/api/v1/runs    {base}/api/v1/stats    {base}/api/v1/health    {base}/metrics");
+    println!("press Ctrl-C to stop (or run `flowguard demo --no-serve` for the batch alone).");
+    match server.await {
+        Ok(r) => r?,
+        Err(e) => return Err(anyhow::anyhow!("the server stopped: {e}").into()),
+    }
+    Ok(0)
+}
+
+/// Runs the example flow `runs` times against the simulator and prints what happened.
+async fn batch(dir: &Path, runs: u32, concurrency: usize, clock: SharedClock) -> Result<i32, Failure> {
     let config = dir.join("flowguard.yaml");
     let app = App::load(&config)?;
     let flow = app.flow("douyin_script")?;
@@ -93,27 +134,5 @@ pub async fn demo(dir: &Path, runs: u32, concurrency: usize, clock: SharedClock)
         config.display()
     );
     engine.store.close().await;
-    Ok(0)
-}
-
-/// After the batch: serve the API and keep the example flow running every 15 seconds, until Ctrl-C.
-pub async fn serve(dir: &Path, listen: &str, clock: SharedClock) -> Result<i32, Failure> {
-    let config = dir.join("flowguard.yaml");
-    let cron = crate::flow::schedule::parse_cron("*/15 * * * * *").map_err(super::usage)?;
-    let mut opts = crate::server::Options { listen: Some(listen.to_owned()), clock, extra_schedules: vec![("douyin_script".into(), cron)] };
-    let app = match crate::server::Application::build(&config, opts.clone()).await {
-        Ok(app) => app,
-        Err(_) => {
-            // The port is taken: any free one will do for a demo.
-            opts.listen = Some("127.0.0.1:0".into());
-            crate::server::Application::build(&config, opts).await.map_err(|e| Failure { code: 2, error: e })?
-        }
-    };
-    let base = format!("http://127.0.0.1:{}", app.port());
-    println!("\nflowguard is serving the demo at {base}/ — `douyin_script` runs every 15 s on a schedule.");
-    println!("  {base}/api/v1/runs    {base}/api/v1/stats    {base}/api/v1/health    {base}/metrics");
-    println!("press Ctrl-C to stop (or run `flowguard demo --no-serve` for the batch alone).");
-    let shared = app.shared.clone();
-    super::serve::run(app, shared).await?;
     Ok(0)
 }

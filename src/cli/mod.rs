@@ -156,7 +156,7 @@ pub enum Command {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
         /// Only the bounded batch of runs, then exit (for scripts); without it the demo then
-        /// serves the dashboard API and keeps the flow running on a schedule until Ctrl-C.
+        /// serves the dashboard and the API and keeps the flow running on a schedule until Ctrl-C.
         #[arg(long)]
         no_serve: bool,
         /// Where the demo server listens (a busy port falls back to a free one).
@@ -304,8 +304,11 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
         Command::Alerts { cmd } => alerts::alerts(&cli.config, cmd).await,
         Command::Silences { cmd } => alerts::silences(&cli.config, cmd).await,
         Command::Demo { dir, runs, concurrency, no_serve, listen } => {
-            demo::demo(&dir, runs, concurrency, clock.clone()).await?;
-            if no_serve { Ok(0) } else { demo::serve(&dir, &listen, clock).await }
+            if no_serve {
+                demo::demo(&dir, runs, concurrency, clock).await
+            } else {
+                demo::served(&dir, runs, concurrency, &listen, clock).await
+            }
         }
         Command::Serve { listen } => serve::serve(&cli.config, listen, clock).await,
         Command::Schema { of } => {

@@ -27,13 +27,6 @@ pub(super) fn report_recovery(app: &Application) {
     }
 }
 
-/// Serves until SIGTERM or SIGINT; SIGHUP reloads.
-pub(super) async fn run(app: Application, shared: Arc<Shared>) -> Result<(), Failure> {
-    let stop = signals(&shared)?;
-    app.run_until_stopped(stop).await?;
-    Ok(())
-}
-
 /// Takes over SIGHUP (reload), SIGTERM and SIGINT (stop) now — before the address is printed, so
 /// a supervisor that stops the server as soon as it is up gets a graceful stop, not a kill — and
 /// returns what resolves at the stop signal.

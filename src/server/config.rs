@@ -44,6 +44,12 @@ pub struct ServerConfig {
     /// recorded `interrupted` and alerted (`0s`: never).
     #[serde(default = "default_external_silence")]
     pub external_silence: HumanDuration,
+    /// Where people open the dashboard, e.g. `https://flowguard.example.com`. Alert messages
+    /// link to its run page (`<public_url>/runs/<run id>`) unless `alerting.run_url` says
+    /// otherwise; without it, they link to `http://<listen>/runs/<run id>` when `listen` is a
+    /// loopback address with a fixed port.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 impl ServerConfig {
@@ -78,6 +84,7 @@ impl Default for ServerConfig {
             model_concurrency: BTreeMap::new(),
             read_concurrency: default_read_concurrency(),
             external_silence: default_external_silence(),
+            public_url: None,
         }
     }
 }
@@ -123,6 +130,15 @@ impl Default for RateLimitConfig {
 pub const MIN_TOKEN_LEN: usize = 16;
 
 impl ServerConfig {
+    /// The dashboard's run page as an alert link pattern (`{run_id}` replaced), when known.
+    pub fn dashboard_run_url(&self) -> Option<String> {
+        if let Some(base) = &self.public_url {
+            return Some(format!("{}/runs/{{run_id}}", base.trim_end_matches('/')));
+        }
+        let addr: std::net::SocketAddr = self.listen.parse().ok()?;
+        (addr.ip().is_loopback() && addr.port() != 0).then(|| format!("http://{addr}/runs/{{run_id}}"))
+    }
+
     /// Problems as (field, message).
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -136,6 +152,11 @@ impl ServerConfig {
             if t.scopes.is_empty() {
                 out.push((format!("server.tokens[{i}].scopes"), format!("the token of `{}` has no scope (read, operate, ingest)", t.name)));
             }
+        }
+        if let Some(u) = &self.public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            out.push(("server.public_url".into(), format!("`{u}` is not an http:// or https:// address")));
         }
         if !(self.rate_limit.per_second > 0.0 && self.rate_limit.burst >= 1.0) {
             out.push(("server.rate_limit".into(), "per_second must be above 0 and burst at least 1".into()));

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod config;
+pub mod dashboard;
 pub mod external;
 pub mod ingest;
 pub mod metrics;
@@ -297,7 +298,7 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut jobs = background_jobs(&shared, stop_rx.clone());
         jobs.extend(exporters(&shared, stop_rx.clone()));
-        let router = api::router(shared.clone());
+        let router = api::router(shared.clone()).merge(dashboard::router(shared.clone()));
         let mut stop = stop_rx.clone();
         let server = axum::serve(self.listener, router).with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;

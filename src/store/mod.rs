@@ -8,6 +8,7 @@
 
 mod alerts;
 pub mod breakers;
+mod dashboard;
 mod db;
 mod exports;
 pub mod leases;

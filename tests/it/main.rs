@@ -12,6 +12,7 @@ mod classify;
 mod cli;
 mod cost;
 mod coze;
+mod dashboard;
 mod docs;
 mod engine;
 mod exporters;
