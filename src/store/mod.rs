@@ -61,6 +61,7 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
     migration!(13, "v13"),
     migration!(14, "v14"),
     migration!(15, "v15"),
+    migration!(18, "v18"),
 ];
 
 /// Serializes JSON kept as text as the value it holds (text cut at `max_payload_bytes` no longer
