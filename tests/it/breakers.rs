@@ -189,3 +189,37 @@ fn clock_now(c: &TestClock) -> i64 {
     use flowguard::clock::Clock;
     c.now_ms()
 }
+
+/// What users see of a breaker: a primary that always fails opens after one run; `/api/v1/health`
+/// says `degraded` with the model `open`, `/metrics` gives its state and failure rate, and
+/// `flowguard models` shows it from the same database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_breaker_shows_in_health_metrics_and_flowguard_models() {
+    use crate::serve::{OPERATE, READ, spawn_app_with};
+    let text = crate::serve::config("defaults:\n  breaker: { min_calls: 2, failure_rate: 50, window: 10m, cooldown: 10m }\n").replace(
+        "models:\n",
+        "models:\n  primary:\n    provider: simulated\n    simulate: { latency: 5ms, faults: { server_error: 1.0 } }\n    fallback: [backup]\n  backup:\n    provider: simulated\n    simulate: { latency: 5ms }\n",
+    );
+    let flow = "name: script\nnodes:\n  - id: write\n    kind: llm\n    model: primary\n    prompt: 写一个脚本\n    retry: { policy: fixed, max_attempts: 3, delay: 10ms }\n";
+    let app = spawn_app_with(&text, &[("script", flow)]).await;
+    let (code, r) = app.post("/api/v1/flows/script/runs", OPERATE, &serde_json::json!({})).await;
+    assert_eq!(code, 202, "{r}");
+    let run = app.wait_run(r["run_id"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "recovered", "the backup answered: {run}");
+
+    let (_, health) = app.get("/api/v1/health", READ).await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    let primary = health["models"].as_array().unwrap().iter().find(|m| m["model"] == "primary").cloned().unwrap_or_default();
+    assert_eq!(primary["state"], "open", "{health}");
+
+    let metrics = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("flowguard_model_breaker_state{model=\"primary\",state=\"open\"} 1"), "{metrics}");
+    assert!(metrics.contains("flowguard_model_failure_rate{model=\"primary\"} 1"), "{metrics}");
+
+    let o = app.project.run(&["models", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", crate::support::stderr(&o));
+    let models: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let text = models.to_string();
+    assert!(text.contains("\"primary\"") && text.contains("\"open\""), "{text}");
+    app.shutdown().await;
+}
