@@ -531,3 +531,32 @@ async fn in_a_browser() {
     store.close().await;
     app.shutdown().await;
 }
+
+/// The overview shows each model's breaker and each exporter's lag: a primary that always fails
+/// is `open` after one run, and an Elasticsearch that cannot be reached has the run's records
+/// still to send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_shows_breakers_and_exporter_lag() {
+    let text = "storage:\n  url: sqlite://flowguard.db\ntimezone: UTC\nserver:\n  listen: 127.0.0.1:0\n  watch_interval: 0s\n\
+defaults:\n  breaker: { min_calls: 2, failure_rate: 50, window: 10m, cooldown: 10m }\n\
+models:\n  primary:\n    provider: simulated\n    simulate: { latency: 5ms, faults: { server_error: 1.0 } }\n    fallback: [backup]\n  backup:\n    provider: simulated\n    simulate: { latency: 5ms }\n\
+exporters:\n  elasticsearch:\n    url: http://127.0.0.1:1\n";
+    let flow = "name: script\nnodes:\n  - id: write\n    kind: llm\n    model: primary\n    prompt: 写一个脚本\n    retry: { policy: fixed, max_attempts: 3, delay: 10ms }\n";
+    let app = spawn_app_with(text, &[("script", flow)]).await;
+    let (_, r) = app.post("/api/v1/flows/script/runs", OPERATE, &json!({})).await;
+    app.wait_run(r["run_id"].as_str().expect("run id")).await;
+    let mut c = Client::new(&app.base);
+    let (code, page, _) = c.get("/?lang=en").await;
+    assert_eq!(code, 200, "{page}");
+    let row = |attr: &str| page.split(attr).nth(1).and_then(|r| r.split("</tr>").next()).unwrap_or_default().to_owned();
+    assert!(row("data-model=\"primary\"").contains("<td class=\"state\">open</td>"), "{page}");
+    assert!(row("data-model=\"backup\"").contains("<td class=\"state\">closed</td>"), "{page}");
+    let lag: i64 = row("data-sink=\"elasticsearch\"")
+        .split("class=\"lag\">")
+        .nth(1)
+        .and_then(|l| l.split('<').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(lag >= 4, "the run's attempts and its end are still to export: {page}");
+    app.shutdown().await;
+}

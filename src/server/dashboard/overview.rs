@@ -1,5 +1,6 @@
 //! The overview: runs and success rate over time, latency, failures by error kind, the nodes
-//! that fail most, open alerts, the manual queue, blocked flows, canaries and models.
+//! that fail most, open alerts, the manual queue, blocked flows, canaries, models and their
+//! breakers, and the exporters' lag.
 
 use super::charts::{self, Slot};
 use super::session::Viewer;
@@ -94,6 +95,8 @@ pub async fn page(State(s): State<Arc<Shared>>, h: HeaderMap, uri: Uri) -> Resul
             canaries.push(context! { flow => name, last => ser(&last) });
         }
     }
+    let breakers = l.engine.reg.breakers.status(&s.store, now).await.map_err(|e| store_failed(&s, &v, e))?;
+    let exporters = crate::export::status(&s.store, &l.config.exporters).await.map_err(|e| store_failed(&s, &v, e))?;
     let flows: Vec<&String> = l.flows.keys().collect();
     let mut kinds: Vec<(String, u64)> = stats.total.failures_by_kind.iter().map(|(k, n)| (k.clone(), *n)).collect();
     kinds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -122,6 +125,8 @@ pub async fn page(State(s): State<Arc<Shared>>, h: HeaderMap, uri: Uri) -> Resul
             manual => ser(&manual),
             blocks => ser(&blocks),
             canaries => canaries,
+            breakers => ser(&breakers),
+            exporters => ser(&exporters),
             flows => ser(&flows),
             refresh => true,
         },
