@@ -1,10 +1,9 @@
 //! The alerts page: open and past alerts with their counts, the notifications sent for them with
 //! every delivery attempt, acknowledgement, and silences (create, expire).
 
-use super::session::{Form, Viewer};
+use super::session::{Action, Viewer};
 use super::{Failure, Shared, done, masked, message, param, query, render, ser, store_failed};
 use crate::store::{AlertFilter, SilenceRecord};
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
@@ -69,9 +68,7 @@ pub async fn page(State(s): State<Arc<Shared>>, h: HeaderMap, uri: Uri) -> Resul
     ))
 }
 
-pub async fn ack(State(s): State<Arc<Shared>>, h: HeaderMap, uri: Uri, Path(id): Path<String>, body: Bytes) -> Result<Response, Failure> {
-    let form = Form::parse(&body);
-    let v = Viewer::act(&s, &h, &uri, &form)?;
+pub async fn ack(State(s): State<Arc<Shared>>, Path(id): Path<String>, Action { v, .. }: Action) -> Result<Response, Failure> {
     let alerter = s.loaded().alerter.clone();
     // The whole id (a prefix would do in the CLI; a page always has the id).
     let acked = alerter.ack(&id, &v.who).await.map_err(|e| store_failed(&s, &v, e))?;
@@ -82,9 +79,7 @@ pub async fn ack(State(s): State<Arc<Shared>>, h: HeaderMap, uri: Uri, Path(id):
 }
 
 /// Creates a silence from `matchers` written `label=value, label=value`, as the API's.
-pub async fn silence_add(State(s): State<Arc<Shared>>, h: HeaderMap, uri: Uri, body: Bytes) -> Result<Response, Failure> {
-    let form = Form::parse(&body);
-    let v = Viewer::act(&s, &h, &uri, &form)?;
+pub async fn silence_add(State(s): State<Arc<Shared>>, Action { v, form }: Action) -> Result<Response, Failure> {
     let bad = |detail: String| Failure::Page(message(&s, &v, StatusCode::BAD_REQUEST, "bad_silence", &detail));
     let mut matchers = BTreeMap::new();
     for part in form.get("matchers").unwrap_or_default().split([',', '\n']).map(str::trim).filter(|p| !p.is_empty()) {
@@ -113,15 +108,7 @@ pub async fn silence_add(State(s): State<Arc<Shared>>, h: HeaderMap, uri: Uri, b
     Ok(done("/alerts", "silenced"))
 }
 
-pub async fn silence_expire(
-    State(s): State<Arc<Shared>>,
-    h: HeaderMap,
-    uri: Uri,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Response, Failure> {
-    let form = Form::parse(&body);
-    let v = Viewer::act(&s, &h, &uri, &form)?;
+pub async fn silence_expire(State(s): State<Arc<Shared>>, Path(id): Path<String>, Action { v, .. }: Action) -> Result<Response, Failure> {
     let n = s.store.expire_silence(&id, s.clock.now_ms()).await.map_err(|e| store_failed(&s, &v, e))?;
     if n == 0 {
         return Err(Failure::Page(message(&s, &v, StatusCode::NOT_FOUND, "no_such_silence", &id)));

@@ -3,11 +3,10 @@
 
 use super::charts;
 use super::overview::{Window, runs_chart};
-use super::session::{Form, Viewer};
+use super::session::{Action, Viewer};
 use super::{Failure, Shared, done, i18n, message, param, query, render, ser, store_failed};
 use crate::scheduler::runs::Launch;
 use crate::store::{Cursor, FlowBlock, RunFilter};
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -71,15 +70,7 @@ pub async fn page(State(s): State<Arc<Shared>>, h: HeaderMap, uri: Uri, Path(nam
     ))
 }
 
-pub async fn block(
-    State(s): State<Arc<Shared>>,
-    h: HeaderMap,
-    uri: Uri,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Response, Failure> {
-    let form = Form::parse(&body);
-    let v = Viewer::act(&s, &h, &uri, &form)?;
+pub async fn block(State(s): State<Arc<Shared>>, Path(name): Path<String>, Action { v, form }: Action) -> Result<Response, Failure> {
     if !s.loaded().flows.contains_key(&name) {
         return Err(Failure::Page(message(&s, &v, StatusCode::NOT_FOUND, "no_such_flow", &name)));
     }
@@ -89,15 +80,7 @@ pub async fn block(
     Ok(done(&flow_path(&name), "blocked"))
 }
 
-pub async fn unblock(
-    State(s): State<Arc<Shared>>,
-    h: HeaderMap,
-    uri: Uri,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Response, Failure> {
-    let form = Form::parse(&body);
-    let v = Viewer::act(&s, &h, &uri, &form)?;
+pub async fn unblock(State(s): State<Arc<Shared>>, Path(name): Path<String>, Action { v, form }: Action) -> Result<Response, Failure> {
     let lifted =
         s.store.unblock_flow(&name, &v.who, form.get("note").as_deref(), s.clock.now_ms()).await.map_err(|e| store_failed(&s, &v, e))?;
     Ok(done(&flow_path(&name), if lifted { "unblocked" } else { "not_blocked" }))
@@ -105,15 +88,7 @@ pub async fn unblock(
 
 /// Starts a run with the form's inputs (JSON; empty for the flow's defaults), as the API's
 /// trigger does, and opens its page.
-pub async fn trigger(
-    State(s): State<Arc<Shared>>,
-    h: HeaderMap,
-    uri: Uri,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Response, Failure> {
-    let form = Form::parse(&body);
-    let v = Viewer::act(&s, &h, &uri, &form)?;
+pub async fn trigger(State(s): State<Arc<Shared>>, Path(name): Path<String>, Action { v, form }: Action) -> Result<Response, Failure> {
     let Some(flow) = s.loaded().flows.get(&name).cloned() else {
         return Err(Failure::Page(message(&s, &v, StatusCode::NOT_FOUND, "no_such_flow", &name)));
     };

@@ -4,10 +4,9 @@
 //! actions retry (from a chosen node), skip with an output, resolve and abort, with who and why.
 
 use super::charts::{self, Step};
-use super::session::{Form, Viewer};
+use super::session::{Action, Viewer};
 use super::{Failure, Shared, done, i18n, masked, message, param, query, render, ser, store_failed};
 use crate::engine::manual::{self, Act, ManualError};
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
@@ -94,9 +93,7 @@ pub async fn page(State(s): State<Arc<Shared>>, h: HeaderMap, uri: Uri, Path(id)
 
 /// An action on the run's open manual task, as the API's `POST /api/v1/manual/{id}/{action}`:
 /// retry and skip go on with the run in the background; resolve and abort end it.
-pub async fn act(State(s): State<Arc<Shared>>, h: HeaderMap, uri: Uri, Path(id): Path<String>, body: Bytes) -> Result<Response, Failure> {
-    let form = Form::parse(&body);
-    let v = Viewer::act(&s, &h, &uri, &form)?;
+pub async fn act(State(s): State<Arc<Shared>>, Path(id): Path<String>, Action { v, form }: Action) -> Result<Response, Failure> {
     let what = match form.get("action").as_deref() {
         Some("retry") => Act::Retry(form.get("from")),
         Some("skip") => {

@@ -213,6 +213,26 @@ impl Viewer {
     }
 }
 
+/// A form that changes something, with its viewer checked by [`Viewer::act`]: the extractor every
+/// action handler takes last (it reads the body).
+pub(crate) struct Action {
+    pub v: Viewer,
+    pub form: Form,
+}
+
+impl axum::extract::FromRequest<Arc<Shared>> for Action {
+    type Rejection = Failure;
+
+    async fn from_request(req: axum::extract::Request, s: &Arc<Shared>) -> Result<Action, Failure> {
+        let (parts, body) = req.into_parts();
+        let req = axum::extract::Request::from_parts(parts.clone(), body);
+        let body = <Bytes as axum::extract::FromRequest<_>>::from_request(req, s).await.map_err(|e| Failure::Page(e.into_response()))?;
+        let form = Form::parse(&body);
+        let v = Viewer::act(s, &parts.headers, &parts.uri, &form)?;
+        Ok(Action { v, form })
+    }
+}
+
 /// The session of a form from this origin that carries the session's CSRF token; else the key of
 /// the message that says why not.
 fn checked_form(s: &Shared, h: &HeaderMap, form: &Form) -> Result<(String, String, bool, [u8; 32]), &'static str> {
