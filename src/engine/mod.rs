@@ -182,8 +182,8 @@ impl Engine {
             return self.drive(&flow, Start { run_id, started_at: r.started_at, scope, state, from: r.next_node }, cancel).await;
         }
         let started = self.clock.now_ms();
-        if let Some(claimed_at) = start.claimed {
-            return self.start_claimed(flow, (req.trigger, req.canary), run_id, inputs, claimed_at, cancel).await;
+        if let Some(claim) = start.claimed {
+            return self.start_claimed(flow, (req.trigger, req.canary), run_id, inputs, claim, cancel).await;
         }
         let mut record = RunRecord {
             id: run_id.clone(),
@@ -269,17 +269,21 @@ impl Engine {
     }
 
     /// Runs a queued run this process claimed (its row is `running` under this process's lease);
-    /// a flow blocked meanwhile refuses it.
+    /// a flow blocked meanwhile (the claim read it) refuses it.
     async fn start_claimed(
         &self,
         flow: Arc<Flow>,
         (trigger, canary): (String, bool),
         run_id: String,
         inputs: Map<String, Json>,
-        started: i64,
+        claim: resume::Claim,
         cancel: impl Future<Output = ()>,
     ) -> anyhow::Result<RunOutcome> {
-        if !canary && let Some(block) = self.store.flow_block(&flow.name).await? {
+        let started = claim.at;
+        if !canary
+            && claim.blocked
+            && let Some(block) = self.store.flow_block(&flow.name).await?
+        {
             let message = format!(
                 "the flow is blocked (by {}){}; unblock it with `flowguard flow unblock {}`",
                 block.blocked_by,

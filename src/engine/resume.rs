@@ -18,7 +18,16 @@ pub struct Start {
     pub resume: Option<Resume>,
     /// The run's row exists (`queued`, then claimed from the queue) and this process holds its
     /// lease: run it from the first node without inserting it.
-    pub claimed: Option<i64>,
+    pub claimed: Option<Claim>,
+}
+
+/// A queued run this process claimed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Claim {
+    /// When it was claimed (its start).
+    pub at: i64,
+    /// Its flow was blocked at the claim: the block is read and the run refused.
+    pub blocked: bool,
 }
 
 /// Where a recorded run goes on.

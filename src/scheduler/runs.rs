@@ -6,7 +6,7 @@
 //! resumed or marked `interrupted` (the flow's `on_interrupt`), and at shutdown running runs get a
 //! grace period.
 
-use crate::engine::resume::{self, Start};
+use crate::engine::resume::{self, Claim, Start};
 use crate::engine::{Engine, RunRequest};
 use crate::flow::Flow;
 use crate::flow::schedule::{OnInterrupt, Overlap};
@@ -164,22 +164,21 @@ impl Runs {
         on_finish: &OnFinish,
     ) -> anyhow::Result<usize> {
         let free = self.capacity.saturating_sub(self.running());
-        let limit = |f: &str| flows.get(f).and_then(|fl| fl.serve.concurrency);
-        let claimed = engine.store.claim_queued(free, &limit).await?;
+        let caps: BTreeMap<String, usize> = flows.iter().filter_map(|(name, f)| f.serve.concurrency.map(|c| (name.clone(), c))).collect();
+        let claimed = engine.store.claim_queued(free, &caps).await?;
         let n = claimed.len();
-        for Claimed { run, .. } in claimed {
+        for Claimed { run, inputs: whole, blocked, .. } in claimed {
             let Some(flow) = flows.get(&run.flow).cloned() else {
                 let msg = format!("the flow `{}` is not configured in this process", run.flow);
                 engine.store.mark_interrupted(&run, engine.clock.now_ms(), &msg).await?;
                 continue;
             };
-            let whole = engine.store.queued_inputs(&run.id).await?;
             let inputs = match whole.as_deref().or(run.inputs.as_deref()).map(serde_json::from_str::<Json>) {
                 Some(Ok(Json::Object(m))) => m,
                 _ => Map::new(),
             };
             let l = Launch { flow, inputs, trigger: run.trigger.clone(), canary: run.canary, overlap: None };
-            let start = Start { run_id: Some(run.id.clone()), resume: None, claimed: Some(run.started_at) };
+            let start = Start { run_id: Some(run.id.clone()), resume: None, claimed: Some(Claim { at: run.started_at, blocked }) };
             self.execute(engine.clone(), l, start, on_finish.clone());
         }
         Ok(n)

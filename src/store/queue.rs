@@ -8,6 +8,7 @@
 use super::leases::{owner, wall_ms};
 use super::{Arg, Backend, RUN_COLS, RUN_TYS, RunRecord, Store, Ty, run_args, run_from};
 use crate::vocab::RunStatus;
+use std::collections::BTreeMap;
 
 /// Where a queued run's whole inputs are kept among its kept outputs (no node id starts with `$`).
 const QUEUED_INPUTS: &str = "$inputs";
@@ -17,6 +18,29 @@ const QUEUED_INPUTS: &str = "$inputs";
 pub struct Claimed {
     pub run: RunRecord,
     pub epoch: i64,
+    /// The inputs it was given, whole (see [`Store::enqueue`]).
+    pub inputs: Option<String>,
+    /// Its flow was blocked when it was claimed (the engine reads the block and refuses the run).
+    pub blocked: bool,
+}
+
+/// Read with each claimed run, after its columns and epoch: its whole inputs (bound to
+/// [`QUEUED_INPUTS`]) and whether its flow is blocked, so the worker needs no further read.
+const EXTRAS: &str = "(SELECT output FROM run_outputs o WHERE o.run_id = runs.id AND o.node_id = ?), \
+     (SELECT COUNT(*) FROM flow_blocks b WHERE b.flow = runs.flow)";
+
+fn claim_tys() -> Vec<Ty> {
+    let mut tys = RUN_TYS.to_vec();
+    tys.extend([Ty::I64, Ty::Str, Ty::I64]);
+    tys
+}
+
+/// A row of [`RUN_COLS`], epoch and [`EXTRAS`].
+fn claimed_from(mut row: Vec<super::Val>) -> Claimed {
+    let blocked = row.pop().and_then(|v| v.i64()).unwrap_or(0) > 0;
+    let inputs = row.pop().and_then(|v| v.str());
+    let epoch = row.pop().and_then(|v| v.i64()).unwrap_or(0);
+    Claimed { run: run_from(row), epoch, inputs, blocked }
 }
 
 /// Who holds a process lock.
@@ -65,11 +89,6 @@ impl Store {
         self.write(vec![(sql.into(), args), keep]).await
     }
 
-    /// The inputs a queued run was given, whole (see [`Store::enqueue`]).
-    pub async fn queued_inputs(&self, run_id: &str) -> anyhow::Result<Option<String>> {
-        Ok(self.outputs(run_id).await?.remove(QUEUED_INPUTS))
-    }
-
     /// Queued or running runs of a flow (canary or not), for `overlap: skip`.
     pub async fn pending_runs(&self, flow: &str, canary: bool) -> anyhow::Result<i64> {
         let rows = self
@@ -84,46 +103,105 @@ impl Store {
     }
 
     /// Claims up to `max` queued runs, oldest first, within each flow's limits; this process holds
-    /// the lease of each one returned. `limit`: a flow's `concurrency:` (none: no limit).
-    pub async fn claim_queued(&self, max: usize, limit: &(dyn Fn(&str) -> Option<usize> + Sync)) -> anyhow::Result<Vec<Claimed>> {
+    /// the lease of each one returned. `caps`: each flow's `concurrency:` (flows without one are
+    /// not listed).
+    pub async fn claim_queued(&self, max: usize, caps: &BTreeMap<String, usize>) -> anyhow::Result<Vec<Claimed>> {
         if max == 0 {
             return Ok(Vec::new());
         }
+        let mut claimed = Vec::new();
+        if self.backend() == Backend::Postgres {
+            claimed = self.claim_at_once(max, caps).await?;
+        }
+        // What the one-statement claim left: fewer runs queued than asked for, or among the oldest
+        // ones some of a capped flow or of `overlap: queue`, which are counted in a transaction.
+        if claimed.len() < max {
+            claimed.extend(self.claim_counted(max - claimed.len(), caps).await?);
+        }
+        for c in &claimed {
+            self.hold(&c.run.id, c.epoch);
+        }
+        Ok(claimed)
+    }
+
+    /// PostgreSQL: the oldest `max` queued runs, those of them free of any limit taken in one
+    /// statement (one round trip, its own transaction), with their inputs and block flag.
+    async fn claim_at_once(&self, max: usize, caps: &BTreeMap<String, usize>) -> anyhow::Result<Vec<Claimed>> {
+        let now = wall_ms();
+        let lease_until = now + self.lease.length.as_millis() as i64;
+        let capped = if caps.is_empty() { String::new() } else { format!(" AND flow NOT IN ({})", vec!["?"; caps.len()].join(", ")) };
+        let sql = format!(
+            "UPDATE runs SET status = 'running', owner = ?, lease_until = ?, epoch = epoch + 1, started_at = ? \
+             WHERE id IN (SELECT id FROM runs WHERE status = 'queued' ORDER BY started_at, id LIMIT {max} FOR UPDATE SKIP LOCKED) \
+             AND serial = 0{capped} RETURNING {RUN_COLS}, epoch, {EXTRAS}"
+        );
+        let mut args: Vec<Arg> = vec![owner().into(), lease_until.into(), now.into()];
+        args.extend(caps.keys().map(|f| Arg::from(f.as_str())));
+        args.push(QUEUED_INPUTS.into());
+        let rows = self.pool.fetch(&sql, &args, &claim_tys()).await?;
+        let mut out: Vec<Claimed> = rows.into_iter().map(claimed_from).collect();
+        out.sort_by(|a, b| (a.run.started_at, &a.run.id).cmp(&(b.run.started_at, &b.run.id)));
+        Ok(out)
+    }
+
+    /// The general claim: a transaction that locks the oldest queued runs and counts each capped
+    /// or serial flow's running runs before taking one.
+    async fn claim_counted(&self, max: usize, caps: &BTreeMap<String, usize>) -> anyhow::Result<Vec<Claimed>> {
         let backend = self.backend();
         let now = wall_ms();
         let lease_until = now + self.lease.length.as_millis() as i64;
         let me = owner();
-        let claimed = self
-            .pool
+        self.pool
             .with_tx(async |c| {
                 let lock = if backend == Backend::Sqlite { "" } else { " FOR UPDATE SKIP LOCKED" };
+                // On MySQL/MariaDB (REPEATABLE READ) the extras' plain reads would fix the
+                // transaction's snapshot before the flow locks are taken, and the counts below
+                // would then miss runs another worker claimed meanwhile: they are read last there.
+                let (extras, args): (&str, Vec<Arg>) = match backend {
+                    Backend::MySql => ("CAST(NULL AS CHAR), 0", vec![]),
+                    _ => (EXTRAS, vec![QUEUED_INPUTS.into()]),
+                };
                 let sql = format!(
-                    "SELECT {RUN_COLS}, serial, epoch FROM runs WHERE status = 'queued' ORDER BY started_at, id LIMIT {}{lock}",
+                    "SELECT {RUN_COLS}, epoch, {extras}, serial FROM runs WHERE status = 'queued' ORDER BY started_at, id LIMIT {}{lock}",
                     max * 2
                 );
-                let mut tys = RUN_TYS.to_vec();
-                tys.extend([Ty::I64, Ty::I64]);
-                let rows = c.fetch(&sql, &[], &tys).await?;
+                let mut tys = claim_tys();
+                tys.push(Ty::I64);
+                let rows = c.fetch(&sql, &args, &tys).await?;
+                let rows: Vec<(bool, Claimed)> = rows
+                    .into_iter()
+                    .map(|mut row| {
+                        let serial = row.pop().and_then(|v| v.i64()).unwrap_or(0) != 0;
+                        (serial, claimed_from(row))
+                    })
+                    .collect();
+                if backend != Backend::Sqlite {
+                    // One claimer per limited flow at a time, so two workers cannot both see a
+                    // free slot; the flows' lock rows are taken in name order, so two claimers
+                    // never wait on each other crosswise.
+                    let mut limited: Vec<&str> =
+                        rows.iter().filter(|(serial, c)| *serial || caps.contains_key(&c.run.flow)).map(|(_, c)| c.run.flow.as_str()).collect();
+                    limited.sort_unstable();
+                    limited.dedup();
+                    for flow in limited {
+                        let name = format!("flow:{flow}");
+                        let insert = match backend {
+                            Backend::MySql => {
+                                "INSERT INTO process_locks (name, owner, since, lease_until) VALUES (?, '', 0, 0) ON DUPLICATE KEY UPDATE name = name"
+                            }
+                            _ => "INSERT INTO process_locks (name, owner, since, lease_until) VALUES (?, '', 0, 0) ON CONFLICT DO NOTHING",
+                        };
+                        c.exec(insert, &[name.as_str().into()]).await?;
+                        c.fetch("SELECT name FROM process_locks WHERE name = ? FOR UPDATE", &[name.as_str().into()], &[Ty::Str]).await?;
+                    }
+                }
                 let mut out = Vec::new();
-                for mut row in rows {
+                for (serial, Claimed { run, epoch, inputs, blocked }) in rows {
                     if out.len() >= max {
                         break;
                     }
-                    let epoch = row.pop().and_then(|v| v.i64()).unwrap_or(0);
-                    let serial = row.pop().and_then(|v| v.i64()).unwrap_or(0) != 0;
-                    let run = run_from(row);
-                    let cap = limit(&run.flow);
+                    let cap = caps.get(&run.flow).copied();
                     if cap.is_some() || serial {
-                        if backend != Backend::Sqlite {
-                            // One claimer per flow at a time, so two workers cannot both see a free slot.
-                            let name = format!("flow:{}", run.flow);
-                            let insert = match backend {
-                                Backend::MySql => "INSERT IGNORE INTO process_locks (name, owner, since, lease_until) VALUES (?, '', 0, 0)",
-                                _ => "INSERT INTO process_locks (name, owner, since, lease_until) VALUES (?, '', 0, 0) ON CONFLICT DO NOTHING",
-                            };
-                            c.exec(insert, &[name.as_str().into()]).await?;
-                            c.fetch("SELECT name FROM process_locks WHERE name = ? FOR UPDATE", &[name.as_str().into()], &[Ty::Str]).await?;
-                        }
                         let count = |canary: Option<bool>| {
                             let mut sql = "SELECT COUNT(*) FROM runs WHERE flow = ? AND status = 'running' AND lease_until >= ?".to_owned();
                             let mut args: Vec<Arg> = vec![run.flow.as_str().into(), now.into()];
@@ -146,6 +224,18 @@ impl Store {
                                 continue;
                             }
                         }
+                        // In order: an older queued run of the flow that another worker holds
+                        // goes first (for `overlap: queue`, of its own kind, canary or not).
+                        let mut sql = "SELECT COUNT(*) FROM runs WHERE flow = ? AND status = 'queued' AND (started_at < ? OR (started_at = ? AND id < ?))".to_owned();
+                        let mut args: Vec<Arg> =
+                            vec![run.flow.as_str().into(), run.started_at.into(), run.started_at.into(), run.id.as_str().into()];
+                        if serial {
+                            sql.push_str(" AND canary = ?");
+                            args.push((run.canary as i64).into());
+                        }
+                        if c.fetch(&sql, &args, &[Ty::I64]).await?.first().and_then(|r| r[0].i64()).unwrap_or(0) > 0 {
+                            continue;
+                        }
                     }
                     let n = c
                         .exec(
@@ -155,16 +245,24 @@ impl Store {
                         .await?;
                     if n == 1 {
                         let run = RunRecord { status: RunStatus::Running, started_at: now, ..run };
-                        out.push(Claimed { run, epoch: epoch + 1 });
+                        out.push(Claimed { run, epoch: epoch + 1, inputs, blocked });
+                    }
+                }
+                if backend == Backend::MySql && !out.is_empty() {
+                    let marks = vec!["?"; out.len()].join(", ");
+                    let sql = format!("SELECT id, {EXTRAS} FROM runs WHERE id IN ({marks})");
+                    let mut args: Vec<Arg> = vec![QUEUED_INPUTS.into()];
+                    args.extend(out.iter().map(|c| Arg::from(c.run.id.as_str())));
+                    for row in c.fetch(&sql, &args, &[Ty::Str, Ty::Str, Ty::I64]).await? {
+                        if let Some(c) = out.iter_mut().find(|c| Some(&c.run.id) == row[0].str().as_ref()) {
+                            c.inputs = row[1].str();
+                            c.blocked = row[2].i64().unwrap_or(0) > 0;
+                        }
                     }
                 }
                 Ok(out)
             })
-            .await?;
-        for c in &claimed {
-            self.hold(&c.run.id, c.epoch);
-        }
-        Ok(claimed)
+            .await
     }
 
     /// Lets another process take a run over at once (a graceful stop of a run that resumes).

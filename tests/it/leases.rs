@@ -477,3 +477,70 @@ backends! {
         store.close().await;
     }
 }
+
+// The queue's claim on every backend, by two workers at once: the oldest claimable runs (none
+// younger is taken while an older one could be), a capped flow never
+// over its `concurrency:`, an `overlap: queue` flow one run at a time, every free run taken once,
+// each with its whole inputs and whether its flow is blocked.
+backends! {
+    async fn two_workers_claim_the_queue_within_caps_and_overlap(db: TestDb) {
+        use flowguard::store::{FlowBlock, RunRecord};
+        use flowguard::vocab::RunStatus;
+        let stores = [db.open().await, db.open().await];
+        let queue = [("capped", false), ("capped", false), ("serial", true), ("free", false), ("serial", true), ("free", false), ("capped", false), ("shut", false), ("free", false)];
+        let mut ids = Vec::new();
+        for (i, (flow, serial)) in queue.iter().enumerate() {
+            let id = format!("q{i}");
+            let r = RunRecord {
+                id: id.clone(),
+                flow: flow.to_string(),
+                flow_hash: "h".into(),
+                trigger: "api".into(),
+                status: RunStatus::Queued,
+                canary: false,
+                inputs: Some("{\"n\":\"cut\"}".into()),
+                started_at: 1_000 + i as i64,
+                ended_at: None,
+                duration_ms: None,
+                failed_node: None,
+                error_kind: None,
+                error_message: None,
+                severity: None,
+            };
+            stores[0].enqueue(&r, *serial, &format!("{{\"n\":{i}}}")).await.unwrap();
+            ids.push(id);
+        }
+        let block = FlowBlock { flow: "shut".into(), blocked_at: 1, run_id: None, reason: None, blocked_by: "test".into() };
+        stores[0].block_flow(&block).await.unwrap();
+        let caps = std::collections::BTreeMap::from([("capped".to_string(), 1usize)]);
+        // Rounds of two claims at once, two runs each at most, until nothing more fits.
+        let mut claimed = Vec::new();
+        loop {
+            let (a, b) = tokio::join!(stores[0].claim_queued(2, &caps), stores[1].claim_queued(2, &caps));
+            let (a, b) = (a.unwrap(), b.unwrap());
+            assert!(a.len() <= 2 && b.len() <= 2, "claimed more than asked");
+            if a.is_empty() && b.is_empty() {
+                break;
+            }
+            claimed.extend(a.into_iter().chain(b));
+        }
+        let mut got: Vec<String> = claimed.iter().map(|c| c.run.id.clone()).collect();
+        got.sort();
+        let unique: HashSet<&String> = got.iter().collect();
+        assert_eq!(unique.len(), got.len(), "a run claimed twice: {got:?}");
+        // q0 (capped, 1 allowed), q2 (serial, one at a time), q3, q5, q8 (free) and q7 (blocked flow).
+        assert_eq!(got, ["q0", "q2", "q3", "q5", "q7", "q8"], "claimed: {got:?}");
+        for c in &claimed {
+            let n: usize = c.run.id[1..].parse().unwrap();
+            assert_eq!(c.inputs.as_deref(), Some(format!("{{\"n\":{n}}}").as_str()), "{}: the whole inputs", c.run.id);
+            assert_eq!(c.blocked, c.run.flow == "shut", "{}: blocked flag", c.run.id);
+            assert_eq!(c.run.status, RunStatus::Running);
+            assert_eq!(c.epoch, 1);
+        }
+        let queued = strings(&stores[0], "SELECT id FROM runs WHERE status = 'queued' ORDER BY id").await;
+        assert_eq!(queued, ["q1", "q4", "q6"]);
+        for s in stores {
+            s.close().await;
+        }
+    }
+}
