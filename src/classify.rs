@@ -158,8 +158,9 @@ pub fn classify_transport(err: &reqwest::Error) -> (ErrorKind, String) {
 }
 
 fn strip_query(msg: &str) -> String {
-    let re = regex::Regex::new(r"(https?://[^\s?)]+)\?[^\s)]*").expect("static regex");
-    re.replace_all(msg, "$1?…").into_owned()
+    static QUERY: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"(https?://[^\s?)]+)\?[^\s)]*").expect("static regex"));
+    QUERY.replace_all(msg, "$1?…").into_owned()
 }
 
 /// Words in a failure message that name its kind, for failures reported by a flow that runs

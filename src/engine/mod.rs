@@ -202,7 +202,7 @@ impl Engine {
             severity: None,
         };
         if !req.canary
-            && let Some(block) = self.store.flow_block(&flow.name).await?
+            && let Some(block) = self.store.flow_block_cached(&flow.name).await?
         {
             let since = block.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
             record.status = RunStatus::Refused;

@@ -4,7 +4,10 @@
 use super::{Arg, RunEnd, Store, Ty, Val, db};
 use serde::Serialize;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// A run parked for a human.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -42,6 +45,34 @@ pub struct FlowBlock {
     pub run_id: Option<String>,
     pub reason: Option<String>,
     pub blocked_by: String,
+}
+
+/// How long the blocks read for [`Store::flow_block_cached`] are used.
+pub const BLOCKS_FRESH: Duration = Duration::from_secs(1);
+
+/// The blocks as this process last read them (see [`Store::flow_block_cached`]).
+#[derive(Default)]
+pub(crate) struct SeenBlocks {
+    /// Moves on before and after every block or unblock made through this store, so a read that
+    /// overlapped one is not used.
+    written: AtomicU64,
+    seen: Mutex<Option<(Instant, u64, HashMap<String, FlowBlock>)>>,
+}
+
+/// Moves [`SeenBlocks::written`] on again when dropped (the write is done, or failed).
+pub(crate) struct Changed<'a>(&'a AtomicU64);
+
+impl Drop for Changed<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl SeenBlocks {
+    fn changed(&self) -> Changed<'_> {
+        self.written.fetch_add(1, Ordering::SeqCst);
+        Changed(&self.written)
+    }
 }
 
 const TASK_COLS: &str = "id, run_id, flow, node_id, error_kind, error_message, severity, status, created_at, closed_at, closed_by, note";
@@ -216,6 +247,7 @@ impl Store {
     }
 
     pub async fn block_flow(&self, b: &FlowBlock) -> anyhow::Result<()> {
+        let _changed = self.blocks_seen.changed();
         self.write(vec![
             stmt("DELETE FROM flow_blocks WHERE flow = ?", vec![b.flow.as_str().into()]),
             stmt(
@@ -244,6 +276,7 @@ impl Store {
 
     /// Lifts a block; false when the flow was not blocked.
     pub async fn unblock_flow(&self, flow: &str, actor: &str, reason: Option<&str>, at: i64) -> anyhow::Result<bool> {
+        let _changed = self.blocks_seen.changed();
         let n = self.pool.exec("DELETE FROM flow_blocks WHERE flow = ?", &[flow.into()]).await?;
         if n == 0 {
             return Ok(false);
@@ -258,6 +291,25 @@ impl Store {
 
     pub async fn flow_block(&self, flow: &str) -> anyhow::Result<Option<FlowBlock>> {
         Ok(self.blocks(Some(flow)).await?.into_iter().next())
+    }
+
+    /// [`Store::flow_block`] as the engine checks it before each run: all blocks are read at
+    /// once and kept for [`BLOCKS_FRESH`], so a run costs no read of its own. A block or unblock
+    /// made through this store is seen at once; one made by another process within
+    /// [`BLOCKS_FRESH`]. (Runs claimed from the queue read their flow's block in the claim.)
+    pub async fn flow_block_cached(&self, flow: &str) -> anyhow::Result<Option<FlowBlock>> {
+        let generation = self.blocks_seen.written.load(Ordering::SeqCst);
+        if let Some((at, g, blocks)) = &*self.blocks_seen.seen.lock().expect("blocks")
+            && *g == generation
+            && at.elapsed() < BLOCKS_FRESH
+        {
+            return Ok(blocks.get(flow).cloned());
+        }
+        let read_at = Instant::now();
+        let blocks: HashMap<String, FlowBlock> = self.blocks(None).await?.into_iter().map(|b| (b.flow.clone(), b)).collect();
+        let found = blocks.get(flow).cloned();
+        *self.blocks_seen.seen.lock().expect("blocks") = Some((read_at, generation, blocks));
+        Ok(found)
     }
 
     pub async fn blocks(&self, flow: Option<&str>) -> anyhow::Result<Vec<FlowBlock>> {

@@ -189,6 +189,8 @@ pub struct Store {
     /// Leases this process holds on runs, and how long they last.
     leases: Arc<leases::Leases>,
     lease: LeaseSettings,
+    /// The flows' blocks as last read, for the check before each run.
+    blocks_seen: Arc<manual::SeenBlocks>,
 }
 
 /// How to open the store: the pool, and how long writes wait for a database that went away.
@@ -336,6 +338,7 @@ impl Store {
             live: Default::default(),
             leases: Default::default(),
             lease: opts.lease,
+            blocks_seen: Default::default(),
         })
     }
 

@@ -325,3 +325,26 @@ backends! {
         assert_eq!(store.max_seq("k1").await.unwrap(), 3);
     }
 }
+
+// The engine's block check reads all blocks at once and keeps them a second: a block or unblock
+// made through the same store is seen at once, one made by another process within the second.
+backends! {
+    async fn the_engines_block_check_sees_its_own_blocks_at_once_and_others_soon(db: TestDb) {
+        use flowguard::store::FlowBlock;
+        let (here, there) = (db.open().await, db.open().await);
+        let block = |by: &str| FlowBlock { flow: "f".into(), blocked_at: 1, run_id: None, reason: Some("r".into()), blocked_by: by.into() };
+        assert!(here.flow_block_cached("f").await.unwrap().is_none());
+        here.block_flow(&block("here")).await.unwrap();
+        assert_eq!(here.flow_block_cached("f").await.unwrap().map(|b| b.blocked_by).as_deref(), Some("here"), "own block seen at once");
+        assert!(here.unblock_flow("f", "here", None, 2).await.unwrap());
+        assert!(here.flow_block_cached("f").await.unwrap().is_none(), "own unblock seen at once");
+        there.block_flow(&block("there")).await.unwrap();
+        let start = std::time::Instant::now();
+        while here.flow_block_cached("f").await.unwrap().is_none() {
+            assert!(start.elapsed() < std::time::Duration::from_secs(30), "another process's block is never seen");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        here.close().await;
+        there.close().await;
+    }
+}
