@@ -56,8 +56,11 @@ pub(crate) struct SeenBlocks {
     /// Moves on before and after every block or unblock made through this store, so a read that
     /// overlapped one is not used.
     written: AtomicU64,
-    seen: Mutex<Option<(Instant, u64, HashMap<String, FlowBlock>)>>,
+    seen: Mutex<Option<Seen>>,
 }
+
+/// When the blocks were read, at which [`SeenBlocks::written`], and what they were.
+type Seen = (Instant, u64, HashMap<String, FlowBlock>);
 
 /// Moves [`SeenBlocks::written`] on again when dropped (the write is done, or failed).
 pub(crate) struct Changed<'a>(&'a AtomicU64);
