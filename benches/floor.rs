@@ -12,6 +12,7 @@
 
 #[path = "support/floor.rs"]
 mod floor;
+#[allow(dead_code)] // the floor needs only NODES and env_num
 mod support;
 
 use support::{NODES, env_num};
