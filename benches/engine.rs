@@ -11,7 +11,14 @@
 //! A MySQL/PostgreSQL URL without a database gets a fresh `flowguard_bench_<pid>` database,
 //! dropped afterwards. Other knobs: `FLOWGUARD_BENCH_RUNS` (runs per mode, default 2000) and
 //! `FLOWGUARD_BENCH_CONCURRENCY` (default 64). Prints one line per mode; asserts nothing.
+//!
+//! Each line carries `floor_us`, the physical floor of the record path measured in the same run
+//! (benches/support/floor.rs: the statements of a run, inline on one owned SQLite connection, one
+//! run at a time or group-committed), and `x_floor`, the mode's ratio to it, so figures taken on
+//! different (or busy) machines compare. On MySQL/PostgreSQL the floor is still SQLite's.
 
+#[path = "support/floor.rs"]
+mod floor;
 mod support;
 use flowguard::clock::{SharedClock, SystemClock};
 use flowguard::config::Config;
@@ -53,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..seq_runs {
         engine.run(req()).await?;
     }
-    report(backend, "sequential", 1, seq_runs, start.elapsed());
+    let seq = start.elapsed();
 
     let start = Instant::now();
     let results: Vec<_> = futures::stream::iter(0..runs).map(|_| engine.run(req())).buffer_unordered(concurrency).collect().await;
@@ -61,19 +68,30 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
         return Err(e);
     }
-    report(backend, "concurrent", concurrency, runs, elapsed);
+    let conc = elapsed;
 
     store.close().await;
     db.drop_created().await?;
+
+    // The floor, measured now (after the engine, so it does not warm the page cache for it).
+    let path = tmp.path().join("floor.db");
+    Store::open(&format!("sqlite://{}", path.display()), 2, std::time::Duration::from_secs(5)).await?.close().await;
+    let f = tokio::task::spawn_blocking(move || floor::measure(&path, runs, concurrency)).await??;
+    for (mode, c, elapsed, runs, floor_us) in
+        [("sequential", 1, seq, seq_runs, f.sequential_us), ("concurrent", concurrency, conc, runs, f.concurrent_us)]
+    {
+        report(backend, mode, c, runs, elapsed, floor_us);
+    }
     Ok(())
 }
 
-fn report(backend: &str, mode: &str, concurrency: usize, runs: usize, elapsed: std::time::Duration) {
+fn report(backend: &str, mode: &str, concurrency: usize, runs: usize, elapsed: std::time::Duration, floor_us: f64) {
     let secs = elapsed.as_secs_f64();
+    let us = secs * 1e6 / (runs * NODES) as f64;
     println!(
-        "engine_overhead backend={} mode={mode} concurrency={concurrency} runs={runs} nodes_per_run={NODES} runs_per_s={:.0} us_per_node={:.1}",
+        "engine_overhead backend={} mode={mode} concurrency={concurrency} runs={runs} nodes_per_run={NODES} runs_per_s={:.0} us_per_node={us:.1} floor_us={floor_us:.1} x_floor={:.1}",
         backend.replace('/', "_"),
         runs as f64 / secs,
-        secs * 1e6 / (runs * NODES) as f64
+        us / floor_us
     );
 }

@@ -177,6 +177,10 @@ impl Default for PoolSettings {
     }
 }
 
+/// How long a SQLite connection waits for another's write lock before it gives up ("database is
+/// locked").
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Connections of the write path: the writer keeps one, ingestion's database lock may hold one,
 /// the reads that come before a write (ingestion's look-ups, rollups) share the others.
 pub const WRITE_POOL_SIZE: u32 = 4;
@@ -223,9 +227,13 @@ async fn released_alive<C: sqlx::Connection>(c: &mut C) -> Result<bool, sqlx::Er
 }
 
 /// A connection the group-commit writer keeps between batches, so a commit costs no pool
-/// round trip (the pool pings a connection on every acquire).
+/// round trip (the pool pings a connection on every acquire). SQLite's is not a pool connection:
+/// sqlx runs each SQLite statement on a worker thread of its own, one thread hop per statement
+/// (BEGIN, guard, insert, upsert, COMMIT: most of a node's record time). The writer owns this one
+/// and runs on a thread of its own (store/mod.rs), so a batch executes inline with its statements
+/// prepared once.
 pub enum OwnedConn {
-    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Sqlite(Box<rusqlite::Connection>),
     MySql(sqlx::pool::PoolConnection<sqlx::MySql>),
     Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
 }
@@ -259,20 +267,44 @@ fn numbered(sql: &str) -> Cow<'_, str> {
     Cow::Owned(pg_sql(sql))
 }
 
-/// Runs `guards` then `stmts` in one transaction. A guard must touch exactly one row (a fencing
-/// check, e.g. `UPDATE runs … WHERE id = ? AND epoch = ?`); when any does not, nothing is
-/// committed and the indexes of the failed guards are returned.
+/// A fencing check (store/leases.rs): a write commits only while its run's `epoch` is still the
+/// one this process holds.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    pub run_id: String,
+    pub epoch: i64,
+}
+
+/// One statement that reads the epoch of every fenced run of a batch (and, on MySQL/PostgreSQL,
+/// locks those rows until the commit, as an UPDATE would; SQLite's writer holds the database's
+/// write lock already): one round trip however many writes share the commit.
+fn fence_stmt(fences: &[Fence], lock: bool) -> Stmt {
+    let marks = vec!["?"; fences.len()].join(", ");
+    let sql = format!("SELECT id, epoch FROM runs WHERE id IN ({marks}){}", if lock { " FOR UPDATE" } else { "" });
+    (Cow::Owned(sql), fences.iter().map(|f| Arg::from(f.run_id.as_str())).collect())
+}
+
+/// The indexes of the fences whose run no longer has their epoch (or is gone), given the
+/// `(id, epoch)` rows [`fence_stmt`] read.
+fn fences_failed(fences: &[Fence], rows: &[Vec<Val>]) -> Vec<usize> {
+    let found: std::collections::HashMap<String, Option<i64>> = rows.iter().map(|r| (r[0].str().unwrap_or_default(), r[1].i64())).collect();
+    fences.iter().enumerate().filter(|(_, f)| found.get(&f.run_id).copied().flatten() != Some(f.epoch)).map(|(i, _)| i).collect()
+}
+
+/// Checks `fences` then runs `stmts`, in one transaction. When a fence fails, nothing is committed
+/// and the indexes of the failed fences are returned.
 macro_rules! run_guarded {
-    ($c:expr, $guards:expr, $stmts:expr, $rewrite:expr) => {{
+    ($c:expr, $fences:expr, $stmts:expr, $rewrite:expr) => {{
         let c = $c;
+        let fences: &[Fence] = $fences;
         let mut tx = sqlx::Connection::begin(&mut **c).await?;
-        let mut failed = Vec::new();
-        for (i, (sql, args)) in $guards.iter().enumerate() {
-            let sql: Cow<'_, str> = $rewrite(sql.as_ref());
-            if bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql.as_ref())), args).execute(&mut *tx).await?.rows_affected() != 1 {
-                failed.push(i);
-            }
+        let (sql, args) = fence_stmt(fences, true);
+        let sql: Cow<'_, str> = $rewrite(sql.as_ref());
+        let mut rows = Vec::with_capacity(fences.len());
+        for row in bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql.as_ref())), &args).fetch_all(&mut *tx).await? {
+            rows.push(decode_row!(row, [Ty::Str, Ty::I64]));
         }
+        let failed = fences_failed(fences, &rows);
         if !failed.is_empty() {
             tx.rollback().await?;
             return Ok(failed);
@@ -289,18 +321,156 @@ macro_rules! run_guarded {
 impl OwnedConn {
     pub async fn exec_batch(&mut self, stmts: &[Stmt]) -> Result<(), sqlx::Error> {
         match self {
-            OwnedConn::Sqlite(c) => run_batch!(c, stmts, same),
+            OwnedConn::Sqlite(c) => sqlite_commit(c, &[], stmts).map(|_| ()),
             OwnedConn::MySql(c) => run_batch!(c, stmts, same),
             OwnedConn::Postgres(c) => run_batch!(c, stmts, numbered),
         }
     }
 
-    /// [`run_guarded!`]: `Ok(failed guards)`, empty when everything committed.
-    pub async fn exec_guarded(&mut self, guards: &[Stmt], stmts: &[Stmt]) -> Result<Vec<usize>, sqlx::Error> {
+    /// [`run_guarded!`]: `Ok(failed fences)`, empty when everything committed.
+    pub async fn exec_guarded(&mut self, fences: &[Fence], stmts: &[Stmt]) -> Result<Vec<usize>, sqlx::Error> {
         match self {
-            OwnedConn::Sqlite(c) => run_guarded!(c, guards, stmts, same),
-            OwnedConn::MySql(c) => run_guarded!(c, guards, stmts, same),
-            OwnedConn::Postgres(c) => run_guarded!(c, guards, stmts, numbered),
+            OwnedConn::Sqlite(c) => sqlite_commit(c, fences, stmts),
+            OwnedConn::MySql(c) => run_guarded!(c, fences, stmts, same),
+            OwnedConn::Postgres(c) => run_guarded!(c, fences, stmts, numbered),
+        }
+    }
+}
+
+/// Opens the SQLite writer's own connection to the pool's database, set up as the pool's are
+/// (WAL, synchronous=NORMAL, the same busy timeout, foreign keys off).
+fn sqlite_open(opts: &SqliteConnectOptions) -> Result<OwnedConn, sqlx::Error> {
+    use rusqlite::OpenFlags;
+    let name = opts.get_filename().to_string_lossy().into_owned();
+    let mut flags =
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    // `sqlite::memory:` is one shared-cache database per pool; the writer must join it.
+    if name.starts_with("file:sqlx-in-memory-") {
+        flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
+    }
+    let c = rusqlite::Connection::open_with_flags(&name, flags).map_err(sqlite_error)?;
+    c.busy_timeout(SQLITE_BUSY_TIMEOUT).map_err(sqlite_error)?;
+    c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;").map_err(sqlite_error)?;
+    // Merged INSERTs come in several row counts; each is a statement of its own to keep.
+    c.set_prepared_statement_cache_capacity(128);
+    Ok(OwnedConn::Sqlite(Box::new(c)))
+}
+
+/// [`run_guarded!`] (with no guards: [`run_batch!`]) on the writer's own SQLite connection.
+fn sqlite_commit(c: &mut rusqlite::Connection, fences: &[Fence], stmts: &[Stmt]) -> Result<Vec<usize>, sqlx::Error> {
+    if let ([], [stmt]) = (fences, stmts) {
+        sqlite_exec(c, stmt)?;
+        return Ok(Vec::new());
+    }
+    let r = (|| {
+        // The write lock up front: a transaction that starts reading cannot be refused its upgrade.
+        c.execute_batch("BEGIN IMMEDIATE").map_err(sqlite_error)?;
+        let failed = if fences.is_empty() { Vec::new() } else { fences_failed(fences, &sqlite_fetch(c, &fence_stmt(fences, false))?) };
+        if !failed.is_empty() {
+            c.execute_batch("ROLLBACK").map_err(sqlite_error)?;
+            return Ok(failed);
+        }
+        for s in stmts {
+            sqlite_exec(c, s)?;
+        }
+        c.execute_batch("COMMIT").map_err(sqlite_error)?;
+        Ok(failed)
+    })();
+    if r.is_err() && !c.is_autocommit() {
+        let _ = c.execute_batch("ROLLBACK");
+    }
+    r
+}
+
+/// Runs one statement (prepared once per connection); returns the rows it changed.
+fn sqlite_exec(c: &rusqlite::Connection, (sql, args): &Stmt) -> Result<u64, sqlx::Error> {
+    let mut st = c.prepare_cached(sql).map_err(sqlite_error)?;
+    for (i, a) in args.iter().enumerate() {
+        match a {
+            Arg::I64(v) => st.raw_bind_parameter(i + 1, v),
+            Arg::Str(v) => st.raw_bind_parameter(i + 1, v.as_deref()),
+        }
+        .map_err(sqlite_error)?;
+    }
+    // Stepped to the end, so a statement that returns rows runs as well as one that does not.
+    let mut rows = st.raw_query();
+    while rows.next().map_err(sqlite_error)?.is_some() {}
+    drop(rows);
+    Ok(c.changes())
+}
+
+/// The `(id, epoch)` rows of [`fence_stmt`].
+fn sqlite_fetch(c: &rusqlite::Connection, (sql, args): &Stmt) -> Result<Vec<Vec<Val>>, sqlx::Error> {
+    let mut st = c.prepare_cached(sql).map_err(sqlite_error)?;
+    for (i, a) in args.iter().enumerate() {
+        match a {
+            Arg::I64(v) => st.raw_bind_parameter(i + 1, v),
+            Arg::Str(v) => st.raw_bind_parameter(i + 1, v.as_deref()),
+        }
+        .map_err(sqlite_error)?;
+    }
+    let mut rows = st.raw_query();
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(sqlite_error)? {
+        out.push(vec![Val::Str(r.get(0).map_err(sqlite_error)?), Val::I64(r.get(1).map_err(sqlite_error)?)]);
+    }
+    Ok(out)
+}
+
+/// SQLite's answer as sqlx reports it (the extended result code as the code, SQLite's message),
+/// so errors read, and are sorted into retryable or not, the same whichever connection ran it.
+fn sqlite_error(e: rusqlite::Error) -> sqlx::Error {
+    let (code, message) = match &e {
+        rusqlite::Error::SqliteFailure(f, msg) => (Some(f.extended_code), msg.clone().unwrap_or_else(|| f.to_string())),
+        other => (None, other.to_string()),
+    };
+    sqlx::Error::Database(Box::new(SqliteWriteError { code, message }))
+}
+
+#[derive(Debug)]
+struct SqliteWriteError {
+    code: Option<i32>,
+    message: String,
+}
+
+impl std::fmt::Display for SqliteWriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.code {
+            Some(c) => write!(f, "(code: {c}) {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for SqliteWriteError {}
+
+impl sqlx::error::DatabaseError for SqliteWriteError {
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn code(&self) -> Option<Cow<'_, str>> {
+        self.code.map(|c| Cow::Owned(c.to_string()))
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        // SQLITE_CONSTRAINT_UNIQUE, SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_NOTNULL.
+        match self.code {
+            Some(2067 | 1555) => sqlx::error::ErrorKind::UniqueViolation,
+            Some(1299) => sqlx::error::ErrorKind::NotNullViolation,
+            _ => sqlx::error::ErrorKind::Other,
         }
     }
 }
@@ -506,7 +676,7 @@ impl Pool {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(10))
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(false)
                 .disable_statement_logging();
             let pool = SqlitePoolOptions::new().max_connections(max.clamp(1, 8)).connect_with(opts).await?;
@@ -654,7 +824,7 @@ impl Pool {
     /// A connection for the writer to keep.
     pub async fn acquire_owned(&self) -> Result<OwnedConn, sqlx::Error> {
         Ok(match self {
-            Pool::Sqlite(p) => OwnedConn::Sqlite(p.acquire().await?),
+            Pool::Sqlite(p) => sqlite_open(&p.connect_options())?,
             Pool::MySql(p) => OwnedConn::MySql(p.acquire().await?),
             Pool::Postgres(p) => OwnedConn::Postgres(p.acquire().await?),
         })

@@ -104,10 +104,10 @@ impl Store {
     }
 
     /// The guard that fences a write of `run_id` by the epoch this process holds, if it holds one.
-    pub(crate) fn fence(&self, run_id: &str) -> Option<db::Stmt> {
+    pub(crate) fn fence(&self, run_id: &str) -> Option<db::Fence> {
         let held = self.leases.held.lock().expect("leases");
         let epoch = held.get(run_id)?.epoch;
-        Some((Cow::Borrowed("UPDATE runs SET epoch = epoch WHERE id = ? AND epoch = ?"), vec![run_id.into(), epoch.into()]))
+        Some(db::Fence { run_id: run_id.to_owned(), epoch })
     }
 
     /// Writes statements of one run, fenced by its lease when this process holds one. A refused

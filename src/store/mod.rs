@@ -2,7 +2,9 @@
 //! picked by the URL. Callers see records and queries; no SQL leaves this module.
 //!
 //! Writes go through one writer task that commits whatever is waiting in one transaction (group
-//! commit) and answers each caller only after the commit: a record acknowledged is durable. When
+//! commit) and answers each caller only after the commit: a record acknowledged is durable. On
+//! SQLite the writer runs on a thread of its own with its own connection (db::OwnedConn), so a
+//! batch costs no hop between threads per statement. When
 //! the database goes away the writer retries with backoff for `write_patience`, then fails the
 //! writes, and the engine fails the run with kind `internal`.
 
@@ -158,7 +160,7 @@ pub struct RunFilter {
 /// Statements to commit together, an optional fencing guard (see leases.rs), and who to answer.
 struct Write {
     stmts: Vec<db::Stmt>,
-    guard: Option<db::Stmt>,
+    guard: Option<db::Fence>,
     ack: oneshot::Sender<Result<(), WriteError>>,
 }
 
@@ -328,7 +330,19 @@ impl Store {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let (release, released) = mpsc::unbounded_channel();
-        tokio::spawn(writer(write_pool.clone(), rx, released, opts.write_patience, describe_target(url)));
+        let (patience, target) = (opts.write_patience, describe_target(url));
+        if backend == Backend::Sqlite {
+            // SQLite executes in the calling thread: the writer gets a thread of its own, where its
+            // connection lives and its batches run inline (db::OwnedConn).
+            let pool = write_pool.clone();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().context("starting the SQLite writer")?;
+            std::thread::Builder::new()
+                .name("flowguard-writer".into())
+                .spawn(move || runtime.block_on(writer(pool, rx, released, patience, target)))
+                .context("starting the SQLite writer")?;
+        } else {
+            tokio::spawn(writer(write_pool.clone(), rx, released, patience, target));
+        }
         Ok(Store {
             pool,
             write_pool,
@@ -362,10 +376,10 @@ impl Store {
         self.write_guarded(stmts, None).await
     }
 
-    /// [`Store::write`] with a guard that must touch exactly one row in the same transaction;
-    /// otherwise nothing of this batch is committed (its neighbours in the group commit are) and
-    /// the error is [`Stale`].
-    async fn write_guarded(&self, stmts: Vec<db::Stmt>, guard: Option<db::Stmt>) -> anyhow::Result<()> {
+    /// [`Store::write`] with a fence checked in the same transaction: unless the run still has the
+    /// fence's epoch, nothing of this batch is committed (its neighbours in the group commit are)
+    /// and the error is [`Stale`].
+    async fn write_guarded(&self, stmts: Vec<db::Stmt>, guard: Option<db::Fence>) -> anyhow::Result<()> {
         let (ack, rx) = oneshot::channel();
         self.writes.send(Write { stmts, guard, ack }).map_err(|_| anyhow!("the store's writer has stopped"))?;
         match rx.await.map_err(|_| anyhow!("the store's writer has stopped"))? {
@@ -783,7 +797,7 @@ async fn writer(
         }
         // Writes whose fencing guard fails are answered `Stale` and dropped; the rest go again.
         let result = loop {
-            let guards: Vec<db::Stmt> = batch.iter().filter_map(|w| w.guard.clone()).collect();
+            let guards: Vec<db::Fence> = batch.iter().filter_map(|w| w.guard.clone()).collect();
             let stmts: Vec<db::Stmt> = db::merge_inserts(batch.iter().flat_map(|w| w.stmts.iter().cloned()).collect());
             match commit_with_patience(&pool, &mut conn, &guards, &stmts, patience).await {
                 Ok(failed) if !failed.is_empty() => {
@@ -813,7 +827,7 @@ async fn writer(
             Err(e) if batch.len() > 1 && !is_connection_error(&e) => {
                 // One bad write must not fail its neighbours: commit each on its own.
                 for w in batch {
-                    let guards: Vec<db::Stmt> = w.guard.into_iter().collect();
+                    let guards: Vec<db::Fence> = w.guard.into_iter().collect();
                     let r = match commit_with_patience(&pool, &mut conn, &guards, &w.stmts, patience).await {
                         Ok(failed) if failed.is_empty() => Ok(()),
                         Ok(_) => Err(WriteError::Stale),
@@ -883,7 +897,7 @@ fn is_connection_error(e: &sqlx::Error) -> bool {
 async fn commit_with_patience(
     pool: &Pool,
     conn: &mut Option<OwnedConn>,
-    guards: &[db::Stmt],
+    guards: &[db::Fence],
     stmts: &[db::Stmt],
     patience: Duration,
 ) -> Result<Vec<usize>, sqlx::Error> {

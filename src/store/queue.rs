@@ -267,9 +267,8 @@ impl Store {
 
     /// Lets another process take a run over at once (a graceful stop of a run that resumes).
     pub async fn hand_back(&self, run_id: &str) -> anyhow::Result<()> {
-        if let Some(guard) = self.fence(run_id) {
-            let epoch = guard.1[1].clone();
-            self.pool.exec("UPDATE runs SET lease_until = 0 WHERE id = ? AND epoch = ?", &[run_id.into(), epoch]).await?;
+        if let Some(fence) = self.fence(run_id) {
+            self.pool.exec("UPDATE runs SET lease_until = 0 WHERE id = ? AND epoch = ?", &[run_id.into(), fence.epoch.into()]).await?;
         }
         self.release(run_id);
         Ok(())

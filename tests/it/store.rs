@@ -1,8 +1,12 @@
 //! The store on SQLite, MySQL/MariaDB and PostgreSQL: the same records and queries on each.
 
 use crate::support::db::{TestDb, backends};
-use flowguard::store::{AttemptRecord, Backend, RunEnd, RunFilter, RunRecord, Store, Ty};
+use flowguard::store::{
+    Arg, AttemptRecord, Backend, LeaseLost, LeaseSettings, RunEnd, RunFilter, RunRecord, Stmt, Store, StoreOptions, Ty,
+};
 use flowguard::vocab::{AttemptStatus, RunStatus};
+use std::borrow::Cow;
+use std::time::Duration;
 
 pub fn run(id: &str, flow: &str, started_at: i64) -> RunRecord {
     RunRecord {
@@ -264,6 +268,45 @@ backends! {
         good.unwrap();
         assert!(store.get_run("fine").await.unwrap().is_some());
         store.close().await;
+    }
+
+    // Writes that share group commits fail alone: one refused by its run's fencing guard (another
+    // process took the run over) and one the database rejects; every other write commits.
+    async fn a_stale_and_a_rejected_write_fail_alone_among_many(db: TestDb) {
+        let lease = LeaseSettings { length: Duration::from_millis(1), heartbeat: Duration::from_secs(3600) };
+        let a = db.open_with(&StoreOptions { write_patience: Duration::from_secs(5), lease, ..Default::default() }).await;
+        let b = db.open().await;
+        a.insert_run(&run("taken", "f", 1)).await.unwrap();
+        let kept: Vec<String> = (0..40).map(|i| format!("kept{i}")).collect();
+        for id in &kept {
+            a.insert_run(&run(id, "f", 1)).await.unwrap();
+        }
+        // `taken`'s lease (1 ms) runs out and the other store takes the run over.
+        while b.take_over("taken", "running").await.unwrap().is_none() {}
+        let stale = attempt("taken", "n", 1, 1);
+        let attempts: Vec<AttemptRecord> = kept.iter().map(|id| attempt(id, "n", 1, 1)).collect();
+        let bad: Vec<Stmt> = vec![(Cow::Borrowed("INSERT INTO no_such_table (x) VALUES (?)"), vec![Arg::from(1i64)])];
+        // Sent together, so that the writer finds them waiting side by side.
+        let mut writes: Vec<std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + '_>>> =
+            attempts.iter().map(|r| Box::pin(a.record_attempt(r, Some("\"out\""))) as _).collect();
+        writes.insert(20, Box::pin(a.record_attempt(&stale, Some("\"stale\""))));
+        writes.insert(21, Box::pin(a.write(bad)));
+        let mut results = futures::future::join_all(writes).await;
+        let bad = results.remove(21).unwrap_err();
+        let stale = results.remove(20).unwrap_err();
+        assert!(stale.downcast_ref::<LeaseLost>().is_some(), "{stale:#}");
+        assert!(format!("{bad:#}").contains("no_such_table"), "{bad:#}");
+        for r in results {
+            r.unwrap();
+        }
+        for id in &kept {
+            assert_eq!(b.attempts(id).await.unwrap().len(), 1, "{id}");
+            assert_eq!(b.outputs(id).await.unwrap().get("n").map(String::as_str), Some("\"out\""), "{id}");
+        }
+        assert!(b.attempts("taken").await.unwrap().is_empty());
+        assert!(b.outputs("taken").await.unwrap().is_empty());
+        a.close().await;
+        b.close().await;
     }
 
     async fn writes_are_idempotent(db: TestDb) {
