@@ -246,10 +246,6 @@ impl FakeFeishuOpen {
     pub fn hang_next_answer(&self) {
         self.inner.hang_answer.store(1, Ordering::SeqCst);
     }
-    /// batch_create calls received.
-    pub fn calls(&self) -> usize {
-        self.inner.calls.load(Ordering::SeqCst)
-    }
     /// Every token issued so far stops working (as when it expires).
     pub fn expire_tokens(&self) {
         self.inner.valid.lock().unwrap().clear();
