@@ -677,15 +677,35 @@ impl Alerter {
     /// about them says so. An alert is resolved by one process only (conditional update), so one
     /// resolved message goes out.
     pub async fn resolve(&self, flow: &str) -> anyhow::Result<usize> {
+        self.resolve_where(flow, None).await
+    }
+
+    /// One node's firing alerts (whatever their error kind) are resolved, the flow's other alerts
+    /// left as they are: e.g. an exporter delivering again (flow `flowguard`, node
+    /// `exporter:NAME`) while a config reload alert of flow `flowguard` stays open. Messages as
+    /// for [`Alerter::resolve`]: once, through the groups that told someone.
+    pub async fn resolve_node(&self, flow: &str, node: &str) -> anyhow::Result<usize> {
+        self.resolve_where(flow, Some(node)).await
+    }
+
+    async fn resolve_where(&self, flow: &str, node: Option<&str>) -> anyhow::Result<usize> {
         let store = &self.inner.store;
-        if store.firing_alerts_of_flow(flow).await?.is_empty() {
+        let firing = match node {
+            None => store.firing_alerts_of_flow(flow).await?,
+            Some(n) => store.firing_alerts_of_node(flow, n).await?,
+        };
+        if firing.is_empty() {
             return Ok(0);
         }
         let now = self.now();
         let (n, notified) = transact!(store, tx => {
             let mut w = store.alert_tx();
             let mut by_group: BTreeMap<String, (GroupRecord, Vec<AlertRecord>)> = BTreeMap::new();
-            for a in tx.firing_alerts_of_flow(flow).await? {
+            let firing = match node {
+                None => tx.firing_alerts_of_flow(flow).await?,
+                Some(n) => tx.firing_alerts_of_node(flow, n).await?,
+            };
+            for a in firing {
                 if !tx.resolve_alert(&a.id, now).await? {
                     continue;
                 }

@@ -12,9 +12,11 @@ pub struct ExportersConfig {
     pub otlp: Option<OtlpConfig>,
     /// Feishu Bitable (飞书多维表格): one record per node attempt.
     pub bitable: Option<BitableConfig>,
-    /// Records read from the run log per delivery.
+    /// Records read from the run log per delivery (node attempts, and as many run ends). Larger
+    /// batches mean fewer cursor writes beside the runs' own; Bitable sends them in calls of 500.
     pub batch_size: usize,
-    /// How often a sink that has caught up looks for new records.
+    /// How often a sink that has caught up looks for new records (one read, no write). While a
+    /// backlog is waiting, full batches go one after another.
     pub interval: HumanDuration,
     /// How long a hole in the log's numbering is waited for before it is passed over (a
     /// transaction still committing fills it; a rolled-back one never does).
@@ -36,7 +38,7 @@ impl Default for ExportersConfig {
             elasticsearch: None,
             otlp: None,
             bitable: None,
-            batch_size: 500,
+            batch_size: 1000,
             interval: HumanDuration::secs(2),
             gap_wait: HumanDuration::secs(10),
             lease: HumanDuration::secs(30),

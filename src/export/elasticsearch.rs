@@ -11,7 +11,7 @@
 //! so nothing unplanned is mapped.
 
 use super::config::ElasticsearchConfig;
-use super::{Batch, Delivered, Sink, SinkError, attempt_id};
+use super::{Batch, Delivered, Sink, SinkError};
 use crate::store::{AttemptRecord, RunRecord};
 use crate::vocab::ErrorKind;
 use futures::future::BoxFuture;
@@ -65,53 +65,126 @@ pub const RUN_FIELDS: &[(&str, &str)] = &[
     ("severity", "keyword"),
 ];
 
+/// A node attempt document, serialised straight into the `_bulk` body.
+#[derive(serde::Serialize)]
+struct AttemptDoc<'a> {
+    #[serde(rename = "@timestamp")]
+    timestamp: i64,
+    record: &'static str,
+    run_id: &'a str,
+    seq: i64,
+    flow: &'a str,
+    node: &'a str,
+    node_kind: &'a str,
+    attempt: i64,
+    iteration: Option<i64>,
+    status: crate::vocab::AttemptStatus,
+    success: bool,
+    ended_at: i64,
+    duration_ms: i64,
+    input_bytes: i64,
+    output_bytes: i64,
+    retried: bool,
+    action: Option<&'a str>,
+    error_kind: Option<&'a str>,
+    error_message: Option<&'a str>,
+    model: Option<&'a str>,
+    tokens_in: Option<i64>,
+    tokens_out: Option<i64>,
+    http_status: Option<i64>,
+}
+
+impl<'a> AttemptDoc<'a> {
+    fn new(a: &'a AttemptRecord) -> Self {
+        AttemptDoc {
+            timestamp: a.started_at,
+            record: "attempt",
+            run_id: &a.run_id,
+            seq: a.seq,
+            flow: &a.flow,
+            node: &a.node_id,
+            node_kind: &a.kind,
+            attempt: a.attempt,
+            iteration: a.iteration,
+            status: a.status,
+            success: matches!(a.status.as_str(), "succeeded" | "defaulted" | "skipped"),
+            ended_at: a.ended_at,
+            duration_ms: a.duration_ms,
+            input_bytes: a.input_bytes,
+            output_bytes: a.output_bytes,
+            retried: a.retried,
+            action: a.action.as_deref(),
+            error_kind: a.error_kind.as_deref(),
+            error_message: a.error_message.as_deref(),
+            model: a.model.as_deref(),
+            tokens_in: a.tokens_in,
+            tokens_out: a.tokens_out,
+            http_status: a.http_status,
+        }
+    }
+}
+
+/// A run document.
+#[derive(serde::Serialize)]
+struct RunDoc<'a> {
+    #[serde(rename = "@timestamp")]
+    timestamp: i64,
+    record: &'static str,
+    run_id: &'a str,
+    flow: &'a str,
+    flow_version: &'a str,
+    trigger: &'a str,
+    canary: bool,
+    status: crate::vocab::RunStatus,
+    success: bool,
+    #[serde(rename = "final")]
+    is_final: bool,
+    ended_at: Option<i64>,
+    duration_ms: Option<i64>,
+    failed_node: Option<&'a str>,
+    error_kind: Option<&'a str>,
+    error_message: Option<&'a str>,
+    severity: Option<&'a str>,
+}
+
+impl<'a> RunDoc<'a> {
+    fn new(r: &'a RunRecord) -> Self {
+        RunDoc {
+            timestamp: r.started_at,
+            record: "run",
+            run_id: &r.id,
+            flow: &r.flow,
+            flow_version: &r.flow_hash,
+            trigger: &r.trigger,
+            canary: r.canary,
+            status: r.status,
+            success: r.status.is_success(),
+            is_final: r.status.is_final(),
+            ended_at: r.ended_at,
+            duration_ms: r.duration_ms,
+            failed_node: r.failed_node.as_deref(),
+            error_kind: r.error_kind.as_deref(),
+            error_message: r.error_message.as_deref(),
+            severity: r.severity.as_deref(),
+        }
+    }
+}
+
+/// The `_bulk` action line of a document.
+#[derive(serde::Serialize)]
+enum Action<'a> {
+    #[serde(rename = "create")]
+    Create { _index: &'a str, _id: &'a str },
+    #[serde(rename = "index")]
+    Index { _index: &'a str, _id: &'a str },
+}
+
 pub fn attempt_doc(a: &AttemptRecord) -> Value {
-    json!({
-        "@timestamp": a.started_at,
-        "record": "attempt",
-        "run_id": a.run_id,
-        "seq": a.seq,
-        "flow": a.flow,
-        "node": a.node_id,
-        "node_kind": a.kind,
-        "attempt": a.attempt,
-        "iteration": a.iteration,
-        "status": a.status,
-        "success": matches!(a.status.as_str(), "succeeded" | "defaulted" | "skipped"),
-        "ended_at": a.ended_at,
-        "duration_ms": a.duration_ms,
-        "input_bytes": a.input_bytes,
-        "output_bytes": a.output_bytes,
-        "retried": a.retried,
-        "action": a.action,
-        "error_kind": a.error_kind,
-        "error_message": a.error_message,
-        "model": a.model,
-        "tokens_in": a.tokens_in,
-        "tokens_out": a.tokens_out,
-        "http_status": a.http_status,
-    })
+    serde_json::to_value(AttemptDoc::new(a)).unwrap_or(Value::Null)
 }
 
 pub fn run_doc(r: &RunRecord) -> Value {
-    json!({
-        "@timestamp": r.started_at,
-        "record": "run",
-        "run_id": r.id,
-        "flow": r.flow,
-        "flow_version": r.flow_hash,
-        "trigger": r.trigger,
-        "canary": r.canary,
-        "status": r.status,
-        "success": r.status.is_success(),
-        "final": r.status.is_final(),
-        "ended_at": r.ended_at,
-        "duration_ms": r.duration_ms,
-        "failed_node": r.failed_node,
-        "error_kind": r.error_kind,
-        "error_message": r.error_message,
-        "severity": r.severity,
-    })
+    serde_json::to_value(RunDoc::new(r)).unwrap_or(Value::Null)
 }
 
 /// The composable index template for `pattern`, with explicit mappings of `fields`.
@@ -173,16 +246,35 @@ impl Elasticsearch {
         }
     }
 
-    /// The `_bulk` body of a batch.
-    pub fn body(&self, batch: &Batch) -> String {
-        let mut out = String::with_capacity(batch.len() * 512);
+    /// The `_bulk` body of a batch, written straight from the records (no JSON tree per record).
+    pub fn body(&self, batch: &Batch) -> Vec<u8> {
+        let mut out = Vec::with_capacity(batch.len() * 600);
+        let mut id = String::new();
+        let mut index = String::new();
+        // Serialising plain structs of strings and numbers into a Vec cannot fail.
         for a in &batch.attempts {
-            let meta = json!({"create": {"_index": self.attempt_index(a), "_id": attempt_id(a)}});
-            let _ = writeln!(out, "{meta}\n{}", attempt_doc(a));
+            id.clear();
+            let _ = write!(id, "{}:{}", a.run_id, a.seq);
+            let index = if self.cfg.dated {
+                index.clear();
+                let _ = write!(index, "{}-", self.cfg.index);
+                if let Ok(t) = jiff::Timestamp::from_millisecond(a.started_at) {
+                    let _ = write!(index, "{}", t.strftime("%Y.%m.%d"));
+                }
+                index.as_str()
+            } else {
+                self.cfg.index.as_str()
+            };
+            let _ = serde_json::to_writer(&mut out, &Action::Create { _index: index, _id: &id });
+            out.push(b'\n');
+            let _ = serde_json::to_writer(&mut out, &AttemptDoc::new(a));
+            out.push(b'\n');
         }
         for r in &batch.runs {
-            let meta = json!({"index": {"_index": self.cfg.runs_index, "_id": r.id}});
-            let _ = writeln!(out, "{meta}\n{}", run_doc(r));
+            let _ = serde_json::to_writer(&mut out, &Action::Index { _index: &self.cfg.runs_index, _id: &r.id });
+            out.push(b'\n');
+            let _ = serde_json::to_writer(&mut out, &RunDoc::new(r));
+            out.push(b'\n');
         }
         out
     }

@@ -35,6 +35,20 @@ use tokio::sync::watch;
 pub struct Batch {
     pub attempts: Vec<AttemptRecord>,
     pub runs: Vec<RunRecord>,
+    /// The part of the log it covers: node attempt ids in `(after, to]`, run end seqs in
+    /// `(runs_after, runs_to]`. A delivery sent again covers the same extent, so a sink may derive
+    /// an idempotency token from it (see [`Sink::exact_retry`]).
+    pub extent: Extent,
+}
+
+/// A part of the log: node attempt ids in `(attempts_after, attempts_to]`, run end seqs in
+/// `(runs_after, runs_to]`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub attempts_after: i64,
+    pub attempts_to: i64,
+    pub runs_after: i64,
+    pub runs_to: i64,
 }
 
 impl Batch {
@@ -85,6 +99,13 @@ pub trait Sink: Send + Sync {
     /// The sink's name: its key under `exporters:`, in metrics, status and alerts.
     fn name(&self) -> &'static str;
     fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Delivered, SinkError>>;
+    /// True when the target makes a retry idempotent only if it carries exactly the same records
+    /// (Bitable's `client_token`), rather than by each record's id. The exporter then records a
+    /// delivery's extent in the cursor row before sending it, and whoever holds the sink next (this
+    /// process, a restarted one, another `serve`) sends exactly that extent again first.
+    fn exact_retry(&self) -> bool {
+        false
+    }
 }
 
 /// The configured sinks: one line per sink type.
@@ -171,10 +192,14 @@ pub struct Exporter {
     /// The failing episode already alerted.
     alerted: bool,
     epoch: Option<i64>,
-    /// After a failed delivery, the number of (attempts, runs) it carried: the next try sends
-    /// exactly those records again, so a target's idempotency token (Bitable's `client_token`)
-    /// matches.
-    retry_len: Option<(usize, usize)>,
+}
+
+/// The flow of the alert a failing sink raises (flowguard's own alerts).
+pub const ALERT_FLOW: &str = "flowguard";
+
+/// The node of the alert sink `name` raises while failing.
+pub fn alert_node(name: &str) -> String {
+    format!("exporter:{name}")
 }
 
 fn wall_ms() -> i64 {
@@ -184,18 +209,7 @@ fn wall_ms() -> i64 {
 impl Exporter {
     pub fn new(store: Store, sink: Arc<dyn Sink>, settings: Settings) -> Exporter {
         let owner = format!("{}:{:08x}", crate::store::leases::owner(), fastrand::u32(..));
-        Exporter {
-            store,
-            sink,
-            settings,
-            owner,
-            gaps: HashMap::new(),
-            failures: 0,
-            alerter: None,
-            alerted: false,
-            epoch: None,
-            retry_len: None,
-        }
+        Exporter { store, sink, settings, owner, gaps: HashMap::new(), failures: 0, alerter: None, alerted: false, epoch: None }
     }
 
     /// Raises an alert through these routes when the sink keeps failing.
@@ -219,36 +233,62 @@ impl Exporter {
         if self.epoch != Some(cur.epoch) {
             // Newly held (or held again): holes seen under another holder are judged afresh.
             self.gaps.clear();
-            self.retry_len = None;
             self.epoch = Some(cur.epoch);
         }
         let n = self.settings.batch_size;
-        let attempts = self.store.attempts_after(cur.attempt_id, n).await?;
-        let runs = self.store.run_ends_after(cur.run_end_seq, n).await?;
-        let (mut attempts, mut runs) = (attempts, runs);
-        if let Some((a, r)) = self.retry_len {
-            attempts.truncate(a);
-            runs.truncate(r);
-        }
-        let (attempts, attempt_to) = self.unbroken(0, cur.attempt_id, attempts);
-        let (runs, run_to) = self.unbroken(1, cur.run_end_seq, runs);
-        let lens = (attempts.len(), runs.len());
-        let mut batch = Batch { attempts, runs: runs.into_iter().flatten().collect() };
+        let (attempts, attempt_to, runs, run_to) = match cur.inflight {
+            // A delivery recorded before it was sent, whose answer never came: exactly that
+            // extent again (holes in it were passed over when it was first read).
+            Some((a_to, r_to)) => {
+                let span = |from: i64, to: i64| (to - from).clamp(1, 100_000);
+                let mut attempts = self.store.attempts_after(cur.attempt_id, span(cur.attempt_id, a_to)).await?;
+                attempts.retain(|(id, _)| *id <= a_to);
+                let mut runs = self.store.run_ends_after(cur.run_end_seq, span(cur.run_end_seq, r_to)).await?;
+                runs.retain(|(seq, _)| *seq <= r_to);
+                let attempt_to = if a_to > cur.attempt_id { a_to } else { cur.attempt_id };
+                let run_to = if r_to > cur.run_end_seq { r_to } else { cur.run_end_seq };
+                (attempts.into_iter().map(|(_, a)| a).collect(), attempt_to, runs.into_iter().map(|(_, r)| r).collect::<Vec<_>>(), run_to)
+            }
+            None => {
+                let attempts = self.store.attempts_after(cur.attempt_id, n).await?;
+                let runs = self.store.run_ends_after(cur.run_end_seq, n).await?;
+                let (attempts, attempt_to) = self.unbroken(0, cur.attempt_id, attempts);
+                let (runs, run_to) = self.unbroken(1, cur.run_end_seq, runs);
+                (attempts, attempt_to, runs, run_to)
+            }
+        };
+        let extent = Extent { attempts_after: cur.attempt_id, attempts_to: attempt_to, runs_after: cur.run_end_seq, runs_to: run_to };
+        let mut batch = Batch { attempts, runs: runs.into_iter().flatten().collect(), extent };
         // One document per run in a batch: its latest state.
         dedup_runs(&mut batch.runs);
         let progress = |sent, rejected| ExportProgress { attempt_id: attempt_to, run_end_seq: run_to, sent, rejected };
         if batch.is_empty() {
             let moved = attempt_to != cur.attempt_id || run_to != cur.run_end_seq;
+            if !moved && cur.inflight.is_none() {
+                // Caught up: nothing to write (the claim renews the lease when due).
+                return Ok(Step::Idle);
+            }
             return Ok(if self.store.export_advance(name, cur.epoch, &progress(0, 0), wall_ms(), lease).await? {
                 if moved { Step::Sent { sent: 0, rejected: 0 } } else { Step::Idle }
             } else {
                 Step::Lost
             });
         }
+        if self.sink.exact_retry()
+            && cur.inflight.is_none()
+            && !self.store.export_pin(name, cur.epoch, attempt_to, run_to, wall_ms(), lease).await?
+        {
+            return Ok(Step::Lost);
+        }
         match self.sink.send(&batch).await {
             Ok(d) => {
                 let total = batch.len();
                 let rejected = d.rejected.min(total);
+                if cur.failing_since.is_some() {
+                    // Failing until now (as the database says, whichever process failed): its
+                    // alert, if one was raised, is resolved before the cursor forgets it failed.
+                    self.resolve().await;
+                }
                 let ok = self
                     .store
                     .export_advance(name, cur.epoch, &progress((total - rejected) as i64, rejected as i64), wall_ms(), lease)
@@ -261,12 +301,10 @@ impl Exporter {
                 }
                 self.failures = 0;
                 self.alerted = false;
-                self.retry_len = None;
                 Ok(Step::Sent { sent: total - rejected, rejected })
             }
             Err(e) => {
                 self.failures += 1;
-                self.retry_len = Some(lens);
                 let now = wall_ms();
                 let message = self.redact(&e.message);
                 tracing::warn!(sink = name, kind = %e.kind, error = %message, records = batch.len(), "exporter delivery failed; the records stay in the log and are tried again");
@@ -321,8 +359,8 @@ impl Exporter {
         let name = self.sink.name();
         let severity = if e.kind == ErrorKind::AuthExpired { Severity::High } else { Severity::Medium };
         let input = crate::alert::AlertInput {
-            flow: "flowguard".into(),
-            node: format!("exporter:{name}"),
+            flow: ALERT_FLOW.into(),
+            node: alert_node(name),
             error_kind: e.kind.as_str().into(),
             severity,
             status: "exporter_failing".into(),
@@ -338,6 +376,18 @@ impl Exporter {
         };
         if let Err(err) = alerter.raise(input).await {
             tracing::error!(sink = name, error = %self.redact(&format!("{err:#}")), "could not raise the exporter alert");
+        }
+    }
+
+    /// Resolves the sink's failing alert (flow `flowguard`, node `exporter:NAME`, any error kind)
+    /// through the alerter's resolved-message path; the flow's other alerts stay open.
+    async fn resolve(&self) {
+        let Some(alerter) = &self.alerter else { return };
+        let name = self.sink.name();
+        match alerter.resolve_node(ALERT_FLOW, &alert_node(name)).await {
+            Ok(0) => {}
+            Ok(_) => tracing::info!(sink = name, "the exporter delivers again; its alert is resolved"),
+            Err(err) => tracing::error!(sink = name, error = %self.redact(&format!("{err:#}")), "could not resolve the exporter alert"),
         }
     }
 

@@ -393,6 +393,12 @@ impl Store {
         Ok(self.pool().fetch(&sql, &[flow.into()], ALERT_TYS).await?.into_iter().map(alert_from).collect())
     }
 
+    /// The firing alerts of one node of a flow (any error kind).
+    pub async fn firing_alerts_of_node(&self, flow: &str, node: &str) -> anyhow::Result<Vec<AlertRecord>> {
+        let sql = format!("SELECT {ALERT_COLS} FROM alerts WHERE flow = ? AND node = ? AND status = 'firing'");
+        Ok(self.pool().fetch(&sql, &[flow.into(), node.into()], ALERT_TYS).await?.into_iter().map(alert_from).collect())
+    }
+
     /// Alerts of any severity that were notified, are still firing, not acknowledged and not yet
     /// escalated (the routes decide which of them escalate, and when).
     pub async fn escalation_candidates(&self) -> anyhow::Result<Vec<AlertRecord>> {
@@ -754,6 +760,13 @@ impl Tx {
     pub async fn firing_alerts_of_flow(&mut self, flow: &str) -> anyhow::Result<Vec<AlertRecord>> {
         let sql = format!("SELECT {ALERT_COLS} FROM alerts WHERE flow = ? AND status = 'firing' ORDER BY id{}", self.for_update());
         Ok(self.fetch(&sql, &[flow.into()], ALERT_TYS).await?.into_iter().map(alert_from).collect())
+    }
+
+    /// The firing alerts of one node of a flow, locked until the transaction ends.
+    pub async fn firing_alerts_of_node(&mut self, flow: &str, node: &str) -> anyhow::Result<Vec<AlertRecord>> {
+        let sql =
+            format!("SELECT {ALERT_COLS} FROM alerts WHERE flow = ? AND node = ? AND status = 'firing' ORDER BY id{}", self.for_update());
+        Ok(self.fetch(&sql, &[flow.into(), node.into()], ALERT_TYS).await?.into_iter().map(alert_from).collect())
     }
 
     /// Groups an alert belongs to.

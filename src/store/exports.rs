@@ -26,11 +26,14 @@ pub struct ExportCursor {
     /// Since when every try has failed (None while delivering).
     pub failing_since: Option<i64>,
     pub updated_at: i64,
+    /// The delivery under way or failed, for sinks that must send it again exactly (see
+    /// [`Store::export_pin`]): the last node attempt id and run end seq it covers.
+    pub inflight: Option<(i64, i64)>,
 }
 
-const CURSOR_COLS: &str =
-    "sink, attempt_id, run_end_seq, owner, lease_until, epoch, sent, failed, rejected, last_error, failing_since, updated_at";
-const CURSOR_TYS: &[Ty] = &[Ty::Str, Ty::I64, Ty::I64, Ty::Str, Ty::I64, Ty::I64, Ty::I64, Ty::I64, Ty::I64, Ty::Str, Ty::I64, Ty::I64];
+const CURSOR_COLS: &str = "sink, attempt_id, run_end_seq, owner, lease_until, epoch, sent, failed, rejected, last_error, failing_since, updated_at, inflight_attempt_to, inflight_run_to";
+const CURSOR_TYS: &[Ty] =
+    &[Ty::Str, Ty::I64, Ty::I64, Ty::Str, Ty::I64, Ty::I64, Ty::I64, Ty::I64, Ty::I64, Ty::Str, Ty::I64, Ty::I64, Ty::I64, Ty::I64];
 
 fn cursor_from(r: Vec<db::Val>) -> ExportCursor {
     ExportCursor {
@@ -46,6 +49,7 @@ fn cursor_from(r: Vec<db::Val>) -> ExportCursor {
         last_error: r[9].str(),
         failing_since: r[10].i64(),
         updated_at: r[11].i64().unwrap_or(0),
+        inflight: r[12].i64().zip(r[13].i64()),
     }
 }
 
@@ -66,29 +70,76 @@ impl Store {
 
     /// Takes the lease of `sink` for `owner` when it is free, expired or already this owner's;
     /// the epoch grows with each new holder. Returns the cursor as held, or None while another
-    /// process holds it.
+    /// process holds it. A holder with more than half of its lease left is answered from one read
+    /// (no write: the exporter steps every few hundred milliseconds beside the runs' own writes);
+    /// with less left, the lease is renewed, fenced by the epoch.
     pub async fn export_claim(&self, sink: &str, owner: &str, now_ms: i64, lease_ms: i64) -> anyhow::Result<Option<ExportCursor>> {
-        let insert = format!("INSERT INTO exporter_cursors (sink, updated_at) VALUES (?, ?){}", self.on_conflict_skip("sink"));
-        self.pool.exec(&insert, &[sink.into(), now_ms.into()]).await?;
-        let n = self
-            .pool
-            .exec(
-                "UPDATE exporter_cursors SET owner = ?, lease_until = ?, epoch = epoch + 1 WHERE sink = ? AND (lease_until IS NULL OR lease_until < ?)",
-                &[owner.into(), (now_ms + lease_ms).into(), sink.into(), now_ms.into()],
+        let c = match self.export_cursor(sink).await? {
+            Some(c) => c,
+            None => {
+                let insert = format!("INSERT INTO exporter_cursors (sink, updated_at) VALUES (?, ?){}", self.on_conflict_skip("sink"));
+                self.pool.exec(&insert, &[sink.into(), now_ms.into()]).await?;
+                let Some(c) = self.export_cursor(sink).await? else { return Ok(None) };
+                c
+            }
+        };
+        let until = c.lease_until.unwrap_or(0);
+        let mine = c.owner.as_deref() == Some(owner);
+        if mine && until >= now_ms + lease_ms / 2 {
+            return Ok(Some(c));
+        }
+        let (sql, args): (&str, Vec<db::Arg>) = if mine && until >= now_ms {
+            (
+                "UPDATE exporter_cursors SET lease_until = ? WHERE sink = ? AND epoch = ? AND owner = ?",
+                vec![(now_ms + lease_ms).into(), sink.into(), c.epoch.into(), owner.into()],
             )
-            .await?;
-        let Some(c) = self.export_cursor(sink).await? else { return Ok(None) };
-        if n == 1 || (c.owner.as_deref() == Some(owner) && c.lease_until.unwrap_or(0) >= now_ms) { Ok(Some(c)) } else { Ok(None) }
+        } else if c.lease_until.is_none_or(|u| u < now_ms) {
+            (
+                "UPDATE exporter_cursors SET owner = ?, lease_until = ?, epoch = epoch + 1 WHERE sink = ? AND epoch = ? AND (lease_until IS NULL OR lease_until < ?)",
+                vec![owner.into(), (now_ms + lease_ms).into(), sink.into(), c.epoch.into(), now_ms.into()],
+            )
+        } else {
+            return Ok(None);
+        };
+        if self.pool.exec(sql, &args).await? != 1 {
+            return Ok(None);
+        }
+        let renewed = mine && until >= now_ms;
+        Ok(Some(ExportCursor {
+            owner: Some(owner.to_owned()),
+            lease_until: Some(now_ms + lease_ms),
+            epoch: if renewed { c.epoch } else { c.epoch + 1 },
+            ..c
+        }))
+    }
+
+    /// Records the extent of the delivery about to be made (the last node attempt id and run end
+    /// seq it covers), fenced by `epoch`, renewing the lease: false when the sink was taken over.
+    /// Whoever holds the sink next sends exactly this extent first; [`Store::export_advance`]
+    /// clears it.
+    pub async fn export_pin(
+        &self,
+        sink: &str,
+        epoch: i64,
+        attempt_to: i64,
+        run_to: i64,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> anyhow::Result<bool> {
+        let sql = "UPDATE exporter_cursors SET inflight_attempt_to = ?, inflight_run_to = ?, lease_until = ?, updated_at = ? WHERE sink = ? AND epoch = ?";
+        let args = [attempt_to.into(), run_to.into(), (now_ms + lease_ms).into(), now_ms.into(), sink.into(), epoch.into()];
+        Ok(self.pool.exec(sql, &args).await? == 1)
     }
 
     /// Moves the cursor and renews the lease, fenced by `epoch`: false when another process took
-    /// the sink over (nothing is written then). A delivery clears the failing state.
+    /// the sink over (nothing is written then). A delivery clears the failing state and the
+    /// recorded extent.
     pub async fn export_advance(&self, sink: &str, epoch: i64, p: &ExportProgress, now_ms: i64, lease_ms: i64) -> anyhow::Result<bool> {
         let delivered = p.sent > 0 || p.rejected > 0;
         let sql = if delivered {
-            "UPDATE exporter_cursors SET attempt_id = ?, run_end_seq = ?, sent = sent + ?, rejected = rejected + ?, lease_until = ?, updated_at = ?, failing_since = NULL, last_error = NULL WHERE sink = ? AND epoch = ?"
+            "UPDATE exporter_cursors SET attempt_id = ?, run_end_seq = ?, sent = sent + ?, rejected = rejected + ?, lease_until = ?, updated_at = ?, failing_since = NULL, last_error = NULL, inflight_attempt_to = NULL, inflight_run_to = NULL WHERE sink = ? AND epoch = ?"
         } else {
-            "UPDATE exporter_cursors SET attempt_id = ?, run_end_seq = ?, sent = sent + ?, rejected = rejected + ?, lease_until = ?, updated_at = ? WHERE sink = ? AND epoch = ?"
+            "UPDATE exporter_cursors SET attempt_id = ?, run_end_seq = ?, sent = sent + ?, rejected = rejected + ?, lease_until = ?, updated_at = ?, inflight_attempt_to = NULL, inflight_run_to = NULL WHERE sink = ? AND epoch = ?"
         };
         let args = [
             p.attempt_id.into(),

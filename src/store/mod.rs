@@ -64,6 +64,7 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
     migration!(14, "v14"),
     migration!(15, "v15"),
     migration!(18, "v18"),
+    migration!(19, "v19"),
 ];
 
 /// Serializes JSON kept as text as the value it holds (text cut at `max_payload_bytes` no longer

@@ -547,6 +547,14 @@ async fn serve_exports_counts_in_metrics_and_health_and_alerts_on_a_sink_that_st
     es.set_down(false);
     wait_for("the backlog delivered", || async { es.docs("flowguard-attempts").len() == 8 && es.docs("flowguard-runs").len() == 4 }).await;
     assert!(es.docs("flowguard-attempts").values().all(|(_, n)| *n == 1));
+    wait_for("the exporter alert resolved", || async {
+        let (_, alerts) = app.get("/api/v1/alerts", READ).await;
+        alerts["alerts"].as_array().is_some_and(|a| {
+            let mine: Vec<&Value> = a.iter().filter(|x| x["node"] == "exporter:elasticsearch").collect();
+            !mine.is_empty() && mine.iter().all(|x| x["status"] == "resolved")
+        })
+    })
+    .await;
     app.shutdown().await;
 }
 
@@ -643,11 +651,22 @@ backends! {
         drain(&mut e).await;
         assert_eq!(fs.inner.tokens_issued.load(std::sync::atomic::Ordering::SeqCst), issued + 1);
 
-        // Rate limited, down, then an answer lost after the write: the retry carries the same
-        // client_token and adds nothing.
+        // Rate limited (the table's 1254290 at HTTP 200, the platform's 99991400 at HTTP 429),
+        // data not ready (1254607), down, then an answer lost after the write: the retry carries
+        // the same client_token and adds nothing.
         fs.limit_next(1);
         want.extend(write_run(&store, "douyin", &["a", "retry"]).await.1);
         assert!(matches!(e.step().await.unwrap(), Step::Failed { .. }));
+        let c = store.export_cursor("bitable").await.unwrap().unwrap();
+        assert!(c.last_error.as_deref().is_some_and(|m| m.contains("1254290") && m.contains("rate limited")), "{c:?}");
+        fs.throttle_next(1);
+        assert!(matches!(e.step().await.unwrap(), Step::Failed { .. }));
+        let c = store.export_cursor("bitable").await.unwrap().unwrap();
+        assert!(c.last_error.as_deref().is_some_and(|m| m.contains("99991400") && m.contains("rate limited")), "{c:?}");
+        fs.not_ready_next(1);
+        assert!(matches!(e.step().await.unwrap(), Step::Failed { .. }));
+        let c = store.export_cursor("bitable").await.unwrap().unwrap();
+        assert!(c.last_error.as_deref().is_some_and(|m| m.contains("1254607") && m.contains("not ready")), "{c:?}");
         fs.set_down(true);
         assert!(matches!(e.step().await.unwrap(), Step::Failed { .. }));
         fs.set_down(false);
@@ -667,5 +686,165 @@ backends! {
         assert!(llm["Run link"]["link"].as_str().unwrap().starts_with("https://flowguard.example.com/runs/"));
         let failed = records.iter().find(|r| r["Status"] == "failed").unwrap();
         assert_eq!(failed["Error kind"], "upstream_5xx");
+    }
+}
+
+fn bitable_exporter(store: &Store, cfg: &flowguard::export::config::BitableConfig, s: Settings) -> Exporter {
+    let sink: Arc<dyn Sink> = Arc::new(flowguard::export::bitable::Bitable::new(cfg).expect("sink"));
+    Exporter::new(store.clone(), sink, s)
+}
+
+/// The Record IDs in the table, each with how many times it is there.
+fn bitable_counts(fs: &crate::support::fake_feishu_open::FakeFeishuOpen) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for r in fs.records() {
+        *out.entry(r["Record ID"].as_str().unwrap_or_default().to_owned()).or_insert(0) += 1;
+    }
+    out
+}
+
+backends! {
+    // Feishu stores a batch and its answer is lost (a 504 after the write; then no answer before
+    // the client's timeout), and the exporter stops (a restart; then a crash, its lease left to
+    // run out) while runs go on. Whoever holds the sink next sends exactly that extent again,
+    // with the same client_token, before anything new: every record is in the table once.
+    async fn bitable_after_a_lost_answer_and_a_restart_sends_the_same_extent_again_and_adds_nothing(db: TestDb) {
+        use crate::support::fake_feishu_open::FakeFeishuOpen;
+        let store = db.open().await;
+        let other = db.open().await;
+        let fs = FakeFeishuOpen::start().await;
+        let cfg = bitable_config(&fs.url);
+        flowguard::export::bitable::setup(&cfg).await.unwrap();
+        let mut want = BTreeSet::new();
+        want.extend(write_run(&store, "douyin", &["topic", "write", "retry"]).await.1);
+
+        fs.lose_next_answer();
+        let mut e = bitable_exporter(&store, &cfg, settings(Duration::ZERO));
+        assert!(matches!(e.step().await.unwrap(), Step::Failed { .. }));
+        assert_eq!(fs.records().len(), want.len(), "Feishu stored the batch whose answer was lost");
+        e.release().await;
+        drop(e);
+        want.extend(write_run(&other, "douyin", &["topic", "write"]).await.1);
+        let mut restarted = bitable_exporter(&other, &cfg, settings(Duration::ZERO));
+        drain(&mut restarted).await;
+        let counts = bitable_counts(&fs);
+        assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), want);
+        assert!(counts.values().all(|n| *n == 1), "a record twice after the restart: {counts:?}");
+        restarted.release().await;
+
+        // No answer at all: the client gives up after its timeout, and the process dies without
+        // giving the sink back; another takes it over once the lease has run out.
+        let quick = flowguard::export::config::BitableConfig { timeout: flowguard::config::HumanDuration::millis(300), ..cfg.clone() };
+        let short = Settings { lease: Duration::from_millis(300), ..settings(Duration::ZERO) };
+        want.extend(write_run(&store, "douyin", &["a", "retry", "b"]).await.1);
+        fs.hang_next_answer();
+        let mut dying = bitable_exporter(&store, &quick, short);
+        assert!(matches!(dying.step().await.unwrap(), Step::Failed { .. }));
+        drop(dying);
+        assert_eq!(fs.records().len(), want.len(), "Feishu stored the batch it never answered");
+        want.extend(write_run(&store, "douyin", &["c", "d"]).await.1);
+        let mut next = bitable_exporter(&other, &quick, short);
+        let mut held = false;
+        for _ in 0..200 {
+            if next.step().await.unwrap() != Step::NotHolder {
+                held = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(held, "the dead holder's lease never ran out");
+        drain(&mut next).await;
+        let counts = bitable_counts(&fs);
+        assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), want);
+        assert!(counts.values().all(|n| *n == 1), "a record twice after the takeover: {counts:?}");
+        let c = other.export_cursor("bitable").await.unwrap().unwrap();
+        assert_eq!(c.inflight, None, "the extent is cleared once delivered");
+    }
+}
+
+backends! {
+    // A sink down past alert_after raises one alert, told through the routes; when it delivers
+    // again — here in another process that took the sink over, with its own alerter — exactly
+    // that alert is resolved and one resolved message goes out; another open alert of flow
+    // `flowguard` (a config reload failure) stays firing.
+    async fn a_failing_sink_alert_resolves_once_when_the_sink_delivers_again_even_in_another_process(db: TestDb) {
+        use crate::support::fake_feishu::{self, FakeFeishu};
+        use flowguard::alert::{AlertInput, Alerter};
+        use flowguard::store::AlertFilter;
+        let fake = FakeFeishu::start().await;
+        let yaml = format!(
+            "channels:\n  ops:\n    type: feishu\n    webhook: \"{}\"\n    secret: ${{FEISHU_SECRET}}\n    keyword: 告警\nalerting:\n  group_wait: 0s\nroutes:\n  - channels: [ops]\n",
+            fake.url
+        );
+        let cfg = flowguard::config::Config::parse(std::path::Path::new("flowguard.yaml"), &yaml, std::path::Path::new("/tmp"), &|k| {
+            (k == "FEISHU_SECRET").then(|| fake_feishu::SECRET.to_owned())
+        })
+        .unwrap_or_else(|d| panic!("{d}"));
+        let clock: flowguard::clock::SharedClock = Arc::new(flowguard::clock::SystemClock);
+        let (store, other) = (db.open().await, db.open().await);
+        let (alerter, other_alerter) =
+            (Alerter::new(&cfg, store.clone(), clock.clone()).unwrap(), Alerter::new(&cfg, other.clone(), clock.clone()).unwrap());
+        let pump = |a: Alerter| async move {
+            for _ in 0..500 {
+                a.step().await.unwrap();
+                if a.store().list_notifications(Some("pending"), 100).await.unwrap().is_empty() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("the outbox did not empty");
+        };
+        alerter
+            .raise(AlertInput {
+                flow: "flowguard".into(),
+                node: "config".into(),
+                error_kind: "internal".into(),
+                severity: flowguard::vocab::Severity::High,
+                status: "config_reload_failed".into(),
+                run_id: None,
+                message: "flowguard.yaml did not parse".into(),
+                attempts: None,
+                labels: Default::default(),
+            })
+            .await
+            .unwrap();
+
+        let es = FakeEs::start().await;
+        es.set_down(true);
+        write_run(&store, "douyin", &["topic", "write"]).await;
+        let alerting = Settings { alert_after: Duration::ZERO, ..settings(Duration::ZERO) };
+        let mut e = es_exporter(&store, &es, alerting).with_alerter(alerter.clone());
+        for _ in 0..3 {
+            assert!(matches!(e.step().await.unwrap(), Step::Failed { .. }));
+        }
+        pump(alerter.clone()).await;
+        let exporter_alerts = |store: Store| async move {
+            let all = store.list_alerts(&AlertFilter { flow: Some("flowguard".into()), ..Default::default() }).await.unwrap();
+            let (mine, others): (Vec<_>, Vec<_>) = all.into_iter().partition(|a| a.node == "exporter:elasticsearch");
+            (mine, others)
+        };
+        let (mine, _) = exporter_alerts(store.clone()).await;
+        assert_eq!(mine.len(), 1, "one alert for the failing sink: {mine:?}");
+        assert_eq!((mine[0].status.as_str(), mine[0].error_kind.as_str()), ("firing", "upstream_5xx"));
+        assert_eq!(fake.messages().len(), 2, "the config alert and the exporter alert were told: {:?}", fake.messages());
+
+        // The process stops; another takes the sink over and the target answers again.
+        e.release().await;
+        drop(e);
+        es.set_down(false);
+        let mut next = es_exporter(&other, &es, alerting).with_alerter(other_alerter.clone());
+        drain(&mut next).await;
+        write_run(&other, "douyin", &["publish"]).await;
+        drain(&mut next).await;
+        pump(other_alerter.clone()).await;
+        let (mine, others) = exporter_alerts(other.clone()).await;
+        assert_eq!(mine.len(), 1);
+        assert_eq!(mine[0].status, "resolved", "{mine:?}");
+        assert_eq!(others.len(), 1);
+        assert_eq!(others[0].status, "firing", "the flow's other alert stays open: {others:?}");
+        let notes = other.list_notifications(None, 100).await.unwrap();
+        assert_eq!(notes.iter().filter(|n| n.purpose == "resolved").count(), 1, "{notes:?}");
+        assert!(notes.iter().all(|n| n.status == "sent"), "{notes:?}");
+        assert_eq!(fake.messages().len(), 3, "one resolved message: {:?}", fake.messages());
     }
 }

@@ -1,11 +1,14 @@
 //! A fake Feishu open platform for Bitable: `tenant_access_token/internal` (app_id + app_secret,
 //! `expire` 7200; tokens can be expired on demand, then calls answer 99991663), the table's
-//! `fields` (list with paging, create), and `records/batch_create` the way Feishu judges it: the
-//! body `code` (HTTP 200 only for 0), at most 1,000 records (1254104), unknown field names
-//! (1254045), values of the wrong type for the field (1254015, dates in ms, URL as
+//! `fields` (list with paging, create), and `records/batch_create` the way Feishu judges it, with
+//! the codes of its Bitable error tables (see `flowguard::export::bitable::judge` for the
+//! sources): the body `code`, at most 500 records a call (1254104), unknown field names
+//! (1254045), values of the wrong type for the field (1254015; dates in ms, URL as
 //! `{link, text}`), `client_token` idempotency (the same token answers the first call's result and
-//! adds nothing), a rate limit answered 1254290 with `x-ogw-ratelimit-reset`, down (503), and an
-//! answer lost after the write (503 once the records are in).
+//! adds nothing), the table's rate limit (HTTP 200, code 1254290), the open platform's rate limit
+//! (HTTP 429, code 99991400, `x-ogw-ratelimit-reset`), data not ready (HTTP 400, 1254607), down
+//! (503), and an answer lost after the write: a 504 once the records are in, or no answer at all
+//! (the client times out).
 
 use axum::Router;
 use axum::body::Bytes;
@@ -33,7 +36,10 @@ pub struct Inner {
     client_tokens: Mutex<HashMap<String, Value>>,
     down: AtomicBool,
     limited: AtomicUsize,
+    throttled: AtomicUsize,
+    not_ready: AtomicUsize,
     lose_answer: AtomicUsize,
+    hang_answer: AtomicUsize,
     pub calls: AtomicUsize,
 }
 
@@ -81,7 +87,7 @@ async fn list_fields(
         );
     }
     if !table_ok(&app, &table) {
-        return code(StatusCode::NOT_FOUND, 1254004, "WrongTableId");
+        return code(StatusCode::OK, 1254004, "WrongTableId");
     }
     let size: usize = q.get("page_size").and_then(|p| p.parse().ok()).unwrap_or(20).min(5);
     let start: usize = q.get("page_token").and_then(|p| p.parse().ok()).unwrap_or(0);
@@ -97,7 +103,7 @@ async fn create_field(State(s): State<Arc<Inner>>, h: HeaderMap, Path((app, tabl
         return code(StatusCode::BAD_REQUEST, 99991663, "Invalid access token for authorization.");
     }
     if !table_ok(&app, &table) {
-        return code(StatusCode::NOT_FOUND, 1254004, "WrongTableId");
+        return code(StatusCode::OK, 1254004, "WrongTableId");
     }
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let (Some(name), Some(ty)) = (v["field_name"].as_str(), v["type"].as_u64()) else {
@@ -148,27 +154,35 @@ async fn batch_create(
         );
     }
     if !table_ok(&app, &table) {
-        return code(StatusCode::NOT_FOUND, 1254004, "WrongTableId");
+        return code(StatusCode::OK, 1254004, "WrongTableId");
+    }
+    if s.throttled.load(Ordering::SeqCst) > 0 {
+        s.throttled.fetch_sub(1, Ordering::SeqCst);
+        let body = axum::Json(json!({"code": 99991400, "msg": "request trigger frequency limit"}));
+        return (StatusCode::TOO_MANY_REQUESTS, [("x-ogw-ratelimit-limit", "50"), ("x-ogw-ratelimit-reset", "0")], body).into_response();
     }
     if s.limited.load(Ordering::SeqCst) > 0 {
         s.limited.fetch_sub(1, Ordering::SeqCst);
-        return (StatusCode::BAD_REQUEST, [("x-ogw-ratelimit-reset", "0")], axum::Json(json!({"code": 1254290, "msg": "TooManyRequest"})))
-            .into_response();
+        return code(StatusCode::OK, 1254290, "TooManyRequest");
+    }
+    if s.not_ready.load(Ordering::SeqCst) > 0 {
+        s.not_ready.fetch_sub(1, Ordering::SeqCst);
+        return code(StatusCode::BAD_REQUEST, 1254607, "Data not ready, please try again later");
     }
     if let Some(answer) = q.get("client_token").and_then(|t| s.client_tokens.lock().unwrap().get(t).cloned()) {
         return axum::Json(answer).into_response();
     }
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let Some(records) = v["records"].as_array() else { return code(StatusCode::BAD_REQUEST, 1254001, "WrongRequestBody") };
-    if records.len() > 1000 {
-        return code(StatusCode::BAD_REQUEST, 1254104, "RecordAddOnceExceedLimit");
+    let Some(records) = v["records"].as_array() else { return code(StatusCode::OK, 1254001, "WrongRequestBody") };
+    if records.len() > 500 {
+        return code(StatusCode::OK, 1254104, "RecordAddOnceExceedLimit");
     }
     let fields = s.fields.lock().unwrap().clone();
     for r in records {
         for (name, value) in r["fields"].as_object().into_iter().flatten() {
-            let Some(ty) = fields.get(name) else { return code(StatusCode::BAD_REQUEST, 1254045, "FieldNameNotFound") };
+            let Some(ty) = fields.get(name) else { return code(StatusCode::OK, 1254045, "FieldNameNotFound") };
             if !value_fits(*ty, value) {
-                return code(StatusCode::BAD_REQUEST, 1254015, "Field types do not match.");
+                return code(StatusCode::OK, 1254015, "FieldTypeValueNotMatch");
             }
         }
     }
@@ -188,6 +202,10 @@ async fn batch_create(
     if s.lose_answer.load(Ordering::SeqCst) > 0 {
         s.lose_answer.fetch_sub(1, Ordering::SeqCst);
         return (StatusCode::GATEWAY_TIMEOUT, "gateway timeout").into_response();
+    }
+    if s.hang_answer.load(Ordering::SeqCst) > 0 {
+        s.hang_answer.fetch_sub(1, Ordering::SeqCst);
+        std::future::pending::<()>().await;
     }
     axum::Json(answer).into_response()
 }
@@ -212,8 +230,21 @@ impl FakeFeishuOpen {
     pub fn limit_next(&self, n: usize) {
         self.inner.limited.store(n, Ordering::SeqCst);
     }
+    /// The next `n` batch_create calls answer the open platform's rate limit (HTTP 429, 99991400).
+    pub fn throttle_next(&self, n: usize) {
+        self.inner.throttled.store(n, Ordering::SeqCst);
+    }
+    /// The next `n` batch_create calls answer 1254607 (data not ready).
+    pub fn not_ready_next(&self, n: usize) {
+        self.inner.not_ready.store(n, Ordering::SeqCst);
+    }
+    /// The next write is stored and answered 504.
     pub fn lose_next_answer(&self) {
         self.inner.lose_answer.store(1, Ordering::SeqCst);
+    }
+    /// The next write is stored and never answered (the client times out).
+    pub fn hang_next_answer(&self) {
+        self.inner.hang_answer.store(1, Ordering::SeqCst);
     }
     /// Every token issued so far stops working (as when it expires).
     pub fn expire_tokens(&self) {
