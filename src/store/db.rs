@@ -382,8 +382,8 @@ fn sqlite_commit(c: &mut rusqlite::Connection, fences: &[Fence], stmts: &[Stmt])
     r
 }
 
-/// Runs one statement (prepared once per connection); returns the rows it changed.
-fn sqlite_exec(c: &rusqlite::Connection, (sql, args): &Stmt) -> Result<u64, sqlx::Error> {
+/// A statement prepared once per connection, with its arguments bound.
+fn sqlite_bound<'c>(c: &'c rusqlite::Connection, (sql, args): &Stmt) -> Result<rusqlite::CachedStatement<'c>, sqlx::Error> {
     let mut st = c.prepare_cached(sql).map_err(sqlite_error)?;
     for (i, a) in args.iter().enumerate() {
         match a {
@@ -392,6 +392,12 @@ fn sqlite_exec(c: &rusqlite::Connection, (sql, args): &Stmt) -> Result<u64, sqlx
         }
         .map_err(sqlite_error)?;
     }
+    Ok(st)
+}
+
+/// Runs one statement (prepared once per connection); returns the rows it changed.
+fn sqlite_exec(c: &rusqlite::Connection, stmt: &Stmt) -> Result<u64, sqlx::Error> {
+    let mut st = sqlite_bound(c, stmt)?;
     // Stepped to the end, so a statement that returns rows runs as well as one that does not.
     let mut rows = st.raw_query();
     while rows.next().map_err(sqlite_error)?.is_some() {}
@@ -400,15 +406,8 @@ fn sqlite_exec(c: &rusqlite::Connection, (sql, args): &Stmt) -> Result<u64, sqlx
 }
 
 /// The `(id, epoch)` rows of [`fence_stmt`].
-fn sqlite_fetch(c: &rusqlite::Connection, (sql, args): &Stmt) -> Result<Vec<Vec<Val>>, sqlx::Error> {
-    let mut st = c.prepare_cached(sql).map_err(sqlite_error)?;
-    for (i, a) in args.iter().enumerate() {
-        match a {
-            Arg::I64(v) => st.raw_bind_parameter(i + 1, v),
-            Arg::Str(v) => st.raw_bind_parameter(i + 1, v.as_deref()),
-        }
-        .map_err(sqlite_error)?;
-    }
+fn sqlite_fetch(c: &rusqlite::Connection, stmt: &Stmt) -> Result<Vec<Vec<Val>>, sqlx::Error> {
+    let mut st = sqlite_bound(c, stmt)?;
     let mut rows = st.raw_query();
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(sqlite_error)? {
