@@ -1,6 +1,10 @@
 //! 1,000 concurrent runs × 3 `llm` calls against a local fake OpenAI-compatible server that answers
 //! after 200 ms: wall time against the ideal (3 × 200 ms = 0.6 s) and peak RSS.
 //!
+//! Also printed: the same 3,000 calls made straight with the registry's HTTP client, no engine
+//! (`bare_ms`): the cost of the fake and of HTTP on this machine, so `engine_ms` over it is
+//! flowguard's own.
+//!
 //! `cargo bench --bench concurrency` (env RUNS, LATENCY_MS to change the shape).
 
 use axum::Router;
@@ -51,6 +55,28 @@ fn main() {
         let clock: SharedClock = Arc::new(SystemClock);
         let engine = Engine::new(store, reg, clock, 65536);
 
+        // The calls alone, on a client of their own (a cold pool, like the engine's).
+        let bare_http = Registry::from_config(&cfg).expect("registry").http;
+        let url = format!("http://{addr}/v1/chat/completions");
+        let start = Instant::now();
+        let calls: Vec<_> = (0..runs)
+            .map(|_| {
+                let (http, url) = (bare_http.clone(), url.clone());
+                tokio::spawn(async move {
+                    for _ in 0..3 {
+                        let body = serde_json::json!({"model": "fake", "messages": [{"role": "user", "content": "write"}]});
+                        let r = http.post(&url).json(&body).send().await.expect("call");
+                        r.bytes().await.expect("body");
+                    }
+                })
+            })
+            .collect();
+        for c in calls {
+            c.await.expect("call task");
+        }
+        let bare = start.elapsed();
+        drop(bare_http);
+
         let start = Instant::now();
         let handles: Vec<_> = (0..runs)
             .map(|_| {
@@ -68,6 +94,15 @@ fn main() {
         let ideal = latency * 3;
         println!("concurrency: runs={runs} llm_calls={} succeeded={ok}", runs * 3);
         println!("concurrency: wall_ms={:.0} ideal_ms={} over_ideal_pct={:.1}", wall.as_secs_f64() * 1000.0, ideal.as_millis(), (wall.as_secs_f64() / ideal.as_secs_f64() - 1.0) * 100.0);
+        println!(
+            "concurrency: bare_ms={:.0} (the same calls without the engine) engine_over_bare_ms={:.0}",
+            bare.as_secs_f64() * 1000.0,
+            (wall.as_secs_f64() - bare.as_secs_f64()) * 1000.0
+        );
         println!("concurrency: peak_rss_mb={:.1} (fake server in the same process)", peak_rss_kb() as f64 / 1024.0);
     });
 }
+
+/// The binary's allocator (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -95,3 +95,7 @@ fn report(backend: &str, mode: &str, concurrency: usize, runs: usize, elapsed: s
         us / floor_us
     );
 }
+
+/// The binary's allocator (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

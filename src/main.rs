@@ -4,6 +4,9 @@ use clap::Parser;
 use flowguard::cli::{Cli, LogFormat, main as cli_main};
 use std::io::IsTerminal;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     if !cli.command.serves() {

@@ -325,6 +325,9 @@ struct Inner {
     drain: Duration,
     dead_letter: Option<String>,
     wake: Notify,
+    /// Notifications this process just committed as due now: the pump sends them first, without
+    /// looking for due work in the outbox (a failure's message leaves at once).
+    fresh: Mutex<Vec<NotificationRecord>>,
     jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     /// Silences in force, re-read at most once a second (another process may add one).
     silences: Mutex<(i64, Vec<SilenceRecord>)>,
@@ -387,6 +390,7 @@ impl Alerter {
                 drain: a.drain.get(),
                 dead_letter: a.dead_letter.clone(),
                 wake: Notify::new(),
+                fresh: Mutex::new(Vec::new()),
                 jobs: Mutex::new(None),
                 silences: Mutex::new((i64::MIN, Vec::new())),
             }),
@@ -578,11 +582,11 @@ impl Alerter {
         let labels_json = serde_json::to_string(&labels)?;
         let routes: Vec<Route> = if silenced { Vec::new() } else { self.matching_routes(&labels).into_iter().cloned().collect() };
         let outcome_of_run = input.run_id.as_deref().filter(|_| input.status != "latency_warning");
-        let raised = transact!(store, tx => {
+        let (raised, fresh) = transact!(store, tx => {
             if let Some(run) = outcome_of_run
                 && tx.outcome_settled(run).await?
             {
-                return Ok(Raised { fingerprint: fp.clone(), superseded: true, ..Default::default() });
+                return Ok((Raised { fingerprint: fp.clone(), superseded: true, ..Default::default() }, Vec::new()));
             }
             let fresh = AlertRecord {
                 id: uuid::Uuid::now_v7().to_string(),
@@ -608,6 +612,7 @@ impl Alerter {
             let mut w = store.alert_tx();
             w.occurrence(&alert.id, input.run_id.as_deref(), now, if silenced { "silenced" } else { "firing" }, Some(&message));
             let mut raised = Raised { alert_id: alert.id.clone(), fingerprint: fp.clone(), silenced, ..Default::default() };
+            let mut fresh = Vec::new();
             // Groups in key order, so two raises lock them in the same order.
             let mut targets: Vec<(&Route, &String, String, String)> = Vec::new();
             for route in &routes {
@@ -650,6 +655,7 @@ impl Alerter {
                     let n = self.new_notification(Some(key.clone()), ch, &msg, self.backup_for(Some(route), ch), now);
                     w.insert_notification(&n);
                     raised.notifications.push(n.id.clone());
+                    fresh.push(n);
                     for m in &members {
                         if m.notified_at.is_none() {
                             w.mark_notified(&m.id, now);
@@ -665,10 +671,10 @@ impl Alerter {
                 w.update_group(&g);
             }
             tx.run(w).await?;
-            Ok(raised)
+            Ok((raised, fresh))
         })?;
-        if !raised.notifications.is_empty() {
-            self.inner.wake.notify_one();
+        if !fresh.is_empty() {
+            self.hand_to_pump(fresh);
         }
         Ok(raised)
     }
@@ -926,12 +932,31 @@ impl Alerter {
     /// the same outbox at once: each notification is claimed before it is sent.
     pub async fn step(&self) -> anyhow::Result<StepReport> {
         let now = self.now();
-        let mut rep = StepReport { flushed: self.flush_groups(now).await?, escalated: self.escalate(now).await?, ..Default::default() };
+        let mut rep = StepReport::default();
+        let fresh = std::mem::take(&mut *self.inner.fresh.lock().expect("fresh"));
+        for n in fresh {
+            self.deliver(n, now, &mut rep).await?;
+        }
+        rep.flushed = self.flush_groups(now).await?;
+        rep.escalated = self.escalate(now).await?;
         let due = self.inner.store.due_notifications(now, 64).await?;
         for n in due {
             self.deliver(n, now, &mut rep).await?;
         }
         Ok(rep)
+    }
+
+    /// Gives notifications just committed as due to the pump, and wakes it. Held in memory only
+    /// as a shortcut: each is in the outbox already, so one dropped here (past the cap, or when
+    /// the process dies) is found there by the next step.
+    fn hand_to_pump(&self, fresh: Vec<NotificationRecord>) {
+        const CAP: usize = 256;
+        let mut held = self.inner.fresh.lock().expect("fresh");
+        held.extend(fresh);
+        let over = held.len().saturating_sub(CAP);
+        held.drain(..over);
+        drop(held);
+        self.inner.wake.notify_one();
     }
 
     fn backoff(&self, attempts: i64) -> i64 {

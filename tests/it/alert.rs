@@ -118,6 +118,31 @@ async fn a_wrong_secret_is_judged_by_the_body_code_not_the_http_status() {
     assert!(n.last_error.as_deref().unwrap().contains("19021"), "{n:?}");
 }
 
+#[tokio::test]
+async fn a_new_failure_goes_out_ahead_of_a_backlog_in_the_outbox() {
+    let fake = FakeFeishu::start().await;
+    let r = rig(&feishu_yaml(&fake.url, ""), &[("FEISHU_SECRET", fake_feishu::SECRET)]).await;
+    // Another process on the database left 70 messages due (its pump never ran); the channel
+    // takes 5 a second.
+    let other = Alerter::new(&r.cfg, r.store.clone(), Arc::new(r.clock.clone())).unwrap();
+    for i in 0..70 {
+        other.raise(input(&format!("old{i}"), "n", "internal", Severity::High)).await.unwrap();
+    }
+    let raised = r.alerter.raise(input("douyin_script", "publish", "auth_expired", Severity::High)).await.unwrap();
+    let rep = r.alerter.step().await.unwrap();
+    assert_eq!(rep.sent, 5, "the rate limit holds: {rep:?}");
+    let sent: Vec<String> = r.store.list_notifications(Some("sent"), 100).await.unwrap().into_iter().map(|n| n.id).collect();
+    assert!(sent.contains(&raised.notifications[0]), "this process's new failure went out in the first step");
+    assert!(fake.messages().iter().any(|m| card_text(m).contains("douyin_script")));
+    // Sent once: the outbox's own scan in later steps does not send it again.
+    for _ in 0..3 {
+        r.clock.advance(Duration::from_secs(2));
+        r.alerter.step().await.unwrap();
+    }
+    let ours = fake.messages().iter().filter(|m| card_text(m).contains("douyin_script")).count();
+    assert_eq!(ours, 1);
+}
+
 backends! {
     async fn one_message_per_group_per_interval_listing_each_fingerprint_with_its_count(db: TestDb) {
         let fake = FakeFeishu::start().await;
@@ -345,14 +370,13 @@ async fn dingtalk_signed_in_the_query_and_wecom_judged_by_errcode() {
     let r = rig(&yaml, &[("DING_SECRET", fake_bots::DING_SECRET), ("WECOM_KEY", fake_bots::WECOM_KEY)]).await;
     r.alerter.raise(input("ding", "n", "timeout", Severity::Medium)).await.unwrap();
     r.alerter.raise(input("bad", "n", "timeout", Severity::Medium)).await.unwrap();
+    // The dead one is raised on the dead-letter channel, and that message leaves in the same step.
     let rep = r.alerter.step().await.unwrap();
-    assert_eq!((rep.sent, rep.dead), (1, 1), "{rep:?} {:?}", bots.errors());
+    assert_eq!((rep.sent, rep.dead), (2, 1), "{rep:?} {:?}", bots.errors());
     let d = &bots.ding()[0];
     assert!(d["text"]["content"].as_str().unwrap().contains("告警 [ALERT] Flow failed"), "{d}");
     assert_eq!(d["at"]["atMobiles"][0], "13800000000");
     assert_eq!(bots.errors(), [93000]);
-    // The dead one is raised on the dead-letter channel.
-    assert_eq!(r.alerter.step().await.unwrap().sent, 1);
     let dead = bots.ding()[1]["text"]["content"].as_str().unwrap().to_owned();
     assert!(dead.contains("[FAILOVER]") && dead.contains("wx_bad") && dead.contains("alerts resend"), "{dead}");
     // WeCom's own limit of 20 per minute answers 45009: queued, not lost.
@@ -381,8 +405,9 @@ async fn sms_through_aliyun_and_tencent_with_signatures_the_fakes_verify() {
     let r = rig(&yaml, &[("ALI", fake_sms::ALI_SECRET), ("TC", fake_sms::TC_KEY)]).await;
     r.alerter.raise(input("douyin", "publish", "auth_expired", Severity::High)).await.unwrap();
     r.alerter.raise(input("bad", "publish", "auth_expired", Severity::High)).await.unwrap();
+    // The dead one is raised on another channel, and that message leaves in the same step.
     let rep = r.alerter.step().await.unwrap();
-    assert_eq!((rep.sent, rep.dead), (2, 1), "{rep:?}");
+    assert_eq!((rep.sent, rep.dead), (3, 1), "{rep:?}");
     let ali = sms.aliyun();
     assert_eq!(ali[0]["TemplateParam"], r#"{"flow":"douyin","step":"publish"}"#);
     let tc = sms.tencent();
