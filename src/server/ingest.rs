@@ -234,10 +234,13 @@ async fn merge_waiting(s: Arc<Shared>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One request's checked events (with their index in the request) and its items' results.
+type Part = (Vec<(usize, Event)>, Vec<ItemResult>);
+
 /// Merges checked events into their runs and records them: reads the runs, applies the events
 /// (request after request, each in its order), and writes runs, attempts, event ids and the
 /// rollups of ended runs in one transaction. Runs with ingestion to itself (see [`exclusive`]).
-async fn merge(s: &Arc<Shared>, parts: Vec<(Vec<(usize, Event)>, Vec<ItemResult>)>) -> anyhow::Result<Vec<Merged>> {
+async fn merge(s: &Arc<Shared>, parts: Vec<Part>) -> anyhow::Result<Vec<Merged>> {
     let mut ids: Vec<String> = Vec::new();
     let mut run_ids: HashSet<String> = HashSet::new();
     for (checked, _) in &parts {
@@ -247,8 +250,8 @@ async fn merge(s: &Arc<Shared>, parts: Vec<(Vec<(usize, Event)>, Vec<ItemResult>
     let known = s.store.known_events(&ids).await?;
     let run_ids: Vec<String> = run_ids.into_iter().collect();
     let mut runs: HashMap<String, RunRecord> = s.store.runs_by_ids(&run_ids).await?.into_iter().map(|r| (r.id.clone(), r)).collect();
-    let mut write = IngestWrite::default();
-    write.fresh = run_ids.into_iter().filter(|id| !runs.contains_key(id)).collect();
+    let fresh = run_ids.into_iter().filter(|id| !runs.contains_key(id)).collect();
+    let mut write = IngestWrite { fresh, ..Default::default() };
     let mut dirty: HashSet<String> = HashSet::new();
     let mut seen: HashSet<String> = HashSet::new();
     // Run id → the request whose run.finished ended it last (that request alerts on it).

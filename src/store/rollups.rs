@@ -360,16 +360,16 @@ impl Store {
             // the old bucket, and the attempts already counted move with it.
             let mut d = Deltas::default();
             if let Some(o) = &old {
-                d.run(&flow, canary, o, -1);
+                d.run(flow, canary, o, -1);
             }
             for a in &counted {
                 d.attempt_signed(a, -1);
             }
             out.extend(self.delta_stmts(old_bucket, d, None));
             attempts.extend(counted);
-            out.extend(self.run_delta(run_id, &flow, canary, started, end, status, None, attempts));
+            out.extend(self.run_delta(run_id, flow, canary, started, end, status, None, attempts));
         } else {
-            out.extend(self.run_delta(run_id, &flow, canary, started, end, status, old, attempts));
+            out.extend(self.run_delta(run_id, flow, canary, started, end, status, old, attempts));
         }
         out.push(mark_rolled_up(run_id));
         Ok(out)
