@@ -20,7 +20,8 @@ pub async fn explain_failures(store: &Store, write: &mut IngestWrite) -> anyhow:
         if run.failed_node.is_some() && run.error_kind.is_some() && run.error_message.is_some() {
             continue;
         }
-        let stored = store.attempts(&run.id).await?;
+        // A run new in this write has no attempts stored.
+        let stored = if write.fresh.contains(&run.id) { Vec::new() } else { store.attempts(&run.id).await? };
         let failed = stored
             .iter()
             .chain(write.attempts.iter().filter(|a| a.run_id == run.id))

@@ -17,7 +17,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -55,9 +56,72 @@ enum Body {
     NodeFinished(Box<AttemptRecord>),
 }
 
+/// One item's answer.
+#[derive(Debug, Serialize)]
+struct ItemResult {
+    index: usize,
+    /// The event's id as sent (null when it had none).
+    id: Value,
+    /// `accepted`, `duplicate` or `rejected`.
+    result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn reject(i: usize, id: Value, why: String) -> ItemResult {
+    ItemResult { index: i, id, result: "rejected", warning: None, error: Some(why) }
+}
+
+/// Ingestion to itself (see [`exclusive`]), and the requests waiting to be merged: whoever holds
+/// it merges every request waiting, in order, and commits them in one transaction (a group commit
+/// of requests: concurrent clients share the reads and the commit instead of queueing for them).
+#[derive(Default)]
+pub struct Gate {
+    lock: tokio::sync::Mutex<()>,
+    waiting: std::sync::Mutex<Vec<Job>>,
+}
+
+/// One request's checked events, waiting for a merge.
+struct Job {
+    checked: Vec<(usize, Event)>,
+    results: Vec<ItemResult>,
+    done: tokio::sync::oneshot::Sender<Result<Merged, GroupFailed>>,
+}
+
+/// What a request's merge answers: its items' results, the runs it ended, how many it accepted.
+struct Merged {
+    results: Vec<ItemResult>,
+    ended: Vec<crate::engine::RunOutcome>,
+    accepted: u64,
+}
+
+/// The merge of a group of requests failed: each of them answers the one error (its chain kept,
+/// so that an unreachable database is still told apart).
+#[derive(Debug, Clone)]
+struct GroupFailed(Arc<anyhow::Error>);
+
+impl std::fmt::Display for GroupFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("merging the events failed")
+    }
+}
+
+impl std::error::Error for GroupFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some((*self.0).as_ref())
+    }
+}
+
 pub async fn events(State(s): State<Arc<Shared>>, h: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     s.authorize(h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()), Scope::Ingest)?;
-    let doc: Value = parse_json(&body)?;
+    // The plain parser first (path tracking costs a third of the parse); a body it refuses is
+    // parsed again for the answer, which names where it went wrong.
+    let doc: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => parse_json(&body)?,
+    };
     let items = match doc {
         Value::Object(mut m) if m.contains_key("events") => match m.remove("events") {
             Some(Value::Array(a)) => a,
@@ -76,114 +140,192 @@ pub async fn events(State(s): State<Arc<Shared>>, h: HeaderMap, body: Bytes) -> 
     let max_payload = loaded.config.storage.max_payload_bytes;
     drop(loaded);
 
-    let mut results: Vec<Value> = Vec::with_capacity(items.len());
+    let mut results: Vec<ItemResult> = Vec::with_capacity(items.len());
     let mut checked: Vec<(usize, Event)> = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        match check(item, &redactor, max_payload) {
-            Ok(e) => {
-                let mut r = json!({"index": i, "id": e.id, "result": "accepted"});
-                if let Some(w) = &e.warning {
-                    r["warning"] = w.as_str().into();
-                }
-                results.push(r);
+    for (i, item) in items.into_iter().enumerate() {
+        match check(&item, &redactor, max_payload) {
+            Ok(mut e) => {
+                let warning = e.warning.take();
+                results.push(ItemResult { index: i, id: e.id.as_str().into(), result: "accepted", warning, error: None });
                 checked.push((i, e));
             }
             Err(why) => {
-                results.push(json!({"index": i, "id": item.get("id").cloned().unwrap_or(Value::Null), "result": "rejected", "error": why}))
+                let id = match item {
+                    Value::Object(mut m) => m.remove("id").unwrap_or(Value::Null),
+                    _ => Value::Null,
+                };
+                results.push(reject(i, id, why))
             }
         }
     }
 
-    let (results, ended, accepted) = exclusive(&s, move |s| Box::pin(merge(s, checked, results))).await?;
+    let (done, merged) = tokio::sync::oneshot::channel();
+    s.ingest_lock.waiting().push(Job { checked, results, done });
+    // Spawned at once (no await since the push): the job is merged even if the client hangs up.
+    let gate = s.clone();
+    tokio::spawn(async move {
+        let _here = gate.ingest_lock.lock.lock().await;
+        if gate.ingest_lock.has_waiting() {
+            let inner = gate.clone();
+            // Errors go to the requests merged (merge_waiting).
+            let _ = gate.store.with_db_lock("ingest", async move || merge_waiting(inner).await).await;
+        }
+    });
+    let Merged { results, ended, accepted } =
+        merged.await.map_err(|_| anyhow::anyhow!("ingestion stopped before merging the request"))?.map_err(anyhow::Error::new)?;
     let alerter = s.loaded().alerter.clone();
     for o in &ended {
         s.metrics.run_finished(&o.flow, o.status.as_str(), o.error_kind.map(|k| k.as_str()));
         // An external run's final outcome alerts like a native one's.
         super::external::alert(&alerter, o).await;
     }
-    let count = |r: &str| results.iter().filter(|v| v["result"] == r).count() as u64;
+    let count = |r: &str| results.iter().filter(|v| v.result == r).count() as u64;
     let (duplicates, rejected) = (count("duplicate"), count("rejected"));
     s.metrics.ingested("accepted", accepted);
     s.metrics.ingested("duplicate", duplicates);
     s.metrics.ingested("rejected", rejected);
-    Ok(Json(json!({"accepted": accepted, "duplicates": duplicates, "rejected": rejected, "results": results})).into_response())
+    Ok(Json(Answer { accepted, duplicates, rejected, results }).into_response())
 }
 
-/// Merges checked events into their runs and records them: reads the runs, applies the events,
-/// writes runs, attempts and event ids at once. Runs with ingestion to itself (see [`exclusive`]).
-async fn merge(
-    s: Arc<Shared>,
-    checked: Vec<(usize, Event)>,
-    mut results: Vec<Value>,
-) -> anyhow::Result<(Vec<Value>, Vec<crate::engine::RunOutcome>, u64)> {
-    let ids: Vec<String> = checked.iter().map(|(_, e)| e.id.clone()).collect();
+/// The answer to a request: counts, and each item's result in the order sent.
+#[derive(Serialize)]
+struct Answer {
+    accepted: u64,
+    duplicates: u64,
+    rejected: u64,
+    results: Vec<ItemResult>,
+}
+
+impl Gate {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Vec<Job>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn has_waiting(&self) -> bool {
+        !self.waiting().is_empty()
+    }
+}
+
+/// Takes every request waiting and merges them as one (none: a merge before this one took them).
+async fn merge_waiting(s: Arc<Shared>) -> anyhow::Result<()> {
+    let jobs = std::mem::take(&mut *s.ingest_lock.waiting());
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let mut parts = Vec::with_capacity(jobs.len());
+    let mut dones = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        parts.push((j.checked, j.results));
+        dones.push(j.done);
+    }
+    match merge(&s, parts).await {
+        Ok(merged) => {
+            for (done, m) in dones.into_iter().zip(merged) {
+                let _ = done.send(Ok(m));
+            }
+        }
+        Err(e) => {
+            let e = GroupFailed(Arc::new(e));
+            for done in dones {
+                let _ = done.send(Err(e.clone()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One request's checked events (with their index in the request) and its items' results.
+type Part = (Vec<(usize, Event)>, Vec<ItemResult>);
+
+/// Merges checked events into their runs and records them: reads the runs, applies the events
+/// (request after request, each in its order), and writes runs, attempts, event ids and the
+/// rollups of ended runs in one transaction. Runs with ingestion to itself (see [`exclusive`]).
+async fn merge(s: &Arc<Shared>, parts: Vec<Part>) -> anyhow::Result<Vec<Merged>> {
+    let mut ids: Vec<String> = Vec::new();
+    let mut run_ids: HashSet<String> = HashSet::new();
+    for (checked, _) in &parts {
+        ids.extend(checked.iter().map(|(_, e)| e.id.clone()));
+        run_ids.extend(checked.iter().map(|(_, e)| e.run_id.clone()));
+    }
     let known = s.store.known_events(&ids).await?;
-    let run_ids: Vec<String> = checked.iter().map(|(_, e)| e.run_id.clone()).collect::<HashSet<_>>().into_iter().collect();
+    let run_ids: Vec<String> = run_ids.into_iter().collect();
     let mut runs: HashMap<String, RunRecord> = s.store.runs_by_ids(&run_ids).await?.into_iter().map(|r| (r.id.clone(), r)).collect();
+    let fresh = run_ids.into_iter().filter(|id| !runs.contains_key(id)).collect();
+    let mut write = IngestWrite { fresh, ..Default::default() };
     let mut dirty: HashSet<String> = HashSet::new();
     let mut seen: HashSet<String> = HashSet::new();
-    let mut write = IngestWrite::default();
-    let mut finished: HashSet<String> = HashSet::new();
-    for (i, e) in checked {
-        if known.contains(&e.id) || !seen.insert(e.id.clone()) {
-            results[i]["result"] = "duplicate".into();
-            continue;
-        }
-        if let Some(r) = runs.get(&e.run_id) {
-            if r.flow != e.flow {
-                results[i] = reject(i, &e.id, format!("run `{}` belongs to flow `{}`, not `{}`", e.run_id, r.flow, e.flow));
+    // Run id → the request whose run.finished ended it last (that request alerts on it).
+    let mut finished: HashMap<String, usize> = HashMap::new();
+    let mut out: Vec<Merged> = Vec::with_capacity(parts.len());
+    for (job, (checked, mut results)) in parts.into_iter().enumerate() {
+        let mut accepted = 0;
+        for (i, e) in checked {
+            if known.contains(&e.id) || !seen.insert(e.id.clone()) {
+                results[i].result = "duplicate";
                 continue;
             }
-            if r.trigger != "external" {
-                results[i] = reject(i, &e.id, format!("run `{}` is a flowguard run, not an external one", e.run_id));
-                continue;
-            }
-        }
-        let at = match &e.body {
-            Body::RunStarted { at, .. } | Body::RunFinished { at, .. } | Body::NodeStarted { at } => *at,
-            Body::NodeFinished(a) => a.started_at,
-        };
-        let run = runs.entry(e.run_id.clone()).or_insert_with(|| placeholder(&e, at));
-        match e.body {
-            Body::RunStarted { at, inputs } => {
-                run.started_at = run.started_at.min(at);
-                if inputs.is_some() {
-                    run.inputs = inputs;
+            if let Some(r) = runs.get(&e.run_id) {
+                if r.flow != e.flow {
+                    let why = format!("run `{}` belongs to flow `{}`, not `{}`", e.run_id, r.flow, e.flow);
+                    results[i] = reject(i, e.id.into(), why);
+                    continue;
+                }
+                if r.trigger != "external" {
+                    let why = format!("run `{}` is a flowguard run, not an external one", e.run_id);
+                    results[i] = reject(i, e.id.into(), why);
+                    continue;
                 }
             }
-            Body::NodeStarted { at } => run.started_at = run.started_at.min(at),
-            Body::NodeFinished(a) => {
-                run.started_at = run.started_at.min(a.started_at);
-                s.metrics.attempt(&a);
-                write.attempts.push(*a);
-            }
-            Body::RunFinished { at, started_at, status, error_kind, error, failed_node } => {
-                if let Some(t) = started_at {
-                    run.started_at = run.started_at.min(t);
+            let at = match &e.body {
+                Body::RunStarted { at, .. } | Body::RunFinished { at, .. } | Body::NodeStarted { at } => *at,
+                Body::NodeFinished(a) => a.started_at,
+            };
+            let run = runs.entry(e.run_id.clone()).or_insert_with(|| placeholder(&e, at));
+            match e.body {
+                Body::RunStarted { at, inputs } => {
+                    run.started_at = run.started_at.min(at);
+                    if inputs.is_some() {
+                        run.inputs = inputs;
+                    }
                 }
-                run.status = status;
-                run.ended_at = Some(at);
-                run.duration_ms = Some((at - run.started_at).max(0));
-                run.error_kind = error_kind.map(|k| k.as_str().to_owned());
-                run.severity = error_kind.filter(|_| !status.is_success()).map(|k| k.default_severity().as_str().to_owned());
-                run.error_message = error;
-                run.failed_node = failed_node;
-                finished.insert(e.run_id.clone());
+                Body::NodeStarted { at } => run.started_at = run.started_at.min(at),
+                Body::NodeFinished(a) => {
+                    run.started_at = run.started_at.min(a.started_at);
+                    s.metrics.attempt(&a);
+                    write.attempts.push(*a);
+                }
+                Body::RunFinished { at, started_at, status, error_kind, error, failed_node } => {
+                    if let Some(t) = started_at {
+                        run.started_at = run.started_at.min(t);
+                    }
+                    run.status = status;
+                    run.ended_at = Some(at);
+                    run.duration_ms = Some((at - run.started_at).max(0));
+                    run.error_kind = error_kind.map(|k| k.as_str().to_owned());
+                    run.severity = error_kind.filter(|_| !status.is_success()).map(|k| k.default_severity().as_str().to_owned());
+                    run.error_message = error;
+                    run.failed_node = failed_node;
+                    finished.insert(e.run_id.clone(), job);
+                }
             }
+            if let Some(end) = run.ended_at {
+                run.duration_ms = Some((end - run.started_at).max(0));
+            }
+            accepted += 1;
+            dirty.insert(e.run_id.clone());
+            write.events.push((e.id, e.run_id));
         }
-        if let Some(end) = run.ended_at {
-            run.duration_ms = Some((end - run.started_at).max(0));
-        }
-        dirty.insert(e.run_id.clone());
-        write.events.push((e.id, e.run_id));
+        out.push(Merged { results, ended: Vec::new(), accepted });
     }
     write.runs = dirty.iter().filter_map(|id| runs.remove(id)).collect();
     super::external::explain_failures(&s.store, &mut write).await?;
-    let ended: Vec<_> =
-        write.runs.iter().filter(|r| finished.contains(&r.id) && r.status.is_final()).map(super::external::outcome).collect();
-    let accepted = write.events.len() as u64;
+    for r in write.runs.iter().filter(|r| r.status.is_final()) {
+        if let Some(job) = finished.get(&r.id) {
+            out[*job].ended.push(super::external::outcome(r));
+        }
+    }
     s.store.apply_ingest(write, s.clock.now_ms()).await?;
-    Ok((results, ended, accepted))
+    Ok(out)
 }
 
 /// Runs `f` with ingestion to itself: no other merge in this process nor in any other process on
@@ -195,16 +337,12 @@ pub async fn exclusive<T: Send + 'static>(
 ) -> anyhow::Result<T> {
     let s = s.clone();
     tokio::spawn(async move {
-        let _here = s.ingest_lock.lock().await;
+        let _here = s.ingest_lock.lock.lock().await;
         let inner = s.clone();
         s.store.with_db_lock("ingest", async move || f(inner).await).await
     })
     .await
     .map_err(|e| anyhow::anyhow!("ingestion stopped: {e}"))?
-}
-
-fn reject(i: usize, id: &str, why: String) -> Value {
-    json!({"index": i, "id": id, "result": "rejected", "error": why})
 }
 
 fn placeholder(e: &Event, at: i64) -> RunRecord {

@@ -63,8 +63,9 @@ pub struct Shared {
     loaded: RwLock<Arc<Loaded>>,
     pub metrics: Arc<Metrics>,
     pub runs: Arc<Runs>,
-    /// Ingestion batches are applied one at a time (each reads, merges and writes its runs).
-    pub ingest_lock: tokio::sync::Mutex<()>,
+    /// Ingestion batches are applied one merge at a time (each reads, merges and writes its
+    /// runs); requests waiting meanwhile are merged together.
+    pub ingest_lock: ingest::Gate,
     limiter: Mutex<HashMap<String, (f64, Instant)>>,
     /// Last time the scheduler loop went round (epoch ms); `/readyz` checks it.
     pub scheduler_beat: AtomicI64,

@@ -187,6 +187,18 @@ fn upsert(backend: Backend, table: &str, keys: &[&str], cols: &[&str], rows: Vec
     Some((Cow::Owned(sql), rows.into_iter().flatten().collect()))
 }
 
+/// A `rollup_seen` row (status, duration_ms, failed_node, error_kind, backup, last_seq), if any.
+fn seen_from(r: &[Val]) -> Option<Seen> {
+    r[0].str().map(|status| Seen {
+        status,
+        duration_ms: r[1].i64(),
+        failed_node: r[2].str(),
+        error_kind: r[3].str(),
+        backup: r[4].i64().unwrap_or(0) != 0,
+        last_seq: r[5].i64().unwrap_or(0),
+    })
+}
+
 /// Marks a run's attempts as counted; it runs after them in the same transaction.
 fn mark_rolled_up(run_id: &str) -> db::Stmt {
     (Cow::Borrowed("UPDATE node_attempts SET rolled_up = 1 WHERE run_id = ? AND rolled_up = 0"), vec![run_id.into()])
@@ -244,15 +256,73 @@ impl Store {
             .await?;
         let Some(r) = row.into_iter().next() else { return Ok(Vec::new()) };
         let (flow, canary, started) = (r[0].str().unwrap_or_default(), r[1].i64().unwrap_or(0) != 0, r[2].i64().unwrap_or(0));
-        let old = r[3].str().map(|status| Seen {
-            status,
-            duration_ms: r[4].i64(),
-            failed_node: r[5].str(),
-            error_kind: r[6].str(),
-            backup: r[7].i64().unwrap_or(0) != 0,
-            last_seq: r[8].i64().unwrap_or(0),
-        });
+        let old = seen_from(&r[3..]);
         let old_bucket = r[9].i64().unwrap_or(bucket_of(started));
+        self.moved_stmts(run_id, &flow, canary, started, (old, old_bucket), end, status, last).await
+    }
+
+    /// For ingestion: the statements that count `run` (its new row, ended) in the rollups, to be
+    /// committed with that row and `batch` (its attempts in the same write, not stored yet).
+    /// `fresh`: the run had no row before, so nothing of it is counted or stored and nothing is
+    /// read; otherwise what it added before is read and moved, as [`Store::rollup_stmts`] does.
+    pub(crate) async fn ingest_rollup_stmts(
+        &self,
+        run: &super::RunRecord,
+        fresh: bool,
+        batch: &[&AttemptRecord],
+    ) -> anyhow::Result<Vec<db::Stmt>> {
+        let end = RunEnd {
+            status: Some(run.status),
+            ended_at: run.ended_at.unwrap_or(run.started_at),
+            duration_ms: run.duration_ms.unwrap_or(0),
+            failed_node: run.failed_node.clone(),
+            error_kind: run.error_kind.clone(),
+            error_message: run.error_message.clone(),
+            severity: run.severity.clone(),
+        };
+        if BENCH_WITHOUT_ROLLUPS.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(Vec::new());
+        }
+        // The INSERT keeps the first attempt of a (run, seq): so do the counts.
+        let mut seqs = std::collections::HashSet::new();
+        let last: Vec<AttemptRecord> = batch.iter().filter(|a| seqs.insert(a.seq)).map(|a| (*a).clone()).collect();
+        let bucket = bucket_of(run.started_at);
+        if fresh {
+            let attempts = if run.canary { Vec::new() } else { last };
+            let mut out = self.run_delta(&run.id, &run.flow, run.canary, run.started_at, &end, run.status, None, attempts);
+            out.push(mark_rolled_up(&run.id));
+            return Ok(out);
+        }
+        let rows = self
+            .write_pool
+            .fetch(
+                "SELECT status, duration_ms, failed_node, error_kind, backup, last_seq, bucket_ms FROM rollup_seen WHERE run_id = ?",
+                &[run.id.as_str().into()],
+                &[Ty::Str, Ty::I64, Ty::Str, Ty::Str, Ty::I64, Ty::I64, Ty::I64],
+            )
+            .await?;
+        let (old, old_bucket) = match rows.into_iter().next() {
+            Some(r) => (seen_from(&r), r[6].i64().unwrap_or(bucket)),
+            None => (None, bucket),
+        };
+        self.moved_stmts(&run.id, &run.flow, run.canary, run.started_at, (old, old_bucket), &end, run.status, &last).await
+    }
+
+    /// The statements for a run's new end given what it added before (`old`, in `old_bucket`):
+    /// reads its attempts, counts those not counted yet (and `last`, those not stored), and moves
+    /// what was counted when the run's start moved to another bucket.
+    #[allow(clippy::too_many_arguments)]
+    async fn moved_stmts(
+        &self,
+        run_id: &str,
+        flow: &str,
+        canary: bool,
+        started: i64,
+        (old, old_bucket): (Option<Seen>, i64),
+        end: &RunEnd,
+        status: RunStatus,
+        last: &[AttemptRecord],
+    ) -> anyhow::Result<Vec<db::Stmt>> {
         // Every attempt not counted yet, whatever its place in the run (one that arrived after
         // the run's end, or before an attempt with a higher seq, is counted all the same).
         let mut attempts: Vec<AttemptRecord> = Vec::new();
@@ -290,16 +360,16 @@ impl Store {
             // the old bucket, and the attempts already counted move with it.
             let mut d = Deltas::default();
             if let Some(o) = &old {
-                d.run(&flow, canary, o, -1);
+                d.run(flow, canary, o, -1);
             }
             for a in &counted {
                 d.attempt_signed(a, -1);
             }
             out.extend(self.delta_stmts(old_bucket, d, None));
             attempts.extend(counted);
-            out.extend(self.run_delta(run_id, &flow, canary, started, end, status, None, attempts));
+            out.extend(self.run_delta(run_id, flow, canary, started, end, status, None, attempts));
         } else {
-            out.extend(self.run_delta(run_id, &flow, canary, started, end, status, old, attempts));
+            out.extend(self.run_delta(run_id, flow, canary, started, end, status, old, attempts));
         }
         out.push(mark_rolled_up(run_id));
         Ok(out)

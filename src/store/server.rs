@@ -5,7 +5,7 @@ use super::{AttemptRecord, RUN_COLS, RUN_TYS, RunEnd, RunFilter, RunRecord, Stor
 use crate::store::db::{Arg, Stmt, Ty};
 use crate::vocab::RunStatus;
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// Where a page of runs ends: the (started_at, id) of its last run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,10 @@ pub struct IngestWrite {
     /// Runs written whole (replacing the stored row).
     pub runs: Vec<RunRecord>,
     pub attempts: Vec<AttemptRecord>,
+    /// Ids of `runs` that had no row before this write (as read under the ingestion lock): nothing
+    /// of them is counted in the rollups yet, so their counts are made without reading. A run not
+    /// named here is read back and its counts moved, which is right whatever was stored.
+    pub fresh: HashSet<String>,
 }
 
 fn in_list(n: usize) -> String {
@@ -174,8 +178,10 @@ impl Store {
         Ok(out)
     }
 
-    /// Commits one ingestion batch; returns once it is durable. Rows go in multi-row INSERTs (one
-    /// statement per few hundred rows, not one per event).
+    /// Commits one ingestion batch in one transaction; returns once it is durable. Rows go in
+    /// multi-row INSERTs (one statement per few hundred rows, not one per event); the report
+    /// rollups of the runs that have ended go in the same transaction, so a committed end is never
+    /// missing from them.
     pub async fn apply_ingest(&self, w: IngestWrite, now_ms: i64) -> anyhow::Result<()> {
         let mut stmts: Vec<Stmt> = Vec::new();
         for chunk in w.events.chunks(500) {
@@ -194,45 +200,34 @@ impl Store {
         }
         // Exporters follow run ends; an external run's end arrives with its last event.
         stmts.extend(w.runs.iter().filter(|r| r.status.is_final()).map(|r| Store::run_end_stmt(&r.id, now_ms)));
-        self.write(stmts).await?;
-        // Report rollups for the external runs that have ended, from what is now committed.
-        let mut rollups = Vec::new();
+        // Report rollups of the runs that have ended, after their attempts (which they mark counted).
+        let mut by_run: HashMap<&str, Vec<&AttemptRecord>> = HashMap::new();
+        for a in &w.attempts {
+            by_run.entry(a.run_id.as_str()).or_default().push(a);
+        }
         for r in w.runs.iter().filter(|r| r.status.is_final()) {
-            let end = super::RunEnd {
-                status: Some(r.status),
-                ended_at: r.ended_at.unwrap_or(r.started_at),
-                duration_ms: r.duration_ms.unwrap_or(0),
-                failed_node: r.failed_node.clone(),
-                error_kind: r.error_kind.clone(),
-                error_message: r.error_message.clone(),
-                severity: r.severity.clone(),
-            };
-            rollups.extend(self.rollup_stmts(&r.id, &end, &[], None).await?);
+            let batch = by_run.get(r.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+            stmts.extend(self.ingest_rollup_stmts(r, w.fresh.contains(&r.id), batch).await?);
         }
-        if !rollups.is_empty() {
-            self.write(rollups).await?;
-        }
-        Ok(())
+        self.write(stmts).await
     }
 }
 
-/// Joins single-row `INSERT … VALUES (…)` statements of one shape into one multi-row INSERT.
-/// Folds single-row `INSERT … VALUES (…) [tail]` statements into one multi-row INSERT, keeping the
-/// first statement's tail (e.g. `ON CONFLICT DO NOTHING`).
-fn multi_row(rows: impl Iterator<Item = Stmt>) -> Stmt {
-    let mut head = String::new();
-    let mut tail = String::new();
-    let mut tuples: Vec<String> = Vec::new();
-    let mut args = Vec::new();
-    for (one, a) in rows {
-        let split = one.find(" VALUES ").expect("an INSERT … VALUES statement") + " VALUES ".len();
-        let close = one[split..].find(')').map(|i| split + i + 1).expect("a VALUES tuple");
-        if tuples.is_empty() {
-            head = one[..split].to_owned();
-            tail = one[close..].to_owned();
-        }
-        tuples.push(one[split..close].to_owned());
+/// Folds single-row `INSERT … VALUES (…) [tail]` statements of one shape into one multi-row
+/// INSERT, keeping the first statement's tail (e.g. `ON CONFLICT DO NOTHING`).
+fn multi_row(mut rows: impl Iterator<Item = Stmt>) -> Stmt {
+    let Some((one, mut args)) = rows.next() else { return (Cow::Borrowed(""), Vec::new()) };
+    let split = one.find(" VALUES ").expect("an INSERT … VALUES statement") + " VALUES ".len();
+    let close = one[split..].find(')').map(|i| split + i + 1).expect("a VALUES tuple");
+    let (head, tuple, tail) = (&one[..split], &one[split..close], &one[close..]);
+    let mut sql = String::with_capacity(one.len() + (tuple.len() + 2) * rows.size_hint().0);
+    sql.push_str(head);
+    sql.push_str(tuple);
+    for (_, a) in rows {
+        sql.push_str(", ");
+        sql.push_str(tuple);
         args.extend(a);
     }
-    (Cow::Owned(format!("{head}{}{tail}", tuples.join(", "))), args)
+    sql.push_str(tail);
+    (Cow::Owned(sql), args)
 }

@@ -412,3 +412,81 @@ backends! {
         b.shutdown().await;
     }
 }
+
+/// The app's SQLite database, opened beside it.
+async fn sqlite_of(app: &TestApp) -> flowguard::store::Pool {
+    let url = format!("sqlite://{}", app.project.path().join("flowguard.db").display());
+    flowguard::store::Pool::connect(&url, &Default::default()).await.expect("open the app's database")
+}
+
+async fn sum(db: &flowguard::store::Pool, sql: &str) -> i64 {
+    let rows = db.fetch(sql, &[], &[flowguard::store::Ty::I64]).await.expect(sql);
+    rows.first().and_then(|r| r[0].i64()).unwrap_or(0)
+}
+
+// A batch that ends a run commits its events, the run and the run's report rollups together:
+// when the rollups cannot be written, nothing of the batch is, and the batch sent again counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_runs_rollups_commit_with_its_events_or_nothing_of_the_batch_does() {
+    let app = spawn_app("", &[]).await;
+    let db = sqlite_of(&app).await;
+    db.exec("CREATE TRIGGER no_rollups BEFORE INSERT ON rollup_runs BEGIN SELECT RAISE(ABORT, 'rollups refused'); END", &[])
+        .await
+        .expect("trigger");
+    let batch = json!([
+        {"id": "at-n1", "type": "node.finished", "flow": "coze_demo", "run_id": "at-1", "node": "write_script",
+         "started_at": "2026-11-28T09:00:01+08:00", "duration_ms": 2300, "status": "succeeded"},
+        finished_run("at-1", "succeeded", json!({})),
+    ]);
+    let (code, r) = app.post("/api/v1/events", INGEST, &batch).await;
+    assert!(code >= 500, "the rollups could not be written, yet the batch was acknowledged: {code} {r}");
+    let (code, run) = app.get("/api/v1/runs/at-1", READ).await;
+    assert_eq!(code, 404, "the run was committed without its rollups: {run}");
+    db.exec("DROP TRIGGER no_rollups", &[]).await.expect("drop trigger");
+    let (code, r) = app.post("/api/v1/events", INGEST, &batch).await;
+    assert_eq!((code, r["accepted"].as_u64(), r["duplicates"].as_u64()), (200, Some(2), Some(0)), "{r}");
+    assert_eq!(sum(&db, "SELECT SUM(runs) FROM rollup_runs WHERE flow = 'coze_demo'").await, 1);
+    assert_eq!(sum(&db, "SELECT SUM(attempts) FROM rollup_nodes WHERE flow = 'coze_demo'").await, 1);
+    db.close().await;
+    app.shutdown().await;
+}
+
+// Requests that arrive together are merged together: an event sent in several of them at once is
+// counted once, every other event of each is kept, and the run's rollups add up exactly, the
+// attempts that come after its end included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_sharing_events_count_each_event_once() {
+    let app = spawn_app("", &[]).await;
+    let t0 = jiff::Timestamp::now().as_millisecond() - 60_000;
+    let mut posts = tokio::task::JoinSet::new();
+    for k in 0..12 {
+        let body = json!([
+            {"id": "cc-start", "type": "run.started", "flow": "coze_cc", "run_id": "cc-1", "ts": t0},
+            {"id": format!("cc-n{k}"), "type": "node.finished", "flow": "coze_cc", "run_id": "cc-1", "node": format!("n{k}"),
+             "started_at": t0 + k * 10, "ended_at": t0 + k * 10 + 5, "status": "succeeded"},
+            {"id": "cc-end", "type": "run.finished", "flow": "coze_cc", "run_id": "cc-1", "ts": t0 + 1000, "status": "succeeded"},
+        ]);
+        let (http, url) = (app.http.clone(), format!("{}/api/v1/events", app.base));
+        posts.spawn(async move {
+            let r = http.post(url).bearer_auth(INGEST).json(&body).send().await.expect("POST");
+            assert_eq!(r.status().as_u16(), 200);
+            let v: Value = r.json().await.expect("JSON");
+            (v["accepted"].as_u64().unwrap_or(0), v["duplicates"].as_u64().unwrap_or(0))
+        });
+    }
+    let (mut accepted, mut duplicates) = (0, 0);
+    while let Some(r) = posts.join_next().await {
+        let (a, d) = r.expect("client");
+        accepted += a;
+        duplicates += d;
+    }
+    assert_eq!((accepted, duplicates), (12 + 2, 2 * 11));
+    let (_, run) = app.get("/api/v1/runs/cc-1", READ).await;
+    assert_eq!((run["status"].as_str(), run["attempts"].as_array().map(Vec::len)), (Some("succeeded"), Some(12)), "{run}");
+    let db = sqlite_of(&app).await;
+    assert_eq!(sum(&db, "SELECT SUM(runs) FROM rollup_runs WHERE flow = 'coze_cc'").await, 1);
+    assert_eq!(sum(&db, "SELECT SUM(attempts) FROM rollup_nodes WHERE flow = 'coze_cc'").await, 12);
+    assert_eq!(sum(&db, "SELECT COUNT(*) FROM node_attempts WHERE run_id = 'cc-1' AND rolled_up = 0").await, 0);
+    db.close().await;
+    app.shutdown().await;
+}

@@ -488,7 +488,7 @@ async fn serve_queries_work_on_every_backend() {
         let w = IngestWrite {
             events: (0..5).map(|i| (format!("e{i}"), format!("r{i}"))).collect(),
             runs: (0..5).map(run).collect(),
-            attempts: vec![],
+            ..Default::default()
         };
         store.apply_ingest(w, 1).await.expect("ingest");
         // Written again whole (the ingestion merge), not duplicated.
