@@ -179,7 +179,7 @@ impl Store {
     }
 
     /// Commits one ingestion batch in one transaction; returns once it is durable. Rows go in
-    /// multi-row INSERTs (one statement per few hundred rows, not one per event); the report
+    /// multi-row INSERTs (joined by the writer, not one statement per event); the report
     /// rollups of the runs that have ended go in the same transaction, so a committed end is never
     /// missing from them.
     pub async fn apply_ingest(&self, w: IngestWrite, now_ms: i64) -> anyhow::Result<()> {
@@ -192,12 +192,11 @@ impl Store {
         for chunk in w.runs.chunks(500) {
             let ids: Vec<Arg> = chunk.iter().map(|r| r.id.as_str().into()).collect();
             stmts.push((Cow::Owned(format!("DELETE FROM runs WHERE id IN ({})", in_list(ids.len()))), ids));
-            stmts.push(multi_row(chunk.iter().map(super::run_stmt)));
+            stmts.extend(chunk.iter().map(super::run_stmt));
         }
+        // The writer joins consecutive rows of one shape into multi-row INSERTs (db::merge_inserts).
         let backend = self.backend();
-        for chunk in w.attempts.chunks(500) {
-            stmts.push(multi_row(chunk.iter().map(|a| attempt_stmt(a, backend))));
-        }
+        stmts.extend(w.attempts.iter().map(|a| attempt_stmt(a, backend)));
         // Exporters follow run ends; an external run's end arrives with its last event.
         stmts.extend(w.runs.iter().filter(|r| r.status.is_final()).map(|r| Store::run_end_stmt(&r.id, now_ms)));
         // Report rollups of the runs that have ended, after their attempts (which they mark counted).
@@ -211,23 +210,4 @@ impl Store {
         }
         self.write(stmts).await
     }
-}
-
-/// Folds single-row `INSERT … VALUES (…) [tail]` statements of one shape into one multi-row
-/// INSERT, keeping the first statement's tail (e.g. `ON CONFLICT DO NOTHING`).
-fn multi_row(mut rows: impl Iterator<Item = Stmt>) -> Stmt {
-    let Some((one, mut args)) = rows.next() else { return (Cow::Borrowed(""), Vec::new()) };
-    let split = one.find(" VALUES ").expect("an INSERT … VALUES statement") + " VALUES ".len();
-    let close = one[split..].find(')').map(|i| split + i + 1).expect("a VALUES tuple");
-    let (head, tuple, tail) = (&one[..split], &one[split..close], &one[close..]);
-    let mut sql = String::with_capacity(one.len() + (tuple.len() + 2) * rows.size_hint().0);
-    sql.push_str(head);
-    sql.push_str(tuple);
-    for (_, a) in rows {
-        sql.push_str(", ");
-        sql.push_str(tuple);
-        args.extend(a);
-    }
-    sql.push_str(tail);
-    (Cow::Owned(sql), args)
 }
