@@ -22,12 +22,12 @@ use crate::flow::template::{Scope, to_value};
 use crate::flow::{Flow, NodeSpec, RetryPolicy};
 use crate::model::breaker::Admission;
 use crate::nodes::{Meta, NodeError, Notifier, Output, Registry, RunCx, json_len};
-use crate::store::{AttemptRecord, FlowBlock, ManualTask, RunEnd, RunRecord, Store};
+use crate::store::{AttemptRecord, FlowBlock, ManualTask, Queued, RunEnd, RunRecord, Store};
 use crate::vocab::{AttemptStatus, ErrorKind, RunStatus, Severity};
 use anyhow::{Context, anyhow};
 use policy::Action;
 use serde_json::{Map, Value as Json, json};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -88,11 +88,25 @@ struct Current {
     model: Option<String>,
 }
 
+#[derive(Default)]
 struct RunState {
     seq: i64,
     recovered: bool,
     current: Option<Current>,
     outputs: Map<String, Json>,
+    /// Records handed to the store whose commit nobody has waited for yet (pure nodes'), oldest
+    /// first, with the node each belongs to.
+    pending: VecDeque<(String, Queued)>,
+}
+
+/// Most records of one run that may wait for their commit while the run goes on: past this the
+/// engine waits for the oldest.
+const IN_FLIGHT: usize = 64;
+
+/// A record the store did not commit.
+struct Unrecorded {
+    node: String,
+    error: anyhow::Error,
 }
 
 /// How the node walk ended.
@@ -178,7 +192,7 @@ impl Engine {
                 ..Default::default()
             };
             scope.nodes.extend(r.outputs.iter().map(|(k, v)| (k.clone(), to_value(v))));
-            let state = RunState { seq: r.seq, recovered: false, current: None, outputs: r.outputs };
+            let state = RunState { seq: r.seq, outputs: r.outputs, ..Default::default() };
             return self.drive(&flow, Start { run_id, started_at: r.started_at, scope, state, from: r.next_node }, cancel).await;
         }
         let started = self.clock.now_ms();
@@ -234,7 +248,7 @@ impl Engine {
             run: to_value(&json!({"id": run_id, "flow": flow.name, "trigger": req.trigger})),
             ..Default::default()
         };
-        let state = RunState { seq: 0, recovered: false, current: None, outputs: Map::new() };
+        let state = RunState::default();
         let outcome = self.drive(&flow, Start { run_id, started_at: started, scope, state, from: 0 }, cancel).await?;
         if req.canary && outcome.status.is_success() && flow.unblock_on_canary {
             let now = self.clock.now_ms();
@@ -313,7 +327,7 @@ impl Engine {
             run: to_value(&json!({"id": run_id, "flow": flow.name, "trigger": trigger})),
             ..Default::default()
         };
-        let state = RunState { seq: 0, recovered: false, current: None, outputs: Map::new() };
+        let state = RunState::default();
         let outcome = self.drive(&flow, Start { run_id, started_at: started, scope, state, from: 0 }, cancel).await?;
         if canary && outcome.status.is_success() && flow.unblock_on_canary {
             let now = self.clock.now_ms();
@@ -339,7 +353,7 @@ impl Engine {
             run: to_value(&json!({"id": run_id, "flow": flow.name, "trigger": rec.trigger})),
             ..Default::default()
         };
-        let mut state = RunState { seq: self.store.max_seq(run_id).await?, recovered: true, current: None, outputs: Map::new() };
+        let mut state = RunState { seq: self.store.max_seq(run_id).await?, recovered: true, ..Default::default() };
         for node in &flow.nodes[..idx] {
             if let Some(text) = kept.get(&node.id) {
                 let v: Json = serde_json::from_str(text).unwrap_or(Json::String(text.clone()));
@@ -433,6 +447,15 @@ impl Engine {
         if let Some(w) = watchdog {
             w.abort();
         }
+        // The run's records still on their way are committed before its end is.
+        let stop = match (self.settle(&state).await, stop) {
+            (Err(u), Stop::Walked(Walk::Done { .. })) => {
+                let severity = policy_severity(flow, flow.nodes.iter().find(|n| n.id == u.node), ErrorKind::Internal);
+                let error = NodeError::new(ErrorKind::Internal, format!("{:#}", u.error));
+                Stop::Walked(Walk::Failed { node: u.node, error, severity, block: false })
+            }
+            (_, stop) => stop,
+        };
         // A walk that ended on a refused write ended because the run was taken over.
         let stop = if self.store.lost_signal(&run_id).is_some_and(|l| l.is_set()) { Stop::Lost } else { stop };
 
@@ -631,7 +654,7 @@ impl Engine {
         };
         match action {
             Action::Fallback(value) => {
-                self.write_last(node, write("fallback")).await?;
+                self.write_last(node, state, write("fallback")).await?;
                 let ctx = scope.context();
                 let value =
                     flow.templates.render_json(&value, &ctx).map_err(|m| fail_walk(node, NodeError::new(ErrorKind::Internal, m)))?;
@@ -644,26 +667,26 @@ impl Engine {
                 let mut rec = self.record(flow, run_id, seq, &current, now, Ok(&out), false, "continue", None);
                 rec.status = AttemptStatus::Defaulted;
                 rec.error_kind = Some(error.kind.as_str().to_owned());
-                self.write_attempt(&rec, Some(&self.full(&out.value)))
+                self.write_attempt(&rec, Some(&self.full(&out.value)), state)
                     .await
                     .map_err(|e| fail_walk(node, NodeError::new(ErrorKind::Internal, format!("{e:#}"))))?;
                 state.lock().expect("run state").recovered = true;
                 Ok(Handled::Output(out))
             }
             Action::Goto(target) => {
-                self.write_last(node, write("goto")).await?;
+                self.write_last(node, state, write("goto")).await?;
                 state.lock().expect("run state").recovered = true;
                 Ok(Handled::Goto { target, failure: error })
             }
             Action::Repair { target, max } => {
                 let Some(target) = target.or_else(|| node.reads.first().cloned()) else {
-                    self.write_last(node, write("fail")).await?;
+                    self.write_last(node, state, write("fail")).await?;
                     return Err(Walk::Failed { node: node.id.clone(), error, severity, block: false });
                 };
                 let count = repairs.entry(node.id.clone()).or_insert(0);
                 *count += 1;
                 if *count > max {
-                    self.write_last(node, write("fail")).await?;
+                    self.write_last(node, state, write("fail")).await?;
                     let e = NodeError::new(
                         ErrorKind::LoopLimit,
                         format!("gave up repairing `{target}` after {max} tries; last: {}", error.message),
@@ -671,7 +694,7 @@ impl Engine {
                     let severity = policy_severity(flow, Some(node), ErrorKind::LoopLimit);
                     return Err(Walk::Failed { node: node.id.clone(), error: e, severity, block: false });
                 }
-                self.write_last(node, write("repair")).await?;
+                self.write_last(node, state, write("repair")).await?;
                 state.lock().expect("run state").recovered = true;
                 let violations =
                     error.output.as_ref().and_then(|o| o.get("violations").cloned()).unwrap_or_else(|| json!([{"message": error.message}]));
@@ -679,30 +702,59 @@ impl Engine {
                 Ok(Handled::Repair { target, feedback })
             }
             Action::Manual => {
-                self.write_last(node, write("manual")).await?;
+                self.write_last(node, state, write("manual")).await?;
                 Err(Walk::Parked { node: node.id.clone(), error, severity })
             }
             Action::Block => {
-                self.write_last(node, write("block")).await?;
+                self.write_last(node, state, write("block")).await?;
                 Err(Walk::Failed { node: node.id.clone(), error, severity, block: true })
             }
             Action::Abort | Action::FallbackModel => {
-                self.write_last(node, write("fail")).await?;
+                self.write_last(node, state, write("fail")).await?;
                 Err(Walk::Failed { node: node.id.clone(), error, severity, block: false })
             }
         }
     }
 
     /// Tells the observers about an attempt and records it (with the node's full output to keep,
-    /// if any); returns once it is durable.
-    async fn write_attempt(&self, rec: &AttemptRecord, keep: Option<&str>) -> anyhow::Result<()> {
-        self.emit(Event::AttemptFinished(Box::new(rec.clone())));
-        self.store.record_attempt(rec, keep).await.map_err(|e| anyhow!("could not record the attempt: {e:#}"))
+    /// if any); returns once it is durable, with every record of the run before it.
+    async fn write_attempt(&self, rec: &AttemptRecord, keep: Option<&str>, state: &Mutex<RunState>) -> anyhow::Result<()> {
+        self.queue_attempt(rec, keep, state).await?;
+        self.settle(state).await.map_err(|u| u.error)
     }
 
-    async fn write_last(&self, node: &NodeSpec, rec: Option<AttemptRecord>) -> Result<(), Walk> {
+    /// [`Engine::write_attempt`] without waiting for the commit (a pure node's record), unless
+    /// [`IN_FLIGHT`] records of the run wait already: then for the oldest.
+    async fn queue_attempt(&self, rec: &AttemptRecord, keep: Option<&str>, state: &Mutex<RunState>) -> anyhow::Result<()> {
+        self.emit(Event::AttemptFinished(Box::new(rec.clone())));
+        let queued = self.store.queue_attempt(rec, keep).map_err(|e| anyhow!("could not record the attempt: {e:#}"))?;
+        let oldest = {
+            let mut st = state.lock().expect("run state");
+            st.pending.push_back((rec.node_id.clone(), queued));
+            if st.pending.len() > IN_FLIGHT { st.pending.pop_front() } else { None }
+        };
+        match oldest {
+            Some((_, q)) => q.done(&self.store).await.map_err(|e| anyhow!("could not record the attempt: {e:#}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until every record of the run handed to the store so far is committed; says which
+    /// was not.
+    async fn settle(&self, state: &Mutex<RunState>) -> Result<(), Unrecorded> {
+        let pending = std::mem::take(&mut state.lock().expect("run state").pending);
+        let mut first = None;
+        for (node, q) in pending {
+            if let Err(e) = q.done(&self.store).await {
+                first.get_or_insert(Unrecorded { node, error: anyhow!("could not record the attempt: {e:#}") });
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    async fn write_last(&self, node: &NodeSpec, state: &Mutex<RunState>, rec: Option<AttemptRecord>) -> Result<(), Walk> {
         let Some(rec) = rec else { return Ok(()) };
-        self.write_attempt(&rec, None).await.map_err(|e| fail_walk(node, NodeError::new(ErrorKind::Internal, format!("{e:#}"))))
+        self.write_attempt(&rec, None, state).await.map_err(|e| fail_walk(node, NodeError::new(ErrorKind::Internal, format!("{e:#}"))))
     }
 
     async fn keep_output(&self, run_id: &str, node_id: &str, value: &Json) -> anyhow::Result<()> {
@@ -757,6 +809,11 @@ impl Engine {
         iteration: Option<i64>,
         state: &Mutex<RunState>,
     ) -> Result<Output, NodeFailure> {
+        // Whatever the run recorded so far is committed before a node that reaches outside.
+        let pure = node.node.pure() && !node.side_effect;
+        if !pure {
+            self.settle(state).await.map_err(|u| failure(ErrorKind::Internal, format!("{:#}", u.error)))?;
+        }
         let chain = node.node.model_chain();
         let models: Vec<Option<&str>> = if chain.is_empty() { vec![None] } else { chain.iter().map(|m| Some(m.as_str())).collect() };
         let ctx = scope.context();
@@ -803,7 +860,7 @@ impl Engine {
                     rec.error_message = Some(reason.clone());
                     failures.push(format!("{}: {reason}", label.clone().unwrap_or_default()));
                     if !last {
-                        self.write_attempt(&rec, None).await.map_err(|e| failure(ErrorKind::Internal, format!("{e:#}")))?;
+                        self.write_attempt(&rec, None, state).await.map_err(|e| failure(ErrorKind::Internal, format!("{e:#}")))?;
                         break;
                     }
                     let error =
@@ -867,7 +924,14 @@ impl Engine {
                         rec.input_bytes = rec.input_bytes.max(input_bytes);
                         self.price(&mut rec, *model);
                         let kept = iteration.is_none().then(|| self.full(&out.value));
-                        self.write_attempt(&rec, kept.as_deref()).await.map_err(|e| failure(ErrorKind::Internal, format!("{e:#}")))?;
+                        // A pure node's record commits while the run goes on; any other node's
+                        // before it does (README, "When a record is durable").
+                        let written = if pure {
+                            self.queue_attempt(&rec, kept.as_deref(), state).await
+                        } else {
+                            self.write_attempt(&rec, kept.as_deref(), state).await
+                        };
+                        written.map_err(|e| failure(ErrorKind::Internal, format!("{e:#}")))?;
                         if attempt > 1 || mi > 0 {
                             state.lock().expect("run state").recovered = true;
                         }
@@ -891,7 +955,7 @@ impl Engine {
                         rec.input_bytes = rec.input_bytes.max(input_bytes);
                         self.price(&mut rec, *model);
                         if retry || switch {
-                            self.write_attempt(&rec, None).await.map_err(|e| failure(ErrorKind::Internal, format!("{e:#}")))?;
+                            self.write_attempt(&rec, None, state).await.map_err(|e| failure(ErrorKind::Internal, format!("{e:#}")))?;
                         }
                         if retry {
                             let delay = policy.delay(attempt, fastrand::f64()).max(e.retry_after.unwrap_or_default());
@@ -974,7 +1038,7 @@ impl Engine {
         rec.status = AttemptStatus::Skipped;
         rec.output = None;
         rec.output_bytes = 0;
-        self.write_attempt(&rec, None).await
+        self.write_attempt(&rec, None, state).await
     }
 
     /// Builds the stored record of an attempt: payloads redacted, then truncated.

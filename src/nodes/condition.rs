@@ -47,6 +47,10 @@ pub fn build(raw: Raw<'_>, cx: &mut BuildCx<'_>) -> Result<Arc<dyn NodeKind>, Di
 }
 
 impl NodeKind for Condition {
+    fn pure(&self) -> bool {
+        true
+    }
+
     fn run<'a>(&'a self, cx: &'a RunCx<'a>) -> BoxFuture<'a, Result<Output, NodeError>> {
         Box::pin(async move {
             let result = cx.truthy(&self.cond)?;

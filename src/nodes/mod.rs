@@ -64,6 +64,12 @@ pub trait NodeKind: Send + Sync + std::fmt::Debug {
     fn model_chain(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Whether the kind only computes from the run's data, calling nothing outside the process.
+    /// The engine does not wait for a pure node's record to commit before the run goes on
+    /// (README, "When a record is durable").
+    fn pure(&self) -> bool {
+        false
+    }
     /// The error kinds this kind of node can fail with (for `check --explain`).
     fn failure_kinds(&self, side_effect: bool) -> Vec<ErrorKind> {
         let _ = side_effect;

@@ -245,6 +245,10 @@ impl QualityCheck {
 }
 
 impl NodeKind for QualityCheck {
+    fn pure(&self) -> bool {
+        true
+    }
+
     fn failure_kinds(&self, _side_effect: bool) -> Vec<ErrorKind> {
         vec![ErrorKind::QualityRejected]
     }

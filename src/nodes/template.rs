@@ -46,6 +46,10 @@ pub fn build(raw: Raw<'_>, cx: &mut BuildCx<'_>) -> Result<Arc<dyn NodeKind>, Di
 }
 
 impl NodeKind for Template {
+    fn pure(&self) -> bool {
+        true
+    }
+
     fn run<'a>(&'a self, cx: &'a RunCx<'a>) -> BoxFuture<'a, Result<Output, NodeError>> {
         Box::pin(async move {
             let value = match &self.0 {

@@ -98,6 +98,27 @@ pub fn wall_ms() -> i64 {
 /// Only an expired (or never set) lease may be taken.
 const EXPIRED: &str = "(lease_until IS NULL OR lease_until < ?)";
 
+/// A write of a run handed to the store's writer and not yet known committed.
+pub struct Queued {
+    run_id: String,
+    answer: tokio::sync::oneshot::Receiver<Result<(), super::WriteError>>,
+}
+
+impl Queued {
+    /// Waits for the commit. A write refused by the run's fence marks the lease lost and fails
+    /// with [`LeaseLost`].
+    pub async fn done(self, store: &Store) -> anyhow::Result<()> {
+        let r = super::answered(self.answer.await);
+        if let Err(e) = &r
+            && e.downcast_ref::<super::Stale>().is_some()
+        {
+            store.lease_lost(&self.run_id);
+            return Err(LeaseLost(self.run_id).into());
+        }
+        r
+    }
+}
+
 impl Store {
     pub fn lease_settings(&self) -> LeaseSettings {
         self.lease
@@ -113,18 +134,16 @@ impl Store {
     /// Writes statements of one run, fenced by its lease when this process holds one. A refused
     /// write marks the lease lost and fails with [`LeaseLost`].
     pub(crate) async fn write_run(&self, run_id: &str, stmts: Vec<db::Stmt>) -> anyhow::Result<()> {
+        self.queue_run(run_id, stmts)?.done(self).await
+    }
+
+    /// [`Store::write_run`] without waiting for the commit.
+    pub(crate) fn queue_run(&self, run_id: &str, stmts: Vec<db::Stmt>) -> anyhow::Result<Queued> {
         // Once lost, a run's writes from this process are refused without asking the database.
         if self.lost_signal(run_id).is_some_and(|l| l.is_set()) {
             return Err(LeaseLost(run_id.to_owned()).into());
         }
-        let r = self.write_guarded(stmts, self.fence(run_id)).await;
-        if let Err(e) = &r
-            && e.downcast_ref::<super::Stale>().is_some()
-        {
-            self.lease_lost(run_id);
-            return Err(LeaseLost(run_id.to_owned()).into());
-        }
-        r
+        Ok(Queued { run_id: run_id.to_owned(), answer: self.send_guarded(stmts, self.fence(run_id))? })
     }
 
     /// The statement that gives a run just inserted to this process, epoch 1.

@@ -25,7 +25,7 @@ pub use manual::{FlowBlock, ManualAction, ManualTask};
 pub use server::{Cursor, IngestWrite};
 
 pub use db::{Arg, Backend, Conn, OwnedConn, Pool, PoolSettings, Stmt, Tx, Ty, Val, is_conflict};
-pub use leases::{LeaseLost, LeaseSettings};
+pub use leases::{LeaseLost, LeaseSettings, Queued};
 pub use queue::{Claimed, Holder};
 
 use crate::vocab::{AttemptStatus, RunStatus};
@@ -163,6 +163,15 @@ struct Write {
     stmts: Vec<db::Stmt>,
     guard: Option<db::Fence>,
     ack: oneshot::Sender<Result<(), WriteError>>,
+}
+
+/// The writer's answer to a write: committed, or why not.
+fn answered(r: Result<Result<(), WriteError>, oneshot::error::RecvError>) -> anyhow::Result<()> {
+    match r.map_err(|_| anyhow!("the store's writer has stopped"))? {
+        Ok(()) => Ok(()),
+        Err(WriteError::Stale) => Err(Stale.into()),
+        Err(WriteError::Failed(e)) => Err(anyhow!(e)),
+    }
 }
 
 enum WriteError {
@@ -381,13 +390,14 @@ impl Store {
     /// fence's epoch, nothing of this batch is committed (its neighbours in the group commit are)
     /// and the error is [`Stale`].
     async fn write_guarded(&self, stmts: Vec<db::Stmt>, guard: Option<db::Fence>) -> anyhow::Result<()> {
+        answered(self.send_guarded(stmts, guard)?.await)
+    }
+
+    /// Hands statements to the writer; the receiver gets its answer once they are committed.
+    fn send_guarded(&self, stmts: Vec<db::Stmt>, guard: Option<db::Fence>) -> anyhow::Result<oneshot::Receiver<Result<(), WriteError>>> {
         let (ack, rx) = oneshot::channel();
         self.writes.send(Write { stmts, guard, ack }).map_err(|_| anyhow!("the store's writer has stopped"))?;
-        match rx.await.map_err(|_| anyhow!("the store's writer has stopped"))? {
-            Ok(()) => Ok(()),
-            Err(WriteError::Stale) => Err(Stale.into()),
-            Err(WriteError::Failed(e)) => Err(anyhow!(e)),
-        }
+        Ok(rx)
     }
 
     pub async fn insert_run(&self, r: &RunRecord) -> anyhow::Result<()> {
@@ -442,12 +452,19 @@ impl Store {
     /// Records an attempt and, for a node that produced output, keeps the full output so the run
     /// can be resumed; one transaction.
     pub async fn record_attempt(&self, a: &AttemptRecord, keep_output: Option<&str>) -> anyhow::Result<()> {
+        self.queue_attempt(a, keep_output)?.done(self).await
+    }
+
+    /// [`Store::record_attempt`] without waiting for the commit: the writer has the record, and
+    /// [`Queued::done`] says when it is committed (or refused). Writes are committed in the order
+    /// they are handed over.
+    pub fn queue_attempt(&self, a: &AttemptRecord, keep_output: Option<&str>) -> anyhow::Result<Queued> {
         self.live.attempt(a);
         let mut stmts = vec![attempt_stmt(a, self.backend())];
         if let Some(out) = keep_output {
             stmts.push(manual::output_stmt(self.backend(), &a.run_id, &a.node_id, out));
         }
-        self.write_run(&a.run_id, stmts).await
+        self.queue_run(&a.run_id, stmts)
     }
 
     pub async fn get_run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {

@@ -241,3 +241,76 @@ async fn notify_sends_through_the_engine_that_runs_it_not_a_process_global() {
     assert_eq!(without.status, RunStatus::Failed);
     assert!(without.error_message.unwrap_or_default().contains("alerting is not set up"));
 }
+
+/// README, "When a record is durable": a pure node's record may still be on its way to the
+/// database while the run goes on, but a node that reaches outside starts only once every record
+/// of its run before it is committed, and the run's end only once all of them are. Another
+/// connection holds SQLite's write lock from the first template node on, so those records cannot
+/// commit until it lets go: when the call arrives first, it lets go at once and the test fails.
+#[tokio::test]
+async fn a_node_that_reaches_outside_starts_only_after_the_records_before_it_are_committed() {
+    use axum::routing::post;
+    use std::sync::{Arc, OnceLock, mpsc};
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let (called_tx, called) = mpsc::channel::<()>();
+    let called_tx = Arc::new(std::sync::Mutex::new(called_tx));
+    let store = Arc::new(OnceLock::<flowguard::store::Store>::new());
+    let reader = store.clone();
+    let app = axum::Router::new().route(
+        "/publish",
+        post(move || {
+            let (reader, seen_tx, called_tx) = (reader.clone(), seen_tx.clone(), called_tx.clone());
+            async move {
+                // What another process would find in the database now: committed rows only.
+                let store = reader.get().expect("store");
+                let runs = store.list_runs(&Default::default()).await.expect("runs");
+                let committed = store.attempts(&runs[0].id).await.expect("attempts").len();
+                let _ = called_tx.lock().unwrap().send(());
+                let _ = seen_tx.send(committed);
+                "{\"ok\":true}"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    let mut flow = String::from("name: f\nnodes:\n");
+    for i in 0..8 {
+        flow.push_str(&format!("  - id: t{i}\n    kind: template\n    text: \"step {i}\"\n"));
+    }
+    flow.push_str(&format!("  - id: publish\n    kind: http\n    url: \"{base}/publish\"\n    method: POST\n    body: {{ a: 1 }}\n"));
+    flow.push_str("  - id: after\n    kind: template\n    text: done\n");
+    let h = harness("timezone: UTC\n", &flow).await;
+    assert!(store.set(h.engine.store.clone()).is_ok(), "set once");
+    let url = format!("sqlite://{}", h.dir().join("fg.db").display());
+    let called = Arc::new(std::sync::Mutex::new(called));
+    let engine = h.engine.clone().with_observer(Arc::new(move |e: &Event| {
+        if !matches!(e, Event::NodeStarted { node, .. } if node == "t0") {
+            return;
+        }
+        let (url, called) = (url.clone(), called.clone());
+        let (locked_tx, locked) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                let pool = flowguard::store::Pool::connect(&url, &Default::default()).await.expect("pool");
+                let tx = pool.begin().await.expect("the write lock");
+                locked_tx.send(()).expect("locked");
+                // Held until the call arrives, or for a second: long enough for a call that does
+                // not wait to arrive while the records cannot commit.
+                let _ = called.lock().unwrap().recv_timeout(Duration::from_secs(1));
+                drop(tx);
+                pool.close().await;
+            });
+        });
+        locked.recv().expect("the lock is taken");
+    }));
+    let o = engine
+        .run(flowguard::engine::RunRequest { flow: h.flow.clone(), inputs: Default::default(), trigger: "test".into(), canary: false })
+        .await
+        .expect("run");
+    assert_eq!(o.status, RunStatus::Succeeded);
+    assert_eq!(seen.recv().await, Some(8), "the eight template records were committed before the call");
+    let a = h.attempts(&o.run_id).await;
+    assert_eq!(a.len(), 10, "every record is committed when the run's end is");
+}

@@ -63,6 +63,11 @@ impl Harness {
         self.engine.store.get_run(run_id).await.expect("get_run").expect("run exists")
     }
 
+    /// The project directory (its database is `fg.db`).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn now(&self) -> i64 {
         self.clock.now_ms()
     }
