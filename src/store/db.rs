@@ -35,7 +35,7 @@ pub enum Pool {
 }
 
 /// A bound value.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Arg {
     I64(Option<i64>),
     Str(Option<String>),
@@ -352,7 +352,7 @@ fn sqlite_open(opts: &SqliteConnectOptions) -> Result<OwnedConn, sqlx::Error> {
     c.busy_timeout(SQLITE_BUSY_TIMEOUT).map_err(sqlite_error)?;
     c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;").map_err(sqlite_error)?;
     // Merged INSERTs come in several row counts; each is a statement of its own to keep.
-    c.set_prepared_statement_cache_capacity(128);
+    c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(OwnedConn::Sqlite(Box::new(c)))
 }
 
@@ -474,6 +474,10 @@ impl sqlx::error::DatabaseError for SqliteWriteError {
     }
 }
 
+/// Prepared statements each connection keeps: every statement flowguard runs, merged INSERTs in
+/// each row count they come in (sqlx keeps 100 by default, fewer than that).
+const STATEMENT_CACHE: usize = 512;
+
 /// Most values bound to one statement: under every backend's limit (SQLite 32766, MySQL and
 /// PostgreSQL 65535), whatever the input, so a big batch becomes several statements, never a
 /// statement the database refuses.
@@ -510,38 +514,101 @@ fn parse_insert(sql: &str) -> Option<Insert<'_>> {
     Some(Insert { head: &sql[..at], row, params, rows, tail: rest })
 }
 
-/// Rows of two statements may share one statement only when a row cannot meet another of the
-/// same statement: an upsert that adds to a row (`DO UPDATE`, `VALUES(c)`) must see each row
-/// once (PostgreSQL refuses to touch a row twice in one statement).
-fn merge_safe(tail: &str) -> bool {
-    let t = tail.trim();
+/// How rows of one INSERT shape, gathered from several statements, may share one statement.
+#[derive(Clone, PartialEq)]
+enum Share {
+    /// As they come: a row cannot meet another of the same statement (no upsert, `DO NOTHING`),
+    /// or MySQL applies them one after the other (`ON DUPLICATE KEY UPDATE c = VALUES(c)`).
+    InOrder,
+    /// An upsert that replaces every other column (`ON CONFLICT (k) DO UPDATE SET c =
+    /// excluded.c`): of rows with one key only the last is kept, which is what applying them in
+    /// order gives (PostgreSQL refuses to touch a row twice in one statement). The key's
+    /// positions in a row.
+    LastPerKey(Vec<usize>),
+}
+
+/// `None` when rows of the statement must stay apart: an upsert that adds to a row
+/// (`n = r.n + excluded.n`) must see each row once.
+fn share_of(i: &Insert<'_>) -> Option<Share> {
+    let t = i.tail.trim();
     if t.is_empty() || t == "ON CONFLICT DO NOTHING" {
-        return true;
+        return Some(Share::InOrder);
     }
-    match t.strip_prefix("ON DUPLICATE KEY UPDATE ") {
-        Some(set) => set.split_once(" = ").is_some_and(|(a, b)| a.trim() == b.trim() && !a.contains(',')),
-        None => false,
+    if let Some(set) = t.strip_prefix("ON DUPLICATE KEY UPDATE ") {
+        let replaces = set.split(", ").all(|a| {
+            a.split_once(" = ").is_some_and(|(c, v)| {
+                let c = c.trim();
+                v.trim() == c || v.trim().strip_prefix("VALUES(").and_then(|v| v.strip_suffix(')')) == Some(c)
+            })
+        });
+        return replaces.then_some(Share::InOrder);
     }
+    let rest = t.strip_prefix("ON CONFLICT (")?;
+    let (key, set) = rest.split_once(") DO UPDATE SET ")?;
+    let cols = columns(i.head)?;
+    let key: Vec<&str> = key.split(',').map(str::trim).collect();
+    let mut set_cols = Vec::new();
+    for a in set.split(", ") {
+        let (c, v) = a.split_once(" = ")?;
+        let v = v.trim();
+        let from = v.strip_prefix("excluded.").or_else(|| v.strip_prefix("EXCLUDED."))?;
+        if from != c.trim() {
+            return None;
+        }
+        set_cols.push(c.trim());
+    }
+    // Every column is the key or replaced: the last row of a key is the whole outcome.
+    if !cols.iter().all(|c| key.contains(c) || set_cols.contains(c)) {
+        return None;
+    }
+    let at: Option<Vec<usize>> = key.iter().map(|k| cols.iter().position(|c| c == k)).collect();
+    at.map(Share::LastPerKey)
+}
+
+/// The column names of `INSERT INTO t (a, b) VALUES `.
+fn columns(head: &str) -> Option<Vec<&str>> {
+    let open = head.find('(')?;
+    let close = head[open..].find(')')? + open;
+    Some(head[open + 1..close].split(',').map(str::trim).collect())
+}
+
+/// The one table a statement writes, when that is all it touches: `None` for anything else (a
+/// statement that reads another table, DDL), before which every gathered row is written.
+fn table_written(sql: &str) -> Option<&str> {
+    let rest = sql.strip_prefix("INSERT INTO ").or_else(|| sql.strip_prefix("UPDATE ")).or_else(|| sql.strip_prefix("DELETE FROM "))?;
+    if sql.contains("SELECT") {
+        return None;
+    }
+    rest.split([' ', '(']).next().filter(|t| !t.is_empty())
 }
 
 /// Rows of one INSERT shape waiting to be written.
 struct Pending {
+    table: String,
     head: String,
     row: String,
     tail: String,
     params: usize,
     args: Vec<Arg>,
-    merge: bool,
+    share: Share,
 }
 
 impl Pending {
     /// The statements for these rows, each with at most [`MAX_ARGS`] values.
     fn emit(self, out: &mut Vec<Stmt>) {
-        let per = (MAX_ARGS / self.params.max(1)).max(1) * self.params.max(1);
+        let params = self.params.max(1);
         let mut args = self.args;
+        if let Share::LastPerKey(key) = &self.share {
+            let mut seen = std::collections::HashSet::new();
+            let mut rows: Vec<&[Arg]> =
+                args.chunks(params).rev().filter(|r| seen.insert(key.iter().map(|&k| &r[k]).collect::<Vec<_>>())).collect();
+            rows.reverse();
+            args = rows.concat();
+        }
+        let per = (MAX_ARGS / params).max(1) * params;
         while !args.is_empty() {
             let rest = if args.len() > per { args.split_off(per) } else { Vec::new() };
-            let n = args.len() / self.params.max(1);
+            let n = args.len() / params;
             let sql = format!("{}{}{}", self.head, vec![self.row.as_str(); n].join(", "), self.tail);
             out.push((Cow::Owned(sql), args));
             args = rest;
@@ -549,45 +616,57 @@ impl Pending {
     }
 }
 
-/// Consecutive INSERTs of one shape become one multi-row INSERT (under load a group commit
+/// INSERTs of one shape in a batch become one multi-row INSERT (under load a group commit
 /// carries one statement per table instead of one per record), and any multi-row INSERT is cut
-/// so that no statement binds more than [`MAX_ARGS`] values.
+/// so that no statement binds more than [`MAX_ARGS`] values. Rows are gathered across statements
+/// on other tables; a statement on a table writes the rows gathered for that table before it, and
+/// one whose tables are not known writes all of them first, so each table sees its statements in
+/// their order. (There are no foreign keys or triggers between tables.)
 pub fn merge_inserts(stmts: Vec<Stmt>) -> Vec<Stmt> {
     let mut out: Vec<Stmt> = Vec::with_capacity(stmts.len());
-    let mut pending: Option<Pending> = None;
+    let mut open: Vec<Pending> = Vec::new();
     for (sql, args) in stmts {
         let parsed = parse_insert(&sql).filter(|i| i.params > 0 && args.len() == i.params * i.rows);
-        let Some(i) = parsed else {
-            if let Some(p) = pending.take() {
-                p.emit(&mut out);
+        let table = table_written(&sql).map(str::to_owned);
+        if let (Some(i), Some(t)) = (&parsed, &table) {
+            let share = share_of(i);
+            if let Some(p) = open.iter_mut().find(|p| share.is_some() && p.head == i.head && p.row == i.row && p.tail == i.tail) {
+                p.args.extend(args);
+                continue;
             }
-            out.push((sql, args));
-            continue;
-        };
-        if let Some(p) = &mut pending
-            && p.merge
-            && p.head == i.head
-            && p.row == i.row
-            && p.tail == i.tail
-        {
-            p.args.extend(args);
-            continue;
-        }
-        if let Some(p) = pending.take() {
-            p.emit(&mut out);
-        }
-        if args.len() <= MAX_ARGS && !merge_safe(i.tail) {
-            // Nothing to merge with and small enough: as it came.
-            out.push((sql, args));
+            let pending = Pending {
+                table: t.clone(),
+                head: i.head.to_owned(),
+                row: i.row.to_owned(),
+                tail: i.tail.to_owned(),
+                params: i.params,
+                args,
+                share: share.clone().unwrap_or(Share::InOrder),
+            };
+            if share.is_some() {
+                open.push(pending);
+                continue;
+            }
+            flush(&mut open, Some(t), &mut out);
+            // Alone, but still cut to the bind limit.
+            pending.emit(&mut out);
             continue;
         }
-        let merge = merge_safe(i.tail);
-        pending = Some(Pending { head: i.head.to_owned(), row: i.row.to_owned(), tail: i.tail.to_owned(), params: i.params, args, merge });
+        flush(&mut open, table.as_deref(), &mut out);
+        out.push((sql, args));
     }
-    if let Some(p) = pending.take() {
-        p.emit(&mut out);
-    }
+    flush(&mut open, None, &mut out);
     out
+}
+
+/// Writes the rows gathered for `table` (for every table when `None`), in the order their shapes
+/// first came.
+fn flush(open: &mut Vec<Pending>, table: Option<&str>, out: &mut Vec<Stmt>) {
+    let (now, later): (Vec<Pending>, Vec<Pending>) = std::mem::take(open).into_iter().partition(|p| table.is_none_or(|t| p.table == t));
+    *open = later;
+    for p in now {
+        p.emit(out);
+    }
 }
 
 /// One connection taken from the pool (for migrations, which must run where the lock is held).
@@ -682,7 +761,10 @@ impl Pool {
             Ok(Pool::Sqlite(pool))
         } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
             let url = url.replacen("mariadb:", "mysql:", 1);
-            let opts = MySqlConnectOptions::from_str(&url)?.charset("utf8mb4").disable_statement_logging();
+            let opts = MySqlConnectOptions::from_str(&url)?
+                .charset("utf8mb4")
+                .statement_cache_capacity(STATEMENT_CACHE)
+                .disable_statement_logging();
             probe(opts.connect(), timeout).await?;
             let pool = MySqlPoolOptions::new()
                 .max_connections(max)
@@ -692,7 +774,7 @@ impl Pool {
                 .await?;
             Ok(Pool::MySql(pool))
         } else {
-            let mut opts = PgConnectOptions::from_str(url)?.disable_statement_logging();
+            let mut opts = PgConnectOptions::from_str(url)?.statement_cache_capacity(STATEMENT_CACHE).disable_statement_logging();
             if opts.get_application_name().is_none() {
                 // Lets a DBA tell flowguard's sessions apart in pg_stat_activity.
                 opts = opts.application_name("flowguard");
@@ -1132,6 +1214,55 @@ mod tests {
         assert_eq!(merge_inserts(vec![up(), up()]).len(), 2);
         let my = || -> Stmt { (Cow::Borrowed("INSERT INTO a (x) VALUES (?) ON DUPLICATE KEY UPDATE seq = seq"), vec![1i64.into()]) };
         assert_eq!(merge_inserts(vec![my(), my()]).len(), 1);
+    }
+
+    #[test]
+    fn rows_gather_across_statements_on_other_tables() {
+        let a = |v: i64| -> Stmt { (Cow::Borrowed("INSERT INTO a (x) VALUES (?) ON CONFLICT DO NOTHING"), vec![v.into()]) };
+        let b = |v: i64| -> Stmt {
+            (
+                Cow::Borrowed("INSERT INTO b (k, out) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET out = excluded.out"),
+                vec![1i64.into(), v.into()],
+            )
+        };
+        let upd = |t: &'static str| -> Stmt { (Cow::Owned(format!("UPDATE {t} SET y = ? WHERE id = ?")), vec![1i64.into(), 1i64.into()]) };
+        // An UPDATE of another table lets the rows gather on; of the same table, it comes after them.
+        let out = merge_inserts(vec![a(1), b(10), a(2), upd("c"), b(20), a(3), upd("a"), a(4)]);
+        let sqls: Vec<&str> = out.iter().map(|(s, _)| s.as_ref()).collect();
+        assert_eq!(
+            sqls,
+            vec![
+                "UPDATE c SET y = ? WHERE id = ?",
+                "INSERT INTO a (x) VALUES (?), (?), (?) ON CONFLICT DO NOTHING",
+                "UPDATE a SET y = ? WHERE id = ?",
+                "INSERT INTO b (k, out) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET out = excluded.out",
+                "INSERT INTO a (x) VALUES (?) ON CONFLICT DO NOTHING",
+            ]
+        );
+        // Two rows of one key in a replacing upsert: the last one, as if applied in order.
+        assert_eq!(out[3].1, vec![Arg::from(1i64), Arg::from(20i64)]);
+        // A statement that reads another table writes everything gathered first.
+        let sub: Stmt = (Cow::Borrowed("UPDATE c SET y = (SELECT MAX(x) FROM a)"), vec![]);
+        let out = merge_inserts(vec![a(1), sub, a(2)]);
+        assert_eq!(out.len(), 3);
+        assert!(out[1].0.starts_with("UPDATE c"));
+    }
+
+    #[test]
+    fn an_upsert_that_keeps_a_column_it_does_not_replace_is_not_merged() {
+        let up = |v: i64| -> Stmt {
+            (
+                Cow::Borrowed("INSERT INTO b (k, first, out) VALUES (?, ?, ?) ON CONFLICT (k) DO UPDATE SET out = excluded.out"),
+                vec![1i64.into(), v.into(), v.into()],
+            )
+        };
+        assert_eq!(merge_inserts(vec![up(1), up(2)]).len(), 2);
+        let my = |v: i64| -> Stmt {
+            (Cow::Borrowed("INSERT INTO b (k, out) VALUES (?, ?) ON DUPLICATE KEY UPDATE out = VALUES(out)"), vec![1i64.into(), v.into()])
+        };
+        let out = merge_inserts(vec![my(1), my(2)]);
+        assert_eq!(out.len(), 1, "MySQL applies the rows in order");
+        assert_eq!(out[0].1.len(), 4);
     }
 
     #[test]
