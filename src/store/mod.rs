@@ -816,7 +816,8 @@ async fn writer(
         // Writes whose fencing guard fails are answered `Stale` and dropped; the rest go again.
         let result = loop {
             let guards: Vec<db::Fence> = batch.iter().filter_map(|w| w.guard.clone()).collect();
-            let stmts: Vec<db::Stmt> = db::merge_inserts(batch.iter().flat_map(|w| w.stmts.iter().cloned()).collect());
+            let stmts: Vec<db::Stmt> =
+                db::merge_inserts(batch.iter().flat_map(|w| w.stmts.iter().cloned()).collect(), pool.backend() != Backend::Postgres);
             match commit_with_patience(&pool, &mut conn, &guards, &stmts, patience).await {
                 Ok(failed) if !failed.is_empty() => {
                     let mut seen = 0;
