@@ -8,6 +8,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{ConnectOptions, Row};
 use std::borrow::Cow;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +30,8 @@ impl Backend {
 
 #[derive(Clone, Debug)]
 pub enum Pool {
-    Sqlite(SqlitePool),
+    /// With the connections its transactions ([`Tx`]) run on, kept between them.
+    Sqlite(SqlitePool, Arc<SqliteIdle>),
     MySql(MySqlPool),
     Postgres(PgPool),
 }
@@ -339,7 +341,7 @@ impl OwnedConn {
 
 /// Opens the SQLite writer's own connection to the pool's database, set up as the pool's are
 /// (WAL, synchronous=NORMAL, the same busy timeout, foreign keys off).
-fn sqlite_open(opts: &SqliteConnectOptions) -> Result<OwnedConn, sqlx::Error> {
+fn sqlite_open(opts: &SqliteConnectOptions) -> Result<Box<rusqlite::Connection>, sqlx::Error> {
     use rusqlite::OpenFlags;
     let name = opts.get_filename().to_string_lossy().into_owned();
     let mut flags =
@@ -353,25 +355,30 @@ fn sqlite_open(opts: &SqliteConnectOptions) -> Result<OwnedConn, sqlx::Error> {
     c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;").map_err(sqlite_error)?;
     // Merged INSERTs come in several row counts; each is a statement of its own to keep.
     c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    Ok(OwnedConn::Sqlite(Box::new(c)))
+    Ok(Box::new(c))
 }
 
 /// [`run_guarded!`] (with no guards: [`run_batch!`]) on the writer's own SQLite connection.
 fn sqlite_commit(c: &mut rusqlite::Connection, fences: &[Fence], stmts: &[Stmt]) -> Result<Vec<usize>, sqlx::Error> {
     if let ([], [stmt]) = (fences, stmts) {
-        sqlite_exec(c, stmt)?;
+        sqlite_exec(c, &stmt.0, &stmt.1)?;
         return Ok(Vec::new());
     }
     let r = (|| {
         // The write lock up front: a transaction that starts reading cannot be refused its upgrade.
         c.execute_batch("BEGIN IMMEDIATE").map_err(sqlite_error)?;
-        let failed = if fences.is_empty() { Vec::new() } else { fences_failed(fences, &sqlite_fetch(c, &fence_stmt(fences, false))?) };
+        let failed = if fences.is_empty() {
+            Vec::new()
+        } else {
+            let (sql, args) = fence_stmt(fences, false);
+            fences_failed(fences, &sqlite_fetch(c, &sql, &args, &[Ty::Str, Ty::I64])?)
+        };
         if !failed.is_empty() {
             c.execute_batch("ROLLBACK").map_err(sqlite_error)?;
             return Ok(failed);
         }
-        for s in stmts {
-            sqlite_exec(c, s)?;
+        for (sql, args) in stmts {
+            sqlite_exec(c, sql, args)?;
         }
         c.execute_batch("COMMIT").map_err(sqlite_error)?;
         Ok(failed)
@@ -383,7 +390,7 @@ fn sqlite_commit(c: &mut rusqlite::Connection, fences: &[Fence], stmts: &[Stmt])
 }
 
 /// A statement prepared once per connection, with its arguments bound.
-fn sqlite_bound<'c>(c: &'c rusqlite::Connection, (sql, args): &Stmt) -> Result<rusqlite::CachedStatement<'c>, sqlx::Error> {
+fn sqlite_bound<'c>(c: &'c rusqlite::Connection, sql: &str, args: &[Arg]) -> Result<rusqlite::CachedStatement<'c>, sqlx::Error> {
     let mut st = c.prepare_cached(sql).map_err(sqlite_error)?;
     for (i, a) in args.iter().enumerate() {
         match a {
@@ -396,8 +403,8 @@ fn sqlite_bound<'c>(c: &'c rusqlite::Connection, (sql, args): &Stmt) -> Result<r
 }
 
 /// Runs one statement (prepared once per connection); returns the rows it changed.
-fn sqlite_exec(c: &rusqlite::Connection, stmt: &Stmt) -> Result<u64, sqlx::Error> {
-    let mut st = sqlite_bound(c, stmt)?;
+fn sqlite_exec(c: &rusqlite::Connection, sql: &str, args: &[Arg]) -> Result<u64, sqlx::Error> {
+    let mut st = sqlite_bound(c, sql, args)?;
     // Stepped to the end, so a statement that returns rows runs as well as one that does not.
     let mut rows = st.raw_query();
     while rows.next().map_err(sqlite_error)?.is_some() {}
@@ -405,13 +412,28 @@ fn sqlite_exec(c: &rusqlite::Connection, stmt: &Stmt) -> Result<u64, sqlx::Error
     Ok(c.changes())
 }
 
-/// The `(id, epoch)` rows of [`fence_stmt`].
-fn sqlite_fetch(c: &rusqlite::Connection, stmt: &Stmt) -> Result<Vec<Vec<Val>>, sqlx::Error> {
-    let mut st = sqlite_bound(c, stmt)?;
+/// Selects rows, decoding each column as `tys` says (as leniently as [`Val`] reads them).
+fn sqlite_fetch(c: &rusqlite::Connection, sql: &str, args: &[Arg], tys: &[Ty]) -> Result<Vec<Vec<Val>>, sqlx::Error> {
+    use rusqlite::types::ValueRef;
+    let mut st = sqlite_bound(c, sql, args)?;
     let mut rows = st.raw_query();
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(sqlite_error)? {
-        out.push(vec![Val::Str(r.get(0).map_err(sqlite_error)?), Val::I64(r.get(1).map_err(sqlite_error)?)]);
+        let mut vals = Vec::with_capacity(tys.len());
+        for (i, ty) in tys.iter().enumerate() {
+            let v = r.get_ref(i).map_err(sqlite_error)?;
+            vals.push(match (ty, v) {
+                (_, ValueRef::Null) if matches!(ty, Ty::I64) => Val::I64(None),
+                (_, ValueRef::Null) => Val::Str(None),
+                (Ty::I64, ValueRef::Integer(n)) => Val::I64(Some(n)),
+                (Ty::I64, ValueRef::Real(f)) => Val::I64(Some(f as i64)),
+                (Ty::I64, ValueRef::Text(t) | ValueRef::Blob(t)) => Val::I64(std::str::from_utf8(t).ok().and_then(|t| t.parse().ok())),
+                (Ty::Str, ValueRef::Text(t) | ValueRef::Blob(t)) => Val::Str(Some(String::from_utf8_lossy(t).into_owned())),
+                (Ty::Str, ValueRef::Integer(n)) => Val::Str(Some(n.to_string())),
+                (Ty::Str, ValueRef::Real(f)) => Val::Str(Some(f.to_string())),
+            });
+        }
+        out.push(vals);
     }
     Ok(out)
 }
@@ -741,7 +763,7 @@ impl Pool {
 
     pub fn backend(&self) -> Backend {
         match self {
-            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Sqlite(_, _) => Backend::Sqlite,
             Pool::MySql(_) => Backend::MySql,
             Pool::Postgres(_) => Backend::Postgres,
         }
@@ -763,7 +785,7 @@ impl Pool {
                 .foreign_keys(false)
                 .disable_statement_logging();
             let pool = SqlitePoolOptions::new().max_connections(max.clamp(1, 8)).connect_with(opts).await?;
-            Ok(Pool::Sqlite(pool))
+            Ok(Pool::Sqlite(pool, Arc::default()))
         } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
             let url = url.replacen("mariadb:", "mysql:", 1);
             let opts = MySqlConnectOptions::from_str(&url)?
@@ -800,7 +822,7 @@ impl Pool {
     /// processes starting at once do not migrate over each other.
     pub async fn with_migration_lock<T>(&self, f: impl AsyncFnOnce(&mut Conn<'_>) -> anyhow::Result<T>) -> anyhow::Result<T> {
         match self {
-            Pool::Sqlite(p) => {
+            Pool::Sqlite(p, _) => {
                 // One write transaction around the whole migration: a second process waits for it
                 // (busy timeout), then finds the versions applied; DDL is transactional in SQLite.
                 let mut c = p.acquire().await?;
@@ -841,7 +863,7 @@ impl Pool {
     /// half-way (in a task of its own); a lock that cannot be let go closes its connection.
     pub async fn with_named_lock<T>(&self, name: &str, f: impl AsyncFnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
         match self {
-            Pool::Sqlite(_) => f().await,
+            Pool::Sqlite(_, _) => f().await,
             Pool::MySql(p) => {
                 let mut c = p.acquire().await?;
                 let got: Option<i64> =
@@ -892,7 +914,7 @@ impl Pool {
             }};
         }
         match self {
-            Pool::Sqlite(p) => tx!(p, Sqlite, "BEGIN IMMEDIATE"),
+            Pool::Sqlite(p, _) => tx!(p, Sqlite, "BEGIN IMMEDIATE"),
             Pool::MySql(p) => tx!(p, MySql, "START TRANSACTION"),
             Pool::Postgres(p) => tx!(p, Postgres, "BEGIN"),
         }
@@ -901,7 +923,7 @@ impl Pool {
     /// The server's version string (`SELECT VERSION()`; SQLite's library version).
     pub async fn server_version(&self) -> Result<String, sqlx::Error> {
         let sql = match self {
-            Pool::Sqlite(_) => "SELECT sqlite_version()",
+            Pool::Sqlite(_, _) => "SELECT sqlite_version()",
             _ => "SELECT VERSION()",
         };
         Ok(self.fetch(sql, &[], &[Ty::Str]).await?.into_iter().next().and_then(|r| r[0].str()).unwrap_or_default())
@@ -910,7 +932,7 @@ impl Pool {
     /// A connection for the writer to keep.
     pub async fn acquire_owned(&self) -> Result<OwnedConn, sqlx::Error> {
         Ok(match self {
-            Pool::Sqlite(p) => sqlite_open(&p.connect_options())?,
+            Pool::Sqlite(p, _) => OwnedConn::Sqlite(sqlite_open(&p.connect_options())?),
             Pool::MySql(p) => OwnedConn::MySql(p.acquire().await?),
             Pool::Postgres(p) => OwnedConn::Postgres(p.acquire().await?),
         })
@@ -919,7 +941,7 @@ impl Pool {
     /// Runs statements in one transaction: all of them commit, or none.
     pub async fn exec_batch(&self, stmts: &[Stmt]) -> Result<(), sqlx::Error> {
         match self {
-            Pool::Sqlite(p) => {
+            Pool::Sqlite(p, _) => {
                 let mut tx = p.begin().await?;
                 for (sql, args) in stmts {
                     bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql.as_ref())), args).execute(&mut *tx).await?;
@@ -947,7 +969,7 @@ impl Pool {
     /// Runs one statement outside a transaction; returns the rows affected.
     pub async fn exec(&self, sql: &str, args: &[Arg]) -> Result<u64, sqlx::Error> {
         Ok(match self {
-            Pool::Sqlite(p) => bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).execute(p).await?.rows_affected(),
+            Pool::Sqlite(p, _) => bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).execute(p).await?.rows_affected(),
             Pool::MySql(p) => bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).execute(p).await?.rows_affected(),
             Pool::Postgres(p) => {
                 let sql = pg_sql(sql);
@@ -960,7 +982,7 @@ impl Pool {
     pub async fn fetch(&self, sql: &str, args: &[Arg], tys: &[Ty]) -> Result<Vec<Vec<Val>>, sqlx::Error> {
         let mut out = Vec::new();
         match self {
-            Pool::Sqlite(p) => {
+            Pool::Sqlite(p, _) => {
                 for row in bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).fetch_all(p).await? {
                     out.push(decode_row!(row, tys));
                 }
@@ -993,7 +1015,7 @@ impl Pool {
     pub async fn close(&self) {
         let close = async {
             match self {
-                Pool::Sqlite(p) => p.close().await,
+                Pool::Sqlite(p, _) => p.close().await,
                 Pool::MySql(p) => p.close().await,
                 Pool::Postgres(p) => p.close().await,
             }
@@ -1056,7 +1078,7 @@ pub fn split_statements(script: &str) -> Vec<String> {
 /// `BEGIN IMMEDIATE` takes the database's write lock up front. Dropped without `commit`, it rolls
 /// back.
 pub enum Tx {
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Sqlite(SqliteTx),
     MySql(sqlx::Transaction<'static, sqlx::MySql>),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
@@ -1064,7 +1086,7 @@ pub enum Tx {
 impl Pool {
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Pool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Sqlite(p, idle) => Tx::Sqlite(SqliteTx::begin(&p.connect_options(), idle).await?),
             Pool::MySql(p) => {
                 let mut c = p.acquire().await?;
                 // Applies to the next transaction only; REPEATABLE READ would add gap locks.
@@ -1073,6 +1095,77 @@ impl Pool {
             }
             Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
         })
+    }
+}
+
+/// SQLite connections for [`Tx`], kept between transactions.
+#[derive(Debug, Default)]
+pub struct SqliteIdle(Mutex<Vec<rusqlite::Connection>>);
+
+/// A SQLite transaction on a connection of our own, whose statements run inline on the calling
+/// thread: no hop to sqlx's worker thread per statement (an alert's raise is about ten). Once
+/// `BEGIN IMMEDIATE` holds the write lock, no statement waits for another connection; only the
+/// `BEGIN` may, and then it waits on a blocking thread, not the runtime's.
+pub struct SqliteTx {
+    conn: Option<Box<rusqlite::Connection>>,
+    idle: Arc<SqliteIdle>,
+}
+
+impl SqliteTx {
+    async fn begin(opts: &SqliteConnectOptions, idle: &Arc<SqliteIdle>) -> Result<SqliteTx, sqlx::Error> {
+        let kept = idle.0.lock().expect("idle").pop().map(Box::new);
+        let c = match kept {
+            Some(c) => c,
+            None => sqlite_open(opts)?,
+        };
+        c.busy_timeout(Duration::ZERO).map_err(sqlite_error)?;
+        let begun = c.execute_batch("BEGIN IMMEDIATE");
+        c.busy_timeout(SQLITE_BUSY_TIMEOUT).map_err(sqlite_error)?;
+        let c = match begun {
+            Ok(()) => c,
+            // Another connection writes: wait for it (the busy timeout) off the runtime.
+            Err(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::DatabaseBusy => {
+                tokio::task::spawn_blocking(move || c.execute_batch("BEGIN IMMEDIATE").map(|()| c))
+                    .await
+                    .map_err(|_| sqlx::Error::WorkerCrashed)?
+                    .map_err(sqlite_error)?
+            }
+            Err(e) => return Err(sqlite_error(e)),
+        };
+        Ok(SqliteTx { conn: Some(c), idle: idle.clone() })
+    }
+
+    fn conn(&self) -> &rusqlite::Connection {
+        self.conn.as_deref().expect("an open transaction has its connection")
+    }
+
+    fn commit(mut self) -> Result<(), sqlx::Error> {
+        let r = self.conn().execute_batch("COMMIT").map_err(sqlite_error);
+        if r.is_ok() {
+            // Back to the idle list as it is (dropped: rolled back first).
+            if let Some(c) = self.conn.take() {
+                self.keep(*c);
+            }
+        }
+        r
+    }
+
+    fn keep(&self, c: rusqlite::Connection) {
+        let mut idle = self.idle.0.lock().expect("idle");
+        if idle.len() < 4 {
+            idle.push(c);
+        }
+    }
+}
+
+impl Drop for SqliteTx {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            // Rolled back; a connection that cannot roll back is not kept.
+            if c.is_autocommit() || c.execute_batch("ROLLBACK").is_ok() {
+                self.keep(*c);
+            }
+        }
     }
 }
 
@@ -1095,7 +1188,7 @@ impl Tx {
 
     pub async fn exec(&mut self, sql: &str, args: &[Arg]) -> Result<u64, sqlx::Error> {
         Ok(match self {
-            Tx::Sqlite(t) => bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).execute(&mut **t).await?.rows_affected(),
+            Tx::Sqlite(t) => sqlite_exec(t.conn(), sql, args)?,
             Tx::MySql(t) => bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).execute(&mut **t).await?.rows_affected(),
             Tx::Postgres(t) => {
                 let sql = pg_sql(sql);
@@ -1107,11 +1200,7 @@ impl Tx {
     pub async fn fetch(&mut self, sql: &str, args: &[Arg], tys: &[Ty]) -> Result<Vec<Vec<Val>>, sqlx::Error> {
         let mut out = Vec::new();
         match self {
-            Tx::Sqlite(t) => {
-                for row in bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).fetch_all(&mut **t).await? {
-                    out.push(decode_row!(row, tys));
-                }
-            }
+            Tx::Sqlite(t) => return sqlite_fetch(t.conn(), sql, args, tys),
             Tx::MySql(t) => {
                 for row in bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).fetch_all(&mut **t).await? {
                     out.push(decode_row!(row, tys));
@@ -1129,7 +1218,7 @@ impl Tx {
 
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
-            Tx::Sqlite(t) => t.commit().await,
+            Tx::Sqlite(t) => t.commit(),
             Tx::MySql(t) => t.commit().await,
             Tx::Postgres(t) => t.commit().await,
         }

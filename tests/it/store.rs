@@ -391,3 +391,33 @@ backends! {
         there.close().await;
     }
 }
+
+/// A SQLite transaction (`Tx`: alerts, breakers) runs its statements inline on the calling thread,
+/// but its `BEGIN` must still wait for another connection's write lock, and off the runtime: here
+/// the runtime has one thread, and the holder lets go only after the waiting task has started.
+#[tokio::test]
+async fn a_sqlite_transaction_waits_for_another_connections_write_lock_without_blocking_the_runtime() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let holder = flowguard::store::Pool::connect(&url, &Default::default()).await.expect("pool");
+    holder.exec_script("CREATE TABLE t (x INTEGER)").await.expect("table");
+    let waiter = flowguard::store::Pool::connect(&url, &Default::default()).await.expect("pool");
+    let held = holder.begin().await.expect("the write lock");
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let _ = started_tx.send(());
+        let mut tx = waiter.begin().await?;
+        tx.exec("INSERT INTO t (x) VALUES (?)", &[7i64.into()]).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(waiter)
+    });
+    started.await.expect("the task started");
+    // Let the task reach its BEGIN and find the lock taken.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    drop(held);
+    let waiter = task.await.expect("task").expect("the transaction waited for the lock, then committed");
+    let rows = waiter.fetch("SELECT x FROM t", &[], &[flowguard::store::Ty::I64]).await.expect("rows");
+    assert_eq!(rows, vec![vec![flowguard::store::Val::I64(Some(7))]]);
+}
