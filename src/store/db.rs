@@ -423,8 +423,8 @@ fn sqlite_fetch(c: &rusqlite::Connection, sql: &str, args: &[Arg], tys: &[Ty]) -
         for (i, ty) in tys.iter().enumerate() {
             let v = r.get_ref(i).map_err(sqlite_error)?;
             vals.push(match (ty, v) {
-                (_, ValueRef::Null) if matches!(ty, Ty::I64) => Val::I64(None),
-                (_, ValueRef::Null) => Val::Str(None),
+                (Ty::I64, ValueRef::Null) => Val::I64(None),
+                (Ty::Str, ValueRef::Null) => Val::Str(None),
                 (Ty::I64, ValueRef::Integer(n)) => Val::I64(Some(n)),
                 (Ty::I64, ValueRef::Real(f)) => Val::I64(Some(f as i64)),
                 (Ty::I64, ValueRef::Text(t) | ValueRef::Blob(t)) => Val::I64(std::str::from_utf8(t).ok().and_then(|t| t.parse().ok())),
@@ -674,7 +674,7 @@ pub fn merge_inserts(stmts: Vec<Stmt>, gather: bool) -> Vec<Stmt> {
                 open.push(pending);
                 continue;
             }
-            flush(&mut open, Some(t), &mut out);
+            flush(&mut open, Some(t.as_str()).filter(|_| gather), &mut out);
             // Alone, but still cut to the bind limit.
             pending.emit(&mut out);
             continue;
