@@ -41,6 +41,10 @@ pub enum Pool {
 pub enum Arg {
     I64(Option<i64>),
     Str(Option<String>),
+    /// One column of many rows, bound as an array: PostgreSQL's `UNNEST` form of a multi-row
+    /// INSERT ([`merge_writes`]). Never made for another backend.
+    I64s(Vec<Option<i64>>),
+    Strs(Vec<Option<String>>),
 }
 
 impl From<i64> for Arg {
@@ -125,15 +129,44 @@ pub fn pg_sql(sql: &str) -> String {
     out
 }
 
+/// Binds one [`Arg`] to a query of one backend.
+trait BindArg: Sized {
+    fn bind_arg(self, a: &Arg) -> Self;
+}
+
+impl BindArg for sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    fn bind_arg(self, a: &Arg) -> Self {
+        match a {
+            Arg::I64(v) => self.bind(*v),
+            Arg::Str(v) => self.bind(v.as_deref()),
+            Arg::I64s(v) => self.bind(v.as_slice()),
+            Arg::Strs(v) => self.bind(v.as_slice()),
+        }
+    }
+}
+
+macro_rules! bind_scalars {
+    ($($db:ty),*) => {$(
+        impl BindArg for sqlx::query::Query<'_, $db, <$db as sqlx::Database>::Arguments> {
+            fn bind_arg(self, a: &Arg) -> Self {
+                match a {
+                    Arg::I64(v) => self.bind(*v),
+                    Arg::Str(v) => self.bind(v.as_deref()),
+                    // merge_writes makes arrays for PostgreSQL only.
+                    Arg::I64s(_) | Arg::Strs(_) => unreachable!("an array bound outside PostgreSQL"),
+                }
+            }
+        }
+    )*};
+}
+bind_scalars!(sqlx::MySql, sqlx::Sqlite);
+
 /// Binds `$args` to the query `$q`, whichever backend it is for.
 macro_rules! bind_args {
     ($q:expr, $args:expr) => {{
         let mut q = $q;
         for a in $args {
-            q = match a {
-                Arg::I64(v) => q.bind(*v),
-                Arg::Str(v) => q.bind(v.as_deref()),
-            };
+            q = q.bind_arg(a);
         }
         q
     }};
@@ -279,10 +312,16 @@ pub struct Fence {
 
 /// One statement that reads the epoch of every fenced run of a batch (and, on MySQL/PostgreSQL,
 /// locks those rows until the commit, as an UPDATE would; SQLite's writer holds the database's
-/// write lock already): one round trip however many writes share the commit.
-fn fence_stmt(fences: &[Fence], lock: bool) -> Stmt {
+/// write lock already): one round trip however many writes share the commit. On PostgreSQL the
+/// ids travel as one array, so the statement is the same for any number of them.
+fn fence_stmt(fences: &[Fence], backend: Backend) -> Stmt {
+    if backend == Backend::Postgres {
+        let ids = fences.iter().map(|f| Some(f.run_id.clone())).collect();
+        return (Cow::Borrowed("SELECT id, epoch FROM runs WHERE id = ANY(?::text[]) FOR UPDATE"), vec![Arg::Strs(ids)]);
+    }
     let marks = vec!["?"; fences.len()].join(", ");
-    let sql = format!("SELECT id, epoch FROM runs WHERE id IN ({marks}){}", if lock { " FOR UPDATE" } else { "" });
+    let lock = if backend == Backend::MySql { " FOR UPDATE" } else { "" };
+    let sql = format!("SELECT id, epoch FROM runs WHERE id IN ({marks}){lock}");
     (Cow::Owned(sql), fences.iter().map(|f| Arg::from(f.run_id.as_str())).collect())
 }
 
@@ -296,11 +335,11 @@ fn fences_failed(fences: &[Fence], rows: &[Vec<Val>]) -> Vec<usize> {
 /// Checks `fences` then runs `stmts`, in one transaction. When a fence fails, nothing is committed
 /// and the indexes of the failed fences are returned.
 macro_rules! run_guarded {
-    ($c:expr, $fences:expr, $stmts:expr, $rewrite:expr) => {{
+    ($c:expr, $fences:expr, $stmts:expr, $rewrite:expr, $backend:expr) => {{
         let c = $c;
         let fences: &[Fence] = $fences;
         let mut tx = sqlx::Connection::begin(&mut **c).await?;
-        let (sql, args) = fence_stmt(fences, true);
+        let (sql, args) = fence_stmt(fences, $backend);
         let sql: Cow<'_, str> = $rewrite(sql.as_ref());
         let mut rows = Vec::with_capacity(fences.len());
         for row in bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql.as_ref())), &args).fetch_all(&mut *tx).await? {
@@ -333,8 +372,8 @@ impl OwnedConn {
     pub async fn exec_guarded(&mut self, fences: &[Fence], stmts: &[Stmt]) -> Result<Vec<usize>, sqlx::Error> {
         match self {
             OwnedConn::Sqlite(c) => sqlite_commit(c, fences, stmts),
-            OwnedConn::MySql(c) => run_guarded!(c, fences, stmts, same),
-            OwnedConn::Postgres(c) => run_guarded!(c, fences, stmts, numbered),
+            OwnedConn::MySql(c) => run_guarded!(c, fences, stmts, same, Backend::MySql),
+            OwnedConn::Postgres(c) => run_guarded!(c, fences, stmts, numbered, Backend::Postgres),
         }
     }
 }
@@ -370,7 +409,7 @@ fn sqlite_commit(c: &mut rusqlite::Connection, fences: &[Fence], stmts: &[Stmt])
         let failed = if fences.is_empty() {
             Vec::new()
         } else {
-            let (sql, args) = fence_stmt(fences, false);
+            let (sql, args) = fence_stmt(fences, Backend::Sqlite);
             fences_failed(fences, &sqlite_fetch(c, &sql, &args, &[Ty::Str, Ty::I64])?)
         };
         if !failed.is_empty() {
@@ -396,6 +435,7 @@ fn sqlite_bound<'c>(c: &'c rusqlite::Connection, sql: &str, args: &[Arg]) -> Res
         match a {
             Arg::I64(v) => st.raw_bind_parameter(i + 1, v),
             Arg::Str(v) => st.raw_bind_parameter(i + 1, v.as_deref()),
+            Arg::I64s(_) | Arg::Strs(_) => Err(rusqlite::Error::ToSqlConversionFailure("SQLite binds no arrays".into())),
         }
         .map_err(sqlite_error)?;
     }
@@ -540,51 +580,115 @@ fn parse_insert(sql: &str) -> Option<Insert<'_>> {
 #[derive(Clone, PartialEq)]
 enum Share {
     /// As they come: a row cannot meet another of the same statement (no upsert, `DO NOTHING`),
-    /// or MySQL applies them one after the other (`ON DUPLICATE KEY UPDATE c = VALUES(c)`).
+    /// or MySQL applies them one after the other (`ON DUPLICATE KEY UPDATE`).
     InOrder,
-    /// An upsert that replaces every other column (`ON CONFLICT (k) DO UPDATE SET c =
-    /// excluded.c`): of rows with one key only the last is kept, which is what applying them in
-    /// order gives (PostgreSQL refuses to touch a row twice in one statement). The key's
-    /// positions in a row.
-    LastPerKey(Vec<usize>),
+    /// An upsert (`ON CONFLICT (k) DO UPDATE SET …`): rows of one key fold into one, column by
+    /// column, into what applying them in order gives (PostgreSQL refuses to touch a row twice
+    /// in one statement). One [`Fold`] per column.
+    PerKey(Vec<Fold>),
 }
 
-/// `None` when rows of the statement must stay apart: an upsert that adds to a row
-/// (`n = r.n + excluded.n`) must see each row once.
+/// What rows of one key leave in one column of an upsert.
+#[derive(Clone, Copy, PartialEq)]
+enum Fold {
+    /// Part of the conflict key.
+    Key,
+    /// Not set on conflict: the value the first row inserted.
+    First,
+    /// `c = excluded.c`: the last row's.
+    Last,
+    /// `c = t.c + excluded.c`: the sum (integers only; anything else leaves the rows apart).
+    Sum,
+}
+
+/// The column a SET expression takes from the inserted row: `excluded.c`/`EXCLUDED.c`/`VALUES(c)`.
+fn inserted(v: &str) -> Option<&str> {
+    v.strip_prefix("excluded.").or_else(|| v.strip_prefix("EXCLUDED.")).or_else(|| v.strip_prefix("VALUES(")?.strip_suffix(')'))
+}
+
+/// `Some(true)` for `c = excluded.c` (replace), `Some(false)` for `c = [t.]c + excluded.c` (add),
+/// `None` for anything else.
+fn set_kind<'a>(table: &str, assignment: &'a str) -> Option<(bool, &'a str)> {
+    let (c, v) = assignment.split_once(" = ")?;
+    let (c, v) = (c.trim(), v.trim());
+    if v == c || inserted(v) == Some(c) {
+        return Some((true, c));
+    }
+    let (old, new) = v.split_once(" + ")?;
+    let old = old.strip_prefix(table).and_then(|o| o.strip_prefix('.')).unwrap_or(old);
+    (old == c && inserted(new) == Some(c)).then_some((false, c))
+}
+
+/// `None` when rows of the statement must stay apart (a SET this does not know how to fold).
 fn share_of(i: &Insert<'_>) -> Option<Share> {
     let t = i.tail.trim();
     if t.is_empty() || t == "ON CONFLICT DO NOTHING" {
         return Some(Share::InOrder);
     }
+    let table = i.head.strip_prefix("INSERT INTO ")?.split([' ', '(']).next()?;
     if let Some(set) = t.strip_prefix("ON DUPLICATE KEY UPDATE ") {
-        let replaces = set.split(", ").all(|a| {
-            a.split_once(" = ").is_some_and(|(c, v)| {
-                let c = c.trim();
-                v.trim() == c || v.trim().strip_prefix("VALUES(").and_then(|v| v.strip_suffix(')')) == Some(c)
-            })
-        });
-        return replaces.then_some(Share::InOrder);
+        // MySQL applies the rows of one statement in order, whatever they replace or add.
+        return set.split(", ").all(|a| set_kind(table, a).is_some()).then_some(Share::InOrder);
     }
     let rest = t.strip_prefix("ON CONFLICT (")?;
     let (key, set) = rest.split_once(") DO UPDATE SET ")?;
     let cols = columns(i.head)?;
     let key: Vec<&str> = key.split(',').map(str::trim).collect();
-    let mut set_cols = Vec::new();
+    let mut folds = vec![Fold::First; cols.len()];
+    for k in &key {
+        folds[cols.iter().position(|c| c == k)?] = Fold::Key;
+    }
     for a in set.split(", ") {
-        let (c, v) = a.split_once(" = ")?;
-        let v = v.trim();
-        let from = v.strip_prefix("excluded.").or_else(|| v.strip_prefix("EXCLUDED."))?;
-        if from != c.trim() {
-            return None;
+        let (replace, c) = set_kind(table, a)?;
+        folds[cols.iter().position(|x| *x == c)?] = if replace { Fold::Last } else { Fold::Sum };
+    }
+    Some(Share::PerKey(folds))
+}
+
+/// Rows of one key folded into one, in the order their keys first came; `None` when a summed
+/// value is not an integer (or overflows).
+fn fold_rows(args: &[Arg], folds: &[Fold]) -> Option<Vec<Arg>> {
+    let mut at: std::collections::HashMap<Vec<Arg>, usize> = std::collections::HashMap::new();
+    let mut rows: Vec<Vec<Arg>> = Vec::new();
+    for row in args.chunks(folds.len()) {
+        let key: Vec<Arg> = folds.iter().zip(row).filter(|(f, _)| **f == Fold::Key).map(|(_, a)| a.clone()).collect();
+        let Some(&n) = at.get(&key) else {
+            at.insert(key, rows.len());
+            rows.push(row.to_vec());
+            continue;
+        };
+        for ((f, old), new) in folds.iter().zip(rows[n].iter_mut()).zip(row) {
+            match (f, &*old, new) {
+                (Fold::Last, _, _) => *old = new.clone(),
+                (Fold::Sum, Arg::I64(Some(a)), Arg::I64(Some(b))) => *old = Arg::I64(Some(a.checked_add(*b)?)),
+                (Fold::Sum, _, _) => return None,
+                (Fold::Key | Fold::First, _, _) => {}
+            }
         }
-        set_cols.push(c.trim());
     }
-    // Every column is the key or replaced: the last row of a key is the whole outcome.
-    if !cols.iter().all(|c| key.contains(c) || set_cols.contains(c)) {
-        return None;
+    Some(rows.concat())
+}
+
+/// The columns of `rows` as arrays, for `UNNEST`: `None` unless each column holds one type.
+fn as_columns(args: &[Arg], params: usize) -> Option<Vec<Arg>> {
+    let mut cols: Vec<Arg> = args[..params]
+        .iter()
+        .map(|a| match a {
+            Arg::I64(_) => Some(Arg::I64s(Vec::new())),
+            Arg::Str(_) => Some(Arg::Strs(Vec::new())),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    for row in args.chunks(params) {
+        for (col, a) in cols.iter_mut().zip(row) {
+            match (col, a) {
+                (Arg::I64s(c), Arg::I64(v)) => c.push(*v),
+                (Arg::Strs(c), Arg::Str(v)) => c.push(v.clone()),
+                _ => return None,
+            }
+        }
     }
-    let at: Option<Vec<usize>> = key.iter().map(|k| cols.iter().position(|c| c == k)).collect();
-    at.map(Share::LastPerKey)
+    Some(cols)
 }
 
 /// The column names of `INSERT INTO t (a, b) VALUES `.
@@ -616,50 +720,291 @@ struct Pending {
 }
 
 impl Pending {
-    /// The statements for these rows, each with at most [`MAX_ARGS`] values.
-    fn emit(self, out: &mut Vec<Stmt>) {
+    /// The statements for these rows, each with at most [`MAX_ARGS`] values. On PostgreSQL
+    /// several rows travel as one array per column (`INSERT … SELECT * FROM UNNEST(…)`): one
+    /// statement text whatever the row count, so it is prepared and planned once.
+    fn emit(self, out: &mut Vec<Stmt>, backend: Backend) {
         let params = self.params.max(1);
         let mut args = self.args;
-        if let Share::LastPerKey(key) = &self.share {
-            let mut seen = std::collections::HashSet::new();
-            let mut rows: Vec<&[Arg]> =
-                args.chunks(params).rev().filter(|r| seen.insert(key.iter().map(|&k| &r[k]).collect::<Vec<_>>())).collect();
-            rows.reverse();
-            args = rows.concat();
+        if let Share::PerKey(folds) = &self.share {
+            match fold_rows(&args, folds) {
+                Some(folded) => args = folded,
+                None => {
+                    // Rows that cannot fold go one statement each, as they came.
+                    for row in std::mem::take(&mut args).chunks(params) {
+                        let sql = format!("{}{}{}", self.head, self.row, self.tail);
+                        out.push((Cow::Owned(sql), row.to_vec()));
+                    }
+                }
+            }
         }
         let per = (MAX_ARGS / params).max(1) * params;
         while !args.is_empty() {
             let rest = if args.len() > per { args.split_off(per) } else { Vec::new() };
             let n = args.len() / params;
-            let sql = format!("{}{}{}", self.head, vec![self.row.as_str(); n].join(", "), self.tail);
-            out.push((Cow::Owned(sql), args));
+            let unnest = if backend == Backend::Postgres && n > 1 { as_columns(&args, params) } else { None };
+            match unnest {
+                Some(cols) => {
+                    let types: Vec<&str> =
+                        cols.iter().map(|c| if matches!(c, Arg::I64s(_)) { "?::bigint[]" } else { "?::text[]" }).collect();
+                    let head = self.head.strip_suffix("VALUES ").unwrap_or(&self.head);
+                    let sql = format!("{head}SELECT * FROM UNNEST({}){}", types.join(", "), self.tail);
+                    out.push((Cow::Owned(sql), cols));
+                }
+                None => {
+                    let sql = format!("{}{}{}", self.head, vec![self.row.as_str(); n].join(", "), self.tail);
+                    out.push((Cow::Owned(sql), args));
+                }
+            }
             args = rest;
         }
     }
 }
 
-/// INSERTs of one shape in a batch become one multi-row INSERT (under load a group commit
-/// carries one statement per table instead of one per record), and any multi-row INSERT is cut
-/// so that no statement binds more than [`MAX_ARGS`] values. Rows are gathered across statements
-/// on other tables; a statement on a table writes the rows gathered for that table before it, and
-/// one whose tables are not known writes all of them first, so each table sees its statements in
-/// their order. (There are no foreign keys or triggers between tables.) Without `gather` only
-/// consecutive rows of one shape join: on PostgreSQL gathering made 64 concurrent runs ~20 %
-/// slower (while it made MariaDB's 2.4× faster), for reasons not yet found.
-pub fn merge_inserts(stmts: Vec<Stmt>, gather: bool) -> Vec<Stmt> {
+/// `UPDATE t SET … WHERE k = ?…` taken apart: each SET value is `?` or a literal, the WHERE
+/// starts with one key column and has no other `?`, and when a SET value is `?` it has nothing
+/// else. So applying the rows of one key in order leaves what the last one does, and a SET of
+/// literals applied twice leaves what it does once.
+struct Update<'a> {
+    table: &'a str,
+    set: Vec<(&'a str, &'a str)>,
+    key: &'a str,
+    rest: &'a str,
+}
+
+fn parse_update(sql: &str) -> Option<Update<'_>> {
+    let rest = sql.strip_prefix("UPDATE ")?;
+    if sql.contains("SELECT") {
+        return None;
+    }
+    let (table, rest) = rest.split_once(" SET ")?;
+    let (set, cond) = rest.split_once(" WHERE ")?;
+    let (key, rest) = cond.split_once(" = ?")?;
+    if key.contains([' ', '(']) || rest.contains('?') {
+        return None;
+    }
+    let literal = |v: &str| {
+        v == "NULL" || v.parse::<i64>().is_ok() || (v.len() > 1 && v.starts_with('\'') && !v[1..].trim_end_matches('\'').contains('\''))
+    };
+    let set: Option<Vec<(&str, &str)>> =
+        set.split(", ").map(|a| a.split_once(" = ").filter(|(c, v)| !c.contains(' ') && (*v == "?" || literal(v)))).collect();
+    let set = set?;
+    if set.iter().any(|(_, v)| *v == "?") && !rest.is_empty() {
+        return None;
+    }
+    Some(Update { table, set, key, rest })
+}
+
+/// Rows of one UPDATE shape waiting to be written: each row its SET values then its key.
+struct PendingUpdate {
+    table: String,
+    sql: String,
+    set: Vec<(String, String)>,
+    key: String,
+    rest: String,
+    args: Vec<Arg>,
+}
+
+impl PendingUpdate {
+    fn params(&self) -> usize {
+        self.set.iter().filter(|(_, v)| v == "?").count() + 1
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &Arg> {
+        let n = self.params();
+        self.args.chunks(n).map(move |r| &r[n - 1])
+    }
+
+    /// One statement for all rows: a SET of literals updates every key at once (`k = ANY(?)` on
+    /// PostgreSQL, `k IN (…)` on MySQL); a SET of values joins the rows, the last row of a key
+    /// winning as in order (PostgreSQL `FROM UNNEST(…)`, MySQL a `UNION ALL` derived table).
+    /// Rows whose columns mix types go one statement each, in order.
+    fn emit(self, out: &mut Vec<Stmt>, backend: Backend) {
+        let n = self.params();
+        let rows = self.args.len() / n;
+        let one_by_one = |out: &mut Vec<Stmt>, args: Vec<Arg>| {
+            for r in args.chunks(n) {
+                out.push((Cow::Owned(self.sql.clone()), r.to_vec()));
+            }
+        };
+        if rows < 2 {
+            return one_by_one(out, self.args);
+        }
+        let (t, k, rest) = (&self.table, &self.key, &self.rest);
+        let set = |value: &dyn Fn(usize) -> String| {
+            let mut i = 0;
+            let parts: Vec<String> = self
+                .set
+                .iter()
+                .map(|(c, v)| {
+                    if v != "?" {
+                        return format!("{c} = {v}");
+                    }
+                    i += 1;
+                    format!("{c} = {}", value(i))
+                })
+                .collect();
+            parts.join(", ")
+        };
+        if n == 1 {
+            let sql = match backend {
+                Backend::Postgres => match as_columns(&self.args, 1) {
+                    Some(_) => {
+                        format!("UPDATE {t} SET {} WHERE {k} = ANY(?::{}[]){rest}", set(&|_| unreachable!()), pg_array(&self.args[0]))
+                    }
+                    None => return one_by_one(out, self.args),
+                },
+                _ => format!("UPDATE {t} SET {} WHERE {k} IN ({}){rest}", set(&|_| unreachable!()), vec!["?"; rows].join(", ")),
+            };
+            let args = match backend {
+                Backend::Postgres => as_columns(&self.args, 1).unwrap_or_default(),
+                _ => self.args.clone(),
+            };
+            out.push((Cow::Owned(sql), args));
+            return;
+        }
+        // Of rows of one key, the last.
+        let mut seen = std::collections::HashSet::new();
+        let mut kept: Vec<&[Arg]> = self.args.chunks(n).rev().filter(|r| seen.insert(&r[n - 1])).collect();
+        kept.reverse();
+        let args = kept.concat();
+        if backend == Backend::MySql {
+            // The rows as a derived table joined on the key, cut to the bind limit.
+            for chunk in args.chunks((MAX_ARGS / n).max(1) * n) {
+                let first: Vec<String> = (1..n).map(|i| format!("? AS fg_{i}")).chain(["? AS fg_key".to_owned()]).collect();
+                let more = format!(" UNION ALL SELECT {}", vec!["?"; n].join(", "));
+                let sql = format!(
+                    "UPDATE {t} JOIN (SELECT {}{}) AS fg_rows ON {t}.{k} = fg_rows.fg_key SET {}",
+                    first.join(", "),
+                    more.repeat(chunk.len() / n - 1),
+                    set(&|i| format!("fg_rows.fg_{i}"))
+                );
+                out.push((Cow::Owned(sql), chunk.to_vec()));
+            }
+            return;
+        }
+        let Some(cols) = as_columns(&args, n) else { return one_by_one(out, args) };
+        let types: Vec<String> = cols.iter().map(|c| format!("?::{}[]", pg_array(c))).collect();
+        let names: Vec<String> = (1..n).map(|i| format!("fg_{i}")).collect();
+        let sql = format!(
+            "UPDATE {t} SET {} FROM UNNEST({}) AS fg_rows({}, fg_key) WHERE {t}.{k} = fg_rows.fg_key{rest}",
+            set(&|i| format!("fg_rows.fg_{i}")),
+            types.join(", "),
+            names.join(", ")
+        );
+        out.push((Cow::Owned(sql), cols));
+    }
+}
+
+/// PostgreSQL's element type for an [`Arg`] or a column of them.
+fn pg_array(a: &Arg) -> &'static str {
+    if matches!(a, Arg::I64(_) | Arg::I64s(_)) { "bigint" } else { "text" }
+}
+
+/// Whether an INSERT with this tail changes no row but its own (no upsert, or one whose SET is
+/// `c = c`), so that it passes an UPDATE of other keys. (No gathered UPDATE sets a column of a
+/// unique key, so it cannot change which rows an INSERT conflicts with.)
+fn inserts_only(tail: &str) -> bool {
+    let t = tail.trim();
+    t.is_empty()
+        || t == "ON CONFLICT DO NOTHING"
+        || t.strip_prefix("ON DUPLICATE KEY UPDATE ")
+            .is_some_and(|set| set.split(", ").all(|a| a.split_once(" = ").is_some_and(|(c, v)| c.trim() == v.trim())))
+}
+
+/// Rows waiting to be written, one shape each.
+enum Group {
+    Insert(Pending),
+    Update(PendingUpdate),
+}
+
+impl Group {
+    fn table(&self) -> &str {
+        match self {
+            Group::Insert(p) => &p.table,
+            Group::Update(u) => &u.table,
+        }
+    }
+
+    fn emit(self, out: &mut Vec<Stmt>, backend: Backend) {
+        match self {
+            Group::Insert(p) => p.emit(out, backend),
+            Group::Update(u) => u.emit(out, backend),
+        }
+    }
+
+    /// Whether this group may touch a row of its table whose `column` holds one of `keys`, or a
+    /// row no key says (then it must be written before a statement that touches that row).
+    fn meets(&self, column: &str, keys: &[&Arg]) -> bool {
+        match self {
+            Group::Insert(p) => match columns(&p.head).and_then(|c| c.iter().position(|c| *c == column)) {
+                Some(at) if inserts_only(&p.tail) => p.args.chunks(p.params.max(1)).any(|r| keys.contains(&&r[at])),
+                _ => true,
+            },
+            Group::Update(u) => u.key != column || u.keys().any(|k| keys.contains(&k)),
+        }
+    }
+}
+
+/// Writes each gathered group of `table` that [`Group::meets`] the rows `(column, keys)` say (all
+/// of them when that is `None`), and of every table when `table` is `None`.
+fn flush_meeting(open: &mut Vec<Group>, table: Option<&str>, rows: Option<(&str, &[&Arg])>, out: &mut Vec<Stmt>, backend: Backend) {
+    let (now, later): (Vec<Group>, Vec<Group>) =
+        std::mem::take(open).into_iter().partition(|g| table.is_none_or(|t| g.table() == t && rows.is_none_or(|(c, k)| g.meets(c, k))));
+    *open = later;
+    for g in now {
+        g.emit(out, backend);
+    }
+}
+
+/// Writes the rows gathered for `table` (for every table when `None`), in the order their shapes
+/// first came.
+fn flush(open: &mut Vec<Group>, table: Option<&str>, out: &mut Vec<Stmt>, backend: Backend) {
+    flush_meeting(open, table, None, out, backend);
+}
+
+/// Statements of a batch, written with fewer round trips. INSERTs of one shape become one
+/// multi-row INSERT (under load a group commit carries one statement per table instead of one
+/// per record), cut so that no statement binds more than [`MAX_ARGS`] values; upserts fold rows
+/// of one key into the one row that applying them in order leaves ([`Share::PerKey`]). On
+/// MySQL/PostgreSQL UPDATEs of one shape by one key column gather too ([`PendingUpdate::emit`]).
+///
+/// Order: rows are gathered across statements on other tables. A statement on a table first
+/// writes the groups gathered there that may touch the rows it touches (an UPDATE of key `k` and
+/// an INSERT of rows whose `k` differs touch different rows, so they may pass each other); one
+/// whose tables are not known writes everything first. So every row sees its statements in
+/// their order. (There are no foreign keys or triggers between tables.)
+pub fn merge_writes(stmts: Vec<Stmt>, backend: Backend) -> Vec<Stmt> {
     let mut out: Vec<Stmt> = Vec::with_capacity(stmts.len());
-    let mut open: Vec<Pending> = Vec::new();
+    let mut open: Vec<Group> = Vec::new();
     for (sql, args) in stmts {
         let parsed = parse_insert(&sql).filter(|i| i.params > 0 && args.len() == i.params * i.rows);
         let table = table_written(&sql).map(str::to_owned);
         if let (Some(i), Some(t)) = (&parsed, &table) {
             let share = share_of(i);
-            if let Some(p) = open.iter_mut().find(|p| share.is_some() && p.head == i.head && p.row == i.row && p.tail == i.tail) {
+            let same = |g: &Group| matches!(g, Group::Insert(p) if p.head == i.head && p.row == i.row && p.tail == i.tail);
+            // Pending UPDATEs of the table that may touch these rows go first.
+            let cols = columns(i.head).unwrap_or_default();
+            let clash: Vec<usize> = open
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| {
+                    let Group::Update(u) = g else { return false };
+                    if &u.table != t {
+                        return false;
+                    }
+                    let Some(at) = cols.iter().position(|c| *c == u.key).filter(|_| inserts_only(i.tail)) else { return true };
+                    let mine: Vec<&Arg> = args.chunks(i.params).map(|r| &r[at]).collect();
+                    u.keys().any(|k| mine.contains(&k))
+                })
+                .map(|(n, _)| n)
+                .collect();
+            for n in clash.into_iter().rev() {
+                open.remove(n).emit(&mut out, backend);
+            }
+            if let Some(Group::Insert(p)) = open.iter_mut().find(|g| share.is_some() && same(g)) {
                 p.args.extend(args);
                 continue;
-            }
-            if !gather {
-                flush(&mut open, None, &mut out);
             }
             let pending = Pending {
                 table: t.clone(),
@@ -671,29 +1016,38 @@ pub fn merge_inserts(stmts: Vec<Stmt>, gather: bool) -> Vec<Stmt> {
                 share: share.clone().unwrap_or(Share::InOrder),
             };
             if share.is_some() {
-                open.push(pending);
+                open.push(Group::Insert(pending));
                 continue;
             }
-            flush(&mut open, Some(t.as_str()).filter(|_| gather), &mut out);
+            flush(&mut open, Some(t.as_str()), &mut out, backend);
             // Alone, but still cut to the bind limit.
-            pending.emit(&mut out);
+            pending.emit(&mut out, backend);
             continue;
         }
-        flush(&mut open, table.as_deref().filter(|_| gather), &mut out);
+        let update =
+            parse_update(&sql).filter(|u| backend != Backend::Sqlite && args.len() == u.set.iter().filter(|(_, v)| *v == "?").count() + 1);
+        if let Some(u) = update {
+            let key = &args[args.len() - 1];
+            flush_meeting(&mut open, Some(u.table), Some((u.key, &[key])), &mut out, backend);
+            if let Some(Group::Update(p)) = open.iter_mut().find(|g| matches!(g, Group::Update(p) if p.sql == sql)) {
+                p.args.extend(args);
+                continue;
+            }
+            open.push(Group::Update(PendingUpdate {
+                table: u.table.to_owned(),
+                sql: sql.to_string(),
+                set: u.set.iter().map(|(c, v)| (c.to_string(), v.to_string())).collect(),
+                key: u.key.to_owned(),
+                rest: u.rest.to_owned(),
+                args,
+            }));
+            continue;
+        }
+        flush(&mut open, table.as_deref(), &mut out, backend);
         out.push((sql, args));
     }
-    flush(&mut open, None, &mut out);
+    flush(&mut open, None, &mut out, backend);
     out
-}
-
-/// Writes the rows gathered for `table` (for every table when `None`), in the order their shapes
-/// first came.
-fn flush(open: &mut Vec<Pending>, table: Option<&str>, out: &mut Vec<Stmt>) {
-    let (now, later): (Vec<Pending>, Vec<Pending>) = std::mem::take(open).into_iter().partition(|p| table.is_none_or(|t| p.table == t));
-    *open = later;
-    for p in now {
-        p.emit(out);
-    }
 }
 
 /// One connection taken from the pool (for migrations, which must run where the lock is held).
@@ -1260,7 +1614,7 @@ mod tests {
         let ins =
             |v: i64| -> Stmt { (Cow::Borrowed("INSERT INTO t (a, b) VALUES (?, ?) ON CONFLICT DO NOTHING"), vec![v.into(), v.into()]) };
         let upd: Stmt = (Cow::Borrowed("UPDATE t SET b = ? WHERE a = ?"), vec![1i64.into(), 1i64.into()]);
-        let out = merge_inserts(vec![ins(1), ins(2), ins(3), upd, ins(4)], true);
+        let out = merge_writes(vec![ins(1), ins(2), ins(3), upd, ins(4)], Backend::Sqlite);
         assert_eq!(out.len(), 3);
         assert_eq!(out[0].0, "INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, ?) ON CONFLICT DO NOTHING");
         assert_eq!(out[0].1.len(), 6);
@@ -1275,7 +1629,7 @@ mod tests {
             let sql = format!("INSERT INTO t (a, b, c) VALUES {}", vec!["(?, ?, ?)"; 500].join(", "));
             (Cow::Owned(sql), (0..1500).map(|i| Arg::from(base + i)).collect())
         };
-        let out = merge_inserts(vec![five_hundred(0), five_hundred(10_000)], true);
+        let out = merge_writes(vec![five_hundred(0), five_hundred(10_000)], Backend::Sqlite);
         let rows: usize = out.iter().map(|(sql, _)| sql.matches("(?, ?, ?)").count()).sum();
         assert_eq!(rows, 1000);
         for (sql, args) in &out {
@@ -1287,27 +1641,49 @@ mod tests {
     fn no_statement_binds_more_than_the_backend_limit() {
         let one =
             |v: i64| -> Stmt { (Cow::Borrowed("INSERT INTO t (a, b, c, d, e, f, g) VALUES (?, ?, ?, ?, ?, ?, ?)"), vec![v.into(); 7]) };
-        let out = merge_inserts((0..20_004).map(one).collect(), true);
+        let out = merge_writes((0..20_004).map(one).collect(), Backend::Sqlite);
         assert!(out.len() > 1);
         assert!(out.iter().all(|(sql, args)| args.len() <= MAX_ARGS && sql.matches('?').count() == args.len()));
         assert_eq!(out.iter().map(|(_, a)| a.len()).sum::<usize>(), 20_004 * 7);
         // One statement built too big elsewhere is cut as well.
         let big = (Cow::Owned(format!("INSERT INTO t (a) VALUES {}", vec!["(?)"; 40_000].join(", "))), vec![Arg::from(1i64); 40_000]);
-        let out = merge_inserts(vec![big], true);
+        let out = merge_writes(vec![big], Backend::Sqlite);
         assert_eq!(out.len(), 2);
     }
 
     #[test]
-    fn upserts_that_add_are_not_merged() {
-        let up = || -> Stmt {
+    fn upserts_that_add_fold_into_one_row_per_key() {
+        let up = |k: i64, kind: &str, n: i64| -> Stmt {
             (
-                Cow::Borrowed("INSERT INTO r (k, n) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET n = r.n + EXCLUDED.n"),
+                Cow::Borrowed(
+                    "INSERT INTO r (k, kind, n, last) VALUES (?, ?, ?, ?) ON CONFLICT (k) DO UPDATE SET n = r.n + EXCLUDED.n, last = excluded.last",
+                ),
+                vec![k.into(), kind.into(), n.into(), n.into()],
+            )
+        };
+        let out = merge_writes(vec![up(1, "a", 2), up(2, "b", 5), up(1, "c", 3)], Backend::Sqlite);
+        assert_eq!(out.len(), 1);
+        // Key 1: the first row's kind, the sum of n, the last row's `last`; key 2 as it came.
+        let want: Vec<Arg> = vec![1i64.into(), "a".into(), 5i64.into(), 3i64.into(), 2i64.into(), "b".into(), 5i64.into(), 5i64.into()];
+        assert_eq!(out[0].1, want);
+        // A sum that is not of integers leaves the rows apart, as they came.
+        let null = (up(1, "a", 2).0, vec![1i64.into(), "a".into(), Arg::I64(None), 1i64.into()]);
+        assert_eq!(merge_writes(vec![up(1, "a", 2), null], Backend::Sqlite).len(), 2);
+        // A SET it cannot read stays apart.
+        let odd = || -> Stmt {
+            (
+                Cow::Borrowed("INSERT INTO r (k, n) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET n = MAX(r.n, excluded.n)"),
                 vec![1i64.into(), 1i64.into()],
             )
         };
-        assert_eq!(merge_inserts(vec![up(), up()], true).len(), 2);
-        let my = || -> Stmt { (Cow::Borrowed("INSERT INTO a (x) VALUES (?) ON DUPLICATE KEY UPDATE seq = seq"), vec![1i64.into()]) };
-        assert_eq!(merge_inserts(vec![my(), my()], true).len(), 1);
+        assert_eq!(merge_writes(vec![odd(), odd()], Backend::Sqlite).len(), 2);
+        // MySQL applies the rows of one statement in order, adding or replacing.
+        let my = || -> Stmt {
+            (Cow::Borrowed("INSERT INTO a (x, n) VALUES (?, ?) ON DUPLICATE KEY UPDATE n = n + VALUES(n)"), vec![1i64.into(), 1i64.into()])
+        };
+        let out = merge_writes(vec![my(), my()], Backend::MySql);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1.len(), 4);
     }
 
     #[test]
@@ -1321,7 +1697,7 @@ mod tests {
         };
         let upd = |t: &'static str| -> Stmt { (Cow::Owned(format!("UPDATE {t} SET y = ? WHERE id = ?")), vec![1i64.into(), 1i64.into()]) };
         // An UPDATE of another table lets the rows gather on; of the same table, it comes after them.
-        let out = merge_inserts(vec![a(1), b(10), a(2), upd("c"), b(20), a(3), upd("a"), a(4)], true);
+        let out = merge_writes(vec![a(1), b(10), a(2), upd("c"), b(20), a(3), upd("a"), a(4)], Backend::Sqlite);
         let sqls: Vec<&str> = out.iter().map(|(s, _)| s.as_ref()).collect();
         assert_eq!(
             sqls,
@@ -1335,41 +1711,77 @@ mod tests {
         );
         // Two rows of one key in a replacing upsert: the last one, as if applied in order.
         assert_eq!(out[3].1, vec![Arg::from(1i64), Arg::from(20i64)]);
-        // Not gathered (PostgreSQL): only consecutive rows of one shape join, in the order given.
-        let apart = merge_inserts(vec![a(1), b(10), a(2), a(3), upd("c"), a(4)], false);
-        let sqls: Vec<&str> = apart.iter().map(|(s, _)| s.as_ref()).collect();
+        // PostgreSQL: several rows travel as one array per column (and the UPDATE gathers too).
+        let pg = merge_writes(vec![a(1), b(10), a(2), a(3), upd("c"), b(20), a(4)], Backend::Postgres);
+        let sqls: Vec<&str> = pg.iter().map(|(s, _)| s.as_ref()).collect();
         assert_eq!(
             sqls,
             vec![
-                "INSERT INTO a (x) VALUES (?) ON CONFLICT DO NOTHING",
+                "INSERT INTO a (x) SELECT * FROM UNNEST(?::bigint[]) ON CONFLICT DO NOTHING",
                 "INSERT INTO b (k, out) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET out = excluded.out",
-                "INSERT INTO a (x) VALUES (?), (?) ON CONFLICT DO NOTHING",
                 "UPDATE c SET y = ? WHERE id = ?",
-                "INSERT INTO a (x) VALUES (?) ON CONFLICT DO NOTHING",
             ]
         );
+        assert_eq!(pg[0].1, vec![Arg::I64s(vec![Some(1), Some(2), Some(3), Some(4)])]);
+        assert_eq!(pg[1].1, vec![Arg::from(1i64), Arg::from(20i64)]);
         // A statement that reads another table writes everything gathered first.
         let sub: Stmt = (Cow::Borrowed("UPDATE c SET y = (SELECT MAX(x) FROM a)"), vec![]);
-        let out = merge_inserts(vec![a(1), sub, a(2)], true);
+        let out = merge_writes(vec![a(1), sub, a(2)], Backend::Sqlite);
         assert_eq!(out.len(), 3);
         assert!(out[1].0.starts_with("UPDATE c"));
     }
 
     #[test]
-    fn an_upsert_that_keeps_a_column_it_does_not_replace_is_not_merged() {
+    fn an_upsert_keeps_the_first_value_of_a_column_it_does_not_set() {
         let up = |v: i64| -> Stmt {
             (
                 Cow::Borrowed("INSERT INTO b (k, first, out) VALUES (?, ?, ?) ON CONFLICT (k) DO UPDATE SET out = excluded.out"),
                 vec![1i64.into(), v.into(), v.into()],
             )
         };
-        assert_eq!(merge_inserts(vec![up(1), up(2)], true).len(), 2);
+        let out = merge_writes(vec![up(1), up(2)], Backend::Sqlite);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1, vec![Arg::from(1i64), Arg::from(1i64), Arg::from(2i64)]);
         let my = |v: i64| -> Stmt {
             (Cow::Borrowed("INSERT INTO b (k, out) VALUES (?, ?) ON DUPLICATE KEY UPDATE out = VALUES(out)"), vec![1i64.into(), v.into()])
         };
-        let out = merge_inserts(vec![my(1), my(2)], true);
+        let out = merge_writes(vec![my(1), my(2)], Backend::MySql);
         assert_eq!(out.len(), 1, "MySQL applies the rows in order");
         assert_eq!(out[0].1.len(), 4);
+    }
+
+    #[test]
+    fn postgres_rows_of_mixed_types_in_a_column_stay_values() {
+        let a = |v: Arg| -> Stmt { (Cow::Borrowed("INSERT INTO a (x) VALUES (?)"), vec![v]) };
+        let out = merge_writes(vec![a(Arg::from(1i64)), a(Arg::from("1"))], Backend::Postgres);
+        assert_eq!(out[0].0, "INSERT INTO a (x) VALUES (?), (?)");
+    }
+
+    #[test]
+    fn updates_gather_only_where_order_cannot_matter() {
+        let upd = |sql: &'static str, k: i64| -> Stmt { (Cow::Borrowed(sql), vec![k.into()]) };
+        // A literal SET applied twice leaves what it does once: the keys gather.
+        let lit = "UPDATE t SET done = 1 WHERE k = ? AND done = 0";
+        let out = merge_writes(vec![upd(lit, 1), upd(lit, 2)], Backend::Postgres);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, "UPDATE t SET done = 1 WHERE k = ANY(?::bigint[]) AND done = 0");
+        // A SET that reads the row would count twice, or not at all: each stays a statement.
+        let inc = "UPDATE t SET n = n + 1 WHERE k = ?";
+        assert_eq!(merge_writes(vec![upd(inc, 1), upd(inc, 1)], Backend::Postgres).len(), 2);
+        // Values and a condition: the first row may change what the second finds.
+        let cond = |v: i64| -> Stmt { (Cow::Borrowed("UPDATE t SET s = ? WHERE k = ? AND s = 0"), vec![v.into(), 1i64.into()]) };
+        assert_eq!(merge_writes(vec![cond(1), cond(2)], Backend::MySql).len(), 2);
+        // SQLite runs statements inline: nothing to gain, nothing gathered.
+        assert_eq!(merge_writes(vec![upd(lit, 1), upd(lit, 2)], Backend::Sqlite).len(), 2);
+        // An INSERT of a row the pending UPDATE would touch goes after it; of another row, not.
+        let ins = |k: i64| -> Stmt { (Cow::Borrowed("INSERT INTO t (k, done) VALUES (?, ?)"), vec![k.into(), 0i64.into()]) };
+        let out = merge_writes(vec![upd(lit, 1), ins(2), ins(1), upd(lit, 3)], Backend::MySql);
+        let sqls: Vec<&str> = out.iter().map(|(s, _)| s.as_ref()).collect();
+        assert_eq!(
+            sqls,
+            vec!["UPDATE t SET done = 1 WHERE k = ? AND done = 0", "INSERT INTO t (k, done) VALUES (?, ?), (?, ?)", lit],
+            "the first UPDATE before the INSERT of its row"
+        );
     }
 
     #[test]

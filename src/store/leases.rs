@@ -9,7 +9,6 @@
 //! a small part of the lease length of each other (NTP does).
 
 use super::{Arg, RUN_COLS, RUN_TYS, RunRecord, Store, Ty, db, run_from};
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -146,12 +145,10 @@ impl Store {
         Ok(Queued { run_id: run_id.to_owned(), answer: self.send_guarded(stmts, self.fence(run_id))? })
     }
 
-    /// The statement that gives a run just inserted to this process, epoch 1.
-    pub(crate) fn lease_new_stmt(&self, run_id: &str) -> db::Stmt {
-        (
-            Cow::Borrowed("UPDATE runs SET owner = ?, lease_until = ?, epoch = 1 WHERE id = ?"),
-            vec![owner().into(), (wall_ms() + self.lease.length.as_millis() as i64).into(), run_id.into()],
-        )
+    /// The lease of a run this process inserts: the values of its `owner, lease_until, epoch`
+    /// columns (epoch 1), written by the run's own INSERT.
+    pub(crate) fn lease_new_args(&self) -> [db::Arg; 3] {
+        [owner().into(), (wall_ms() + self.lease.length.as_millis() as i64).into(), 1i64.into()]
     }
 
     /// Records that this process holds `run_id` at `epoch`, and keeps it renewed.

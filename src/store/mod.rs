@@ -24,7 +24,7 @@ pub use exports::{ExportCursor, ExportProgress};
 pub use manual::{FlowBlock, ManualAction, ManualTask};
 pub use server::{Cursor, IngestWrite};
 
-pub use db::{Arg, Backend, Conn, OwnedConn, Pool, PoolSettings, Stmt, Tx, Ty, Val, is_conflict};
+pub use db::{Arg, Backend, Conn, OwnedConn, Pool, PoolSettings, Stmt, Tx, Ty, Val, is_conflict, merge_writes};
 pub use leases::{LeaseLost, LeaseSettings, Queued};
 pub use queue::{Claimed, Holder};
 
@@ -401,18 +401,23 @@ impl Store {
     }
 
     pub async fn insert_run(&self, r: &RunRecord) -> anyhow::Result<()> {
-        let sql = format!("INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){}", self.on_conflict_skip("id"));
-        let mut stmts = vec![(Cow::Owned(sql), run_args(r))];
+        let running = r.status == RunStatus::Running;
+        let mut args = run_args(r);
+        // The process that inserts a running run executes it: it holds the lease from the start.
+        let (lease_cols, lease_marks) = if running { (", owner, lease_until, epoch", ", ?, ?, ?") } else { ("", "") };
+        if running {
+            args.extend(self.lease_new_args());
+        }
+        let sql = format!(
+            "INSERT INTO runs ({RUN_COLS}{lease_cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?{lease_marks}){}",
+            self.on_conflict_skip("id")
+        );
+        let mut stmts = vec![(Cow::Owned(sql), args)];
         if r.status.is_final() {
             // Report rollups: a run recorded already ended (refused) is counted in the same commit.
             let end = RunEnd { status: Some(r.status), ..Default::default() };
             stmts.extend(self.rollup_stmts(&r.id, &end, &[], Some(r)).await?);
             stmts.push(Store::run_end_stmt(&r.id, r.started_at));
-        }
-        let running = r.status == RunStatus::Running;
-        if running {
-            // The process that inserts a running run executes it: it holds the lease from the start.
-            stmts.push(self.lease_new_stmt(&r.id));
         }
         self.write(stmts).await?;
         if running {
@@ -816,8 +821,7 @@ async fn writer(
         // Writes whose fencing guard fails are answered `Stale` and dropped; the rest go again.
         let result = loop {
             let guards: Vec<db::Fence> = batch.iter().filter_map(|w| w.guard.clone()).collect();
-            let stmts: Vec<db::Stmt> =
-                db::merge_inserts(batch.iter().flat_map(|w| w.stmts.iter().cloned()).collect(), pool.backend() != Backend::Postgres);
+            let stmts: Vec<db::Stmt> = db::merge_writes(batch.iter().flat_map(|w| w.stmts.iter().cloned()).collect(), pool.backend());
             match commit_with_patience(&pool, &mut conn, &guards, &stmts, patience).await {
                 Ok(failed) if !failed.is_empty() => {
                     let mut seen = 0;

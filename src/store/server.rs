@@ -194,7 +194,7 @@ impl Store {
             stmts.push((Cow::Owned(format!("DELETE FROM runs WHERE id IN ({})", in_list(ids.len()))), ids));
             stmts.extend(chunk.iter().map(super::run_stmt));
         }
-        // The writer joins consecutive rows of one shape into multi-row INSERTs (db::merge_inserts).
+        // The writer joins rows of one shape into one statement per table (db::merge_writes).
         let backend = self.backend();
         stmts.extend(w.attempts.iter().map(|a| attempt_stmt(a, backend)));
         // Exporters follow run ends; an external run's end arrives with its last event.

@@ -309,6 +309,91 @@ backends! {
         b.close().await;
     }
 
+    // Records sent together share group commits: rows of one table travel as one statement
+    // (on PostgreSQL one array per column, NULLs and all) and rollup rows of one key fold into one.
+    async fn records_sharing_a_commit_round_trip_and_count_once(db: TestDb) {
+        let store = db.open().await;
+        let ids: Vec<String> = (0..30).map(|i| format!("b{i}")).collect();
+        let all = |rs: Vec<anyhow::Result<()>>| rs.into_iter().for_each(|r| r.unwrap());
+        let runs: Vec<RunRecord> = ids.iter().map(|id| run(id, "批量", 1_000)).collect();
+        all(futures::future::join_all(runs.iter().map(|r| store.insert_run(r))).await);
+        let attempts: Vec<AttemptRecord> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let mut a = attempt(id, "生成", 1, 1_000);
+                a.flow = "批量".into();
+                if i % 2 == 0 {
+                    (a.input, a.output, a.model, a.tokens_in, a.http_status) = (None, Some("脚本 🚀".into()), None, None, None);
+                }
+                a
+            })
+            .collect();
+        all(futures::future::join_all(attempts.iter().map(|a| store.record_attempt(a, Some("\"出\"")))).await);
+        let end = failed_end(2_000);
+        all(futures::future::join_all(ids.iter().zip(&attempts).map(|(id, a)| store.finish_run(id, &end, std::slice::from_ref(a)))).await);
+        for (id, a) in ids.iter().zip(&attempts) {
+            assert_eq!(store.attempts(id).await.unwrap(), vec![a.clone()], "{id}");
+            assert_eq!(store.outputs(id).await.unwrap().get("生成").map(String::as_str), Some("\"出\""), "{id}");
+        }
+        let w = store.rollup_window(Some("批量"), 0, 1 << 50, false).await.unwrap();
+        assert_eq!(w.runs, vec![("批量".to_owned(), false, "failed".to_owned(), [30, 0, 30, 30 * 500])]);
+        let attempts_counted: i64 = w.nodes.iter().map(|n| n.4[0]).sum();
+        assert_eq!(attempts_counted, 30);
+        assert_eq!(w.run_errors, vec![("批量".to_owned(), "publish".to_owned(), "publish_failed".to_owned(), 30)]);
+        store.close().await;
+    }
+
+    // What the writer sends for rows gathered into one statement (on PostgreSQL, one array per
+    // column) runs on each backend and leaves what the statements one by one would: NULLs, quotes
+    // and non-ASCII kept, upsert rows of one key folded (replaced, added, first kept), UPDATEs of
+    // one shape by key gathered (MySQL/PostgreSQL) and kept in order with what touches their rows.
+    async fn merged_rows_leave_what_the_statements_one_by_one_would(db: TestDb) {
+        let store = db.open().await;
+        let backend = store.backend();
+        let (text, tail) = match backend {
+            Backend::MySql => ("VARCHAR(64)", "ON DUPLICATE KEY UPDATE s = VALUES(s), n = n + VALUES(n)"),
+            _ => ("TEXT", "ON CONFLICT (k) DO UPDATE SET s = excluded.s, n = merge_probe.n + excluded.n"),
+        };
+        store.pool().exec(&format!("CREATE TABLE merge_probe (k BIGINT PRIMARY KEY, first {text}, s {text}, n BIGINT)"), &[]).await.unwrap();
+        let ins = |k: i64, s: Option<&str>, n: i64| -> Stmt {
+            let sql = format!("INSERT INTO merge_probe (k, first, s, n) VALUES (?, ?, ?, ?) {tail}");
+            (Cow::Owned(sql), vec![k.into(), s.into(), s.into(), n.into()])
+        };
+        let set = |k: i64, s: &str, n: i64| -> Stmt {
+            (Cow::Borrowed("UPDATE merge_probe SET s = ?, n = ? WHERE k = ?"), vec![s.into(), n.into(), k.into()])
+        };
+        let mark = |k: i64| -> Stmt { (Cow::Borrowed("UPDATE merge_probe SET first = 'z' WHERE k = ? AND n > 0"), vec![k.into()]) };
+        let quoted = "it's \"q\" \\";
+        let stmts = vec![
+            ins(1, Some("秋天 🚀"), 5),
+            ins(2, None, 0),
+            ins(3, Some(quoted), -1),
+            ins(1, Some("again"), 7),
+            ins(2, Some("后"), 2),
+            set(3, "改", 9),
+            set(1, "一", 1),
+            mark(1),
+            mark(2),
+            set(2, "二", 20),
+        ];
+        let merged = flowguard::store::merge_writes(stmts, backend);
+        let want_stmts = match backend {
+            Backend::Postgres | Backend::MySql => 4,
+            Backend::Sqlite => 6,
+        };
+        assert_eq!(merged.len(), want_stmts, "{:#?}", merged.iter().map(|m| &m.0).collect::<Vec<_>>());
+        store.pool().exec_batch(&merged).await.unwrap();
+        let got = store.pool().fetch("SELECT k, first, s, n FROM merge_probe ORDER BY k", &[], &[Ty::I64, Ty::Str, Ty::Str, Ty::I64]).await.unwrap();
+        let got: Vec<(i64, Option<String>, Option<String>, i64)> =
+            got.iter().map(|r| (r[0].i64().unwrap(), r[1].str(), r[2].str(), r[3].i64().unwrap())).collect();
+        let want = [(1, Some("z"), Some("一"), 1), (2, Some("z"), Some("二"), 20), (3, Some(quoted), Some("改"), 9)];
+        let want: Vec<(i64, Option<String>, Option<String>, i64)> =
+            want.iter().map(|(k, f, s, n)| (*k, f.map(str::to_owned), s.map(str::to_owned), *n)).collect();
+        assert_eq!(got, want);
+        store.close().await;
+    }
+
     async fn writes_are_idempotent(db: TestDb) {
         // A batch retried after its COMMIT went through unacknowledged must not double anything.
         let store = db.open().await;
