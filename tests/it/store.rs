@@ -394,6 +394,27 @@ backends! {
         store.close().await;
     }
 
+    // PostgreSQL plans each execution of a prepared statement for the tables as they are (a plan
+    // kept from a new database's empty tables would scan them whole), unless the URL says otherwise.
+    async fn postgres_plans_each_execution_unless_the_url_says_otherwise(db: TestDb) {
+        let probe = db.open().await;
+        let postgres = probe.backend() == Backend::Postgres;
+        probe.close().await;
+        if !postgres {
+            return;
+        }
+        let mode = |url: String| async move {
+            let store = Store::open(&url, 2, Duration::from_secs(5)).await.unwrap();
+            let got = store.pool().fetch("SHOW plan_cache_mode", &[], &[Ty::Str]).await.unwrap()[0][0].str();
+            store.close().await;
+            got
+        };
+        assert_eq!(mode(db.url().to_owned()).await.as_deref(), Some("force_custom_plan"));
+        let sep = if db.url().contains('?') { '&' } else { '?' };
+        let theirs = format!("{}{sep}options=-c%20plan_cache_mode%3Dforce_generic_plan", db.url());
+        assert_eq!(mode(theirs).await.as_deref(), Some("force_generic_plan"));
+    }
+
     async fn writes_are_idempotent(db: TestDb) {
         // A batch retried after its COMMIT went through unacknowledged must not double anything.
         let store = db.open().await;
