@@ -278,3 +278,7 @@ fn main() {
         idle_rss();
     }
 }
+
+/// The binary's allocator (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
