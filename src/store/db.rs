@@ -731,9 +731,9 @@ impl Pending {
                 Some(folded) => args = folded,
                 None => {
                     // Rows that cannot fold go one statement each, as they came.
+                    let sql = format!("{}{}{}", self.head, self.row, self.tail);
                     for row in std::mem::take(&mut args).chunks(params) {
-                        let sql = format!("{}{}{}", self.head, self.row, self.tail);
-                        out.push((Cow::Owned(sql), row.to_vec()));
+                        out.push((Cow::Owned(sql.clone()), row.to_vec()));
                     }
                 }
             }
@@ -745,8 +745,7 @@ impl Pending {
             let unnest = if backend == Backend::Postgres && n > 1 { as_columns(&args, params) } else { None };
             match unnest {
                 Some(cols) => {
-                    let types: Vec<&str> =
-                        cols.iter().map(|c| if matches!(c, Arg::I64s(_)) { "?::bigint[]" } else { "?::text[]" }).collect();
+                    let types: Vec<String> = cols.iter().map(|c| format!("?::{}[]", pg_array(c))).collect();
                     let head = self.head.strip_suffix("VALUES ").unwrap_or(&self.head);
                     let sql = format!("{head}SELECT * FROM UNNEST({}){}", types.join(", "), self.tail);
                     out.push((Cow::Owned(sql), cols));
@@ -847,20 +846,16 @@ impl PendingUpdate {
             parts.join(", ")
         };
         if n == 1 {
-            let sql = match backend {
+            // No `?` in the SET: `set` never asks for a value.
+            let literals = set(&|_| unreachable!());
+            let stmt = match backend {
                 Backend::Postgres => match as_columns(&self.args, 1) {
-                    Some(_) => {
-                        format!("UPDATE {t} SET {} WHERE {k} = ANY(?::{}[]){rest}", set(&|_| unreachable!()), pg_array(&self.args[0]))
-                    }
+                    Some(keys) => (format!("UPDATE {t} SET {literals} WHERE {k} = ANY(?::{}[]){rest}", pg_array(&keys[0])), keys),
                     None => return one_by_one(out, self.args),
                 },
-                _ => format!("UPDATE {t} SET {} WHERE {k} IN ({}){rest}", set(&|_| unreachable!()), vec!["?"; rows].join(", ")),
+                _ => (format!("UPDATE {t} SET {literals} WHERE {k} IN ({}){rest}", vec!["?"; rows].join(", ")), self.args.clone()),
             };
-            let args = match backend {
-                Backend::Postgres => as_columns(&self.args, 1).unwrap_or_default(),
-                _ => self.args.clone(),
-            };
-            out.push((Cow::Owned(sql), args));
+            out.push((Cow::Owned(stmt.0), stmt.1));
             return;
         }
         // Of rows of one key, the last.
