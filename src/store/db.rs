@@ -771,6 +771,13 @@ struct Update<'a> {
     rest: &'a str,
 }
 
+impl Update<'_> {
+    /// Values bound per row: the SET's `?` and the key.
+    fn params(&self) -> usize {
+        self.set.iter().filter(|(_, v)| *v == "?").count() + 1
+    }
+}
+
 fn parse_update(sql: &str) -> Option<Update<'_>> {
     let rest = sql.strip_prefix("UPDATE ")?;
     if sql.contains("SELECT") {
@@ -941,21 +948,18 @@ impl Group {
     }
 }
 
-/// Writes each gathered group of `table` that [`Group::meets`] the rows `(column, keys)` say (all
-/// of them when that is `None`), and of every table when `table` is `None`.
-fn flush_meeting(open: &mut Vec<Group>, table: Option<&str>, rows: Option<(&str, &[&Arg])>, out: &mut Vec<Stmt>, backend: Backend) {
-    let (now, later): (Vec<Group>, Vec<Group>) =
-        std::mem::take(open).into_iter().partition(|g| table.is_none_or(|t| g.table() == t && rows.is_none_or(|(c, k)| g.meets(c, k))));
+/// Writes the gathered groups `now` picks, in the order their shapes first came.
+fn flush_where(open: &mut Vec<Group>, out: &mut Vec<Stmt>, backend: Backend, now: impl Fn(&Group) -> bool) {
+    let (now, later): (Vec<Group>, Vec<Group>) = std::mem::take(open).into_iter().partition(now);
     *open = later;
     for g in now {
         g.emit(out, backend);
     }
 }
 
-/// Writes the rows gathered for `table` (for every table when `None`), in the order their shapes
-/// first came.
+/// Writes the rows gathered for `table` (for every table when `None`).
 fn flush(open: &mut Vec<Group>, table: Option<&str>, out: &mut Vec<Stmt>, backend: Backend) {
-    flush_meeting(open, table, None, out, backend);
+    flush_where(open, out, backend, |g| table.is_none_or(|t| g.table() == t));
 }
 
 /// Statements of a batch, written with fewer round trips. INSERTs of one shape become one
@@ -980,23 +984,14 @@ pub fn merge_writes(stmts: Vec<Stmt>, backend: Backend) -> Vec<Stmt> {
             let same = |g: &Group| matches!(g, Group::Insert(p) if p.head == i.head && p.row == i.row && p.tail == i.tail);
             // Pending UPDATEs of the table that may touch these rows go first.
             let cols = columns(i.head).unwrap_or_default();
-            let clash: Vec<usize> = open
-                .iter()
-                .enumerate()
-                .filter(|(_, g)| {
-                    let Group::Update(u) = g else { return false };
-                    if &u.table != t {
-                        return false;
-                    }
-                    let Some(at) = cols.iter().position(|c| *c == u.key).filter(|_| inserts_only(i.tail)) else { return true };
-                    let mine: Vec<&Arg> = args.chunks(i.params).map(|r| &r[at]).collect();
-                    u.keys().any(|k| mine.contains(&k))
-                })
-                .map(|(n, _)| n)
-                .collect();
-            for n in clash.into_iter().rev() {
-                open.remove(n).emit(&mut out, backend);
-            }
+            flush_where(&mut open, &mut out, backend, |g| {
+                let Group::Update(u) = g else { return false };
+                let Some(at) = cols.iter().position(|c| *c == u.key).filter(|_| &u.table == t && inserts_only(i.tail)) else {
+                    return &u.table == t;
+                };
+                let mine: Vec<&Arg> = args.chunks(i.params).map(|r| &r[at]).collect();
+                g.meets(&u.key, &mine)
+            });
             if let Some(Group::Insert(p)) = open.iter_mut().find(|g| share.is_some() && same(g)) {
                 p.args.extend(args);
                 continue;
@@ -1019,11 +1014,10 @@ pub fn merge_writes(stmts: Vec<Stmt>, backend: Backend) -> Vec<Stmt> {
             pending.emit(&mut out, backend);
             continue;
         }
-        let update =
-            parse_update(&sql).filter(|u| backend != Backend::Sqlite && args.len() == u.set.iter().filter(|(_, v)| *v == "?").count() + 1);
+        let update = parse_update(&sql).filter(|u| backend != Backend::Sqlite && args.len() == u.params());
         if let Some(u) = update {
             let key = &args[args.len() - 1];
-            flush_meeting(&mut open, Some(u.table), Some((u.key, &[key])), &mut out, backend);
+            flush_where(&mut open, &mut out, backend, |g| g.table() == u.table && g.meets(u.key, &[key]));
             if let Some(Group::Update(p)) = open.iter_mut().find(|g| matches!(g, Group::Update(p) if p.sql == sql)) {
                 p.args.extend(args);
                 continue;

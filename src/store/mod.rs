@@ -402,17 +402,9 @@ impl Store {
 
     pub async fn insert_run(&self, r: &RunRecord) -> anyhow::Result<()> {
         let running = r.status == RunStatus::Running;
-        let mut args = run_args(r);
         // The process that inserts a running run executes it: it holds the lease from the start.
-        let (lease_cols, lease_marks) = if running { (", owner, lease_until, epoch", ", ?, ?, ?") } else { ("", "") };
-        if running {
-            args.extend(self.lease_new_args());
-        }
-        let sql = format!(
-            "INSERT INTO runs ({RUN_COLS}{lease_cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?{lease_marks}){}",
-            self.on_conflict_skip("id")
-        );
-        let mut stmts = vec![(Cow::Owned(sql), args)];
+        let lease = running.then(|| self.lease_new_args());
+        let mut stmts = vec![run_insert(r, lease, &self.on_conflict_skip("id"))];
         if r.status.is_final() {
             // Report rollups: a run recorded already ended (refused) is counted in the same commit.
             let end = RunEnd { status: Some(r.status), ..Default::default() };
@@ -592,7 +584,21 @@ fn run_args(r: &RunRecord) -> Vec<Arg> {
 
 /// Inserts a run row as it is (ingestion writes runs that started elsewhere).
 fn run_stmt(r: &RunRecord) -> db::Stmt {
-    (Cow::Owned(format!("INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")), run_args(r))
+    run_insert(r, None, "")
+}
+
+/// The INSERT of a run's row; with `lease`, also its `owner, lease_until, epoch`.
+fn run_insert(r: &RunRecord, lease: Option<[Arg; 3]>, tail: &str) -> db::Stmt {
+    let mut args = run_args(r);
+    let cols = match lease {
+        Some(l) => {
+            args.extend(l);
+            format!("{RUN_COLS}, owner, lease_until, epoch")
+        }
+        None => RUN_COLS.to_owned(),
+    };
+    let marks = vec!["?"; args.len()].join(", ");
+    (Cow::Owned(format!("INSERT INTO runs ({cols}) VALUES ({marks}){tail}")), args)
 }
 
 macro_rules! attempt_insert {
