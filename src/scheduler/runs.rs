@@ -94,18 +94,28 @@ impl Runs {
             return Some(self.execute(engine, l, start, on_finish));
         }
         let run_id = start.run_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        self.active.lock().expect("active").insert(
-            run_id.clone(),
-            Active { flow: l.flow.name.clone(), on_interrupt: l.flow.serve.on_interrupt, handle: None, queued: true },
-        );
+        self.track(&run_id, &l.flow, true);
         let (this, id) = (self.clone(), run_id.clone());
         tokio::spawn(async move {
             if let Err(e) = this.queue(&engine, &l, &id).await {
                 tracing::error!(run_id = %id, flow = %l.flow.name, error = %format!("{e:#}"), "the run could not be queued");
             }
-            this.active.lock().expect("active").remove(&id);
+            this.forget(&id);
         });
         Some(run_id)
+    }
+
+    /// Lists a run this process is queueing (`queued`) or executing.
+    fn track(&self, run_id: &str, flow: &Flow, queued: bool) {
+        let a = Active { flow: flow.name.clone(), on_interrupt: flow.serve.on_interrupt, handle: None, queued };
+        self.active.lock().expect("active").insert(run_id.to_owned(), a);
+    }
+
+    /// The run is no longer this process's to wait for (its row is written, or it ended here):
+    /// a drain waiting on it goes on at once.
+    fn forget(&self, run_id: &str) {
+        self.active.lock().expect("active").remove(run_id);
+        self.done.notify_waiters();
     }
 
     /// Queues a run and returns once its row is committed (so an id handed out is never lost);
@@ -129,10 +139,7 @@ impl Runs {
         let run_id = start.run_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let (this, id) = (self.clone(), run_id.clone());
         // Registered before the task starts, so a quick run cannot end before it is listed.
-        self.active.lock().expect("active").insert(
-            run_id.clone(),
-            Active { flow: l.flow.name.clone(), on_interrupt: l.flow.serve.on_interrupt, handle: None, queued: false },
-        );
+        self.track(&run_id, &l.flow, false);
         let handle = tokio::spawn(async move {
             let req = RunRequest { flow: l.flow.clone(), inputs: l.inputs.clone(), trigger: l.trigger.clone(), canary: l.canary };
             let start = Start { run_id: Some(id.clone()), ..start };
@@ -146,8 +153,7 @@ impl Runs {
                 }
                 Err(e) => tracing::error!(run_id = %id, flow = %l.flow.name, error = %format!("{e:#}"), "the run could not be recorded"),
             }
-            this.active.lock().expect("active").remove(&id);
-            this.done.notify_waiters();
+            this.forget(&id);
             this.wake.notify_one();
         });
         if let Some(a) = self.active.lock().expect("active").get_mut(&run_id) {
@@ -283,4 +289,38 @@ pub async fn recover(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A drain at shutdown goes on as soon as the last run being queued has its row written, not at
+    /// the end of its grace period (which a run queued every second kept it waiting for).
+    #[tokio::test]
+    async fn a_drain_ends_when_the_last_run_being_queued_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Store::open(&format!("sqlite://{}", dir.path().join("t.db").display()), 1, Duration::from_secs(1)).await.expect("store");
+        let here = std::path::Path::new(".");
+        let cfg = crate::config::Config::parse(&here.join("flowguard.yaml"), "{}", here, &|_| None).expect("config");
+        let reg = crate::nodes::Registry::from_config(&cfg).expect("registry");
+        let text = "name: f\nnodes:\n  - id: a\n    kind: template\n    text: hi\n";
+        let flow = crate::flow::parse(&here.join("f.yaml"), text, &reg).expect("flow");
+        let runs = Arc::new(Runs::default());
+        runs.track("r1", &flow, true);
+        let (written, queued) = tokio::sync::oneshot::channel::<()>();
+        let this = runs.clone();
+        tokio::spawn(async move {
+            let _ = queued.await;
+            this.forget("r1");
+        });
+        // The drain is polled first (one thread): it finds the run listed and waits; the row is
+        // written while it waits.
+        let drain = runs.drain(Duration::from_secs(3600), &store, || 0);
+        let _ = written.send(());
+        let left = tokio::time::timeout(Duration::from_secs(60), drain).await.expect("the drain ended once the run's row was written");
+        assert_eq!(left, 0);
+        store.close().await;
+    }
 }

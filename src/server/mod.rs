@@ -475,14 +475,24 @@ async fn scheduler_loop(shared: Arc<Shared>, _stop: watch::Receiver<bool>) {
         // Per job, the time up to which an outage's fires were settled: a fire the stalled loop
         // hands out late, scheduled before it, was settled already (skipped or caught up).
         let mut settled: HashMap<String, i64> = HashMap::new();
+        let mut seen = shared.store.unreachable_seen();
         loop {
             shared.scheduler_beat.store(shared.clock.now_ms(), Ordering::Relaxed);
+            // The database went away since the loop last looked (its writes may all have gone
+            // through in the end, after waiting it out): what fell due meanwhile fell due while
+            // it was away.
+            let away = shared.store.unreachable_seen() != seen;
+            seen = shared.store.unreachable_seen();
             for f in sched.due(shared.clock.now_ms()) {
                 if settled.get(&f.job).is_some_and(|t| f.at_ms <= *t) {
                     continue;
                 }
-                // A job with fires owed since an outage waits for them to be settled first.
-                if owed.iter().any(|o| o.job == f.job) || !run_fire(&shared, &f).await {
+                // Until the owed fires are settled, the database has not been seen back: every
+                // job's fires are owed, not only those of the job whose fire failed. One started
+                // after the database came back (the loop stalled in a write meanwhile) would run
+                // late as if on time, and the occurrences the stalled loop stepped over would go
+                // unrecorded.
+                if away || !owed.is_empty() || !run_fire(&shared, &f).await {
                     owed.push(f);
                 }
             }

@@ -33,6 +33,7 @@ use anyhow::{Context, anyhow};
 use serde::Serialize;
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -203,6 +204,8 @@ pub struct Store {
     lease: LeaseSettings,
     /// The flows' blocks as last read, for the check before each run.
     blocks_seen: Arc<manual::SeenBlocks>,
+    /// How many tries of a write met an unreachable database (see [`Store::unreachable_seen`]).
+    unreachable: Arc<AtomicU64>,
 }
 
 /// How to open the store: the pool, and how long writes wait for a database that went away.
@@ -341,6 +344,8 @@ impl Store {
         let (tx, rx) = mpsc::unbounded_channel();
         let (release, released) = mpsc::unbounded_channel();
         let (patience, target) = (opts.write_patience, describe_target(url));
+        let unreachable = Arc::new(AtomicU64::new(0));
+        let seen = unreachable.clone();
         if backend == Backend::Sqlite {
             // SQLite executes in the calling thread: the writer gets a thread of its own, where its
             // connection lives and its batches run inline (db::OwnedConn).
@@ -348,10 +353,10 @@ impl Store {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().context("starting the SQLite writer")?;
             std::thread::Builder::new()
                 .name("flowguard-writer".into())
-                .spawn(move || runtime.block_on(writer(pool, rx, released, patience, target)))
+                .spawn(move || runtime.block_on(writer(pool, rx, released, Patience { patience, target, seen })))
                 .context("starting the SQLite writer")?;
         } else {
-            tokio::spawn(writer(write_pool.clone(), rx, released, patience, target));
+            tokio::spawn(writer(write_pool.clone(), rx, released, Patience { patience, target, seen }));
         }
         Ok(Store {
             pool,
@@ -363,7 +368,15 @@ impl Store {
             leases: Default::default(),
             lease: opts.lease,
             blocks_seen: Default::default(),
+            unreachable,
         })
+    }
+
+    /// How many tries of a write have met an unreachable database since the store opened: a
+    /// caller that reads it twice knows whether the database was away in between, even when
+    /// every write it made went through in the end (the writer waits out short outages).
+    pub fn unreachable_seen(&self) -> u64 {
+        self.unreachable.load(Ordering::Relaxed)
     }
 
     /// The server's version string, as it answered at open.
@@ -799,8 +812,7 @@ async fn writer(
     pool: Pool,
     mut rx: mpsc::UnboundedReceiver<Write>,
     mut release: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
-    patience: Duration,
-    target: String,
+    patience: Patience,
 ) {
     const MAX_BATCH: usize = 512;
     let mut conn: Option<OwnedConn> = None;
@@ -828,7 +840,7 @@ async fn writer(
         let result = loop {
             let guards: Vec<db::Fence> = batch.iter().filter_map(|w| w.guard.clone()).collect();
             let stmts: Vec<db::Stmt> = db::merge_writes(batch.iter().flat_map(|w| w.stmts.iter().cloned()).collect(), pool.backend());
-            match commit_with_patience(&pool, &mut conn, &guards, &stmts, patience).await {
+            match patience.commit(&pool, &mut conn, &guards, &stmts).await {
                 Ok(failed) if !failed.is_empty() => {
                     let mut seen = 0;
                     let (stale, kept): (Vec<Write>, Vec<Write>) = batch.into_iter().partition(|w| {
@@ -857,16 +869,16 @@ async fn writer(
                 // One bad write must not fail its neighbours: commit each on its own.
                 for w in batch {
                     let guards: Vec<db::Fence> = w.guard.into_iter().collect();
-                    let r = match commit_with_patience(&pool, &mut conn, &guards, &w.stmts, patience).await {
+                    let r = match patience.commit(&pool, &mut conn, &guards, &w.stmts).await {
                         Ok(failed) if failed.is_empty() => Ok(()),
                         Ok(_) => Err(WriteError::Stale),
-                        Err(e) => Err(WriteError::Failed(write_failed(&pool, &target, patience, &e))),
+                        Err(e) => Err(WriteError::Failed(patience.failed(&pool, &e))),
                     };
                     let _ = w.ack.send(r);
                 }
             }
             Err(e) => {
-                let msg = write_failed(&pool, &target, patience, &e);
+                let msg = patience.failed(&pool, &e);
                 if is_connection_error(&e) {
                     tracing::error!("{msg}");
                 }
@@ -875,19 +887,6 @@ async fn writer(
                 }
             }
         }
-    }
-}
-
-fn write_failed(pool: &Pool, target: &str, patience: Duration, e: &sqlx::Error) -> String {
-    if is_connection_error(e) {
-        format!(
-            "the {} database at {target} did not accept the write within {} (storage.write_patience): {}",
-            pool.backend().name(),
-            humantime::format_duration(patience),
-            describe_error(e)
-        )
-    } else {
-        format!("the {} database at {target} refused the write: {}", pool.backend().name(), describe_error(e))
     }
 }
 
@@ -920,48 +919,78 @@ fn is_connection_error(e: &sqlx::Error) -> bool {
     matches!(code.as_ref(), "40001" | "40P01" | "5" | "6" | "261" | "517") || d.message().contains("database is locked")
 }
 
-/// Commits `stmts` in one transaction, retrying while the database is away until `patience` is
-/// spent. Each try is bounded by what is left of the patience, so a server that stops answering
-/// (rather than refusing) cannot hold the run longer than configured.
-async fn commit_with_patience(
-    pool: &Pool,
-    conn: &mut Option<OwnedConn>,
-    guards: &[db::Fence],
-    stmts: &[db::Stmt],
+/// How the writer waits for a database that went away, and what it says when it gives up.
+struct Patience {
     patience: Duration,
-) -> Result<Vec<usize>, sqlx::Error> {
-    let start = std::time::Instant::now();
-    let mut delay = Duration::from_millis(50);
-    loop {
-        let left = patience.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
-        let attempt = async {
-            if conn.is_none() {
-                *conn = Some(pool.acquire_owned().await?);
-            }
-            match conn.as_mut() {
-                Some(c) if guards.is_empty() => c.exec_batch(stmts).await.map(|()| Vec::new()),
-                Some(c) => c.exec_guarded(guards, stmts).await,
-                None => Err(sqlx::Error::PoolClosed),
-            }
-        };
-        let r = match tokio::time::timeout(left, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "the database stopped answering"))),
-        };
-        if r.is_err() {
-            // The kept connection may be the broken part: take a fresh one next time. (A
-            // statement the database rejected leaves it usable, but telling the two apart is
-            // not worth a stale connection.)
-            *conn = None;
+    /// The database, as errors name it (no password).
+    target: String,
+    /// Counts the tries that met an unreachable database ([`Store::unreachable_seen`]).
+    seen: Arc<AtomicU64>,
+}
+
+impl Patience {
+    /// What a caller is told when its write is given up on.
+    fn failed(&self, pool: &Pool, e: &sqlx::Error) -> String {
+        let target = &self.target;
+        if is_connection_error(e) {
+            format!(
+                "the {} database at {target} did not accept the write within {} (storage.write_patience): {}",
+                pool.backend().name(),
+                humantime::format_duration(self.patience),
+                describe_error(e)
+            )
+        } else {
+            format!("the {} database at {target} refused the write: {}", pool.backend().name(), describe_error(e))
         }
-        match r {
-            Ok(failed) => return Ok(failed),
-            Err(e) if is_connection_error(&e) && start.elapsed() + delay < patience => {
-                tracing::warn!(error = %describe_error(&e), "database write failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
+    }
+
+    /// Commits `stmts` in one transaction, retrying while the database is away until the patience
+    /// is spent. Each try is bounded by what is left of the patience, so a server that stops
+    /// answering (rather than refusing) cannot hold the run longer than configured.
+    async fn commit(
+        &self,
+        pool: &Pool,
+        conn: &mut Option<OwnedConn>,
+        guards: &[db::Fence],
+        stmts: &[db::Stmt],
+    ) -> Result<Vec<usize>, sqlx::Error> {
+        let patience = self.patience;
+        let start = std::time::Instant::now();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let left = patience.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
+            let attempt = async {
+                if conn.is_none() {
+                    *conn = Some(pool.acquire_owned().await?);
+                }
+                match conn.as_mut() {
+                    Some(c) if guards.is_empty() => c.exec_batch(stmts).await.map(|()| Vec::new()),
+                    Some(c) => c.exec_guarded(guards, stmts).await,
+                    None => Err(sqlx::Error::PoolClosed),
+                }
+            };
+            let r = match tokio::time::timeout(left, attempt).await {
+                Ok(r) => r,
+                Err(_) => Err(sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "the database stopped answering"))),
+            };
+            if let Err(e) = &r {
+                // The kept connection may be the broken part: take a fresh one next time. (A
+                // statement the database rejected leaves it usable, but telling the two apart is
+                // not worth a stale connection.)
+                *conn = None;
+                if Pool::is_unreachable(e) {
+                    self.seen.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            Err(e) => return Err(e),
+            match r {
+                Ok(failed) => return Ok(failed),
+                Err(e) if is_connection_error(&e) && start.elapsed() + delay < patience => {
+                    tracing::warn!(error = %describe_error(&e), "database write failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 }

@@ -291,7 +291,10 @@ backends! {
         let (tick, tock) = (every_second("tick", false), every_second("tock", true));
         let target = url::Url::parse(db.url()).expect("url");
         let proxy = Proxy::start(&format!("{}:{}", target.host_str().expect("host"), target.port().expect("port")));
-        let app = spawn_flows(&config(&proxy.url(db.url()), "127.0.0.1:0", &all_scopes(), ""), &[("tick", &tick), ("tock", &tock)]).await;
+        // Writes wait out the outage (as with the default patience of 30 s), so the scheduler
+        // stalls in `tick`'s write until the database is back, before it gets to `tock`'s fire.
+        let cfg = config(&proxy.url(db.url()), "127.0.0.1:0", &all_scopes(), "").replace("write_patience: 2s", "write_patience: 20s");
+        let app = spawn_flows(&cfg, &[("tick", &tick), ("tock", &tock)]).await;
         let store = db.open().await;
         let fires = |job: &'static str, skipped: i64, since: i64, until: i64| {
             let store = store.clone();
@@ -310,8 +313,10 @@ backends! {
         };
         let wall = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis() as i64;
         until("both flows fire", || async { fires("cron:tick", 0, 0, i64::MAX).await > 0 && fires("cron:tock", 0, 0, i64::MAX).await > 0 }).await;
-        let cut_at = wall();
         proxy.cut();
+        // Fires from here on fall due with the database away (the proxy closes its connections
+        // within a few milliseconds of the cut).
+        let cut_at = wall() + 50;
         // Fires fall due while the database is away: three of them at one a second.
         until("three fires fall due in the outage", || async { wall() > cut_at + 3_500 }).await;
         let back_at = wall();
