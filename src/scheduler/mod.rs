@@ -47,6 +47,19 @@ pub struct Fire {
     pub catch_up: bool,
 }
 
+impl Fire {
+    /// The id of the run this fire queues, decided by the job and the scheduled time: queueing it
+    /// again (after a write that failed, or whose answer was lost) never makes a second run. A
+    /// UUIDv7 of the scheduled time like every run id, its other bits from a digest of both.
+    pub fn run_id(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("{}\n{}", self.job, self.at_ms));
+        let mut rest = [0u8; 10];
+        rest.copy_from_slice(&digest[..10]);
+        uuid::Builder::from_unix_timestamp_millis(self.at_ms.max(0) as u64, &rest).into_uuid().to_string()
+    }
+}
+
 pub struct Scheduler {
     pub tz: jiff::tz::TimeZone,
     pub jobs: Vec<Job>,
@@ -170,6 +183,23 @@ pub fn canary_finished(o: &crate::engine::RunOutcome) {
 mod tests {
     use super::*;
     use crate::flow::schedule::parse_cron;
+
+    /// A fire's run id is the same each time it is asked for, differs between fires, and is a
+    /// UUIDv7 of the scheduled time (so runs sort by it as others do).
+    #[test]
+    fn a_fire_names_its_run_the_same_each_time() {
+        let j = job("0 9 * * *", false);
+        let at = 1_764_838_800_000;
+        let (a, b, c) = (fire(&j, at, false), fire(&j, at, true), fire(&j, at + 60_000, false));
+        assert_eq!(a.run_id(), b.run_id());
+        assert_ne!(a.run_id(), c.run_id());
+        let other = Fire { job: "canary:f".into(), ..a.clone() };
+        assert_ne!(a.run_id(), other.run_id());
+        let id = uuid::Uuid::parse_str(&a.run_id()).expect("uuid");
+        assert_eq!(id.get_version_num(), 7);
+        let (secs, nanos) = id.get_timestamp().expect("timestamp").to_unix();
+        assert_eq!(secs as i64 * 1000 + nanos as i64 / 1_000_000, at);
+    }
 
     fn job(cron: &str, catch_up: bool) -> Job {
         Job {

@@ -183,8 +183,11 @@ impl Shared {
     /// Queues a run and answers its id once the run is durable (`None`: skipped by the overlap
     /// policy).
     pub async fn queue(&self, l: Launch) -> anyhow::Result<Option<String>> {
+        self.queue_as(l, uuid::Uuid::now_v7().to_string()).await
+    }
+
+    async fn queue_as(&self, l: Launch, id: String) -> anyhow::Result<Option<String>> {
         let engine = self.loaded().engine.clone();
-        let id = uuid::Uuid::now_v7().to_string();
         Ok(self.runs.queue(&engine, &l, &id).await?.then_some(id))
     }
 
@@ -196,13 +199,16 @@ impl Shared {
         })
     }
 
-    /// Starts what a scheduler fire asks for.
-    pub fn fire(self: &Arc<Self>, f: &Fire) -> Option<String> {
-        let flow = self.loaded().flows.get(&f.flow).cloned()?;
+    /// Queues the run a scheduler fire asks for, under the fire's own run id ([`Fire::run_id`]),
+    /// and answers once it is durable (`None`: skipped by the overlap policy, or the flow is gone).
+    pub async fn queue_fire(&self, f: &Fire) -> anyhow::Result<Option<String>> {
+        let Some(flow) = self.loaded().flows.get(&f.flow).cloned() else { return Ok(None) };
         let canary = f.kind == JobKind::Canary;
-        self.metrics.fired(&f.flow, if canary { "canary" } else { "cron" });
         let trigger = if canary { "canary" } else { "cron" };
-        self.launch(Launch { flow, inputs: f.inputs.clone(), trigger: trigger.into(), canary, overlap: Some(f.overlap) })
+        let l = Launch { flow, inputs: f.inputs.clone(), trigger: trigger.into(), canary, overlap: Some(f.overlap) };
+        let queued = self.queue_as(l, f.run_id()).await?;
+        self.metrics.fired(&f.flow, trigger);
+        Ok(queued)
     }
 }
 
@@ -447,6 +453,12 @@ async fn report_jobs(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 /// Fires scheduled and canary runs; rebuilds its jobs when config and flows are reloaded.
 async fn scheduler_loop(shared: Arc<Shared>, _stop: watch::Receiver<bool>) {
     let mut generation = shared.generation.subscribe();
+    // Both outlive a reload of the flows.
+    // Fires that fell due while the database was away, settled once it answers again.
+    let mut owed: Vec<Fire> = Vec::new();
+    // Fires this process recorded whose run could not be queued: queued again each round (under
+    // the same run id) until it is, rather than lost.
+    let mut unqueued: Vec<Fire> = Vec::new();
     loop {
         let l = shared.loaded();
         let tz = l.config.time_zone();
@@ -468,10 +480,8 @@ async fn scheduler_loop(shared: Arc<Shared>, _stop: watch::Receiver<bool>) {
         }
         for f in sched.missed(now, &|j| last.get(j).copied()) {
             tracing::info!(flow = %f.flow, job = %f.job, "catching up a fire missed while the server was down");
-            run_fire(&shared, &f).await;
+            run_fire(&shared, &f, &mut unqueued).await;
         }
-        // Fires that fell due while the database was away, settled once it answers again.
-        let mut owed: Vec<Fire> = Vec::new();
         // Per job, the time up to which an outage's fires were settled: a fire the stalled loop
         // hands out late, scheduled before it, was settled already (skipped or caught up).
         let mut settled: HashMap<String, i64> = HashMap::new();
@@ -492,12 +502,19 @@ async fn scheduler_loop(shared: Arc<Shared>, _stop: watch::Receiver<bool>) {
                 // after the database came back (the loop stalled in a write meanwhile) would run
                 // late as if on time, and the occurrences the stalled loop stepped over would go
                 // unrecorded.
-                if away || !owed.is_empty() || !run_fire(&shared, &f).await {
+                if away || !owed.is_empty() || !run_fire(&shared, &f, &mut unqueued).await {
                     owed.push(f);
                 }
             }
             if !owed.is_empty() {
-                settle_owed(&shared, &sched, &mut owed, &mut settled).await;
+                settle_owed(&shared, &sched, &mut owed, &mut settled, &mut unqueued).await;
+            }
+            // Once the database answers again (nothing owed), not while each try would wait out
+            // the write patience.
+            if owed.is_empty() {
+                for f in std::mem::take(&mut unqueued) {
+                    queue_fire(&shared, f, &mut unqueued).await;
+                }
             }
             // Wake at the next fire, at least every second for the heartbeat.
             let next = sched.next_ms().unwrap_or(i64::MAX).min(shared.clock.now_ms() + 1000);
@@ -510,11 +527,12 @@ async fn scheduler_loop(shared: Arc<Shared>, _stop: watch::Receiver<bool>) {
 }
 
 /// Starts a fire once across workers; false when the database could not record it (it is owed).
-async fn run_fire(shared: &Arc<Shared>, f: &Fire) -> bool {
-    // Every worker's scheduler sees the fire; the first to record it starts it.
+/// A fire recorded whose run could not be queued joins `unqueued`.
+async fn run_fire(shared: &Arc<Shared>, f: &Fire, unqueued: &mut Vec<Fire>) -> bool {
+    // Every worker's scheduler sees the fire; the first to record it queues its run.
     let recorded = match shared.store.fire_once(&f.job, f.at_ms).await {
         Ok(true) => {
-            shared.fire(f);
+            queue_fire(shared, f.clone(), unqueued).await;
             true
         }
         Ok(false) => true,
@@ -529,6 +547,14 @@ async fn run_fire(shared: &Arc<Shared>, f: &Fire) -> bool {
     recorded
 }
 
+/// Queues the run of a fire this process recorded; one that could not be queued joins `unqueued`.
+async fn queue_fire(shared: &Arc<Shared>, f: Fire, unqueued: &mut Vec<Fire>) {
+    if let Err(e) = shared.queue_fire(&f).await {
+        tracing::error!(error = %format!("{e:#}"), flow = %f.flow, job = %f.job, "the fire's run could not be queued; it is queued again next round");
+        unqueued.push(f);
+    }
+}
+
 /// Most occurrences of one job recorded as skipped after one outage (a per-second schedule over a
 /// long outage would otherwise write a row per second of it).
 const MAX_SKIPPED_RECORDED: usize = 10_000;
@@ -537,7 +563,13 @@ const MAX_SKIPPED_RECORDED: usize = 10_000;
 /// with `catch_up`, the latest occurrence runs once (late) and the earlier ones are skipped;
 /// without it, every occurrence in the outage is skipped. Skipped fires are recorded (once across
 /// workers), counted in `/metrics` and logged. While the database is still away, nothing changes.
-async fn settle_owed(shared: &Arc<Shared>, sched: &crate::scheduler::Scheduler, owed: &mut Vec<Fire>, settled: &mut HashMap<String, i64>) {
+async fn settle_owed(
+    shared: &Arc<Shared>,
+    sched: &crate::scheduler::Scheduler,
+    owed: &mut Vec<Fire>,
+    settled: &mut HashMap<String, i64>,
+    unqueued: &mut Vec<Fire>,
+) {
     let mut jobs: Vec<String> = owed.iter().map(|f| f.job.clone()).collect();
     jobs.sort();
     jobs.dedup();
@@ -573,7 +605,7 @@ async fn settle_owed(shared: &Arc<Shared>, sched: &crate::scheduler::Scheduler, 
         }
         if done && let Some(at) = run_late {
             let late = Fire { at_ms: at, catch_up: true, ..last.clone() };
-            done = run_fire(shared, &late).await;
+            done = run_fire(shared, &late, unqueued).await;
             if done {
                 tracing::warn!(flow = %late.flow, job = %job, "catching up a fire that fell due while the database was away");
             }

@@ -377,6 +377,39 @@ backends! {
     }
 }
 
+/// A scheduled fire recorded whose run the database would not queue is not lost: its run is queued
+/// again, under the same id, until the database takes it, and runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fire_whose_run_could_not_be_queued_is_queued_again_and_runs_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let tick = "name: tick\nschedule: { cron: \"* * * * * *\", overlap: allow }\nnodes:\n  - id: greet\n    kind: template\n    text: hi\n";
+    let app = spawn_flows(&config(&url, "127.0.0.1:0", &all_scopes(), ""), &[("tick", tick)]).await;
+    let store = flowguard::store::Store::open(&url, 1, Duration::from_secs(2)).await.expect("store");
+    let count = |sql: &'static str| {
+        let store = store.clone();
+        async move { store.pool().fetch(sql, &[], &[flowguard::store::Ty::I64]).await.expect("count")[0][0].i64().unwrap_or(0) }
+    };
+    let fired = || count("SELECT COUNT(*) FROM cron_fires WHERE job = 'cron:tick' AND skipped = 0");
+    let runs = || count("SELECT COUNT(*) FROM runs WHERE flow = 'tick' AND trigger_kind = 'cron'");
+    until("tick fires", || async { runs().await > 0 }).await;
+    // The database refuses to queue scheduled runs for a while (as it refuses a write it cannot
+    // take); the fires themselves are recorded.
+    let refuse =
+        "CREATE TRIGGER refuse_cron BEFORE INSERT ON runs WHEN NEW.trigger_kind = 'cron' BEGIN SELECT RAISE(ABORT, 'refused'); END";
+    store.pool().exec(refuse, &[]).await.expect("trigger");
+    let before = runs().await;
+    let recorded = fired().await;
+    until("two fires are recorded while their runs are refused", || async { fired().await >= recorded + 2 }).await;
+    assert_eq!(runs().await, before, "the refused runs were not queued");
+    store.pool().exec("DROP TRIGGER refuse_cron", &[]).await.expect("drop trigger");
+    until("every recorded fire has its run, once", || async { runs().await == fired().await }).await;
+    let ended = || count("SELECT COUNT(*) FROM runs WHERE flow = 'tick' AND status = 'succeeded'");
+    until("the late runs ran", || async { ended().await >= recorded + 2 }).await;
+    store.close().await;
+    app.shutdown().await;
+}
+
 /// Impossible times and durations are refused with a 400 (or a rejected item) naming the field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn impossible_times_and_durations_are_refused_naming_the_field() {
