@@ -123,7 +123,7 @@ async fn list_latency() {
         }
         // New runs: their rollups are counted without reading anything back.
         w.fresh = w.runs.iter().map(|r| r.id.clone()).collect();
-        shared.store.apply_ingest(w, 0).await.expect("fill");
+        shared.store.apply_ingest(&w, 0).await.expect("fill");
     }
     println!("runs_fill backend=sqlite runs={total} seconds={:.1}", fill.elapsed().as_secs_f64());
     let http = reqwest::Client::new();

@@ -144,7 +144,7 @@ impl From<anyhow::Error> for ApiError {
 }
 
 /// The error means the database is away (not that a statement was wrong).
-fn store_unreachable(e: &anyhow::Error) -> bool {
+pub(super) fn store_unreachable(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<sqlx::Error>().is_some_and(crate::store::Pool::is_unreachable)
             // The store's writer answers with its message once its patience is spent.

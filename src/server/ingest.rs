@@ -57,7 +57,7 @@ enum Body {
 }
 
 /// One item's answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 struct ItemResult {
     index: usize,
     /// The event's id as sent (null when it had none).
@@ -204,6 +204,11 @@ impl Gate {
     fn has_waiting(&self) -> bool {
         !self.waiting().is_empty()
     }
+
+    /// Requests checked and waiting to be merged.
+    pub fn requests_waiting(&self) -> usize {
+        self.waiting().len()
+    }
 }
 
 /// Takes every request waiting and merges them as one (none: a merge before this one took them).
@@ -212,16 +217,22 @@ async fn merge_waiting(s: Arc<Shared>) -> anyhow::Result<()> {
     if jobs.is_empty() {
         return Ok(());
     }
-    let mut parts = Vec::with_capacity(jobs.len());
-    let mut dones = Vec::with_capacity(jobs.len());
-    for j in jobs {
-        parts.push((j.checked, j.results));
-        dones.push(j.done);
-    }
+    let (parts, dones): (Vec<Part>, Vec<_>) = jobs.into_iter().map(|j| ((j.checked, j.results), j.done)).unzip();
+    // Kept to merge each request alone should the database refuse the group's write: one request
+    // it refuses must not fail the others merged with it.
+    let alone: Option<Vec<Part>> = (parts.len() > 1).then(|| parts.clone());
     match merge(&s, parts).await {
         Ok(merged) => {
             for (done, m) in dones.into_iter().zip(merged) {
                 let _ = done.send(Ok(m));
+            }
+        }
+        // While the database is away, each request alone would wait out the patience again.
+        Err(e) if alone.is_some() && !super::api::store_unreachable(&e) => {
+            tracing::warn!(error = %format!("{e:#}"), requests = dones.len(), "the database refused a group of ingestion requests; merging each alone");
+            for (part, done) in alone.into_iter().flatten().zip(dones) {
+                let r = merge(&s, vec![part]).await.map_err(|e| GroupFailed(Arc::new(e)));
+                let _ = done.send(r.map(|mut m| m.remove(0)));
             }
         }
         Err(e) => {
@@ -291,7 +302,6 @@ async fn merge(s: &Arc<Shared>, parts: Vec<Part>) -> anyhow::Result<Vec<Merged>>
                 Body::NodeStarted { at } => run.started_at = run.started_at.min(at),
                 Body::NodeFinished(a) => {
                     run.started_at = run.started_at.min(a.started_at);
-                    s.metrics.attempt(&a);
                     write.attempts.push(*a);
                 }
                 Body::RunFinished { at, started_at, status, error_kind, error, failed_node } => {
@@ -324,7 +334,11 @@ async fn merge(s: &Arc<Shared>, parts: Vec<Part>) -> anyhow::Result<Vec<Merged>>
             out[*job].ended.push(super::external::outcome(r));
         }
     }
-    s.store.apply_ingest(write, s.clock.now_ms()).await?;
+    s.store.apply_ingest(&write, s.clock.now_ms()).await?;
+    // Counted once committed: a group the database refused is merged again request by request.
+    for a in &write.attempts {
+        s.metrics.attempt(a);
+    }
     Ok(out)
 }
 

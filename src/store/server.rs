@@ -182,7 +182,7 @@ impl Store {
     /// multi-row INSERTs (joined by the writer, not one statement per event); the report
     /// rollups of the runs that have ended go in the same transaction, so a committed end is never
     /// missing from them.
-    pub async fn apply_ingest(&self, w: IngestWrite, now_ms: i64) -> anyhow::Result<()> {
+    pub async fn apply_ingest(&self, w: &IngestWrite, now_ms: i64) -> anyhow::Result<()> {
         let mut stmts: Vec<Stmt> = Vec::new();
         for chunk in w.events.chunks(500) {
             let sql = format!("INSERT INTO ingest_events (id, run_id, received_at) VALUES {}", vec!["(?, ?, ?)"; chunk.len()].join(", "));

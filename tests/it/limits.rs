@@ -345,6 +345,31 @@ backends! {
         app.shutdown().await;
     }
 
+    // A request whose write the database refuses does not fail the requests merged with it: the
+    // group is merged again request by request.
+    networked async fn a_refused_request_does_not_fail_the_requests_merged_with_it(db: TestDb) {
+        let app = spawn(db.url(), "").await;
+        let held = IngestHeld::take(&db).await;
+        let post = |body: Value| {
+            let (http, base) = (app.http.clone(), app.base.clone());
+            tokio::spawn(async move {
+                let r = http.post(format!("{base}/api/v1/events")).bearer_auth(TOKEN).json(&body).send().await.expect("POST");
+                (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+            })
+        };
+        let refused = post(json!(node_event("refused-1", "ra", "n", recent())));
+        until("the first request waits on the lock", || async { app.shared.ingest_lock.requests_waiting() == 1 }).await;
+        let fine = post(json!(node_event("fine-1", "rb", "n", recent())));
+        until("both requests wait to be merged together", || async { app.shared.ingest_lock.requests_waiting() == 2 }).await;
+        held.release().await;
+        let (code, body) = fine.await.expect("fine");
+        assert_eq!((code, count_of(&body, "accepted")), (200, 1), "{body}");
+        assert_eq!(refused.await.expect("refused").0, 500);
+        assert_eq!(db.query_i64("SELECT COUNT(*) FROM ingest_events WHERE id = 'fine-1'").await, 1);
+        assert_eq!(db.query_i64("SELECT COUNT(*) FROM node_attempts WHERE run_id = 'ra'").await, 0);
+        app.shutdown().await;
+    }
+
     // Ingestion does not queue behind reads: with every read connection busy, a batch of
     // events is committed before any of those reads ends.
     networked async fn ingestion_is_not_queued_behind_reads(db: TestDb) {
@@ -555,4 +580,47 @@ async fn a_runaway_template_fails_its_node_with_a_clear_kind() {
     assert_eq!(out.status, flowguard::vocab::RunStatus::Failed, "{out:?}");
     assert_eq!(out.error_kind, Some(flowguard::vocab::ErrorKind::LoopLimit), "{out:?}");
     assert!(out.error_message.as_deref().unwrap_or("").contains("template limit"), "{out:?}");
+}
+
+/// A connection of the test's own that makes the database refuse the event id `refused-1` (a
+/// trigger) and holds ingestion's database lock until released, so that requests sent meanwhile
+/// wait to be merged as one group.
+enum IngestHeld {
+    MySql(sqlx::MySqlConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl IngestHeld {
+    async fn take(db: &TestDb) -> IngestHeld {
+        use sqlx::Connection;
+        match db.kind {
+            Kind::MySql => {
+                let mut c = sqlx::MySqlConnection::connect(db.url()).await.expect("connect");
+                let refuse = "CREATE TRIGGER refuse_event BEFORE INSERT ON ingest_events FOR EACH ROW \
+                    BEGIN IF NEW.id = 'refused-1' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused'; END IF; END";
+                sqlx::raw_sql(refuse).execute(&mut c).await.expect("trigger");
+                let lock = "SELECT GET_LOCK(CONCAT('flowguard_', 'ingest', '_', LEFT(MD5(IFNULL(DATABASE(), '')), 16)), 60)";
+                let got: Option<i64> = sqlx::query_scalar(lock).fetch_one(&mut c).await.expect("lock");
+                assert_eq!(got, Some(1));
+                IngestHeld::MySql(c)
+            }
+            _ => {
+                let mut c = sqlx::PgConnection::connect(db.url()).await.expect("connect");
+                let refuse = "CREATE FUNCTION refuse_event() RETURNS trigger AS $$ BEGIN \
+                    IF NEW.id = 'refused-1' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql; \
+                    CREATE TRIGGER refuse_event BEFORE INSERT ON ingest_events FOR EACH ROW EXECUTE FUNCTION refuse_event();";
+                sqlx::raw_sql(refuse).execute(&mut c).await.expect("trigger");
+                sqlx::query("SELECT pg_advisory_lock(hashtextextended('ingest', 0))").execute(&mut c).await.expect("lock");
+                IngestHeld::Postgres(c)
+            }
+        }
+    }
+
+    async fn release(self) {
+        use sqlx::Connection;
+        match self {
+            IngestHeld::MySql(c) => c.close().await.expect("close"),
+            IngestHeld::Postgres(c) => c.close().await.expect("close"),
+        }
+    }
 }

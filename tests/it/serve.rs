@@ -490,9 +490,9 @@ async fn serve_queries_work_on_every_backend() {
             runs: (0..5).map(run).collect(),
             ..Default::default()
         };
-        store.apply_ingest(w, 1).await.expect("ingest");
+        store.apply_ingest(&w, 1).await.expect("ingest");
         // Written again whole (the ingestion merge), not duplicated.
-        store.apply_ingest(IngestWrite { runs: vec![run(4)], ..Default::default() }, 2).await.expect("rewrite");
+        store.apply_ingest(&IngestWrite { runs: vec![run(4)], ..Default::default() }, 2).await.expect("rewrite");
         let known = store.known_events(&["e1".into(), "x".into()]).await.expect("known");
         assert_eq!(known.into_iter().collect::<Vec<_>>(), vec!["e1".to_owned()], "{url}");
         let f = RunFilter { flow: Some("f".into()), ..Default::default() };
@@ -504,11 +504,11 @@ async fn serve_queries_work_on_every_backend() {
         // External runs gone silent: found by the time of their last event, ended once.
         let running = |id: &str| RunRecord { id: id.into(), status: flowguard::vocab::RunStatus::Running, ..run(0) };
         store
-            .apply_ingest(IngestWrite { events: vec![("es".into(), "s".into())], runs: vec![running("s")], ..Default::default() }, 2)
+            .apply_ingest(&IngestWrite { events: vec![("es".into(), "s".into())], runs: vec![running("s")], ..Default::default() }, 2)
             .await
             .expect("s");
         store
-            .apply_ingest(IngestWrite { events: vec![("et".into(), "t".into())], runs: vec![running("t")], ..Default::default() }, 9000)
+            .apply_ingest(&IngestWrite { events: vec![("et".into(), "t".into())], runs: vec![running("t")], ..Default::default() }, 9000)
             .await
             .expect("t");
         let silent = store.silent_external_runs(5000).await.expect("silent");
