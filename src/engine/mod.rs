@@ -94,14 +94,22 @@ struct RunState {
     recovered: bool,
     current: Option<Current>,
     outputs: Map<String, Json>,
-    /// Records handed to the store whose commit nobody has waited for yet (pure nodes'), oldest
-    /// first, with the node each belongs to.
+    /// Writes handed to the store whose commit nobody has waited for yet (pure nodes' records),
+    /// oldest first, with the node of each one's first record.
     pending: VecDeque<(String, Queued)>,
+    /// Pure nodes' records not handed to the store yet, and the node of the first: they go as one
+    /// write with the run's next record that must be committed, or once [`UNSENT`] wait.
+    unsent: Vec<crate::store::Stmt>,
+    unsent_from: Option<String>,
+    unsent_records: usize,
 }
 
-/// Most records of one run that may wait for their commit while the run goes on: past this the
+/// Most writes of one run that may wait for their commit while the run goes on: past this the
 /// engine waits for the oldest.
 const IN_FLIGHT: usize = 64;
+
+/// Most pure nodes' records of one run kept before they are handed to the store.
+const UNSENT: usize = 16;
 
 /// A record the store did not commit.
 struct Unrecorded {
@@ -448,7 +456,7 @@ impl Engine {
             w.abort();
         }
         // The run's records still on their way are committed before its end is.
-        let stop = match (self.settle(&state).await, stop) {
+        let stop = match (self.settle(&run_id, &state).await, stop) {
             (Err(u), Stop::Walked(Walk::Done { .. })) => {
                 let severity = policy_severity(flow, flow.nodes.iter().find(|n| n.id == u.node), ErrorKind::Internal);
                 let error = NodeError::new(ErrorKind::Internal, format!("{:#}", u.error));
@@ -720,17 +728,24 @@ impl Engine {
     /// if any); returns once it is durable, with every record of the run before it.
     async fn write_attempt(&self, rec: &AttemptRecord, keep: Option<&str>, state: &Mutex<RunState>) -> anyhow::Result<()> {
         self.queue_attempt(rec, keep, state).await?;
-        self.settle(state).await.map_err(|u| u.error)
+        self.settle(&rec.run_id, state).await.map_err(|u| u.error)
     }
 
-    /// [`Engine::write_attempt`] without waiting for the commit (a pure node's record), unless
-    /// [`IN_FLIGHT`] records of the run wait already: then for the oldest.
+    /// [`Engine::write_attempt`] without waiting for the commit (a pure node's record): kept with
+    /// the run's other unsent records, handed to the store once [`UNSENT`] wait; waits only when
+    /// [`IN_FLIGHT`] writes of the run wait already, for the oldest.
     async fn queue_attempt(&self, rec: &AttemptRecord, keep: Option<&str>, state: &Mutex<RunState>) -> anyhow::Result<()> {
         self.emit(Event::AttemptFinished(Box::new(rec.clone())));
-        let queued = self.store.queue_attempt(rec, keep).map_err(|e| anyhow!("could not record the attempt: {e:#}"))?;
+        let stmts = self.store.attempt_stmts(rec, keep);
         let oldest = {
             let mut st = state.lock().expect("run state");
-            st.pending.push_back((rec.node_id.clone(), queued));
+            st.unsent.extend(stmts);
+            st.unsent_from.get_or_insert_with(|| rec.node_id.clone());
+            st.unsent_records += 1;
+            if st.unsent_records < UNSENT {
+                return Ok(());
+            }
+            self.hand_over(&rec.run_id, &mut st)?;
             if st.pending.len() > IN_FLIGHT { st.pending.pop_front() } else { None }
         };
         match oldest {
@@ -739,10 +754,26 @@ impl Engine {
         }
     }
 
-    /// Waits until every record of the run handed to the store so far is committed; says which
-    /// was not.
-    async fn settle(&self, state: &Mutex<RunState>) -> Result<(), Unrecorded> {
-        let pending = std::mem::take(&mut state.lock().expect("run state").pending);
+    /// Hands the run's unsent records to the store, as one write.
+    fn hand_over(&self, run_id: &str, st: &mut RunState) -> anyhow::Result<()> {
+        let Some(from) = st.unsent_from.take() else { return Ok(()) };
+        st.unsent_records = 0;
+        let queued =
+            self.store.queue_run(run_id, std::mem::take(&mut st.unsent)).map_err(|e| anyhow!("could not record the attempt: {e:#}"))?;
+        st.pending.push_back((from, queued));
+        Ok(())
+    }
+
+    /// Waits until every record of the run so far is committed; says which was not.
+    async fn settle(&self, run_id: &str, state: &Mutex<RunState>) -> Result<(), Unrecorded> {
+        let pending = {
+            let mut st = state.lock().expect("run state");
+            let from = st.unsent_from.clone();
+            if let Err(error) = self.hand_over(run_id, &mut st) {
+                return Err(Unrecorded { node: from.unwrap_or_default(), error });
+            }
+            std::mem::take(&mut st.pending)
+        };
         let mut first = None;
         for (node, q) in pending {
             if let Err(e) = q.done(&self.store).await {
@@ -812,7 +843,7 @@ impl Engine {
         // Whatever the run recorded so far is committed before a node that reaches outside.
         let pure = node.node.pure() && !node.side_effect;
         if !pure {
-            self.settle(state).await.map_err(|u| failure(ErrorKind::Internal, format!("{:#}", u.error)))?;
+            self.settle(run_id, state).await.map_err(|u| failure(ErrorKind::Internal, format!("{:#}", u.error)))?;
         }
         let chain = node.node.model_chain();
         let models: Vec<Option<&str>> = if chain.is_empty() { vec![None] } else { chain.iter().map(|m| Some(m.as_str())).collect() };

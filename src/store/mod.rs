@@ -469,12 +469,19 @@ impl Store {
     /// [`Queued::done`] says when it is committed (or refused). Writes are committed in the order
     /// they are handed over.
     pub fn queue_attempt(&self, a: &AttemptRecord, keep_output: Option<&str>) -> anyhow::Result<Queued> {
+        let stmts = self.attempt_stmts(a, keep_output);
+        self.queue_run(&a.run_id, stmts)
+    }
+
+    /// The statements that record an attempt (and keep its full output), to hand over with
+    /// others of its run in one write ([`Store::queue_run`]).
+    pub(crate) fn attempt_stmts(&self, a: &AttemptRecord, keep_output: Option<&str>) -> Vec<db::Stmt> {
         self.live.attempt(a);
         let mut stmts = vec![attempt_stmt(a, self.backend())];
         if let Some(out) = keep_output {
             stmts.push(manual::output_stmt(self.backend(), &a.run_id, &a.node_id, out));
         }
-        self.queue_run(&a.run_id, stmts)
+        stmts
     }
 
     pub async fn get_run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {

@@ -314,3 +314,63 @@ async fn a_node_that_reaches_outside_starts_only_after_the_records_before_it_are
     let a = h.attempts(&o.run_id).await;
     assert_eq!(a.len(), 10, "every record is committed when the run's end is");
 }
+
+/// README, "When a record is durable": pure nodes' records are kept at most 16 to a run before
+/// they are handed to the writer, so a long stretch of pure nodes is committed as it goes, not
+/// only at the run's end. While the run starts its 21st template node (the engine held there),
+/// another connection finds at least the first 16 records committed.
+#[tokio::test]
+async fn a_long_stretch_of_pure_nodes_is_committed_as_it_goes() {
+    use std::sync::{Arc, mpsc};
+    let mut flow = String::from("name: f\nnodes:\n");
+    for i in 0..24 {
+        flow.push_str(&format!("  - id: t{i}\n    kind: template\n    text: \"step {i}\"\n"));
+    }
+    let h = harness("timezone: UTC\n", &flow).await;
+    let url = format!("sqlite://{}", h.dir().join("fg.db").display());
+    let (seen_tx, seen) = mpsc::channel::<i64>();
+    let engine = h.engine.clone().with_observer(Arc::new(move |e: &Event| {
+        let Event::NodeStarted { node, run_id, .. } = e else { return };
+        if node != "t20" {
+            return;
+        }
+        let (url, run_id, seen_tx) = (url.clone(), run_id.clone(), seen_tx.clone());
+        // The engine waits here while another connection watches the records arrive.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let committed = rt.block_on(async {
+                let pool = flowguard::store::Pool::connect(&url, &Default::default()).await.expect("pool");
+                let count = || async {
+                    let rows = pool
+                        .fetch(
+                            "SELECT COUNT(*) FROM node_attempts WHERE run_id = ?",
+                            &[run_id.as_str().into()],
+                            &[flowguard::store::Ty::I64],
+                        )
+                        .await
+                        .expect("count");
+                    rows[0][0].i64().unwrap_or(0)
+                };
+                let start = std::time::Instant::now();
+                let mut n = count().await;
+                while n < 16 && start.elapsed() < Duration::from_secs(30) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    n = count().await;
+                }
+                pool.close().await;
+                n
+            });
+            seen_tx.send(committed).expect("seen");
+        })
+        .join()
+        .expect("watcher");
+    }));
+    let o = engine
+        .run(flowguard::engine::RunRequest { flow: h.flow.clone(), inputs: Default::default(), trigger: "test".into(), canary: false })
+        .await
+        .expect("run");
+    assert_eq!(o.status, RunStatus::Succeeded);
+    let committed = seen.recv().expect("the watcher ran");
+    assert!((16..=20).contains(&committed), "{committed} of the 20 records before t20 were committed while it started");
+    assert_eq!(h.attempts(&o.run_id).await.len(), 24);
+}
