@@ -110,6 +110,14 @@ impl FakeFeishu {
         }
     }
 
+    /// Waits until the bot's per-second limit (which counts real time) has room again: nothing
+    /// accepted in the last second. A test on virtual time sends faster than the real clock moves.
+    pub async fn until_second_is_free(&self) {
+        while self.inner.window.lock().unwrap().back().is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The most requests accepted within any window of this length.
     pub fn peak(&self, window: Duration) -> usize {
         let t = self.accepted_at();
