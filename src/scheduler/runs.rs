@@ -1,5 +1,5 @@
 //! Runs in the background for the scheduler and the API, through the queue in the database:
-//! [`Runs::launch`] inserts a `queued` run; [`Runs::work`] claims queued runs (this process's or
+//! [`Runs::queue`] inserts a `queued` run; [`Runs::work`] claims queued runs (this process's or
 //! another's) within the flows' limits — `concurrency:` and `overlap:` hold across all workers,
 //! since the claim counts the flow's leased running runs — and executes them under their lease.
 //! Also the two ends of a run's life elsewhere: runs whose lease expired (their process died) are
@@ -34,11 +34,9 @@ struct Active {
     flow: String,
     on_interrupt: OnInterrupt,
     handle: Option<JoinHandle<()>>,
-    /// Not in the database yet (being queued).
-    queued: bool,
 }
 
-/// Runs this process queued (until their row is written) or is executing.
+/// Runs this process is executing.
 pub struct Runs {
     active: Mutex<HashMap<String, Active>>,
     /// Runs finished by this process, for `/api/v1/health` and tests.
@@ -65,54 +63,26 @@ impl Runs {
         Runs { active: Default::default(), finished: Default::default(), done: Default::default(), wake: Default::default(), capacity }
     }
 
-    /// Runs of `flow` this process is executing or queueing.
+    /// Runs of `flow` this process is executing.
     pub fn active_count(&self, flow: &str) -> usize {
         self.active.lock().expect("active").values().filter(|a| a.flow == flow).count()
-    }
-
-    /// The run is being queued by this process and its row is not written yet.
-    pub fn is_queued(&self, run_id: &str) -> bool {
-        self.active.lock().expect("active").get(run_id).is_some_and(|a| a.queued)
     }
 
     pub fn total_active(&self) -> usize {
         self.active.lock().expect("active").len()
     }
 
-    fn running(&self) -> usize {
-        self.active.lock().expect("active").values().filter(|a| !a.queued).count()
-    }
-
     pub fn finished_status(&self, run_id: &str) -> Option<RunStatus> {
         self.finished.lock().expect("finished").get(run_id).copied()
     }
 
-    /// Queues a run in the background (a resumed one, already held, is executed here at once) and
-    /// returns its id; `None` when the overlap policy skips it.
-    pub fn launch(self: &Arc<Self>, engine: Engine, l: Launch, start: Start, on_finish: OnFinish) -> Option<String> {
-        if start.resume.is_some() || start.claimed.is_some() {
-            return Some(self.execute(engine, l, start, on_finish));
-        }
-        let run_id = start.run_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        self.track(&run_id, &l.flow, true);
-        let (this, id) = (self.clone(), run_id.clone());
-        tokio::spawn(async move {
-            if let Err(e) = this.queue(&engine, &l, &id).await {
-                tracing::error!(run_id = %id, flow = %l.flow.name, error = %format!("{e:#}"), "the run could not be queued");
-            }
-            this.forget(&id);
-        });
-        Some(run_id)
-    }
-
-    /// Lists a run this process is queueing (`queued`) or executing.
-    fn track(&self, run_id: &str, flow: &Flow, queued: bool) {
-        let a = Active { flow: flow.name.clone(), on_interrupt: flow.serve.on_interrupt, handle: None, queued };
+    /// Lists a run this process executes.
+    fn track(&self, run_id: &str, flow: &Flow) {
+        let a = Active { flow: flow.name.clone(), on_interrupt: flow.serve.on_interrupt, handle: None };
         self.active.lock().expect("active").insert(run_id.to_owned(), a);
     }
 
-    /// The run is no longer this process's to wait for (its row is written, or it ended here):
-    /// a drain waiting on it goes on at once.
+    /// The run ended here: a drain waiting on it goes on at once.
     fn forget(&self, run_id: &str) {
         self.active.lock().expect("active").remove(run_id);
         self.done.notify_waiters();
@@ -134,12 +104,13 @@ impl Runs {
         Ok(true)
     }
 
-    /// Executes a run this process holds the lease of, in the background; its id.
-    fn execute(self: &Arc<Self>, engine: Engine, l: Launch, start: Start, on_finish: OnFinish) -> String {
+    /// Executes a run this process holds the lease of (claimed, or taken over to resume), in the
+    /// background; its id.
+    pub fn execute(self: &Arc<Self>, engine: Engine, l: Launch, start: Start, on_finish: OnFinish) -> String {
         let run_id = start.run_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let (this, id) = (self.clone(), run_id.clone());
         // Registered before the task starts, so a quick run cannot end before it is listed.
-        self.track(&run_id, &l.flow, false);
+        self.track(&run_id, &l.flow);
         let handle = tokio::spawn(async move {
             let req = RunRequest { flow: l.flow.clone(), inputs: l.inputs.clone(), trigger: l.trigger.clone(), canary: l.canary };
             let start = Start { run_id: Some(id.clone()), ..start };
@@ -169,7 +140,7 @@ impl Runs {
         flows: &BTreeMap<String, Arc<Flow>>,
         on_finish: &OnFinish,
     ) -> anyhow::Result<usize> {
-        let free = self.capacity.saturating_sub(self.running());
+        let free = self.capacity.saturating_sub(self.total_active());
         let caps: BTreeMap<String, usize> = flows.iter().filter_map(|(name, f)| f.serve.concurrency.map(|c| (name.clone(), c))).collect();
         let claimed = engine.store.claim_queued(free, &caps).await?;
         let n = claimed.len();
@@ -213,9 +184,6 @@ impl Runs {
         for (id, a) in &left {
             if let Some(h) = &a.handle {
                 h.abort();
-            }
-            if a.queued {
-                continue;
             }
             if a.on_interrupt == OnInterrupt::Fail
                 && let Ok(Some(run)) = store.get_run(id).await
@@ -276,7 +244,7 @@ pub async fn recover(
             (Some(f), Ok((start, inputs))) => {
                 tracing::warn!(run_id = %run.id, flow = %run.flow, "resuming a run whose process stopped (its lease expired)");
                 let l = Launch { flow: f.clone(), inputs, trigger: run.trigger.clone(), canary: run.canary, overlap: None };
-                runs.launch(engine.clone(), l, start, on_finish.clone());
+                runs.execute(engine.clone(), l, start, on_finish.clone());
                 out.push(Recovered::Resumed(run.id.clone()));
             }
             (_, plan) => {
@@ -295,10 +263,10 @@ pub async fn recover(
 mod tests {
     use super::*;
 
-    /// A drain at shutdown goes on as soon as the last run being queued has its row written, not at
-    /// the end of its grace period (which a run queued every second kept it waiting for).
+    /// A drain at shutdown goes on as soon as the last run executing here ends, not at the end
+    /// of its grace period.
     #[tokio::test]
-    async fn a_drain_ends_when_the_last_run_being_queued_is_written() {
+    async fn a_drain_ends_as_soon_as_the_last_run_ends() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store =
             Store::open(&format!("sqlite://{}", dir.path().join("t.db").display()), 1, Duration::from_secs(1)).await.expect("store");
@@ -308,18 +276,18 @@ mod tests {
         let text = "name: f\nnodes:\n  - id: a\n    kind: template\n    text: hi\n";
         let flow = crate::flow::parse(&here.join("f.yaml"), text, &reg).expect("flow");
         let runs = Arc::new(Runs::default());
-        runs.track("r1", &flow, true);
-        let (written, queued) = tokio::sync::oneshot::channel::<()>();
+        runs.track("r1", &flow);
+        let (end, ended) = tokio::sync::oneshot::channel::<()>();
         let this = runs.clone();
         tokio::spawn(async move {
-            let _ = queued.await;
+            let _ = ended.await;
             this.forget("r1");
         });
-        // The drain is polled first (one thread): it finds the run listed and waits; the row is
-        // written while it waits.
+        // The drain is polled first (one thread): it finds the run listed and waits; the run ends
+        // while it waits.
         let drain = runs.drain(Duration::from_secs(3600), &store, || 0);
-        let _ = written.send(());
-        let left = tokio::time::timeout(Duration::from_secs(60), drain).await.expect("the drain ended once the run's row was written");
+        let _ = end.send(());
+        let left = tokio::time::timeout(Duration::from_secs(60), drain).await.expect("the drain ended with the run");
         assert_eq!(left, 0);
         store.close().await;
     }

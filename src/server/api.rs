@@ -466,7 +466,6 @@ async fn run(State(s): State<Arc<Shared>>, h: HeaderMap, Path(id): Path<String>)
             v["attempts"] = serde_json::to_value(&attempts).map_err(|e| ApiError::Internal(e.to_string()))?;
             Ok(Json(v).into_response())
         }
-        None if s.runs.is_queued(&id) => Ok(Json(json!({"id": id, "status": "queued", "attempts": []})).into_response()),
         None => Err(ApiError::NotFound(format!("no run `{id}`"))),
     }
 }

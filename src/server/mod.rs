@@ -174,12 +174,6 @@ impl Shared {
         }
     }
 
-    /// Starts a run in the background; its id at once (`None`: skipped by the overlap policy).
-    pub fn launch(self: &Arc<Self>, l: Launch) -> Option<String> {
-        let engine = self.loaded().engine.clone();
-        self.runs.launch(engine, l, Default::default(), self.on_finish())
-    }
-
     /// Queues a run and answers its id once the run is durable (`None`: skipped by the overlap
     /// policy).
     pub async fn queue(&self, l: Launch) -> anyhow::Result<Option<String>> {

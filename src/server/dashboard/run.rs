@@ -23,9 +23,6 @@ pub async fn page(State(s): State<Arc<Shared>>, h: HeaderMap, uri: Uri, Path(id)
     let q = query(&uri);
     let tr = i18n::strings(&v.lang);
     let Some(run) = s.store.get_run(&id).await.map_err(|e| store_failed(&s, &v, e))? else {
-        if s.runs.is_queued(&id) {
-            return Ok(render(&s, &v, "run.html", context! { page => "run", queued => true, id => id, refresh => true }));
-        }
         return Err(Failure::Page(message(&s, &v, StatusCode::NOT_FOUND, "no_such_run", &id)));
     };
     let attempts = s.store.attempts(&id).await.map_err(|e| store_failed(&s, &v, e))?;
