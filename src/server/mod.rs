@@ -447,11 +447,10 @@ async fn report_jobs(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 /// Fires scheduled and canary runs; rebuilds its jobs when config and flows are reloaded.
 async fn scheduler_loop(shared: Arc<Shared>, _stop: watch::Receiver<bool>) {
     let mut generation = shared.generation.subscribe();
-    // Both outlive a reload of the flows.
-    // Fires that fell due while the database was away, settled once it answers again.
+    // Fires that fell due while the database was away, settled once it answers again; and fires
+    // this process recorded whose run could not be queued, queued again each round (under the
+    // same run id) until it is, rather than lost. Both outlive a reload of the flows.
     let mut owed: Vec<Fire> = Vec::new();
-    // Fires this process recorded whose run could not be queued: queued again each round (under
-    // the same run id) until it is, rather than lost.
     let mut unqueued: Vec<Fire> = Vec::new();
     loop {
         let l = shared.loaded();
@@ -485,8 +484,9 @@ async fn scheduler_loop(shared: Arc<Shared>, _stop: watch::Receiver<bool>) {
             // The database went away since the loop last looked (its writes may all have gone
             // through in the end, after waiting it out): what fell due meanwhile fell due while
             // it was away.
-            let away = shared.store.unreachable_seen() != seen;
-            seen = shared.store.unreachable_seen();
+            let now_seen = shared.store.unreachable_seen();
+            let away = now_seen != seen;
+            seen = now_seen;
             for f in sched.due(shared.clock.now_ms()) {
                 if settled.get(&f.job).is_some_and(|t| f.at_ms <= *t) {
                     continue;
