@@ -97,11 +97,17 @@ struct RunState {
     /// Writes handed to the store whose commit nobody has waited for yet (pure nodes' records),
     /// oldest first, with the node of each one's first record.
     pending: VecDeque<(String, Queued)>,
-    /// Pure nodes' records not handed to the store yet, and the node of the first: they go as one
-    /// write with the run's next record that must be committed, or once [`UNSENT`] wait.
-    unsent: Vec<crate::store::Stmt>,
-    unsent_from: Option<String>,
-    unsent_records: usize,
+    /// Pure nodes' records not handed to the store yet: they go as one write with the run's next
+    /// record that must be committed, or once [`UNSENT`] wait.
+    unsent: Option<Unsent>,
+}
+
+/// A run's records kept for one write.
+struct Unsent {
+    /// The node of the first record (named if the write fails).
+    from: String,
+    stmts: Vec<crate::store::Stmt>,
+    records: usize,
 }
 
 /// Most writes of one run that may wait for their commit while the run goes on: past this the
@@ -739,10 +745,10 @@ impl Engine {
         let stmts = self.store.attempt_stmts(rec, keep);
         let oldest = {
             let mut st = state.lock().expect("run state");
-            st.unsent.extend(stmts);
-            st.unsent_from.get_or_insert_with(|| rec.node_id.clone());
-            st.unsent_records += 1;
-            if st.unsent_records < UNSENT {
+            let u = st.unsent.get_or_insert_with(|| Unsent { from: rec.node_id.clone(), stmts: Vec::new(), records: 0 });
+            u.stmts.extend(stmts);
+            u.records += 1;
+            if u.records < UNSENT {
                 return Ok(());
             }
             self.hand_over(&rec.run_id, &mut st)?;
@@ -756,11 +762,9 @@ impl Engine {
 
     /// Hands the run's unsent records to the store, as one write.
     fn hand_over(&self, run_id: &str, st: &mut RunState) -> anyhow::Result<()> {
-        let Some(from) = st.unsent_from.take() else { return Ok(()) };
-        st.unsent_records = 0;
-        let queued =
-            self.store.queue_run(run_id, std::mem::take(&mut st.unsent)).map_err(|e| anyhow!("could not record the attempt: {e:#}"))?;
-        st.pending.push_back((from, queued));
+        let Some(u) = st.unsent.take() else { return Ok(()) };
+        let queued = self.store.queue_run(run_id, u.stmts).map_err(|e| anyhow!("could not record the attempt: {e:#}"))?;
+        st.pending.push_back((u.from, queued));
         Ok(())
     }
 
@@ -768,7 +772,7 @@ impl Engine {
     async fn settle(&self, run_id: &str, state: &Mutex<RunState>) -> Result<(), Unrecorded> {
         let pending = {
             let mut st = state.lock().expect("run state");
-            let from = st.unsent_from.clone();
+            let from = st.unsent.as_ref().map(|u| u.from.clone());
             if let Err(error) = self.hand_over(run_id, &mut st) {
                 return Err(Unrecorded { node: from.unwrap_or_default(), error });
             }

@@ -165,7 +165,7 @@ pub async fn events(State(s): State<Arc<Shared>>, h: HeaderMap, body: Bytes) -> 
     let gate = s.clone();
     tokio::spawn(async move {
         let _here = gate.ingest_lock.lock.lock().await;
-        if gate.ingest_lock.has_waiting() {
+        if gate.ingest_lock.requests_waiting() > 0 {
             let inner = gate.clone();
             // Errors go to the requests merged (merge_waiting).
             let _ = gate.store.with_db_lock("ingest", async move || merge_waiting(inner).await).await;
@@ -199,10 +199,6 @@ struct Answer {
 impl Gate {
     fn waiting(&self) -> std::sync::MutexGuard<'_, Vec<Job>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn has_waiting(&self) -> bool {
-        !self.waiting().is_empty()
     }
 
     /// Requests checked and waiting to be merged.

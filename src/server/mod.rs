@@ -507,7 +507,7 @@ async fn scheduler_loop(shared: Arc<Shared>, _stop: watch::Receiver<bool>) {
             // the write patience.
             if owed.is_empty() {
                 for f in std::mem::take(&mut unqueued) {
-                    queue_fire(&shared, f, &mut unqueued).await;
+                    queue_or_keep(&shared, f, &mut unqueued).await;
                 }
             }
             // Wake at the next fire, at least every second for the heartbeat.
@@ -526,7 +526,7 @@ async fn run_fire(shared: &Arc<Shared>, f: &Fire, unqueued: &mut Vec<Fire>) -> b
     // Every worker's scheduler sees the fire; the first to record it queues its run.
     let recorded = match shared.store.fire_once(&f.job, f.at_ms).await {
         Ok(true) => {
-            queue_fire(shared, f.clone(), unqueued).await;
+            queue_or_keep(shared, f.clone(), unqueued).await;
             true
         }
         Ok(false) => true,
@@ -542,7 +542,7 @@ async fn run_fire(shared: &Arc<Shared>, f: &Fire, unqueued: &mut Vec<Fire>) -> b
 }
 
 /// Queues the run of a fire this process recorded; one that could not be queued joins `unqueued`.
-async fn queue_fire(shared: &Arc<Shared>, f: Fire, unqueued: &mut Vec<Fire>) {
+async fn queue_or_keep(shared: &Arc<Shared>, f: Fire, unqueued: &mut Vec<Fire>) {
     if let Err(e) = shared.queue_fire(&f).await {
         tracing::error!(error = %format!("{e:#}"), flow = %f.flow, job = %f.job, "the fire's run could not be queued; it is queued again next round");
         unqueued.push(f);
