@@ -29,17 +29,28 @@ fn main() {
     let latency = Duration::from_millis(std::env::var("LATENCY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(200));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async move {
+        // When each call reached the fake: the first `runs` of them are the first wave, whose
+        // spread is the cost of opening that many connections at once.
+        let arrivals: Arc<std::sync::Mutex<Vec<Instant>>> = Default::default();
+        let seen = arrivals.clone();
         let app = Router::new().route(
             "/v1/chat/completions",
-            post(move || async move {
-                tokio::time::sleep(latency).await;
-                axum::Json(serde_json::json!({
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "{\"title\":\"t\",\"body\":\"b\"}"}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 10}
-                }))
+            post(move || {
+                seen.lock().expect("arrivals").push(Instant::now());
+                async move {
+                    tokio::time::sleep(latency).await;
+                    axum::Json(serde_json::json!({
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": "{\"title\":\"t\",\"body\":\"b\"}"}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 10}
+                    }))
+                }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        // A listen backlog above the calls' count: with the default (1,024) a burst of 1,000
+        // connects overflows the accept queue and the dropped handshakes are retried late.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        let listener = socket.listen(4096).expect("listen");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, app).await.ok() });
 
@@ -75,6 +86,7 @@ fn main() {
             c.await.expect("call task");
         }
         let bare = start.elapsed();
+        let bare_wave = first_wave(&arrivals, start, runs);
         drop(bare_http);
 
         let start = Instant::now();
@@ -91,6 +103,7 @@ fn main() {
             }
         }
         let wall = start.elapsed();
+        let engine_wave = first_wave(&arrivals, start, runs);
         let ideal = latency * 3;
         println!("concurrency: runs={runs} llm_calls={} succeeded={ok}", runs * 3);
         println!("concurrency: wall_ms={:.0} ideal_ms={} over_ideal_pct={:.1}", wall.as_secs_f64() * 1000.0, ideal.as_millis(), (wall.as_secs_f64() / ideal.as_secs_f64() - 1.0) * 100.0);
@@ -99,8 +112,16 @@ fn main() {
             bare.as_secs_f64() * 1000.0,
             (wall.as_secs_f64() - bare.as_secs_f64()) * 1000.0
         );
+        println!("concurrency: first_wave_ms bare={bare_wave:.0} engine={engine_wave:.0} (until the first {runs} calls had all reached the fake)");
         println!("concurrency: peak_rss_mb={:.1} (fake server in the same process)", peak_rss_kb() as f64 / 1024.0);
     });
+}
+
+/// Milliseconds from `start` until the first `runs` calls had reached the fake; clears the list.
+fn first_wave(arrivals: &std::sync::Mutex<Vec<Instant>>, start: Instant, runs: usize) -> f64 {
+    let mut a = std::mem::take(&mut *arrivals.lock().expect("arrivals"));
+    a.sort();
+    a.get(runs.saturating_sub(1)).map_or(0.0, |t| (*t - start).as_secs_f64() * 1000.0)
 }
 
 /// The binary's allocator (src/main.rs), so the figures are the binary's.
