@@ -130,10 +130,13 @@ impl Store {
         let now = wall_ms();
         let lease_until = now + self.lease.length.as_millis() as i64;
         let capped = if caps.is_empty() { String::new() } else { format!(" AND flow NOT IN ({})", vec!["?"; caps.len()].join(", ")) };
+        // The pick is a materialized CTE: as a subquery of the UPDATE, PostgreSQL may run it
+        // again under concurrent claims, and with SKIP LOCKED each run picks other rows, so one
+        // claim could take more than `max`.
         let sql = format!(
-            "UPDATE runs SET status = 'running', owner = ?, lease_until = ?, epoch = epoch + 1, started_at = ? \
-             WHERE id IN (SELECT id FROM runs WHERE status = 'queued' ORDER BY started_at, id LIMIT {max} FOR UPDATE SKIP LOCKED) \
-             AND serial = 0{capped} RETURNING {RUN_COLS}, epoch, {EXTRAS}"
+            "WITH picked AS MATERIALIZED (SELECT id FROM runs WHERE status = 'queued' ORDER BY started_at, id LIMIT {max} FOR UPDATE SKIP LOCKED) \
+             UPDATE runs SET status = 'running', owner = ?, lease_until = ?, epoch = epoch + 1, started_at = ? \
+             WHERE id IN (TABLE picked) AND serial = 0{capped} RETURNING {RUN_COLS}, epoch, {EXTRAS}"
         );
         let mut args: Vec<Arg> = vec![owner().into(), lease_until.into(), now.into()];
         args.extend(caps.keys().map(|f| Arg::from(f.as_str())));
