@@ -123,6 +123,25 @@ struct Unrecorded {
     error: anyhow::Error,
 }
 
+/// A run's end as recorded: its row's last values, with the attempt cut short by a timeout or a
+/// cancel, the flow's block, or the task of a run parked for a human.
+struct Ending {
+    status: RunStatus,
+    end: RunEnd,
+    last: Vec<AttemptRecord>,
+    block: bool,
+    task: Option<ManualTask>,
+    kind: Option<ErrorKind>,
+    severity: Option<Severity>,
+}
+
+/// A walk that went through whose records the store did not commit fails on the first of them.
+fn unrecorded(flow: &Flow, u: Unrecorded) -> Stop {
+    let severity = policy_severity(flow, flow.nodes.iter().find(|n| n.id == u.node), ErrorKind::Internal);
+    let error = NodeError::new(ErrorKind::Internal, format!("{:#}", u.error));
+    Stop::Walked(Walk::Failed { node: u.node, error, severity, block: false })
+}
+
 /// How the node walk ended.
 enum Walk {
     /// Every node done; `handled` is a failure a catch node took care of.
@@ -461,90 +480,52 @@ impl Engine {
         if let Some(w) = watchdog {
             w.abort();
         }
-        // The run's records still on their way are committed before its end is.
-        let stop = match (self.settle(&run_id, &state).await, stop) {
-            (Err(u), Stop::Walked(Walk::Done { .. })) => {
-                let severity = policy_severity(flow, flow.nodes.iter().find(|n| n.id == u.node), ErrorKind::Internal);
-                let error = NodeError::new(ErrorKind::Internal, format!("{:#}", u.error));
-                Stop::Walked(Walk::Failed { node: u.node, error, severity, block: false })
-            }
+        // The records not handed to the store yet go with the run's end, as one write; those
+        // handed over already are committed first.
+        let mut unsent = state.lock().expect("run state").unsent.take();
+        let mut stop = match (self.settle(&run_id, &state).await, stop) {
+            (Err(u), Stop::Walked(Walk::Done { .. })) => unrecorded(flow, u),
             (_, stop) => stop,
         };
-        // A walk that ended on a refused write ended because the run was taken over.
-        let stop = if self.store.lost_signal(&run_id).is_some_and(|l| l.is_set()) { Stop::Lost } else { stop };
-
         let now = self.clock.now_ms();
         let st = state.into_inner().unwrap_or_else(|p| p.into_inner());
-        let mut last = Vec::new();
-        let mut block = false;
-        let mut park = false;
-        let (status, failure): (RunStatus, Option<Failed>) = match stop {
-            Stop::Lost => return Err(crate::store::LeaseLost(run_id).into()),
-            Stop::Walked(Walk::Done { handled: None }) => (if st.recovered { RunStatus::Recovered } else { RunStatus::Succeeded }, None),
-            Stop::Walked(Walk::Done { handled: Some((node, e)) }) => (RunStatus::Recovered, Some((Some(node), e.kind, e.message, None))),
-            Stop::Walked(Walk::Failed { node, error, severity, block: b }) => {
-                block = b;
-                (RunStatus::Failed, Some((Some(node), error.kind, error.message, Some(severity))))
-            }
-            Stop::Walked(Walk::Parked { node, error, severity }) => {
-                park = true;
-                (RunStatus::WaitingManual, Some((Some(node), error.kind, error.message, Some(severity))))
-            }
-            Stop::TimedOut | Stop::Cancelled => {
-                let timed_out = matches!(stop, Stop::TimedOut);
-                let (status, kind, msg) = if timed_out {
-                    let limit = flow.timeout.map(|t| humantime::format_duration(t).to_string()).unwrap_or_default();
-                    (RunStatus::TimedOut, ErrorKind::FlowTimeout, format!("the run exceeded its {limit} limit"))
-                } else {
-                    (RunStatus::Cancelled, ErrorKind::Cancelled, "the run was cancelled".to_owned())
-                };
-                if let Some(c) = &st.current {
-                    last.push(self.record(flow, &run_id, st.seq + 1, c, now, Err(&NodeError::new(kind, msg.clone())), false, "stop", None));
+        let ending = loop {
+            // A walk that ended on a refused write ended because the run was taken over.
+            let lost = self.store.lost_signal(&run_id).is_some_and(|l| l.is_set());
+            let Some(ending) = self.ending(flow, &run_id, started_at, now, if lost { &Stop::Lost } else { &stop }, &st) else {
+                return Err(crate::store::LeaseLost(run_id).into());
+            };
+            let before = unsent.as_ref().map(|u| u.stmts.clone()).unwrap_or_default();
+            let recorded = match &ending.task {
+                Some(task) => self.store.park_run(&run_id, before, &ending.end, task).await,
+                None => self.store.finish_run_after(&run_id, before, &ending.end, &ending.last).await,
+            };
+            let lost = self.store.lost_signal(&run_id).is_some_and(|l| l.is_set());
+            match (recorded, unsent.take()) {
+                (Ok(()), _) => break ending,
+                // Refused with the records it carried: they go alone first, to learn whether they
+                // were the cause (then the run fails on the node they record), and the end again.
+                (Err(_), Some(u)) if !lost => {
+                    if let Err(error) = self.store.write_run(&run_id, u.stmts).await
+                        && matches!(stop, Stop::Walked(Walk::Done { .. }))
+                    {
+                        stop = unrecorded(flow, Unrecorded { node: u.from, error });
+                    }
                 }
-                let severity = timed_out.then(|| policy_severity(flow, None, kind));
-                (status, Some((st.current.as_ref().map(|c| c.node.clone()), kind, msg, severity)))
+                (Err(e), _) => {
+                    // The database is away: say how the run ended, since its row cannot.
+                    let how = match (&ending.end.failed_node, ending.kind, &ending.end.error_message) {
+                        (node, Some(k), Some(m)) => format!(" at `{}` with {k}: {m}", node.as_deref().unwrap_or("-")),
+                        _ => String::new(),
+                    };
+                    return Err(
+                        e.context(format!("run {run_id} of `{}` ended {}{how}; recording its end failed", flow.name, ending.status))
+                    );
+                }
             }
         };
-        let (failed_node, kind, message, severity) = match failure {
-            Some((n, k, m, s)) => (n, Some(k), Some(self.reg.redactor.redact(&m)), s),
-            None => (None, None, None, None),
-        };
-        let end = RunEnd {
-            status: Some(status),
-            ended_at: now,
-            duration_ms: now - started_at,
-            failed_node: failed_node.clone(),
-            error_kind: kind.map(|k| k.as_str().to_owned()),
-            error_message: message.clone(),
-            severity: severity.map(|s| s.as_str().to_owned()),
-        };
-        let recorded = if park {
-            let task = ManualTask {
-                id: uuid::Uuid::now_v7().to_string(),
-                run_id: run_id.clone(),
-                flow: flow.name.clone(),
-                node_id: failed_node.clone().unwrap_or_default(),
-                error_kind: kind.map(|k| k.as_str().to_owned()).unwrap_or_default(),
-                error_message: message.clone(),
-                severity: severity.unwrap_or(Severity::Medium).as_str().to_owned(),
-                status: "open".into(),
-                created_at: now,
-                closed_at: None,
-                closed_by: None,
-                note: None,
-            };
-            self.store.park_run(&run_id, &end, &task).await
-        } else {
-            self.store.finish_run(&run_id, &end, &last).await
-        };
-        recorded.map_err(|e| {
-            // The database is away: say how the run ended, since its row cannot.
-            let how = match (&failed_node, kind, &message) {
-                (node, Some(k), Some(m)) => format!(" at `{}` with {k}: {m}", node.as_deref().unwrap_or("-")),
-                _ => String::new(),
-            };
-            e.context(format!("run {run_id} of `{}` ended {status}{how}; recording its end failed", flow.name))
-        })?;
+        let Ending { status, end, block, kind, severity, .. } = ending;
+        let (failed_node, message) = (end.failed_node, end.error_message);
         if block {
             let reason = format!(
                 "{} at `{}`: {}",
@@ -575,6 +556,70 @@ impl Engine {
         };
         self.emit(Event::RunFinished(outcome.clone()));
         Ok(outcome)
+    }
+
+    /// How a run ended, as its row records it; none for a run taken over (nothing to record).
+    fn ending(&self, flow: &Flow, run_id: &str, started_at: i64, now: i64, stop: &Stop, st: &RunState) -> Option<Ending> {
+        let mut last = Vec::new();
+        let mut block = false;
+        let mut park = false;
+        let (status, failure): (RunStatus, Option<Failed>) = match stop {
+            Stop::Lost => return None,
+            Stop::Walked(Walk::Done { handled: None }) => (if st.recovered { RunStatus::Recovered } else { RunStatus::Succeeded }, None),
+            Stop::Walked(Walk::Done { handled: Some((node, e)) }) => {
+                (RunStatus::Recovered, Some((Some(node.clone()), e.kind, e.message.clone(), None)))
+            }
+            Stop::Walked(Walk::Failed { node, error, severity, block: b }) => {
+                block = *b;
+                (RunStatus::Failed, Some((Some(node.clone()), error.kind, error.message.clone(), Some(*severity))))
+            }
+            Stop::Walked(Walk::Parked { node, error, severity }) => {
+                park = true;
+                (RunStatus::WaitingManual, Some((Some(node.clone()), error.kind, error.message.clone(), Some(*severity))))
+            }
+            Stop::TimedOut | Stop::Cancelled => {
+                let timed_out = matches!(stop, Stop::TimedOut);
+                let (status, kind, msg) = if timed_out {
+                    let limit = flow.timeout.map(|t| humantime::format_duration(t).to_string()).unwrap_or_default();
+                    (RunStatus::TimedOut, ErrorKind::FlowTimeout, format!("the run exceeded its {limit} limit"))
+                } else {
+                    (RunStatus::Cancelled, ErrorKind::Cancelled, "the run was cancelled".to_owned())
+                };
+                if let Some(c) = &st.current {
+                    last.push(self.record(flow, run_id, st.seq + 1, c, now, Err(&NodeError::new(kind, msg.clone())), false, "stop", None));
+                }
+                let severity = timed_out.then(|| policy_severity(flow, None, kind));
+                (status, Some((st.current.as_ref().map(|c| c.node.clone()), kind, msg, severity)))
+            }
+        };
+        let (failed_node, kind, message, severity) = match failure {
+            Some((n, k, m, s)) => (n, Some(k), Some(self.reg.redactor.redact(&m)), s),
+            None => (None, None, None, None),
+        };
+        let task = park.then(|| ManualTask {
+            id: uuid::Uuid::now_v7().to_string(),
+            run_id: run_id.to_owned(),
+            flow: flow.name.clone(),
+            node_id: failed_node.clone().unwrap_or_default(),
+            error_kind: kind.map(|k| k.as_str().to_owned()).unwrap_or_default(),
+            error_message: message.clone(),
+            severity: severity.unwrap_or(Severity::Medium).as_str().to_owned(),
+            status: "open".into(),
+            created_at: now,
+            closed_at: None,
+            closed_by: None,
+            note: None,
+        });
+        let end = RunEnd {
+            status: Some(status),
+            ended_at: now,
+            duration_ms: now - started_at,
+            failed_node,
+            error_kind: kind.map(|k| k.as_str().to_owned()),
+            error_message: message,
+            severity: severity.map(|s| s.as_str().to_owned()),
+        };
+        Some(Ending { status, end, last, block, task, kind, severity })
     }
 
     /// Walks the nodes in file order from `from`, following jumps and applying the error policy.

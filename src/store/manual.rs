@@ -134,9 +134,11 @@ impl Store {
         Ok(rows.first().and_then(|r| r[0].i64()).unwrap_or(0))
     }
 
-    /// Ends a run waiting for a human and opens its manual task, in one transaction.
-    pub async fn park_run(&self, run_id: &str, end: &RunEnd, task: &ManualTask) -> anyhow::Result<()> {
-        let mut stmts = vec![super::finish_stmt(run_id, end), Store::run_end_stmt(run_id, end.ended_at)];
+    /// Ends a run waiting for a human and opens its manual task, in one transaction (after
+    /// `before`, the run's records not written yet).
+    pub async fn park_run(&self, run_id: &str, before: Vec<db::Stmt>, end: &RunEnd, task: &ManualTask) -> anyhow::Result<()> {
+        let mut stmts = self.records_first(run_id, before).await?;
+        stmts.extend([super::finish_stmt(run_id, end), Store::run_end_stmt(run_id, end.ended_at)]);
         stmts.push((
             // Idempotent, as every write of a batch that may be retried after a lost acknowledgement.
             Cow::Owned(format!(

@@ -449,7 +449,20 @@ impl Store {
 
     /// Records a run's end (and any last attempts) in one transaction.
     pub async fn finish_run(&self, run_id: &str, end: &RunEnd, attempts: &[AttemptRecord]) -> anyhow::Result<()> {
-        let mut stmts: Vec<db::Stmt> = attempts.iter().map(|a| attempt_stmt(a, self.backend())).collect();
+        self.finish_run_after(run_id, Vec::new(), end, attempts).await
+    }
+
+    /// [`Store::finish_run`] with the run's records not written yet (from
+    /// [`Store::attempt_stmts`]) in front, in the same transaction.
+    pub async fn finish_run_after(
+        &self,
+        run_id: &str,
+        before: Vec<db::Stmt>,
+        end: &RunEnd,
+        attempts: &[AttemptRecord],
+    ) -> anyhow::Result<()> {
+        let mut stmts = self.records_first(run_id, before).await?;
+        stmts.extend(attempts.iter().map(|a| attempt_stmt(a, self.backend())));
         stmts.push(finish_stmt(run_id, end));
         // Report rollups move with the run's end, in the same transaction (store/rollups.rs).
         stmts.extend(self.rollup_stmts(run_id, end, attempts, None).await?);
@@ -457,6 +470,17 @@ impl Store {
         self.write_run(run_id, stmts).await?;
         self.release(run_id);
         Ok(())
+    }
+
+    /// The run's records to put in front of its end, in its transaction: all of them for a run
+    /// started here (its rollups know its attempts); for another (claimed from the queue,
+    /// resumed), whose rollups read its stored attempts, they are committed first and none is left.
+    async fn records_first(&self, run_id: &str, records: Vec<db::Stmt>) -> anyhow::Result<Vec<db::Stmt>> {
+        if records.is_empty() || self.live.has(run_id) {
+            return Ok(records);
+        }
+        self.write_run(run_id, records).await?;
+        Ok(Vec::new())
     }
 
     /// Records an attempt and, for a node that produced output, keeps the full output so the run

@@ -56,6 +56,10 @@ impl Live {
         }
     }
 
+    pub(crate) fn has(&self, run_id: &str) -> bool {
+        self.0.lock().is_ok_and(|m| m.contains_key(run_id))
+    }
+
     fn take(&self, run_id: &str) -> Option<LiveRun> {
         self.0.lock().ok()?.remove(run_id)
     }

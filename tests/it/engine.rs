@@ -374,3 +374,49 @@ async fn a_long_stretch_of_pure_nodes_is_committed_as_it_goes() {
     assert!((16..=20).contains(&committed), "{committed} of the 20 records before t20 were committed while it started");
     assert_eq!(h.attempts(&o.run_id).await.len(), 24);
 }
+
+/// A run's last pure records go with its end, in one write. When the database refuses that write
+/// because of the records, the run is not left `running` with no end: the records go alone, and
+/// the run ends `failed` on the node of the first of them (the error names the refusal).
+#[tokio::test]
+async fn a_run_whose_last_records_are_refused_fails_on_them_and_its_end_is_recorded() {
+    let flow = "name: f\nnodes:\n  - id: t0\n    kind: template\n    text: a\n  - id: t1\n    kind: template\n    text: b\n";
+    let h = harness("timezone: UTC\n", flow).await;
+    h.engine
+        .store
+        .pool()
+        .exec(
+            "CREATE TRIGGER no_t1 BEFORE INSERT ON node_attempts WHEN NEW.node_id = 't1' BEGIN SELECT RAISE(ABORT, 't1 refused'); END",
+            &[],
+        )
+        .await
+        .expect("trigger");
+    let o = h.run().await;
+    assert_eq!((o.status, o.failed_node.as_deref(), o.error_kind), (RunStatus::Failed, Some("t0"), Some(ErrorKind::Internal)));
+    assert!(o.error_message.as_deref().is_some_and(|m| m.contains("t1 refused")), "{:?}", o.error_message);
+    let row = h.record(&o.run_id).await;
+    assert_eq!((row.status, row.failed_node.as_deref()), (RunStatus::Failed, Some("t0")));
+}
+
+/// A run claimed from the queue is not one the store saw start, so its end's rollups are read
+/// from its stored attempts: its last records are committed before its end, and counted.
+#[tokio::test]
+async fn a_claimed_run_counts_its_last_records_in_the_rollups() {
+    use flowguard::engine::resume::{Claim, Start};
+    let flow = "name: f\nnodes:\n  - id: t0\n    kind: template\n    text: a\n  - id: t1\n    kind: template\n    text: b\n";
+    let h = harness("timezone: UTC\n", flow).await;
+    let req = || flowguard::engine::RunRequest { flow: h.flow.clone(), inputs: Default::default(), trigger: "test".into(), canary: false };
+    let (record, inputs) = h.engine.queued_record(&req(), "claimed-1");
+    h.engine.store.enqueue(&record, false, &inputs).await.expect("queue");
+    let claimed = h.engine.store.claim_queued(1, &Default::default()).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let start =
+        Start { run_id: Some("claimed-1".into()), resume: None, claimed: Some(Claim { at: claimed[0].run.started_at, blocked: false }) };
+    let o = h.engine.start(req(), start, std::future::pending()).await.expect("run");
+    assert_eq!(o.status, RunStatus::Succeeded);
+    let w = h.engine.store.rollup_window(Some("f"), 0, 1 << 50, false).await.expect("rollups");
+    let mut counted: Vec<(String, i64)> = w.nodes.iter().map(|n| (n.1.clone(), n.4[0])).collect();
+    counted.sort();
+    assert_eq!(counted, [("t0".to_string(), 1), ("t1".to_string(), 1)]);
+    assert_eq!(w.runs.iter().map(|r| r.3[0]).sum::<i64>(), 1, "{:?}", w.runs);
+}
