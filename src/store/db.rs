@@ -1352,6 +1352,19 @@ impl Pool {
         Ok(out)
     }
 
+    /// [`Pool::fetch`] for a short look-up by key: on SQLite it runs inline on the calling
+    /// thread, on a connection of our own kept between uses, with no hop to sqlx's worker thread
+    /// and back per row (a reader does not wait for writers in WAL mode); elsewhere as `fetch`.
+    pub async fn lookup(&self, sql: &str, args: &[Arg], tys: &[Ty]) -> Result<Vec<Vec<Val>>, sqlx::Error> {
+        let Pool::Sqlite(p, idle) = self else { return self.fetch(sql, args, tys).await };
+        let c = idle.take(&p.connect_options())?;
+        let rows = sqlite_fetch(&c, sql, args, tys);
+        if c.is_autocommit() {
+            idle.keep(*c);
+        }
+        rows
+    }
+
     /// Runs a script of `;`-separated statements (migrations).
     pub async fn exec_script(&self, script: &str) -> Result<(), sqlx::Error> {
         for stmt in split_statements(script) {
@@ -1448,9 +1461,25 @@ impl Pool {
     }
 }
 
-/// SQLite connections for [`Tx`], kept between transactions.
+/// SQLite connections for [`Tx`] and [`Pool::lookup`], kept between uses.
 #[derive(Debug, Default)]
 pub struct SqliteIdle(Mutex<Vec<rusqlite::Connection>>);
+
+impl SqliteIdle {
+    fn take(&self, opts: &SqliteConnectOptions) -> Result<Box<rusqlite::Connection>, sqlx::Error> {
+        match self.0.lock().expect("idle").pop() {
+            Some(c) => Ok(Box::new(c)),
+            None => sqlite_open(opts),
+        }
+    }
+
+    fn keep(&self, c: rusqlite::Connection) {
+        let mut idle = self.0.lock().expect("idle");
+        if idle.len() < 4 {
+            idle.push(c);
+        }
+    }
+}
 
 /// A SQLite transaction on a connection of our own, whose statements run inline on the calling
 /// thread: no hop to sqlx's worker thread per statement (an alert's raise is about ten). Once
@@ -1463,11 +1492,7 @@ pub struct SqliteTx {
 
 impl SqliteTx {
     async fn begin(opts: &SqliteConnectOptions, idle: &Arc<SqliteIdle>) -> Result<SqliteTx, sqlx::Error> {
-        let kept = idle.0.lock().expect("idle").pop().map(Box::new);
-        let c = match kept {
-            Some(c) => c,
-            None => sqlite_open(opts)?,
-        };
+        let c = idle.take(opts)?;
         c.busy_timeout(Duration::ZERO).map_err(sqlite_error)?;
         let begun = c.execute_batch("BEGIN IMMEDIATE");
         c.busy_timeout(SQLITE_BUSY_TIMEOUT).map_err(sqlite_error)?;
@@ -1501,10 +1526,7 @@ impl SqliteTx {
     }
 
     fn keep(&self, c: rusqlite::Connection) {
-        let mut idle = self.idle.0.lock().expect("idle");
-        if idle.len() < 4 {
-            idle.push(c);
-        }
+        self.idle.keep(c);
     }
 }
 

@@ -163,7 +163,7 @@ impl Store {
         for chunk in ids.chunks(500) {
             let sql = format!("SELECT id FROM ingest_events WHERE id IN ({})", in_list(chunk.len()));
             let args: Vec<Arg> = chunk.iter().map(|s| s.as_str().into()).collect();
-            out.extend(self.write_pool.fetch(&sql, &args, &[Ty::Str]).await?.into_iter().filter_map(|r| r[0].str()));
+            out.extend(self.write_pool.lookup(&sql, &args, &[Ty::Str]).await?.into_iter().filter_map(|r| r[0].str()));
         }
         Ok(out)
     }
@@ -173,7 +173,7 @@ impl Store {
         for chunk in ids.chunks(500) {
             let sql = format!("SELECT {RUN_COLS} FROM runs WHERE id IN ({})", in_list(chunk.len()));
             let args: Vec<Arg> = chunk.iter().map(|s| s.as_str().into()).collect();
-            out.extend(self.write_pool.fetch(&sql, &args, RUN_TYS).await?.into_iter().map(run_from));
+            out.extend(self.write_pool.lookup(&sql, &args, RUN_TYS).await?.into_iter().map(run_from));
         }
         Ok(out)
     }
