@@ -473,8 +473,8 @@ impl Store {
     }
 
     /// The run's records to put in front of its end, in its transaction: all of them for a run
-    /// started here (its rollups know its attempts); for another (claimed from the queue,
-    /// resumed), whose rollups read its stored attempts, they are committed first and none is left.
+    /// started or claimed here (its rollups know its attempts); for another (resumed), whose
+    /// rollups read its stored attempts, they are committed first and none is left.
     async fn records_first(&self, run_id: &str, records: Vec<db::Stmt>) -> anyhow::Result<Vec<db::Stmt>> {
         if records.is_empty() || self.live.has(run_id) {
             return Ok(records);

@@ -120,6 +120,9 @@ impl Store {
         }
         for c in &claimed {
             self.hold(&c.run.id, c.epoch);
+            // A queued run was never counted nor run (a run taken over goes on by resuming): its
+            // end's rollups need nothing read back.
+            self.live.start(&c.run);
         }
         Ok(claimed)
     }

@@ -398,8 +398,8 @@ async fn a_run_whose_last_records_are_refused_fails_on_them_and_its_end_is_recor
     assert_eq!((row.status, row.failed_node.as_deref()), (RunStatus::Failed, Some("t0")));
 }
 
-/// A run claimed from the queue is not one the store saw start, so its end's rollups are read
-/// from its stored attempts: its last records are committed before its end, and counted.
+/// A run claimed from the queue (by any process) is counted in the rollups with its last records,
+/// which go with its end.
 #[tokio::test]
 async fn a_claimed_run_counts_its_last_records_in_the_rollups() {
     use flowguard::engine::resume::{Claim, Start};

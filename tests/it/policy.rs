@@ -197,6 +197,9 @@ async fn a_parked_run_keeps_its_outputs_and_resumes_from_the_failed_node() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "sequence continues: {seqs:?}");
     assert!(a.iter().any(|a| a.action.as_deref() == Some("manual_skip")));
     assert_eq!(h.record(&o.run_id).await.status, RunStatus::Recovered);
+    // The resumed run's last record (c, a pure node) is counted with its end.
+    let w = h.engine.store.rollup_window(Some("f"), 0, 1 << 50, false).await.unwrap();
+    assert_eq!(w.nodes.iter().filter(|n| n.1 == "c").map(|n| n.4[0]).sum::<i64>(), 1, "{:?}", w.nodes);
 }
 
 #[tokio::test]
