@@ -949,8 +949,19 @@ impl Group {
 }
 
 /// Writes the gathered groups `now` picks, in the order their shapes first came.
+/// Writes the open groups `now` picks, in their order; an UPDATE group takes the groups of its
+/// table before it along (it may touch their rows, so it comes after them).
 fn flush_where(open: &mut Vec<Group>, out: &mut Vec<Stmt>, backend: Backend, now: impl Fn(&Group) -> bool) {
-    let (now, later): (Vec<Group>, Vec<Group>) = std::mem::take(open).into_iter().partition(now);
+    let mut take: Vec<bool> = open.iter().map(&now).collect();
+    for i in (0..open.len()).rev() {
+        if let (true, Group::Update(u)) = (take[i], &open[i]) {
+            for (j, g) in open[..i].iter().enumerate() {
+                take[j] |= g.table() == u.table;
+            }
+        }
+    }
+    let mut take = take.into_iter();
+    let (now, later): (Vec<Group>, Vec<Group>) = std::mem::take(open).into_iter().partition(|_| take.next().unwrap_or(true));
     *open = later;
     for g in now {
         g.emit(out, backend);
@@ -1017,7 +1028,17 @@ pub fn merge_writes(stmts: Vec<Stmt>, backend: Backend) -> Vec<Stmt> {
         let update = parse_update(&sql).filter(|u| backend != Backend::Sqlite && args.len() == u.params());
         if let Some(u) = update {
             let key = &args[args.len() - 1];
-            flush_where(&mut open, &mut out, backend, |g| g.table() == u.table && g.meets(u.key, &[key]));
+            // The groups this UPDATE may touch are written before it: it joins an UPDATE of its
+            // shape placed after the last of them (or opens one at the end, after all), or they
+            // are written now.
+            let meets = |g: &Group| g.table() == u.table && g.meets(u.key, &[key]);
+            let last_met = open.iter().rposition(meets);
+            let same = open.iter().position(|g| matches!(g, Group::Update(p) if p.sql == sql));
+            if let (Some(i), Some(m)) = (same, last_met)
+                && i < m
+            {
+                flush_where(&mut open, &mut out, backend, meets);
+            }
             if let Some(Group::Update(p)) = open.iter_mut().find(|g| matches!(g, Group::Update(p) if p.sql == sql)) {
                 p.args.extend(args);
                 continue;
@@ -1766,6 +1787,36 @@ mod tests {
         let out = merge_writes(vec![my(1), my(2)], Backend::MySql);
         assert_eq!(out.len(), 1, "MySQL applies the rows in order");
         assert_eq!(out[0].1.len(), 4);
+    }
+
+    #[test]
+    fn an_update_joins_its_shape_after_the_rows_it_touches() {
+        let ins = |k: i64| -> Stmt {
+            (Cow::Borrowed("INSERT INTO t (k, done) VALUES (?, ?) ON CONFLICT DO NOTHING"), vec![k.into(), 0i64.into()])
+        };
+        let mark = |k: i64| -> Stmt { (Cow::Borrowed("UPDATE t SET done = 1 WHERE k = ? AND done = 0"), vec![k.into()]) };
+        // Runs' rows each marked after them (a run's end): one INSERT of all rows, then one UPDATE.
+        let out = merge_writes(vec![ins(1), mark(1), ins(2), mark(2), ins(3), mark(3)], Backend::Postgres);
+        let sqls: Vec<&str> = out.iter().map(|(s, _)| s.as_ref()).collect();
+        assert_eq!(
+            sqls,
+            [
+                "INSERT INTO t (k, done) SELECT * FROM UNNEST(?::bigint[], ?::bigint[]) ON CONFLICT DO NOTHING",
+                "UPDATE t SET done = 1 WHERE k = ANY(?::bigint[]) AND done = 0"
+            ]
+        );
+        // A row of a key already marked comes after the mark (it stays unmarked), and the rows
+        // the mark touches still come before it.
+        let out = merge_writes(vec![ins(1), mark(1), ins(1)], Backend::Postgres);
+        let keys: Vec<(&str, &Vec<Arg>)> = out.iter().map(|(s, a)| (&s[..6], a)).collect();
+        assert_eq!(
+            keys,
+            [
+                ("INSERT", &vec![Arg::from(1i64), Arg::from(0i64)]),
+                ("UPDATE", &vec![Arg::from(1i64)]),
+                ("INSERT", &vec![Arg::from(1i64), Arg::from(0i64)])
+            ]
+        );
     }
 
     #[test]
