@@ -870,7 +870,12 @@ async fn writer(
         // Writes whose fencing guard fails are answered `Stale` and dropped; the rest go again.
         let result = loop {
             let guards: Vec<db::Fence> = batch.iter().filter_map(|w| w.guard.clone()).collect();
-            let stmts: Vec<db::Stmt> = db::merge_writes(batch.iter().flat_map(|w| w.stmts.iter().cloned()).collect(), pool.backend());
+            // A write alone is never committed apart, so its statements are not copied.
+            let stmts = match batch.as_mut_slice() {
+                [w] => std::mem::take(&mut w.stmts),
+                _ => batch.iter().flat_map(|w| w.stmts.iter().cloned()).collect(),
+            };
+            let stmts: Vec<db::Stmt> = db::merge_writes(stmts, pool.backend());
             match patience.commit(&pool, &mut conn, &guards, &stmts).await {
                 Ok(failed) if !failed.is_empty() => {
                     let mut seen = 0;
