@@ -562,10 +562,7 @@ fn parse_insert(sql: &str) -> Option<Insert<'_>> {
     let at = sql.find(" VALUES (")? + " VALUES ".len();
     let len = sql[at..].find(')')? + 1;
     let row = &sql[at..at + len];
-    if row[1..len - 1].split(',').any(|p| p.trim() != "?") {
-        return None;
-    }
-    let params = row.matches('?').count();
+    let params = placeholders(&row.as_bytes()[1..len - 1])?;
     // A statement may already carry several rows: count them, or it would be taken for one.
     let mut rest = &sql[at + len..];
     let mut rows = 1;
@@ -906,6 +903,20 @@ fn pg_array(a: &Arg) -> &'static str {
 /// Whether an INSERT with this tail changes no row but its own (no upsert, or one whose SET is
 /// `c = c`), so that it passes an UPDATE of other keys. (No gathered UPDATE sets a column of a
 /// unique key, so it cannot change which rows an INSERT conflicts with.)
+/// How many `?` a row's values are, when they are nothing else (`?, ?, ?`).
+fn placeholders(values: &[u8]) -> Option<usize> {
+    let (mut n, mut mark) = (0, false);
+    for &b in values {
+        match b {
+            b'?' if !mark => (n, mark) = (n + 1, true),
+            b',' if mark => mark = false,
+            b' ' | b'\t' | b'\n' | b'\r' => {}
+            _ => return None,
+        }
+    }
+    mark.then_some(n)
+}
+
 fn inserts_only(tail: &str) -> bool {
     let t = tail.trim();
     t.is_empty()
@@ -994,12 +1005,13 @@ pub fn merge_writes(stmts: Vec<Stmt>, backend: Backend) -> Vec<Stmt> {
             let share = share_of(i);
             let same = |g: &Group| matches!(g, Group::Insert(p) if p.head == i.head && p.row == i.row && p.tail == i.tail);
             // Pending UPDATEs of the table that may touch these rows go first.
-            let cols = columns(i.head).unwrap_or_default();
             flush_where(&mut open, &mut out, backend, |g| {
                 let Group::Update(u) = g else { return false };
-                let Some(at) = cols.iter().position(|c| *c == u.key).filter(|_| &u.table == t && inserts_only(i.tail)) else {
-                    return &u.table == t;
-                };
+                if &u.table != t {
+                    return false;
+                }
+                let at = inserts_only(i.tail).then(|| columns(i.head)?.iter().position(|c| *c == u.key)).flatten();
+                let Some(at) = at else { return true };
                 let mine: Vec<&Arg> = args.chunks(i.params).map(|r| &r[at]).collect();
                 g.meets(&u.key, &mine)
             });
@@ -1787,6 +1799,14 @@ mod tests {
         let out = merge_writes(vec![my(1), my(2)], Backend::MySql);
         assert_eq!(out.len(), 1, "MySQL applies the rows in order");
         assert_eq!(out[0].1.len(), 4);
+    }
+
+    #[test]
+    fn a_row_of_values_other_than_placeholders_is_not_merged() {
+        assert_eq!(placeholders(b"?, ?,?"), Some(3));
+        for values in [&b""[..], b"?, ", b"??", b"?, 1", b"?, NOW()", b", ?"] {
+            assert_eq!(placeholders(values), None, "{}", String::from_utf8_lossy(values));
+        }
     }
 
     #[test]
