@@ -995,7 +995,28 @@ fn flush(open: &mut Vec<Group>, table: Option<&str>, out: &mut Vec<Stmt>, backen
 /// an INSERT of rows whose `k` differs touch different rows, so they may pass each other); one
 /// whose tables are not known writes everything first. So every row sees its statements in
 /// their order. (There are no foreign keys or triggers between tables.)
+///
+/// SQLite runs statements inline on the writer's thread, so there is no round trip to save, and
+/// gathering costs more than it saves (rows copied, new statement texts to prepare, measured with
+/// `cargo bench --bench serve`): its statements go as they come, only those binding more than
+/// [`MAX_ARGS`] values are cut.
 pub fn merge_writes(stmts: Vec<Stmt>, backend: Backend) -> Vec<Stmt> {
+    if backend != Backend::Sqlite {
+        return gather(stmts, backend);
+    }
+    let mut out = Vec::with_capacity(stmts.len());
+    for s in stmts {
+        if s.1.len() > MAX_ARGS {
+            out.extend(gather(vec![s], backend));
+        } else {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// [`merge_writes`]' gathering.
+fn gather(stmts: Vec<Stmt>, backend: Backend) -> Vec<Stmt> {
     let mut out: Vec<Stmt> = Vec::with_capacity(stmts.len());
     let mut open: Vec<Group> = Vec::new();
     for (sql, args) in stmts {
@@ -1665,7 +1686,7 @@ mod tests {
         let ins =
             |v: i64| -> Stmt { (Cow::Borrowed("INSERT INTO t (a, b) VALUES (?, ?) ON CONFLICT DO NOTHING"), vec![v.into(), v.into()]) };
         let upd: Stmt = (Cow::Borrowed("UPDATE t SET b = ? WHERE a = ?"), vec![1i64.into(), 1i64.into()]);
-        let out = merge_writes(vec![ins(1), ins(2), ins(3), upd, ins(4)], Backend::Sqlite);
+        let out = gather(vec![ins(1), ins(2), ins(3), upd, ins(4)], Backend::Sqlite);
         assert_eq!(out.len(), 3);
         assert_eq!(out[0].0, "INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, ?) ON CONFLICT DO NOTHING");
         assert_eq!(out[0].1.len(), 6);
@@ -1680,7 +1701,7 @@ mod tests {
             let sql = format!("INSERT INTO t (a, b, c) VALUES {}", vec!["(?, ?, ?)"; 500].join(", "));
             (Cow::Owned(sql), (0..1500).map(|i| Arg::from(base + i)).collect())
         };
-        let out = merge_writes(vec![five_hundred(0), five_hundred(10_000)], Backend::Sqlite);
+        let out = gather(vec![five_hundred(0), five_hundred(10_000)], Backend::Sqlite);
         let rows: usize = out.iter().map(|(sql, _)| sql.matches("(?, ?, ?)").count()).sum();
         assert_eq!(rows, 1000);
         for (sql, args) in &out {
@@ -1692,13 +1713,13 @@ mod tests {
     fn no_statement_binds_more_than_the_backend_limit() {
         let one =
             |v: i64| -> Stmt { (Cow::Borrowed("INSERT INTO t (a, b, c, d, e, f, g) VALUES (?, ?, ?, ?, ?, ?, ?)"), vec![v.into(); 7]) };
-        let out = merge_writes((0..20_004).map(one).collect(), Backend::Sqlite);
+        let out = gather((0..20_004).map(one).collect(), Backend::Sqlite);
         assert!(out.len() > 1);
         assert!(out.iter().all(|(sql, args)| args.len() <= MAX_ARGS && sql.matches('?').count() == args.len()));
         assert_eq!(out.iter().map(|(_, a)| a.len()).sum::<usize>(), 20_004 * 7);
         // One statement built too big elsewhere is cut as well.
         let big = (Cow::Owned(format!("INSERT INTO t (a) VALUES {}", vec!["(?)"; 40_000].join(", "))), vec![Arg::from(1i64); 40_000]);
-        let out = merge_writes(vec![big], Backend::Sqlite);
+        let out = gather(vec![big], Backend::Sqlite);
         assert_eq!(out.len(), 2);
     }
 
@@ -1712,14 +1733,14 @@ mod tests {
                 vec![k.into(), kind.into(), n.into(), n.into()],
             )
         };
-        let out = merge_writes(vec![up(1, "a", 2), up(2, "b", 5), up(1, "c", 3)], Backend::Sqlite);
+        let out = gather(vec![up(1, "a", 2), up(2, "b", 5), up(1, "c", 3)], Backend::Sqlite);
         assert_eq!(out.len(), 1);
         // Key 1: the first row's kind, the sum of n, the last row's `last`; key 2 as it came.
         let want: Vec<Arg> = vec![1i64.into(), "a".into(), 5i64.into(), 3i64.into(), 2i64.into(), "b".into(), 5i64.into(), 5i64.into()];
         assert_eq!(out[0].1, want);
         // A sum that is not of integers leaves the rows apart, as they came.
         let null = (up(1, "a", 2).0, vec![1i64.into(), "a".into(), Arg::I64(None), 1i64.into()]);
-        assert_eq!(merge_writes(vec![up(1, "a", 2), null], Backend::Sqlite).len(), 2);
+        assert_eq!(gather(vec![up(1, "a", 2), null], Backend::Sqlite).len(), 2);
         // A SET it cannot read stays apart.
         let odd = || -> Stmt {
             (
@@ -1727,12 +1748,12 @@ mod tests {
                 vec![1i64.into(), 1i64.into()],
             )
         };
-        assert_eq!(merge_writes(vec![odd(), odd()], Backend::Sqlite).len(), 2);
+        assert_eq!(gather(vec![odd(), odd()], Backend::Sqlite).len(), 2);
         // MySQL applies the rows of one statement in order, adding or replacing.
         let my = || -> Stmt {
             (Cow::Borrowed("INSERT INTO a (x, n) VALUES (?, ?) ON DUPLICATE KEY UPDATE n = n + VALUES(n)"), vec![1i64.into(), 1i64.into()])
         };
-        let out = merge_writes(vec![my(), my()], Backend::MySql);
+        let out = gather(vec![my(), my()], Backend::MySql);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].1.len(), 4);
     }
@@ -1748,7 +1769,7 @@ mod tests {
         };
         let upd = |t: &'static str| -> Stmt { (Cow::Owned(format!("UPDATE {t} SET y = ? WHERE id = ?")), vec![1i64.into(), 1i64.into()]) };
         // An UPDATE of another table lets the rows gather on; of the same table, it comes after them.
-        let out = merge_writes(vec![a(1), b(10), a(2), upd("c"), b(20), a(3), upd("a"), a(4)], Backend::Sqlite);
+        let out = gather(vec![a(1), b(10), a(2), upd("c"), b(20), a(3), upd("a"), a(4)], Backend::Sqlite);
         let sqls: Vec<&str> = out.iter().map(|(s, _)| s.as_ref()).collect();
         assert_eq!(
             sqls,
@@ -1763,7 +1784,7 @@ mod tests {
         // Two rows of one key in a replacing upsert: the last one, as if applied in order.
         assert_eq!(out[3].1, vec![Arg::from(1i64), Arg::from(20i64)]);
         // PostgreSQL: several rows travel as one array per column (and the UPDATE gathers too).
-        let pg = merge_writes(vec![a(1), b(10), a(2), a(3), upd("c"), b(20), a(4)], Backend::Postgres);
+        let pg = gather(vec![a(1), b(10), a(2), a(3), upd("c"), b(20), a(4)], Backend::Postgres);
         let sqls: Vec<&str> = pg.iter().map(|(s, _)| s.as_ref()).collect();
         assert_eq!(
             sqls,
@@ -1777,7 +1798,7 @@ mod tests {
         assert_eq!(pg[1].1, vec![Arg::from(1i64), Arg::from(20i64)]);
         // A statement that reads another table writes everything gathered first.
         let sub: Stmt = (Cow::Borrowed("UPDATE c SET y = (SELECT MAX(x) FROM a)"), vec![]);
-        let out = merge_writes(vec![a(1), sub, a(2)], Backend::Sqlite);
+        let out = gather(vec![a(1), sub, a(2)], Backend::Sqlite);
         assert_eq!(out.len(), 3);
         assert!(out[1].0.starts_with("UPDATE c"));
     }
@@ -1790,15 +1811,30 @@ mod tests {
                 vec![1i64.into(), v.into(), v.into()],
             )
         };
-        let out = merge_writes(vec![up(1), up(2)], Backend::Sqlite);
+        let out = gather(vec![up(1), up(2)], Backend::Sqlite);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].1, vec![Arg::from(1i64), Arg::from(1i64), Arg::from(2i64)]);
         let my = |v: i64| -> Stmt {
             (Cow::Borrowed("INSERT INTO b (k, out) VALUES (?, ?) ON DUPLICATE KEY UPDATE out = VALUES(out)"), vec![1i64.into(), v.into()])
         };
-        let out = merge_writes(vec![my(1), my(2)], Backend::MySql);
+        let out = gather(vec![my(1), my(2)], Backend::MySql);
         assert_eq!(out.len(), 1, "MySQL applies the rows in order");
         assert_eq!(out[0].1.len(), 4);
+    }
+
+    #[test]
+    fn sqlite_statements_go_as_they_come_cut_to_the_bind_limit() {
+        let ins = |k: i64| -> Stmt { (Cow::Borrowed("INSERT INTO t (k) VALUES (?) ON CONFLICT DO NOTHING"), vec![k.into()]) };
+        let out = merge_writes(vec![ins(1), ins(2)], Backend::Sqlite);
+        assert_eq!(out, vec![ins(1), ins(2)]);
+        let rows = MAX_ARGS + 2;
+        let big: Stmt =
+            (Cow::Owned(format!("INSERT INTO t (k) VALUES {}", vec!["(?)"; rows].join(", "))), (0..rows as i64).map(Arg::from).collect());
+        let out = merge_writes(vec![ins(0), big], Backend::Sqlite);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0], ins(0));
+        assert!(out[1..].iter().all(|(sql, args)| args.len() <= MAX_ARGS && sql.matches('?').count() == args.len()));
+        assert_eq!(out[1..].iter().map(|s| s.1.len()).sum::<usize>(), rows);
     }
 
     #[test]
@@ -1816,7 +1852,7 @@ mod tests {
         };
         let mark = |k: i64| -> Stmt { (Cow::Borrowed("UPDATE t SET done = 1 WHERE k = ? AND done = 0"), vec![k.into()]) };
         // Runs' rows each marked after them (a run's end): one INSERT of all rows, then one UPDATE.
-        let out = merge_writes(vec![ins(1), mark(1), ins(2), mark(2), ins(3), mark(3)], Backend::Postgres);
+        let out = gather(vec![ins(1), mark(1), ins(2), mark(2), ins(3), mark(3)], Backend::Postgres);
         let sqls: Vec<&str> = out.iter().map(|(s, _)| s.as_ref()).collect();
         assert_eq!(
             sqls,
@@ -1827,7 +1863,7 @@ mod tests {
         );
         // A row of a key already marked comes after the mark (it stays unmarked), and the rows
         // the mark touches still come before it.
-        let out = merge_writes(vec![ins(1), mark(1), ins(1)], Backend::Postgres);
+        let out = gather(vec![ins(1), mark(1), ins(1)], Backend::Postgres);
         let keys: Vec<(&str, &Vec<Arg>)> = out.iter().map(|(s, a)| (&s[..6], a)).collect();
         assert_eq!(
             keys,
@@ -1842,7 +1878,7 @@ mod tests {
     #[test]
     fn postgres_rows_of_mixed_types_in_a_column_stay_values() {
         let a = |v: Arg| -> Stmt { (Cow::Borrowed("INSERT INTO a (x) VALUES (?)"), vec![v]) };
-        let out = merge_writes(vec![a(Arg::from(1i64)), a(Arg::from("1"))], Backend::Postgres);
+        let out = gather(vec![a(Arg::from(1i64)), a(Arg::from("1"))], Backend::Postgres);
         assert_eq!(out[0].0, "INSERT INTO a (x) VALUES (?), (?)");
     }
 
@@ -1851,20 +1887,20 @@ mod tests {
         let upd = |sql: &'static str, k: i64| -> Stmt { (Cow::Borrowed(sql), vec![k.into()]) };
         // A literal SET applied twice leaves what it does once: the keys gather.
         let lit = "UPDATE t SET done = 1 WHERE k = ? AND done = 0";
-        let out = merge_writes(vec![upd(lit, 1), upd(lit, 2)], Backend::Postgres);
+        let out = gather(vec![upd(lit, 1), upd(lit, 2)], Backend::Postgres);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, "UPDATE t SET done = 1 WHERE k = ANY(?::bigint[]) AND done = 0");
         // A SET that reads the row would count twice, or not at all: each stays a statement.
         let inc = "UPDATE t SET n = n + 1 WHERE k = ?";
-        assert_eq!(merge_writes(vec![upd(inc, 1), upd(inc, 1)], Backend::Postgres).len(), 2);
+        assert_eq!(gather(vec![upd(inc, 1), upd(inc, 1)], Backend::Postgres).len(), 2);
         // Values and a condition: the first row may change what the second finds.
         let cond = |v: i64| -> Stmt { (Cow::Borrowed("UPDATE t SET s = ? WHERE k = ? AND s = 0"), vec![v.into(), 1i64.into()]) };
-        assert_eq!(merge_writes(vec![cond(1), cond(2)], Backend::MySql).len(), 2);
+        assert_eq!(gather(vec![cond(1), cond(2)], Backend::MySql).len(), 2);
         // SQLite runs statements inline: nothing to gain, nothing gathered.
-        assert_eq!(merge_writes(vec![upd(lit, 1), upd(lit, 2)], Backend::Sqlite).len(), 2);
+        assert_eq!(gather(vec![upd(lit, 1), upd(lit, 2)], Backend::Sqlite).len(), 2);
         // An INSERT of a row the pending UPDATE would touch goes after it; of another row, not.
         let ins = |k: i64| -> Stmt { (Cow::Borrowed("INSERT INTO t (k, done) VALUES (?, ?)"), vec![k.into(), 0i64.into()]) };
-        let out = merge_writes(vec![upd(lit, 1), ins(2), ins(1), upd(lit, 3)], Backend::MySql);
+        let out = gather(vec![upd(lit, 1), ins(2), ins(1), upd(lit, 3)], Backend::MySql);
         let sqls: Vec<&str> = out.iter().map(|(s, _)| s.as_ref()).collect();
         assert_eq!(
             sqls,
