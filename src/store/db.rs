@@ -900,9 +900,6 @@ fn pg_array(a: &Arg) -> &'static str {
     if matches!(a, Arg::I64(_) | Arg::I64s(_)) { "bigint" } else { "text" }
 }
 
-/// Whether an INSERT with this tail changes no row but its own (no upsert, or one whose SET is
-/// `c = c`), so that it passes an UPDATE of other keys. (No gathered UPDATE sets a column of a
-/// unique key, so it cannot change which rows an INSERT conflicts with.)
 /// How many `?` a row's values are, when they are nothing else (`?, ?, ?`).
 fn placeholders(values: &[u8]) -> Option<usize> {
     let (mut n, mut mark) = (0, false);
@@ -917,6 +914,9 @@ fn placeholders(values: &[u8]) -> Option<usize> {
     mark.then_some(n)
 }
 
+/// Whether an INSERT with this tail changes no row but its own (no upsert, or one whose SET is
+/// `c = c`), so that it passes an UPDATE of other keys. (No gathered UPDATE sets a column of a
+/// unique key, so it cannot change which rows an INSERT conflicts with.)
 fn inserts_only(tail: &str) -> bool {
     let t = tail.trim();
     t.is_empty()
@@ -959,7 +959,6 @@ impl Group {
     }
 }
 
-/// Writes the gathered groups `now` picks, in the order their shapes first came.
 /// Writes the open groups `now` picks, in their order; an UPDATE group takes the groups of its
 /// table before it along (it may touch their rows, so it comes after them).
 fn flush_where(open: &mut Vec<Group>, out: &mut Vec<Stmt>, backend: Backend, now: impl Fn(&Group) -> bool) {

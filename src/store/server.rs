@@ -179,9 +179,9 @@ impl Store {
     }
 
     /// Commits one ingestion batch in one transaction; returns once it is durable. Rows go in
-    /// multi-row INSERTs (on MySQL/PostgreSQL joined by the writer, not one statement per event); the report
-    /// rollups of the runs that have ended go in the same transaction, so a committed end is never
-    /// missing from them.
+    /// multi-row INSERTs (on MySQL/PostgreSQL joined by the writer, not one statement per event);
+    /// the report rollups of the runs that have ended go in the same transaction, so a committed
+    /// end is never missing from them.
     pub async fn apply_ingest(&self, w: &IngestWrite, now_ms: i64) -> anyhow::Result<()> {
         let mut stmts: Vec<Stmt> = Vec::new();
         for chunk in w.events.chunks(500) {
@@ -194,7 +194,8 @@ impl Store {
             stmts.push((Cow::Owned(format!("DELETE FROM runs WHERE id IN ({})", in_list(ids.len()))), ids));
             stmts.extend(chunk.iter().map(super::run_stmt));
         }
-        // On MySQL/PostgreSQL the writer joins rows of one shape into one statement per table (db::merge_writes).
+        // On MySQL/PostgreSQL the writer joins rows of one shape into one statement per table
+        // (db::merge_writes).
         let backend = self.backend();
         stmts.extend(w.attempts.iter().map(|a| attempt_stmt(a, backend)));
         // Exporters follow run ends; an external run's end arrives with its last event.
