@@ -159,9 +159,11 @@ impl Store {
         }
     }
 
-    /// Lets go of a run (it ended here, or was handed back).
+    /// Lets go of a run (it ended here, or was handed back, or taken over): its lease, and what
+    /// the rollups kept of it in memory (a run it did not end here is counted from its rows).
     pub fn release(&self, run_id: &str) {
         self.leases.held.lock().expect("leases").remove(run_id);
+        self.live.forget(run_id);
     }
 
     /// What the engine watches to stop a run whose lease was lost.

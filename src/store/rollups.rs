@@ -60,6 +60,11 @@ impl Live {
         self.0.lock().is_ok_and(|m| m.contains_key(run_id))
     }
 
+    /// Forgets a run (this process let go of it without ending it).
+    pub(super) fn forget(&self, run_id: &str) {
+        self.take(run_id);
+    }
+
     fn take(&self, run_id: &str) -> Option<LiveRun> {
         self.0.lock().ok()?.remove(run_id)
     }
