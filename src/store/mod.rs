@@ -66,6 +66,7 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
     migration!(15, "v15"),
     migration!(18, "v18"),
     migration!(19, "v19"),
+    migration!(20, "v20"),
 ];
 
 /// Serializes JSON kept as text as the value it holds (text cut at `max_payload_bytes` no longer
@@ -416,7 +417,7 @@ impl Store {
     pub async fn insert_run(&self, r: &RunRecord) -> anyhow::Result<()> {
         let running = r.status == RunStatus::Running;
         // The process that inserts a running run executes it: it holds the lease from the start.
-        let lease = running.then(|| self.lease_new_args());
+        let lease = running.then(|| ("owner, lease_until, epoch", self.lease_new_args().to_vec()));
         let mut stmts = vec![run_insert(r, lease, &self.on_conflict_skip("id"))];
         if r.status.is_final() {
             // Report rollups: a run recorded already ended (refused) is counted in the same commit.
@@ -433,7 +434,7 @@ impl Store {
     }
 
     pub async fn insert_attempt(&self, a: &AttemptRecord) -> anyhow::Result<()> {
-        self.write_run(&a.run_id, vec![attempt_stmt(a, self.backend())]).await?;
+        self.write_run(&a.run_id, vec![attempt_stmt(a, self.backend(), false)]).await?;
         self.live.attempt(a);
         Ok(())
     }
@@ -462,7 +463,7 @@ impl Store {
         attempts: &[AttemptRecord],
     ) -> anyhow::Result<()> {
         let mut stmts = self.records_first(run_id, before).await?;
-        stmts.extend(attempts.iter().map(|a| attempt_stmt(a, self.backend())));
+        stmts.extend(attempts.iter().map(|a| attempt_stmt(a, self.backend(), false)));
         stmts.push(finish_stmt(run_id, end));
         // Report rollups move with the run's end, in the same transaction (store/rollups.rs).
         stmts.extend(self.rollup_stmts(run_id, end, attempts, None).await?);
@@ -501,7 +502,7 @@ impl Store {
     /// others of its run in one write ([`Store::queue_run`]).
     pub(crate) fn attempt_stmts(&self, a: &AttemptRecord, keep_output: Option<&str>) -> Vec<db::Stmt> {
         self.live.attempt(a);
-        let mut stmts = vec![attempt_stmt(a, self.backend())];
+        let mut stmts = vec![attempt_stmt(a, self.backend(), false)];
         if let Some(out) = keep_output {
             stmts.push(manual::output_stmt(self.backend(), &a.run_id, &a.node_id, out));
         }
@@ -627,17 +628,19 @@ fn run_args(r: &RunRecord) -> Vec<Arg> {
 }
 
 /// Inserts a run row as it is (ingestion writes runs that started elsewhere).
-fn run_stmt(r: &RunRecord) -> db::Stmt {
-    run_insert(r, None, "")
+/// The row of an external run as ingestion writes it, with when its newest event came.
+fn external_run_stmt(r: &RunRecord, last_event_at: i64) -> db::Stmt {
+    run_insert(r, Some(("last_event_at", vec![last_event_at.into()])), "")
 }
 
-/// The INSERT of a run's row; with `lease`, also its `owner, lease_until, epoch`.
-fn run_insert(r: &RunRecord, lease: Option<[Arg; 3]>, tail: &str) -> db::Stmt {
+/// The INSERT of a run's row; with `more`, also those columns (named, then their values), such as
+/// a lease's `owner, lease_until, epoch`.
+fn run_insert(r: &RunRecord, more: Option<(&str, Vec<Arg>)>, tail: &str) -> db::Stmt {
     let mut args = run_args(r);
-    let cols = match lease {
-        Some(l) => {
-            args.extend(l);
-            format!("{RUN_COLS}, owner, lease_until, epoch")
+    let cols = match more {
+        Some((cols, values)) => {
+            args.extend(values);
+            format!("{RUN_COLS}, {cols}")
         }
         None => RUN_COLS.to_owned(),
     };
@@ -647,17 +650,26 @@ fn run_insert(r: &RunRecord, lease: Option<[Arg; 3]>, tail: &str) -> db::Stmt {
 
 macro_rules! attempt_insert {
     () => {
-        "INSERT INTO node_attempts (run_id, flow, node_id, kind, seq, attempt, iteration, status, started_at, ended_at, duration_ms, input_bytes, output_bytes, input, output, retried, action, error_kind, error_message, model, tokens_in, tokens_out, http_status, cost_nanos, currency) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO node_attempts (run_id, flow, node_id, kind, seq, attempt, iteration, status, started_at, ended_at, duration_ms, input_bytes, output_bytes, input, output, retried, action, error_kind, error_message, model, tokens_in, tokens_out, http_status, cost_nanos, currency, rolled_up) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     };
 }
 
-fn attempt_stmt(a: &AttemptRecord, backend: Backend) -> db::Stmt {
+/// The INSERT of an attempt; `counted`: the same write moves it into its run's rollups, so it is
+/// stored counted (`rolled_up = 1`) rather than marked by an UPDATE after it.
+fn attempt_stmt(a: &AttemptRecord, backend: Backend, counted: bool) -> db::Stmt {
     // Idempotent by (run_id, seq): a batch retried after a lost COMMIT acknowledgement is not doubled.
     let sql: &'static str = match backend {
         Backend::MySql => concat!(attempt_insert!(), " ON DUPLICATE KEY UPDATE seq = seq"),
         _ => concat!(attempt_insert!(), " ON CONFLICT DO NOTHING"),
     };
-    let args = vec![
+    let mut args = attempt_args(a);
+    args.push((counted as i64).into());
+    (Cow::Borrowed(sql), args)
+}
+
+/// An attempt's values in the order of [`ATTEMPT_COLS`].
+fn attempt_args(a: &AttemptRecord) -> Vec<Arg> {
+    vec![
         a.run_id.as_str().into(),
         a.flow.as_str().into(),
         a.node_id.as_str().into(),
@@ -683,8 +695,7 @@ fn attempt_stmt(a: &AttemptRecord, backend: Backend) -> db::Stmt {
         a.http_status.into(),
         a.cost_nanos.into(),
         a.currency.clone().into(),
-    ];
-    (Cow::Borrowed(sql), args)
+    ]
 }
 
 /// `SELECT … FROM runs WHERE …` for a filter (its limit aside), and the values to bind.

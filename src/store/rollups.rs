@@ -273,7 +273,8 @@ impl Store {
     /// For ingestion: the statements that count `run` (its new row, ended) in the rollups, to be
     /// committed with that row and `batch` (its attempts in the same write, not stored yet).
     /// `fresh`: the run had no row before, so nothing of it is counted or stored and nothing is
-    /// read; otherwise what it added before is read and moved, as [`Store::rollup_stmts`] does.
+    /// read, and the caller stores `batch` counted; otherwise what it added before is read and
+    /// moved, as [`Store::rollup_stmts`] does.
     pub(crate) async fn ingest_rollup_stmts(
         &self,
         run: &super::RunRecord,
@@ -297,10 +298,9 @@ impl Store {
         let last: Vec<AttemptRecord> = batch.iter().filter(|a| seqs.insert(a.seq)).map(|a| (*a).clone()).collect();
         let bucket = bucket_of(run.started_at);
         if fresh {
+            // Its attempts are all in `batch`, written counted (Store::apply_ingest).
             let attempts = if run.canary { Vec::new() } else { last };
-            let mut out = self.run_delta(&run.id, &run.flow, run.canary, run.started_at, &end, run.status, None, attempts);
-            out.push(mark_rolled_up(&run.id));
-            return Ok(out);
+            return Ok(self.run_delta(&run.id, &run.flow, run.canary, run.started_at, &end, run.status, None, attempts));
         }
         let rows = self
             .write_pool
@@ -540,11 +540,7 @@ impl Store {
         let mut stmts = Vec::new();
         let run_rows: Vec<Vec<Arg>> = runs.iter().map(super::run_args).collect();
         stmts.extend(insert_many("runs", super::RUN_COLS, run_rows));
-        stmts.extend(insert_many(
-            "node_attempts",
-            super::ATTEMPT_COLS,
-            attempts.iter().map(|a| super::attempt_stmt(a, self.backend()).1).collect(),
-        ));
+        stmts.extend(insert_many("node_attempts", super::ATTEMPT_COLS, attempts.iter().map(super::attempt_args).collect()));
         stmts.extend(insert_many(
             "rollup_seen",
             "run_id, bucket_ms, status, duration_ms, failed_node, error_kind, backup, last_seq",

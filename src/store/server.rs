@@ -93,7 +93,7 @@ impl Store {
     pub async fn silent_external_runs(&self, cutoff_ms: i64) -> anyhow::Result<Vec<RunRecord>> {
         let sql = format!(
             "SELECT {RUN_COLS} FROM runs WHERE status = 'running' AND trigger_kind = 'external' AND started_at < ? \
-             AND NOT EXISTS (SELECT 1 FROM ingest_events e WHERE e.run_id = runs.id AND e.received_at >= ?)"
+             AND (last_event_at IS NULL OR last_event_at < ?)"
         );
         Ok(self.pool.fetch(&sql, &[cutoff_ms.into(), cutoff_ms.into()], RUN_TYS).await?.into_iter().map(run_from).collect())
     }
@@ -192,15 +192,20 @@ impl Store {
         for chunk in w.runs.chunks(500) {
             let ids: Vec<Arg> = chunk.iter().map(|r| r.id.as_str().into()).collect();
             stmts.push((Cow::Owned(format!("DELETE FROM runs WHERE id IN ({})", in_list(ids.len()))), ids));
-            stmts.extend(chunk.iter().map(super::run_stmt));
+            stmts.extend(chunk.iter().map(|r| super::external_run_stmt(r, now_ms)));
         }
+        // A fresh run that ends in this write has all its attempts here, counted by its rollups
+        // below: they are stored counted.
+        let counted: HashSet<&str> =
+            w.runs.iter().filter(|r| r.status.is_final() && w.fresh.contains(&r.id)).map(|r| r.id.as_str()).collect();
         // On MySQL/PostgreSQL the writer joins rows of one shape into one statement per table
         // (db::merge_writes).
         let backend = self.backend();
-        stmts.extend(w.attempts.iter().map(|a| attempt_stmt(a, backend)));
+        stmts.extend(w.attempts.iter().map(|a| attempt_stmt(a, backend, counted.contains(a.run_id.as_str()))));
         // Exporters follow run ends; an external run's end arrives with its last event.
         stmts.extend(w.runs.iter().filter(|r| r.status.is_final()).map(|r| Store::run_end_stmt(&r.id, now_ms)));
-        // Report rollups of the runs that have ended, after their attempts (which they mark counted).
+        // Report rollups of the runs that have ended, after their attempts (which they mark counted
+        // when not stored counted).
         let mut by_run: HashMap<&str, Vec<&AttemptRecord>> = HashMap::new();
         for a in &w.attempts {
             by_run.entry(a.run_id.as_str()).or_default().push(a);

@@ -2,7 +2,7 @@
 
 use crate::support::db::{TestDb, backends};
 use flowguard::store::{
-    Arg, AttemptRecord, Backend, LeaseLost, LeaseSettings, RunEnd, RunFilter, RunRecord, Stmt, Store, StoreOptions, Ty,
+    Arg, AttemptRecord, Backend, IngestWrite, LeaseLost, LeaseSettings, RunEnd, RunFilter, RunRecord, Stmt, Store, StoreOptions, Ty,
 };
 use flowguard::vocab::{AttemptStatus, RunStatus};
 use std::borrow::Cow;
@@ -246,6 +246,48 @@ backends! {
         let again = db.open().await;
         assert!(again.get_run("m").await.unwrap().is_some());
         again.close().await;
+    }
+
+    async fn an_upgrade_keeps_when_each_external_run_was_last_heard_from(db: TestDb) {
+        // Schema 19 kept no `runs.last_event_at`: the sweep for silent runs read every event.
+        let store = db.open().await;
+        let x = RunRecord { trigger: "external".into(), ..run("x1", "f", 1_000) };
+        for (event, at) in [("e1", 2_000), ("e2", 7_000)] {
+            let w = IngestWrite { events: vec![(event.into(), "x1".into())], runs: vec![x.clone()], ..Default::default() };
+            store.apply_ingest(&w, at).await.unwrap();
+        }
+        let back_to_19: &[&str] = match store.backend() {
+            Backend::Sqlite => &[
+                "ALTER TABLE runs DROP COLUMN last_event_at",
+                "CREATE TABLE events19 (id TEXT PRIMARY KEY, run_id TEXT NOT NULL, received_at INTEGER NOT NULL)",
+                "INSERT INTO events19 SELECT id, run_id, received_at FROM ingest_events",
+                "DROP TABLE ingest_events",
+                "ALTER TABLE events19 RENAME TO ingest_events",
+                "CREATE INDEX ingest_events_run ON ingest_events (run_id, received_at)",
+            ],
+            _ => &["ALTER TABLE runs DROP COLUMN last_event_at", "CREATE INDEX ingest_events_run ON ingest_events (run_id, received_at)"],
+        };
+        // On one connection (SQLite: in one transaction), as a migration runs.
+        store
+            .pool()
+            .with_migration_lock(async |c| {
+                for sql in back_to_19.iter().chain(&["DELETE FROM flowguard_migrations WHERE version = 20"]) {
+                    c.exec(sql, &[]).await.map_err(|e| anyhow::anyhow!("{sql}: {e}"))?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        store.close().await;
+        let store = db.open().await;
+        let s = &store;
+        let silent = |cutoff| async move { s.silent_external_runs(cutoff).await.unwrap().into_iter().map(|r| r.id).collect::<Vec<_>>() };
+        assert!(silent(5_000).await.is_empty(), "heard from at 7 000");
+        assert_eq!(silent(8_000).await, ["x1"]);
+        let mut known: Vec<String> = store.known_events(&["e1".into(), "e2".into(), "e3".into()]).await.unwrap().into_iter().collect();
+        known.sort();
+        assert_eq!(known, ["e1", "e2"], "event ids kept through the upgrade");
+        store.close().await;
     }
 
     async fn a_newer_schema_is_refused(db: TestDb) {
