@@ -77,10 +77,23 @@ fn reject(i: usize, id: Value, why: String) -> ItemResult {
 /// Ingestion to itself (see [`exclusive`]), and the requests waiting to be merged: whoever holds
 /// it merges every request waiting, in order, and commits them in one transaction (a group commit
 /// of requests: concurrent clients share the reads and the commit instead of queueing for them).
+///
+/// On SQLite (one `serve` ingests per file) a merge does not wait for its commit: the next one
+/// starts while the writer commits it, unless it holds a run or an event id of a write still in
+/// flight, in which case it waits for that write first (its reads must see it). On MySQL and
+/// PostgreSQL a merge holds the database-wide lock until its commit, for the other servers.
 #[derive(Default)]
 pub struct Gate {
     lock: tokio::sync::Mutex<()>,
     waiting: std::sync::Mutex<Vec<Job>>,
+    in_flight: std::sync::Mutex<Vec<Arc<Flight>>>,
+}
+
+/// A merged write handed to the store and not answered yet: the runs and event ids it holds.
+struct Flight {
+    runs: HashSet<String>,
+    events: HashSet<String>,
+    landed: tokio::sync::watch::Sender<bool>,
 }
 
 /// One request's checked events, waiting for a merge.
@@ -205,6 +218,35 @@ impl Gate {
     pub fn requests_waiting(&self) -> usize {
         self.waiting().len()
     }
+
+    fn flights(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Flight>>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until no write in flight holds any of these runs or event ids (`None`: until none
+    /// is in flight at all).
+    async fn settle(&self, keys: Option<(&HashSet<String>, &[String])>) {
+        let waits: Vec<_> = self
+            .flights()
+            .iter()
+            .filter(|f| keys.is_none_or(|(runs, events)| !f.runs.is_disjoint(runs) || events.iter().any(|e| f.events.contains(e))))
+            .map(|f| f.landed.subscribe())
+            .collect();
+        for mut w in waits {
+            let _ = w.wait_for(|landed| *landed).await;
+        }
+    }
+
+    fn take_off(&self, runs: HashSet<String>, events: HashSet<String>) -> Arc<Flight> {
+        let f = Arc::new(Flight { runs, events, landed: tokio::sync::watch::channel(false).0 });
+        self.flights().push(f.clone());
+        f
+    }
+
+    fn land(&self, f: &Arc<Flight>) {
+        self.flights().retain(|g| !Arc::ptr_eq(g, f));
+        f.landed.send_replace(true);
+    }
 }
 
 /// Takes every request waiting and merges them as one (none: a merge before this one took them).
@@ -217,47 +259,110 @@ async fn merge_waiting(s: Arc<Shared>) -> anyhow::Result<()> {
     // Kept to merge each request alone should the database refuse the group's write: one request
     // it refuses must not fail the others merged with it.
     let alone: Option<Vec<Part>> = (parts.len() > 1).then(|| parts.clone());
-    match merge(&s, parts).await {
-        Ok(merged) => {
-            for (done, m) in dones.into_iter().zip(merged) {
-                let _ = done.send(Ok(m));
+    let (merged, sent) = match merge(&s, parts).await {
+        Ok(m) => m,
+        Err(e) => return Ok(refused(&s, e, alone, dones).await),
+    };
+    if s.store.backend() != crate::store::Backend::Sqlite {
+        let r = sent.commit.await;
+        return Ok(answer(&s, r, merged, sent.attempts, alone, dones).await);
+    }
+    let flight = s.ingest_lock.take_off(sent.runs, sent.events);
+    let s = s.clone();
+    tokio::spawn(async move {
+        let r = sent.commit.await;
+        s.ingest_lock.land(&flight);
+        match r {
+            Ok(()) => answer(&s, Ok(()), merged, sent.attempts, None, dones).await,
+            // Merged again under the gate (as `exclusive` runs), this one no longer in flight.
+            Err(e) => {
+                let again = s.clone();
+                let _ = exclusive(&s, move |_| Box::pin(async move { Ok(refused(&again, e, alone, dones).await) })).await;
             }
         }
-        // While the database is away, each request alone would wait out the patience again.
-        Err(e) if alone.is_some() && !super::api::store_unreachable(&e) => {
+    });
+    Ok(())
+}
+
+/// Answers the requests of a group once its write is committed (or refused).
+async fn answer(
+    s: &Arc<Shared>,
+    r: anyhow::Result<()>,
+    merged: Vec<Merged>,
+    attempts: Vec<AttemptRecord>,
+    alone: Option<Vec<Part>>,
+    dones: Vec<Done>,
+) {
+    if let Err(e) = r {
+        return refused(s, e, alone, dones).await;
+    }
+    // Counted once committed: a group the database refused is merged again request by request.
+    for a in &attempts {
+        s.metrics.attempt(a);
+    }
+    for (done, m) in dones.into_iter().zip(merged) {
+        let _ = done.send(Ok(m));
+    }
+}
+
+/// A group's merge or write failed: each request is merged alone (with ingestion to itself), so
+/// that one the database refuses fails alone; while the database is away, each request alone
+/// would wait out the patience again, so all answer the one error.
+async fn refused(s: &Arc<Shared>, e: anyhow::Error, alone: Option<Vec<Part>>, dones: Vec<Done>) {
+    match alone {
+        Some(parts) if !super::api::store_unreachable(&e) => {
             tracing::warn!(error = %format!("{e:#}"), requests = dones.len(), "the database refused a group of ingestion requests; merging each alone");
-            for (part, done) in alone.into_iter().flatten().zip(dones) {
-                let r = merge(&s, vec![part]).await.map_err(|e| GroupFailed(Arc::new(e)));
-                let _ = done.send(r.map(|mut m| m.remove(0)));
+            for (part, done) in parts.into_iter().zip(dones) {
+                let r = async {
+                    let (mut merged, sent) = merge(s, vec![part]).await?;
+                    sent.commit.await?;
+                    for a in &sent.attempts {
+                        s.metrics.attempt(a);
+                    }
+                    Ok(merged.remove(0))
+                };
+                let _ = done.send(r.await.map_err(|e: anyhow::Error| GroupFailed(Arc::new(e))));
             }
         }
-        Err(e) => {
+        _ => {
             let e = GroupFailed(Arc::new(e));
             for done in dones {
                 let _ = done.send(Err(e.clone()));
             }
         }
     }
-    Ok(())
+}
+
+type Done = tokio::sync::oneshot::Sender<Result<Merged, GroupFailed>>;
+
+/// A merged write handed to the store: its commit, the attempts it records (counted in the
+/// metrics once committed), and the runs and event ids it holds.
+struct Sent {
+    commit: futures::future::BoxFuture<'static, anyhow::Result<()>>,
+    attempts: Vec<AttemptRecord>,
+    runs: HashSet<String>,
+    events: HashSet<String>,
 }
 
 /// One request's checked events (with their index in the request) and its items' results.
 type Part = (Vec<(usize, Event)>, Vec<ItemResult>);
 
-/// Merges checked events into their runs and records them: reads the runs, applies the events
-/// (request after request, each in its order), and writes runs, attempts, event ids and the
-/// rollups of ended runs in one transaction. Runs with ingestion to itself (see [`exclusive`]).
-async fn merge(s: &Arc<Shared>, parts: Vec<Part>) -> anyhow::Result<Vec<Merged>> {
+/// Merges checked events into their runs and hands them to the store: reads the runs, applies the
+/// events (request after request, each in its order), and writes runs, attempts, event ids and
+/// the rollups of ended runs in one transaction. Runs with ingestion to itself (see
+/// [`exclusive`]), after any write in flight that holds one of its runs or event ids.
+async fn merge(s: &Arc<Shared>, parts: Vec<Part>) -> anyhow::Result<(Vec<Merged>, Sent)> {
     let mut ids: Vec<String> = Vec::new();
     let mut run_ids: HashSet<String> = HashSet::new();
     for (checked, _) in &parts {
         ids.extend(checked.iter().map(|(_, e)| e.id.clone()));
         run_ids.extend(checked.iter().map(|(_, e)| e.run_id.clone()));
     }
+    s.ingest_lock.settle(Some((&run_ids, &ids))).await;
     let known = s.store.known_events(&ids).await?;
-    let run_ids: Vec<String> = run_ids.into_iter().collect();
-    let mut runs: HashMap<String, RunRecord> = s.store.runs_by_ids(&run_ids).await?.into_iter().map(|r| (r.id.clone(), r)).collect();
-    let fresh = run_ids.into_iter().filter(|id| !runs.contains_key(id)).collect();
+    let listed: Vec<String> = run_ids.iter().cloned().collect();
+    let mut runs: HashMap<String, RunRecord> = s.store.runs_by_ids(&listed).await?.into_iter().map(|r| (r.id.clone(), r)).collect();
+    let fresh = listed.into_iter().filter(|id| !runs.contains_key(id)).collect();
     let mut write = IngestWrite { fresh, ..Default::default() };
     let mut dirty: HashSet<String> = HashSet::new();
     let mut seen: HashSet<String> = HashSet::new();
@@ -330,12 +435,8 @@ async fn merge(s: &Arc<Shared>, parts: Vec<Part>) -> anyhow::Result<Vec<Merged>>
             out[*job].ended.push(super::external::outcome(r));
         }
     }
-    s.store.apply_ingest(&write, s.clock.now_ms()).await?;
-    // Counted once committed: a group the database refused is merged again request by request.
-    for a in &write.attempts {
-        s.metrics.attempt(a);
-    }
-    Ok(out)
+    let commit = Box::pin(s.store.send_ingest(&write, s.clock.now_ms()).await?);
+    Ok((out, Sent { commit, attempts: write.attempts, runs: run_ids, events: ids.into_iter().collect() }))
 }
 
 /// Runs `f` with ingestion to itself: no other merge in this process nor in any other process on
@@ -348,6 +449,7 @@ pub async fn exclusive<T: Send + 'static>(
     let s = s.clone();
     tokio::spawn(async move {
         let _here = s.ingest_lock.lock.lock().await;
+        s.ingest_lock.settle(None).await;
         let inner = s.clone();
         s.store.with_db_lock("ingest", async move || f(inner).await).await
     })

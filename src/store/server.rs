@@ -183,6 +183,16 @@ impl Store {
     /// the report rollups of the runs that have ended go in the same transaction, so a committed
     /// end is never missing from them.
     pub async fn apply_ingest(&self, w: &IngestWrite, now_ms: i64) -> anyhow::Result<()> {
+        self.send_ingest(w, now_ms).await?.await
+    }
+
+    /// [`Store::apply_ingest`] up to handing the batch to the writer: what it returns resolves
+    /// once the batch is committed (or refused), so the caller may go on meanwhile.
+    pub async fn send_ingest(
+        &self,
+        w: &IngestWrite,
+        now_ms: i64,
+    ) -> anyhow::Result<impl Future<Output = anyhow::Result<()>> + Send + 'static> {
         let mut stmts: Vec<Stmt> = Vec::new();
         for chunk in w.events.chunks(500) {
             let sql = format!("INSERT INTO ingest_events (id, run_id, received_at) VALUES {}", vec!["(?, ?, ?)"; chunk.len()].join(", "));
@@ -214,6 +224,7 @@ impl Store {
             let batch = by_run.get(r.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
             stmts.extend(self.ingest_rollup_stmts(r, w.fresh.contains(&r.id), batch).await?);
         }
-        self.write(stmts).await
+        let sent = self.send_guarded(stmts, None)?;
+        Ok(async move { super::answered(sent.await) })
     }
 }

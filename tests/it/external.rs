@@ -490,3 +490,49 @@ async fn concurrent_batches_sharing_events_count_each_event_once() {
     db.close().await;
     app.shutdown().await;
 }
+
+// Requests merged together whose write the database refuses because of one of them: the others
+// are merged again alone and recorded, the one refused answers an error and leaves nothing, and
+// the runs of those still being committed when the next requests came are not taken for new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_database_refuses_fails_alone_among_those_merged_with_it() {
+    let app = spawn_app("", &[]).await;
+    let db = sqlite_of(&app).await;
+    db.exec(
+        "CREATE TRIGGER no_bad_rollups BEFORE INSERT ON rollup_runs WHEN NEW.flow = 'coze_bad' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        &[],
+    )
+    .await
+    .expect("trigger");
+    let t0 = jiff::Timestamp::now().as_millisecond() - 60_000;
+    let mut posts = tokio::task::JoinSet::new();
+    for k in 0..24 {
+        let (flow, run) = if k % 6 == 5 { ("coze_bad", format!("bad-{k}")) } else { ("coze_good", format!("good-{}", k % 3)) };
+        let body = json!([
+            {"id": format!("{run}-n{k}"), "type": "node.finished", "flow": flow, "run_id": run, "node": format!("n{k}"),
+             "started_at": t0 + k, "ended_at": t0 + k + 5, "status": "succeeded"},
+            {"id": format!("{run}-end{k}"), "type": "run.finished", "flow": flow, "run_id": run, "ts": t0 + 1000, "status": "succeeded"},
+        ]);
+        let (http, url) = (app.http.clone(), format!("{}/api/v1/events", app.base));
+        posts.spawn(async move {
+            let r = http.post(url).bearer_auth(INGEST).json(&body).send().await.expect("POST");
+            (flow, r.status().as_u16())
+        });
+    }
+    while let Some(r) = posts.join_next().await {
+        match r.expect("client") {
+            ("coze_bad", code) => assert!(code >= 500, "a refused request was acknowledged: {code}"),
+            (_, code) => assert_eq!(code, 200, "a request merged with a refused one failed with it"),
+        }
+    }
+    for i in 0..3 {
+        let sent = (0..24).filter(|k| k % 3 == i && k % 6 != 5).count();
+        let (_, run) = app.get(&format!("/api/v1/runs/good-{i}"), READ).await;
+        assert_eq!(run["attempts"].as_array().map(Vec::len), Some(sent), "good-{i}: {run}");
+    }
+    assert_eq!(sum(&db, "SELECT COUNT(*) FROM runs WHERE flow = 'coze_bad'").await, 0);
+    assert_eq!(sum(&db, "SELECT SUM(attempts) FROM rollup_nodes WHERE flow = 'coze_good'").await, 20);
+    assert_eq!(sum(&db, "SELECT SUM(runs) FROM rollup_runs WHERE flow = 'coze_good'").await, 3);
+    db.close().await;
+    app.shutdown().await;
+}
