@@ -261,11 +261,15 @@ async fn merge_waiting(s: Arc<Shared>) -> anyhow::Result<()> {
     let alone: Option<Vec<Part>> = (parts.len() > 1).then(|| parts.clone());
     let (merged, sent) = match merge(&s, parts).await {
         Ok(m) => m,
-        Err(e) => return Ok(refused(&s, e, alone, dones).await),
+        Err(e) => {
+            refused(&s, e, alone, dones).await;
+            return Ok(());
+        }
     };
     if s.store.backend() != crate::store::Backend::Sqlite {
         let r = sent.commit.await;
-        return Ok(answer(&s, r, merged, sent.attempts, alone, dones).await);
+        answer(&s, r, merged, sent.attempts, alone, dones).await;
+        return Ok(());
     }
     let flight = s.ingest_lock.take_off(sent.runs, sent.events);
     let s = s.clone();
@@ -276,8 +280,13 @@ async fn merge_waiting(s: Arc<Shared>) -> anyhow::Result<()> {
             Ok(()) => answer(&s, Ok(()), merged, sent.attempts, None, dones).await,
             // Merged again under the gate (as `exclusive` runs), this one no longer in flight.
             Err(e) => {
-                let again = s.clone();
-                let _ = exclusive(&s, move |_| Box::pin(async move { Ok(refused(&again, e, alone, dones).await) })).await;
+                let again = move |s: Arc<Shared>| -> futures::future::BoxFuture<'static, anyhow::Result<()>> {
+                    Box::pin(async move {
+                        refused(&s, e, alone, dones).await;
+                        Ok(())
+                    })
+                };
+                let _ = exclusive(&s, again).await;
             }
         }
     });
