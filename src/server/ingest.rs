@@ -272,7 +272,6 @@ async fn merge_waiting(s: Arc<Shared>) -> anyhow::Result<()> {
         return Ok(());
     }
     let flight = s.ingest_lock.take_off(sent.runs, sent.events);
-    let s = s.clone();
     tokio::spawn(async move {
         let r = sent.commit.await;
         s.ingest_lock.land(&flight);
