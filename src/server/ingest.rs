@@ -237,8 +237,8 @@ impl Gate {
         }
     }
 
-    fn take_off(&self, runs: HashSet<String>, events: HashSet<String>) -> Arc<Flight> {
-        let f = Arc::new(Flight { runs, events, landed: tokio::sync::watch::channel(false).0 });
+    fn take_off(&self, runs: HashSet<String>, events: Vec<String>) -> Arc<Flight> {
+        let f = Arc::new(Flight { runs, events: events.into_iter().collect(), landed: tokio::sync::watch::channel(false).0 });
         self.flights().push(f.clone());
         f
     }
@@ -267,8 +267,10 @@ async fn merge_waiting(s: Arc<Shared>) -> anyhow::Result<()> {
         }
     };
     if s.store.backend() != crate::store::Backend::Sqlite {
-        let r = sent.commit.await;
-        answer(&s, r, merged, sent.attempts, alone, dones).await;
+        match sent.commit.await {
+            Ok(()) => answer(&s, merged, &sent.attempts, dones),
+            Err(e) => refused(&s, e, alone, dones).await,
+        }
         return Ok(());
     }
     let flight = s.ingest_lock.take_off(sent.runs, sent.events);
@@ -276,7 +278,7 @@ async fn merge_waiting(s: Arc<Shared>) -> anyhow::Result<()> {
         let r = sent.commit.await;
         s.ingest_lock.land(&flight);
         match r {
-            Ok(()) => answer(&s, Ok(()), merged, sent.attempts, None, dones).await,
+            Ok(()) => answer(&s, merged, &sent.attempts, dones),
             // Merged again under the gate (as `exclusive` runs), this one no longer in flight.
             Err(e) => {
                 let again = move |s: Arc<Shared>| -> futures::future::BoxFuture<'static, anyhow::Result<()>> {
@@ -292,20 +294,10 @@ async fn merge_waiting(s: Arc<Shared>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Answers the requests of a group once its write is committed (or refused).
-async fn answer(
-    s: &Arc<Shared>,
-    r: anyhow::Result<()>,
-    merged: Vec<Merged>,
-    attempts: Vec<AttemptRecord>,
-    alone: Option<Vec<Part>>,
-    dones: Vec<Done>,
-) {
-    if let Err(e) = r {
-        return refused(s, e, alone, dones).await;
-    }
-    // Counted once committed: a group the database refused is merged again request by request.
-    for a in &attempts {
+/// Answers the requests of a group whose write is committed, and counts its attempts (only then:
+/// a group the database refused is merged again request by request).
+fn answer(s: &Shared, merged: Vec<Merged>, attempts: &[AttemptRecord], dones: Vec<Done>) {
+    for a in attempts {
         s.metrics.attempt(a);
     }
     for (done, m) in dones.into_iter().zip(merged) {
@@ -322,14 +314,16 @@ async fn refused(s: &Arc<Shared>, e: anyhow::Error, alone: Option<Vec<Part>>, do
             tracing::warn!(error = %format!("{e:#}"), requests = dones.len(), "the database refused a group of ingestion requests; merging each alone");
             for (part, done) in parts.into_iter().zip(dones) {
                 let r = async {
-                    let (mut merged, sent) = merge(s, vec![part]).await?;
+                    let (merged, sent) = merge(s, vec![part]).await?;
                     sent.commit.await?;
-                    for a in &sent.attempts {
-                        s.metrics.attempt(a);
-                    }
-                    Ok(merged.remove(0))
+                    Ok((merged, sent.attempts))
                 };
-                let _ = done.send(r.await.map_err(|e: anyhow::Error| GroupFailed(Arc::new(e))));
+                match r.await {
+                    Ok((merged, attempts)) => answer(s, merged, &attempts, vec![done]),
+                    Err(e) => {
+                        let _ = done.send(Err(GroupFailed(Arc::new(e))));
+                    }
+                }
             }
         }
         _ => {
@@ -349,7 +343,7 @@ struct Sent {
     commit: futures::future::BoxFuture<'static, anyhow::Result<()>>,
     attempts: Vec<AttemptRecord>,
     runs: HashSet<String>,
-    events: HashSet<String>,
+    events: Vec<String>,
 }
 
 /// One request's checked events (with their index in the request) and its items' results.
@@ -444,7 +438,7 @@ async fn merge(s: &Arc<Shared>, parts: Vec<Part>) -> anyhow::Result<(Vec<Merged>
         }
     }
     let commit = Box::pin(s.store.send_ingest(&write, s.clock.now_ms()).await?);
-    Ok((out, Sent { commit, attempts: write.attempts, runs: run_ids, events: ids.into_iter().collect() }))
+    Ok((out, Sent { commit, attempts: write.attempts, runs: run_ids, events: ids }))
 }
 
 /// Runs `f` with ingestion to itself: no other merge in this process nor in any other process on

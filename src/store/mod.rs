@@ -627,8 +627,8 @@ fn run_args(r: &RunRecord) -> Vec<Arg> {
     ]
 }
 
-/// Inserts a run row as it is (ingestion writes runs that started elsewhere).
-/// The row of an external run as ingestion writes it, with when its newest event came.
+/// The row of an external run as ingestion writes it (a run that started elsewhere, as it is), with
+/// when its newest event came.
 fn external_run_stmt(r: &RunRecord, last_event_at: i64) -> db::Stmt {
     run_insert(r, Some(("last_event_at", vec![last_event_at.into()])), "")
 }
