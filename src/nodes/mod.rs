@@ -296,7 +296,10 @@ impl Registry {
         let http = reqwest::Client::builder()
             .user_agent(concat!("flowguard/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(64)
+            // Idle connections are kept 90 s (reqwest's default) with no cap per host: a cap below
+            // the calls running at once closed the rest after every round of calls, and each run's
+            // next call connected again. The idle ones are bounded by the peak of calls at once.
+            .pool_idle_timeout(Duration::from_secs(90))
             .build()?;
         let mut models = BTreeMap::new();
         let mut fallbacks = BTreeMap::new();

@@ -420,3 +420,18 @@ async fn a_claimed_run_counts_its_last_records_in_the_rollups() {
     assert_eq!(counted, [("t0".to_string(), 1), ("t1".to_string(), 1)]);
     assert_eq!(w.runs.iter().map(|r| r.3[0]).sum::<i64>(), 1, "{:?}", w.runs);
 }
+
+/// A hundred runs at once, each calling one model twice: the second calls go over the connections
+/// the first ones opened, none is opened again (a pool that kept 64 idle connections per host
+/// closed the rest after every round of calls and connected again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_to_one_model_keep_their_connections_for_the_next_calls() {
+    const RUNS: usize = 100;
+    let fake = FakeOpenAi::start(vec![Reply::Together(RUNS, "{\"ok\": true}".into())]).await;
+    let node = |id: &str| format!("  - id: {id}\n    kind: llm\n    model: m\n    prompt: write\n    retry: {{ policy: none }}\n");
+    let h = harness(&openai_config(&fake.base_url), &format!("name: f\nnodes:\n{}{}", node("a"), node("b"))).await;
+    let outcomes = futures::future::join_all((0..RUNS).map(|_| h.run())).await;
+    assert!(outcomes.iter().all(|o| o.status == RunStatus::Succeeded), "{:?}", outcomes.iter().map(|o| o.status).collect::<Vec<_>>());
+    assert_eq!(fake.requests().len(), 2 * RUNS);
+    assert_eq!(fake.connections(), RUNS, "every run's second call reuses a connection");
+}

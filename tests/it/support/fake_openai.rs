@@ -2,15 +2,18 @@
 //! bearer key like the real API (401 `invalid_api_key` otherwise) and answers from a script of
 //! behaviours, one per request, repeating the last: real answers, empty choices, malformed JSON,
 //! finish_reason=length, content filter, 429 with Retry-After, 429 insufficient_quota, 5xx, slow
-//! answers and broken bodies.
+//! answers, broken bodies, and answers held until a number of requests wait at once. It counts the
+//! connections its requests came over.
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::post;
 use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,12 +37,19 @@ pub enum Reply {
     NotUtf8,
     /// Waits this long, then answers with the content.
     Slow(Duration, String),
+    /// Holds the request until this many wait at once (as callers running side by side do),
+    /// then answers them all with the content.
+    Together(usize, String),
 }
 
 #[derive(Clone)]
 struct Shared {
     script: Arc<Mutex<Vec<Reply>>>,
     requests: Arc<Mutex<Vec<Value>>>,
+    /// The client ends of the connections requests came over.
+    peers: Arc<Mutex<HashSet<SocketAddr>>>,
+    /// Where `Together` replies wait for each other (it lets them go in rounds of its size).
+    together: Arc<Mutex<Option<Arc<tokio::sync::Barrier>>>>,
 }
 
 pub struct FakeOpenAi {
@@ -49,12 +59,13 @@ pub struct FakeOpenAi {
 
 impl FakeOpenAi {
     pub async fn start(script: Vec<Reply>) -> FakeOpenAi {
-        let shared = Shared { script: Arc::new(Mutex::new(script)), requests: Arc::default() };
+        let shared =
+            Shared { script: Arc::new(Mutex::new(script)), requests: Arc::default(), peers: Arc::default(), together: Arc::default() };
         let app = Router::new().route("/v1/chat/completions", post(chat)).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
-            axum::serve(listener, app).await.ok();
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.ok();
         });
         FakeOpenAi { base_url: format!("http://{addr}/v1"), shared }
     }
@@ -68,6 +79,12 @@ impl FakeOpenAi {
     /// The JSON bodies received so far.
     pub fn requests(&self) -> Vec<Value> {
         self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// How many connections the requests so far came over.
+    #[allow(dead_code)]
+    pub fn connections(&self) -> usize {
+        self.shared.peers.lock().unwrap().len()
     }
 }
 
@@ -89,9 +106,10 @@ fn respond(status: u16, body: Vec<u8>, retry_after: Option<u64>) -> Response {
     b.body(Body::from(body)).unwrap()
 }
 
-async fn chat(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
+async fn chat(State(s): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: String) -> Response {
     let req: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     s.requests.lock().unwrap().push(req);
+    s.peers.lock().unwrap().insert(peer);
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
     if auth != format!("Bearer {KEY}") {
         let err = json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}});
@@ -116,6 +134,11 @@ async fn chat(State(s): State<Shared>, headers: HeaderMap, body: String) -> Resp
         Reply::NotUtf8 => respond(200, vec![0xff, 0xfe, 0x00, 0x7b], None),
         Reply::Slow(d, c) => {
             tokio::time::sleep(d).await;
+            ok(completion(Some(&c), "stop"))
+        }
+        Reply::Together(n, c) => {
+            let barrier = s.together.lock().unwrap().get_or_insert_with(|| Arc::new(tokio::sync::Barrier::new(n))).clone();
+            barrier.wait().await;
             ok(completion(Some(&c), "stop"))
         }
     }
