@@ -24,6 +24,11 @@ fn peak_rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
+/// How many files (sockets included) the process has open.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
 fn main() {
     let runs: usize = std::env::var("RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     let latency = Duration::from_millis(std::env::var("LATENCY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(200));
@@ -69,6 +74,7 @@ fn main() {
         // The calls alone, on a client of their own (a cold pool, like the engine's).
         let bare_http = Registry::from_config(&cfg).expect("registry").http;
         let url = format!("http://{addr}/v1/chat/completions");
+        let fds_before = open_fds();
         let start = Instant::now();
         let calls: Vec<_> = (0..runs)
             .map(|_| {
@@ -87,7 +93,12 @@ fn main() {
         }
         let bare = start.elapsed();
         let bare_wave = first_wave(&arrivals, start, runs);
+        // The engine's calls start once the bare client's connections are closed on both ends,
+        // so they do not pay for closing those.
         drop(bare_http);
+        while open_fds() > fds_before {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
 
         let start = Instant::now();
         let handles: Vec<_> = (0..runs)
