@@ -92,7 +92,7 @@ fn main() {
             c.await.expect("call task");
         }
         let bare = start.elapsed();
-        let bare_wave = first_wave(&arrivals, start, runs);
+        let bare_waves = waves(&arrivals, start, runs);
         // The engine's calls start once the bare client's connections are closed on both ends,
         // so they do not pay for closing those.
         drop(bare_http);
@@ -114,7 +114,7 @@ fn main() {
             }
         }
         let wall = start.elapsed();
-        let engine_wave = first_wave(&arrivals, start, runs);
+        let engine_waves = waves(&arrivals, start, runs);
         let ideal = latency * 3;
         println!("concurrency: runs={runs} llm_calls={} succeeded={ok}", runs * 3);
         println!("concurrency: wall_ms={:.0} ideal_ms={} over_ideal_pct={:.1}", wall.as_secs_f64() * 1000.0, ideal.as_millis(), (wall.as_secs_f64() / ideal.as_secs_f64() - 1.0) * 100.0);
@@ -123,16 +123,18 @@ fn main() {
             bare.as_secs_f64() * 1000.0,
             (wall.as_secs_f64() - bare.as_secs_f64()) * 1000.0
         );
-        println!("concurrency: first_wave_ms bare={bare_wave:.0} engine={engine_wave:.0} (until the first {runs} calls had all reached the fake)");
+        println!("concurrency: waves_ms bare={bare_waves} engine={engine_waves} (when the first and the last of each {runs} calls reached the fake)");
         println!("concurrency: peak_rss_mb={:.1} (fake server in the same process)", peak_rss_kb() as f64 / 1024.0);
     });
 }
 
-/// Milliseconds from `start` until the first `runs` calls had reached the fake; clears the list.
-fn first_wave(arrivals: &std::sync::Mutex<Vec<Instant>>, start: Instant, runs: usize) -> f64 {
+/// When the first and the last call of each round of `runs` calls reached the fake, in ms from
+/// `start` (`0-52,201-260,…`): how far each round spreads, and how the spreads add up. Clears the list.
+fn waves(arrivals: &std::sync::Mutex<Vec<Instant>>, start: Instant, runs: usize) -> String {
     let mut a = std::mem::take(&mut *arrivals.lock().expect("arrivals"));
     a.sort();
-    a.get(runs.saturating_sub(1)).map_or(0.0, |t| (*t - start).as_secs_f64() * 1000.0)
+    let ms = |t: &Instant| (*t - start).as_secs_f64() * 1000.0;
+    a.chunks(runs.max(1)).map(|w| format!("{:.0}-{:.0}", ms(&w[0]), ms(&w[w.len() - 1]))).collect::<Vec<_>>().join(",")
 }
 
 /// The binary's allocator (src/main.rs), so the figures are the binary's.
