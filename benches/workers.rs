@@ -86,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
         let launch = Launch { flow: bench_flow.clone(), inputs: Default::default(), trigger: "bench".into(), canary: false, overlap: None };
         let ids: Vec<String> = (0..runs).map(|_| uuid::Uuid::now_v7().to_string()).collect();
         let queued: Vec<_> =
-            futures::stream::iter(ids.iter()).map(|id| runs_.queue(&engine, &launch, id)).buffer_unordered(64).collect().await;
+            futures::stream::iter(ids.iter()).map(|id| runs_.queue(&engine, &launch, id, None)).buffer_unordered(64).collect().await;
         if let Some(Err(e)) = queued.into_iter().find(|r| r.is_err()) {
             return Err(e);
         }

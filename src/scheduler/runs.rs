@@ -89,19 +89,33 @@ impl Runs {
     }
 
     /// Queues a run and returns once its row is committed (so an id handed out is never lost);
-    /// false when the overlap policy skips it.
-    pub async fn queue(&self, engine: &Engine, l: &Launch, run_id: &str) -> anyhow::Result<bool> {
+    /// false when the overlap policy skips it. `fire`: the scheduler fire (job, scheduled time)
+    /// whose run it is, recorded in the same transaction ([`Store::enqueue_fire`]), or alone when
+    /// the run is skipped; then also false when another process recorded the fire first.
+    pub async fn queue(&self, engine: &Engine, l: &Launch, run_id: &str, fire: Option<(&str, i64)>) -> anyhow::Result<bool> {
         let store = &engine.store;
         // Canaries and business runs do not hold each other up.
         if l.overlap == Some(Overlap::Skip) && store.pending_runs(&l.flow.name, l.canary).await? > 0 {
+            // Said by the one process that records the fire.
+            if let Some((job, at_ms)) = fire
+                && !store.fire_once(job, at_ms).await?
+            {
+                return Ok(false);
+            }
             tracing::info!(flow = %l.flow.name, trigger = %l.trigger, "skipped: the previous run is still going (overlap: skip)");
             return Ok(false);
         }
         let req = RunRequest { flow: l.flow.clone(), inputs: l.inputs.clone(), trigger: l.trigger.clone(), canary: l.canary };
         let (record, inputs) = engine.queued_record(&req, run_id);
-        store.enqueue(&record, l.overlap == Some(Overlap::Queue), &inputs).await?;
-        self.wake.notify_one();
-        Ok(true)
+        let serial = l.overlap == Some(Overlap::Queue);
+        let queued = match fire {
+            Some((job, at_ms)) => store.enqueue_fire(job, at_ms, &record, serial, &inputs).await?,
+            None => store.enqueue(&record, serial, &inputs).await.map(|()| true)?,
+        };
+        if queued {
+            self.wake.notify_one();
+        }
+        Ok(queued)
     }
 
     /// Executes a run this process holds the lease of (claimed, or taken over to resume), in the

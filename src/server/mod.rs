@@ -177,12 +177,12 @@ impl Shared {
     /// Queues a run and answers its id once the run is durable (`None`: skipped by the overlap
     /// policy).
     pub async fn queue(&self, l: Launch) -> anyhow::Result<Option<String>> {
-        self.queue_as(l, uuid::Uuid::now_v7().to_string()).await
+        self.queue_as(l, uuid::Uuid::now_v7().to_string(), None).await
     }
 
-    async fn queue_as(&self, l: Launch, id: String) -> anyhow::Result<Option<String>> {
+    async fn queue_as(&self, l: Launch, id: String, fire: Option<(&str, i64)>) -> anyhow::Result<Option<String>> {
         let engine = self.loaded().engine.clone();
-        Ok(self.runs.queue(&engine, &l, &id).await?.then_some(id))
+        Ok(self.runs.queue(&engine, &l, &id, fire).await?.then_some(id))
     }
 
     fn on_finish(&self) -> OnFinish {
@@ -193,15 +193,18 @@ impl Shared {
         })
     }
 
-    /// Queues the run a scheduler fire asks for, under the fire's own run id ([`Fire::run_id`]),
-    /// and answers once it is durable (`None`: skipped by the overlap policy, or the flow is gone).
+    /// Records a scheduler fire and queues its run, under the fire's own run id
+    /// ([`Fire::run_id`]), in one transaction; answers once it is durable. `None`: skipped by the
+    /// overlap policy, recorded by another process first, or the flow is gone.
     pub async fn queue_fire(&self, f: &Fire) -> anyhow::Result<Option<String>> {
         let Some(flow) = self.loaded().flows.get(&f.flow).cloned() else { return Ok(None) };
         let canary = f.kind == JobKind::Canary;
         let trigger = if canary { "canary" } else { "cron" };
         let l = Launch { flow, inputs: f.inputs.clone(), trigger: trigger.into(), canary, overlap: Some(f.overlap) };
-        let queued = self.queue_as(l, f.run_id()).await?;
-        self.metrics.fired(&f.flow, trigger);
+        let queued = self.queue_as(l, f.run_id(), Some((&f.job, f.at_ms))).await?;
+        if queued.is_some() {
+            self.metrics.fired(&f.flow, trigger);
+        }
         Ok(queued)
     }
 }
@@ -448,10 +451,11 @@ async fn report_jobs(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 async fn scheduler_loop(shared: Arc<Shared>, _stop: watch::Receiver<bool>) {
     let mut generation = shared.generation.subscribe();
     // Fires that fell due while the database was away, settled once it answers again; and fires
-    // this process recorded whose run could not be queued, queued again each round (under the
-    // same run id) until it is, rather than lost. Both outlive a reload of the flows.
+    // whose write the database refused (the fire is recorded only with its run), tried again each
+    // round (under the same run id) until it takes them, rather than dropped. Both outlive a
+    // reload of the flows.
     let mut owed: Vec<Fire> = Vec::new();
-    let mut unqueued: Vec<Fire> = Vec::new();
+    let mut refused: Vec<Fire> = Vec::new();
     loop {
         let l = shared.loaded();
         let tz = l.config.time_zone();
@@ -473,7 +477,9 @@ async fn scheduler_loop(shared: Arc<Shared>, _stop: watch::Receiver<bool>) {
         }
         for f in sched.missed(now, &|j| last.get(j).copied()) {
             tracing::info!(flow = %f.flow, job = %f.job, "catching up a fire missed while the server was down");
-            run_fire(&shared, &f, &mut unqueued).await;
+            if !run_fire(&shared, &f, &mut refused).await {
+                owed.push(f);
+            }
         }
         // Per job, the time up to which an outage's fires were settled: a fire the stalled loop
         // hands out late, scheduled before it, was settled already (skipped or caught up).
@@ -496,18 +502,20 @@ async fn scheduler_loop(shared: Arc<Shared>, _stop: watch::Receiver<bool>) {
                 // after the database came back (the loop stalled in a write meanwhile) would run
                 // late as if on time, and the occurrences the stalled loop stepped over would go
                 // unrecorded.
-                if away || !owed.is_empty() || !run_fire(&shared, &f, &mut unqueued).await {
+                if away || !owed.is_empty() || !run_fire(&shared, &f, &mut refused).await {
                     owed.push(f);
                 }
             }
             if !owed.is_empty() {
-                settle_owed(&shared, &sched, &mut owed, &mut settled, &mut unqueued).await;
+                settle_owed(&shared, &sched, &mut owed, &mut settled, &mut refused).await;
             }
             // Once the database answers again (nothing owed), not while each try would wait out
             // the write patience.
             if owed.is_empty() {
-                for f in std::mem::take(&mut unqueued) {
-                    queue_or_keep(&shared, f, &mut unqueued).await;
+                for f in std::mem::take(&mut refused) {
+                    if !run_fire(&shared, &f, &mut refused).await {
+                        owed.push(f);
+                    }
                 }
             }
             // Wake at the next fire, at least every second for the heartbeat.
@@ -520,33 +528,24 @@ async fn scheduler_loop(shared: Arc<Shared>, _stop: watch::Receiver<bool>) {
     }
 }
 
-/// Starts a fire once across workers; false when the database could not record it (it is owed).
-/// A fire recorded whose run could not be queued joins `unqueued`.
-async fn run_fire(shared: &Arc<Shared>, f: &Fire, unqueued: &mut Vec<Fire>) -> bool {
-    // Every worker's scheduler sees the fire; the first to record it queues its run.
-    let recorded = match shared.store.fire_once(&f.job, f.at_ms).await {
-        Ok(true) => {
-            queue_or_keep(shared, f.clone(), unqueued).await;
-            true
-        }
-        Ok(false) => true,
-        Err(e) => {
+/// Starts a fire once across workers: the first to record it queues its run in the same
+/// transaction. False when the database is away (the fire is owed). A fire whose write the
+/// database refused joins `refused`, and the scheduler state is not moved past it: a process
+/// that stops before it is taken catches it up at start like any fire missed while down.
+async fn run_fire(shared: &Arc<Shared>, f: &Fire, refused: &mut Vec<Fire>) -> bool {
+    if let Err(e) = shared.queue_fire(f).await {
+        if e.downcast_ref::<sqlx::Error>().is_some_and(crate::store::Pool::is_unreachable) {
             tracing::error!(error = %format!("{e:#}"), job = %f.job, "cannot record the fire (the database is away); settled when it is back");
-            false
+            return false;
         }
-    };
+        tracing::error!(error = %format!("{e:#}"), flow = %f.flow, job = %f.job, "the database refused the fire and its run; tried again next round");
+        refused.push(f.clone());
+        return true;
+    }
     if let Err(e) = shared.store.set_last_fire(&f.job, shared.clock.now_ms().max(f.at_ms)).await {
         tracing::error!(error = %format!("{e:#}"), "cannot record the scheduler state");
     }
-    recorded
-}
-
-/// Queues the run of a fire this process recorded; one that could not be queued joins `unqueued`.
-async fn queue_or_keep(shared: &Arc<Shared>, f: Fire, unqueued: &mut Vec<Fire>) {
-    if let Err(e) = shared.queue_fire(&f).await {
-        tracing::error!(error = %format!("{e:#}"), flow = %f.flow, job = %f.job, "the fire's run could not be queued; it is queued again next round");
-        unqueued.push(f);
-    }
+    true
 }
 
 /// Most occurrences of one job recorded as skipped after one outage (a per-second schedule over a
@@ -562,7 +561,7 @@ async fn settle_owed(
     sched: &crate::scheduler::Scheduler,
     owed: &mut Vec<Fire>,
     settled: &mut HashMap<String, i64>,
-    unqueued: &mut Vec<Fire>,
+    refused: &mut Vec<Fire>,
 ) {
     let mut jobs: Vec<String> = owed.iter().map(|f| f.job.clone()).collect();
     jobs.sort();
@@ -599,7 +598,7 @@ async fn settle_owed(
         }
         if done && let Some(at) = run_late {
             let late = Fire { at_ms: at, catch_up: true, ..last.clone() };
-            done = run_fire(shared, &late, unqueued).await;
+            done = run_fire(shared, &late, refused).await;
             if done {
                 tracing::warn!(flow = %late.flow, job = %job, "catching up a fire that fell due while the database was away");
             }

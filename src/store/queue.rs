@@ -77,6 +77,30 @@ impl Store {
     /// no other run of its flow (canary or not alike) is running (`overlap: queue`).
     /// `inputs`: the run's inputs whole, kept beside it (the row's copy is cut at the size limit).
     pub async fn enqueue(&self, r: &RunRecord, serial: bool, inputs: &str) -> anyhow::Result<()> {
+        self.write(self.enqueue_stmts(r, serial, inputs)).await
+    }
+
+    /// Records a scheduler fire and queues its run ([`Store::enqueue`]) in one transaction: a
+    /// fire is never recorded without its run, as two writes would leave it if the process died
+    /// between them (no process would run it then). True for the one process that records it;
+    /// the others saw the fire too, and their write changes nothing.
+    pub async fn enqueue_fire(&self, job: &str, at_ms: i64, r: &RunRecord, serial: bool, inputs: &str) -> anyhow::Result<bool> {
+        let fire = self.fire_stmt(job, at_ms, false);
+        let run = self.enqueue_stmts(r, serial, inputs);
+        self.pool
+            .with_tx(async |c| {
+                if c.exec(&fire.0, &fire.1).await? == 0 {
+                    return Ok(false);
+                }
+                for (sql, args) in &run {
+                    c.exec(sql, args).await?;
+                }
+                Ok(true)
+            })
+            .await
+    }
+
+    fn enqueue_stmts(&self, r: &RunRecord, serial: bool, inputs: &str) -> Vec<super::db::Stmt> {
         let mut r = r.clone();
         r.status = RunStatus::Queued;
         let sql = format!(
@@ -86,7 +110,7 @@ impl Store {
         let mut args = run_args(&r);
         args.push((serial as i64).into());
         let keep = super::manual::output_stmt(self.backend(), &r.id, QUEUED_INPUTS, inputs);
-        self.write(vec![(sql.into(), args), keep]).await
+        vec![(sql.into(), args), keep]
     }
 
     /// Queued or running runs of a flow (canary or not), for `overlap: skip`.
@@ -280,23 +304,27 @@ impl Store {
         Ok(())
     }
 
-    /// True for exactly one caller per (job, scheduled time), across processes.
+    /// Records a fire alone (its run is not queued: `overlap: skip`); true for exactly one caller
+    /// per (job, scheduled time), across processes.
     pub async fn fire_once(&self, job: &str, at_ms: i64) -> anyhow::Result<bool> {
-        let sql = match self.backend() {
-            Backend::MySql => "INSERT IGNORE INTO cron_fires (job, at_ms, fired_at, owner) VALUES (?, ?, ?, ?)",
-            _ => "INSERT INTO cron_fires (job, at_ms, fired_at, owner) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        };
-        Ok(self.pool.exec(sql, &[job.into(), at_ms.into(), wall_ms().into(), owner().into()]).await? == 1)
+        let (sql, args) = self.fire_stmt(job, at_ms, false);
+        Ok(self.pool.exec(&sql, &args).await? == 1)
     }
 
     /// Records a fire that fell due while the database was away and is not run; true for the one
     /// process that records it (the others saw it too).
     pub async fn skip_fire(&self, job: &str, at_ms: i64) -> anyhow::Result<bool> {
+        let (sql, args) = self.fire_stmt(job, at_ms, true);
+        Ok(self.pool.exec(&sql, &args).await? == 1)
+    }
+
+    /// The insert of a fire's row, which changes nothing when another process recorded it.
+    fn fire_stmt(&self, job: &str, at_ms: i64, skipped: bool) -> super::db::Stmt {
         let sql = match self.backend() {
-            Backend::MySql => "INSERT IGNORE INTO cron_fires (job, at_ms, fired_at, owner, skipped) VALUES (?, ?, ?, ?, 1)",
-            _ => "INSERT INTO cron_fires (job, at_ms, fired_at, owner, skipped) VALUES (?, ?, ?, ?, 1) ON CONFLICT DO NOTHING",
+            Backend::MySql => "INSERT IGNORE INTO cron_fires (job, at_ms, fired_at, owner, skipped) VALUES (?, ?, ?, ?, ?)",
+            _ => "INSERT INTO cron_fires (job, at_ms, fired_at, owner, skipped) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         };
-        Ok(self.pool.exec(sql, &[job.into(), at_ms.into(), wall_ms().into(), owner().into()]).await? == 1)
+        (sql.into(), vec![job.into(), at_ms.into(), wall_ms().into(), owner().into(), (skipped as i64).into()])
     }
 
     /// Scheduled times of `job` recorded as skipped, oldest first.

@@ -410,37 +410,105 @@ backends! {
     }
 }
 
-/// A scheduled fire recorded whose run the database would not queue is not lost: its run is queued
-/// again, under the same id, until the database takes it, and runs once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fire_whose_run_could_not_be_queued_is_queued_again_and_runs_once() {
+/// The project and the store of the two tests below: a flow `tick` fired on `cron` (`catch_up` as
+/// given), and a server running it on SQLite.
+async fn ticking(cron: &str, catch_up: bool) -> (App, flowguard::store::Store, tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let tick = "name: tick\nschedule: { cron: \"* * * * * *\", overlap: allow }\nnodes:\n  - id: greet\n    kind: template\n    text: hi\n";
-    let app = spawn_flows(&config(&url, "127.0.0.1:0", &all_scopes(), ""), &[("tick", tick)]).await;
+    let tick = format!(
+        "name: tick\nschedule: {{ cron: \"{cron}\", overlap: allow, catch_up: {catch_up} }}\nnodes:\n  - id: greet\n    kind: template\n    text: hi\n"
+    );
+    let app = spawn_flows(&config(&url, "127.0.0.1:0", &all_scopes(), ""), &[("tick", &tick)]).await;
     let store = flowguard::store::Store::open(&url, 1, Duration::from_secs(2)).await.expect("store");
-    let count = |sql: &'static str| {
-        let store = store.clone();
-        async move { store.pool().fetch(sql, &[], &[flowguard::store::Ty::I64]).await.expect("count")[0][0].i64().unwrap_or(0) }
+    (app, store, dir, tick)
+}
+
+async fn count(store: &flowguard::store::Store, sql: &str) -> i64 {
+    store.pool().fetch(sql, &[], &[flowguard::store::Ty::I64]).await.expect("count")[0][0].i64().unwrap_or(0)
+}
+
+const FIRED: &str = "SELECT COUNT(*) FROM cron_fires WHERE job = 'cron:tick' AND skipped = 0";
+const RUNS: &str = "SELECT COUNT(*) FROM runs WHERE flow = 'tick' AND trigger_kind = 'cron'";
+/// The database refuses to queue scheduled runs (as it refuses a write it cannot take).
+const REFUSE: &str =
+    "CREATE TRIGGER refuse_cron BEFORE INSERT ON runs WHEN NEW.trigger_kind = 'cron' BEGIN SELECT RAISE(ABORT, 'refused'); END";
+
+fn wall() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis() as i64
+}
+
+/// The run a fire of `tick` at `at_ms` queues.
+fn tick_run(at_ms: i64) -> String {
+    use flowguard::flow::schedule::Overlap;
+    use flowguard::scheduler::{Fire, JobKind};
+    let f = Fire {
+        job: "cron:tick".into(),
+        flow: "tick".into(),
+        kind: JobKind::Cron,
+        overlap: Overlap::Allow,
+        inputs: Default::default(),
+        at_ms,
+        catch_up: false,
     };
-    let fired = || count("SELECT COUNT(*) FROM cron_fires WHERE job = 'cron:tick' AND skipped = 0");
-    let runs = || count("SELECT COUNT(*) FROM runs WHERE flow = 'tick' AND trigger_kind = 'cron'");
-    until("tick fires", || async { runs().await > 0 }).await;
-    // The database refuses to queue scheduled runs for a while (as it refuses a write it cannot
-    // take); the fires themselves are recorded.
-    let refuse =
-        "CREATE TRIGGER refuse_cron BEFORE INSERT ON runs WHEN NEW.trigger_kind = 'cron' BEGIN SELECT RAISE(ABORT, 'refused'); END";
-    store.pool().exec(refuse, &[]).await.expect("trigger");
-    let before = runs().await;
-    let recorded = fired().await;
-    until("two fires are recorded while their runs are refused", || async { fired().await >= recorded + 2 }).await;
-    assert_eq!(runs().await, before, "the refused runs were not queued");
+    f.run_id()
+}
+
+/// A scheduled fire whose run the database refuses is not recorded without it, and not dropped:
+/// it is tried again each round, under the same run id, until the database takes it, and runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fire_the_database_refuses_is_tried_again_and_runs_once() {
+    let (app, store, _dir, _) = ticking("* * * * * *", false).await;
+    until("tick fires", || async { count(&store, RUNS).await > 0 }).await;
+    store.pool().exec(REFUSE, &[]).await.expect("trigger");
+    let refused_at = wall();
+    until("two fires fall due while their runs are refused", || async { wall() > refused_at + 2_500 }).await;
+    assert_eq!(count(&store, FIRED).await, count(&store, RUNS).await, "no fire is recorded without its run");
     store.pool().exec("DROP TRIGGER refuse_cron", &[]).await.expect("drop trigger");
-    until("every recorded fire has its run, once", || async { runs().await == fired().await }).await;
-    let ended = || count("SELECT COUNT(*) FROM runs WHERE flow = 'tick' AND status = 'succeeded'");
-    until("the late runs ran", || async { ended().await >= recorded + 2 }).await;
+    // The occurrences due while refused, whole seconds after the trigger took hold.
+    let due: Vec<i64> = ((refused_at / 1000 + 1)..=((refused_at + 2_500) / 1000)).map(|s| s * 1000).collect();
+    assert!(due.len() >= 2);
+    for at in &due {
+        let id = tick_run(*at);
+        until("the refused fire's run ran", || async {
+            count(&store, &format!("SELECT COUNT(*) FROM runs WHERE id = '{id}' AND status = 'succeeded'")).await == 1
+        })
+        .await;
+    }
+    assert_eq!(count(&store, FIRED).await, count(&store, RUNS).await, "every recorded fire has its run, once");
     store.close().await;
     app.shutdown().await;
+}
+
+/// A server that stops while the database refuses its fires' runs leaves no fire recorded without
+/// its run (no process would ever run it), and the next server catches the latest one up when the
+/// flow asks for it, as any fire missed while down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_stopping_while_its_fires_are_refused_leaves_none_recorded_without_its_run() {
+    // Every 5 s: the server stops just after a refused fire, and the next one starts well before
+    // the fire after it.
+    let (app, store, dir, tick) = ticking("*/5 * * * * *", true).await;
+    until("tick fires", || async { count(&store, RUNS).await > 0 }).await;
+    store.pool().exec(REFUSE, &[]).await.expect("trigger");
+    let refused_at = wall();
+    let due = (refused_at / 5_000 + 1) * 5_000;
+    until("a fire falls due while its run is refused", || async { wall() > due + 200 }).await;
+    app.shutdown().await;
+    let stopped_at = wall();
+    store.pool().exec("DROP TRIGGER refuse_cron", &[]).await.expect("drop trigger");
+    assert_eq!(count(&store, FIRED).await, count(&store, RUNS).await, "no fire is recorded without its run");
+    // The next server on the same database catches up the latest occurrence missed.
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let again = spawn_flows(&config(&url, "127.0.0.1:0", &all_scopes(), ""), &[("tick", &tick)]).await;
+    until("a fire missed while refused is caught up", || async {
+        let caught = format!(
+            "SELECT COUNT(*) FROM cron_fires WHERE job = 'cron:tick' AND skipped = 0 AND at_ms > {refused_at} AND at_ms <= {stopped_at}"
+        );
+        count(&store, &caught).await == 1
+    })
+    .await;
+    until("every recorded fire has its run", || async { count(&store, FIRED).await == count(&store, RUNS).await }).await;
+    store.close().await;
+    again.shutdown().await;
 }
 
 /// Impossible times and durations are refused with a 400 (or a rejected item) naming the field.
