@@ -410,9 +410,10 @@ backends! {
     }
 }
 
-/// The project and the store of the two tests below: a flow `tick` fired on `cron` (`catch_up` as
-/// given), and a server running it on SQLite.
-async fn ticking(cron: &str, catch_up: bool) -> (App, flowguard::store::Store, tempfile::TempDir, String) {
+/// The start of the two tests below: a flow `tick` fired on `cron` (`catch_up` as given), a server
+/// running it on SQLite; once a fire of it ran, the database refuses to queue scheduled runs.
+/// Returns the server, the store, the project, the flow and when the refusal began.
+async fn ticking(cron: &str, catch_up: bool) -> (App, flowguard::store::Store, tempfile::TempDir, String, i64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     let tick = format!(
@@ -420,7 +421,9 @@ async fn ticking(cron: &str, catch_up: bool) -> (App, flowguard::store::Store, t
     );
     let app = spawn_flows(&config(&url, "127.0.0.1:0", &all_scopes(), ""), &[("tick", &tick)]).await;
     let store = flowguard::store::Store::open(&url, 1, Duration::from_secs(2)).await.expect("store");
-    (app, store, dir, tick)
+    until("tick fires", || async { count(&store, RUNS).await > 0 }).await;
+    store.pool().exec(REFUSE, &[]).await.expect("trigger");
+    (app, store, dir, tick, wall())
 }
 
 async fn count(store: &flowguard::store::Store, sql: &str) -> i64 {
@@ -457,10 +460,7 @@ fn tick_run(at_ms: i64) -> String {
 /// it is tried again each round, under the same run id, until the database takes it, and runs once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fire_the_database_refuses_is_tried_again_and_runs_once() {
-    let (app, store, _dir, _) = ticking("* * * * * *", false).await;
-    until("tick fires", || async { count(&store, RUNS).await > 0 }).await;
-    store.pool().exec(REFUSE, &[]).await.expect("trigger");
-    let refused_at = wall();
+    let (app, store, _dir, _, refused_at) = ticking("* * * * * *", false).await;
     until("two fires fall due while their runs are refused", || async { wall() > refused_at + 2_500 }).await;
     assert_eq!(count(&store, FIRED).await, count(&store, RUNS).await, "no fire is recorded without its run");
     store.pool().exec("DROP TRIGGER refuse_cron", &[]).await.expect("drop trigger");
@@ -486,10 +486,7 @@ async fn a_fire_the_database_refuses_is_tried_again_and_runs_once() {
 async fn a_server_stopping_while_its_fires_are_refused_leaves_none_recorded_without_its_run() {
     // Every 5 s: the server stops just after a refused fire, and the next one starts well before
     // the fire after it.
-    let (app, store, dir, tick) = ticking("*/5 * * * * *", true).await;
-    until("tick fires", || async { count(&store, RUNS).await > 0 }).await;
-    store.pool().exec(REFUSE, &[]).await.expect("trigger");
-    let refused_at = wall();
+    let (app, store, dir, tick, refused_at) = ticking("*/5 * * * * *", true).await;
     let due = (refused_at / 5_000 + 1) * 5_000;
     until("a fire falls due while its run is refused", || async { wall() > due + 200 }).await;
     app.shutdown().await;
