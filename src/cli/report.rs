@@ -192,8 +192,11 @@ pub async fn main(config: &Path, cmd: ReportCmd) -> Result<i32, Failure> {
         }
         ReportCmd::Prune => {
             let ctx = ctx(config).await?;
-            let (attempts, runs) = report::prune(&ctx, now_ms()).await?;
-            println!("pruned the node attempts of {attempts} run(s); deleted {runs} run(s)");
+            let p = report::prune(&ctx, now_ms()).await?;
+            println!(
+                "pruned the node attempts of {} run(s); deleted {} run(s) and {} ingested event id(s)",
+                p.attempts_of, p.runs, p.event_ids
+            );
             Ok(0)
         }
     }

@@ -391,16 +391,16 @@ pub async fn send_due(ctx: &ReportCtx, sink: &dyn ReportSink, now_ms: i64) -> an
     Ok(sent)
 }
 
-/// Applies `reports.retention`: prunes raw node attempts (and run rows) older than configured;
-/// rollups stay. Returns (runs whose attempts were pruned, run rows deleted).
-pub async fn prune(ctx: &ReportCtx, now_ms: i64) -> anyhow::Result<(u64, u64)> {
+/// Applies `reports.retention`: prunes raw node attempts (and run rows, with the ids of their
+/// ingested events) older than configured; rollups stay.
+pub async fn prune(ctx: &ReportCtx, now_ms: i64) -> anyhow::Result<crate::store::rollups::Pruned> {
     let age = |v: &Option<crate::config::HumanDuration>| v.map(|d| now_ms.saturating_sub(d.as_ms()));
     let (attempts, runs) = (age(&ctx.cfg.retention.node_attempts), age(&ctx.cfg.retention.runs));
     let attempts = match (attempts, runs) {
         (Some(a), Some(r)) => a.max(r),
         (Some(a), None) => a,
         (None, Some(r)) => r,
-        (None, None) => return Ok((0, 0)),
+        (None, None) => return Ok(Default::default()),
     };
     ctx.store.prune_raw(attempts, runs, 500).await
 }

@@ -215,6 +215,17 @@ fn mark_rolled_up(run_id: &str) -> db::Stmt {
 
 const ATTEMPT_ROLLUP_COLS: &str = "run_id, flow, node_id, kind, seq, status, duration_ms, retried, action, error_kind, model, tokens_in, tokens_out, cost_nanos, currency";
 
+/// What [`Store::prune_raw`] deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Runs whose node attempts were deleted.
+    pub attempts_of: u64,
+    /// Run rows deleted.
+    pub runs: u64,
+    /// Ids of ingested events deleted.
+    pub event_ids: u64,
+}
+
 impl Store {
     /// The statements that move a run's counts into the rollups; `end` is its new end and
     /// `last` the attempts written with it. Reads what is already committed of the run.
@@ -672,10 +683,10 @@ impl Store {
     /// Deletes the node attempts (and, with `runs_before_ms`, the run rows) of runs that started
     /// before `attempts_before_ms`, `batch` runs per transaction; rollups stay. Never touches a run
     /// that is not final (waiting for a human, running, queued) or that an open alert refers to.
-    /// Returns (runs whose attempts were pruned, run rows deleted).
-    pub async fn prune_raw(&self, attempts_before_ms: i64, runs_before_ms: Option<i64>, batch: i64) -> anyhow::Result<(u64, u64)> {
+    /// With `runs_before_ms`, also the ids of events ingested before it whose run is gone.
+    pub async fn prune_raw(&self, attempts_before_ms: i64, runs_before_ms: Option<i64>, batch: i64) -> anyhow::Result<Pruned> {
         let keep = format!("status NOT IN ('waiting_manual', 'running', 'queued'){}", open_alert_guard());
-        let mut pruned = (0, 0);
+        let mut pruned = Pruned::default();
         // Attempts first: runs whose attempts are gone are remembered by an empty attempt list.
         loop {
             let sql = format!(
@@ -690,7 +701,7 @@ impl Store {
             let list = vec!["?"; ids.len()].join(", ");
             let args: Vec<Arg> = ids.iter().map(|i| Arg::from(i.as_str())).collect();
             self.write(vec![(Cow::Owned(format!("DELETE FROM node_attempts WHERE run_id IN ({list})")), args)]).await?;
-            pruned.0 += ids.len() as u64;
+            pruned.attempts_of += ids.len() as u64;
         }
         if let Some(before) = runs_before_ms {
             loop {
@@ -707,7 +718,25 @@ impl Store {
                     (Cow::Owned(format!("DELETE FROM runs WHERE id IN ({list})")), args),
                 ])
                 .await?;
-                pruned.1 += ids.len() as u64;
+                pruned.runs += ids.len() as u64;
+            }
+            // The ids kept to know a resent event (ingestion): those of runs gone are no longer
+            // needed, as a resent event of a run deleted would start it anew anyway. Walked in id
+            // order from where the last batch ended: one pass over the table in all.
+            let mut after = String::new();
+            loop {
+                let sql = format!(
+                    "SELECT id FROM ingest_events WHERE id > ? AND received_at < ? AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = ingest_events.run_id) ORDER BY id LIMIT {}",
+                    batch.max(1)
+                );
+                let ids: Vec<String> =
+                    self.pool.fetch(&sql, &[after.as_str().into(), before.into()], &[Ty::Str]).await?.iter().map(|r| s(&r[0])).collect();
+                let Some(last) = ids.last().cloned() else { break };
+                let list = vec!["?"; ids.len()].join(", ");
+                let args: Vec<Arg> = ids.iter().map(|i| Arg::from(i.as_str())).collect();
+                self.write(vec![(Cow::Owned(format!("DELETE FROM ingest_events WHERE id IN ({list})")), args)]).await?;
+                pruned.event_ids += ids.len() as u64;
+                after = last;
             }
         }
         Ok(pruned)

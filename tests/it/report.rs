@@ -565,8 +565,8 @@ async fn retention_prunes_raw_attempts_but_not_waiting_runs_or_rollups() {
     assert!(before.total.waiting_manual > 0, "the history has parked runs");
     let mut c = ctx(&store, "en");
     c.cfg.retention.node_attempts = Some("30d".parse().unwrap());
-    let (pruned, deleted) = report::prune(&c, at("2026-11-28T00:00:00")).await.unwrap();
-    assert!(pruned > 50 && deleted == 0);
+    let pruned = report::prune(&c, at("2026-11-28T00:00:00")).await.unwrap();
+    assert!(pruned.attempts_of > 50 && pruned.runs == 0);
     let after = stats::collect(&store, None, day.since_ms, day.until_ms).await.unwrap();
     assert_eq!(before, after, "rollups stay");
     for r in store.list_runs(&RunFilter { include_canary: true, ..Default::default() }).await.unwrap() {
@@ -574,7 +574,7 @@ async fn retention_prunes_raw_attempts_but_not_waiting_runs_or_rollups() {
         assert_eq!(n > 0, r.status == RunStatus::WaitingManual, "{} {}", r.id, r.status);
     }
     c.cfg.retention.runs = Some("30d".parse().unwrap());
-    let (_, deleted) = report::prune(&c, at("2026-11-28T00:00:00")).await.unwrap();
+    let deleted = report::prune(&c, at("2026-11-28T00:00:00")).await.unwrap().runs;
     let left = store.list_runs(&RunFilter { include_canary: true, ..Default::default() }).await.unwrap();
     assert!(deleted > 0 && left.iter().all(|r| r.status == RunStatus::WaitingManual));
     assert_eq!(stats::collect(&store, None, day.since_ms, day.until_ms).await.unwrap(), after);

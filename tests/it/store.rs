@@ -290,6 +290,35 @@ backends! {
         store.close().await;
     }
 
+    async fn retention_forgets_the_event_ids_of_the_runs_it_deletes(db: TestDb) {
+        // Event ids are kept so a resent event is known; once its run is deleted, its ids go too.
+        let store = db.open().await;
+        let ended = |id: &str| RunRecord {
+            trigger: "external".into(),
+            status: RunStatus::Succeeded,
+            ended_at: Some(1_500),
+            duration_ms: Some(500),
+            ..run(id, "f", 1_000)
+        };
+        // Old and ended; old but still running (kept); old and ended, but its events came after
+        // the cutoff (the run goes, its ids stay until they are as old).
+        let runs = [(ended("gone"), 2_000), (run("going", "f", 1_000), 2_000), (ended("late"), 9_000)];
+        for (r, at) in runs {
+            // More events than a batch of the prune, to walk past one.
+            let events = (0..7).map(|i| (format!("{}-{i}", r.id), r.id.clone())).collect();
+            let runs = vec![RunRecord { trigger: "external".into(), ..r }];
+            store.apply_ingest(&IngestWrite { events, runs, ..Default::default() }, at).await.unwrap();
+        }
+        let pruned = store.prune_raw(5_000, Some(5_000), 3).await.unwrap();
+        assert_eq!((pruned.runs, pruned.event_ids), (2, 7), "{pruned:?}");
+        let ids: Vec<String> = ["gone", "going", "late"].iter().flat_map(|r| (0..7).map(move |i| format!("{r}-{i}"))).collect();
+        let mut known: Vec<String> = store.known_events(&ids).await.unwrap().into_iter().collect();
+        known.sort();
+        let kept: Vec<String> = ids.iter().filter(|i| !i.starts_with("gone")).cloned().collect();
+        assert_eq!(known, kept);
+        store.close().await;
+    }
+
     async fn a_newer_schema_is_refused(db: TestDb) {
         let store = db.open().await;
         store.pool().exec("INSERT INTO flowguard_migrations (version, applied_at) VALUES (?, ?)", &[99i64.into(), 0i64.into()]).await.unwrap();
