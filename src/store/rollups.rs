@@ -215,6 +215,11 @@ fn mark_rolled_up(run_id: &str) -> db::Stmt {
 
 const ATTEMPT_ROLLUP_COLS: &str = "run_id, flow, node_id, kind, seq, status, duration_ms, retried, action, error_kind, model, tokens_in, tokens_out, cost_nanos, currency";
 
+/// `?, ?, …` for `ids`, and the ids as the statement's arguments.
+fn id_list(ids: &[String]) -> (String, Vec<Arg>) {
+    (vec!["?"; ids.len()].join(", "), ids.iter().map(|i| Arg::from(i.as_str())).collect())
+}
+
 /// What [`Store::prune_raw`] deleted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Pruned {
@@ -693,25 +698,22 @@ impl Store {
                 "SELECT id FROM runs WHERE started_at < ? AND {keep} AND EXISTS (SELECT 1 FROM node_attempts a WHERE a.run_id = runs.id) LIMIT {}",
                 batch.max(1)
             );
-            let ids: Vec<String> =
-                self.pool.fetch(&sql, &[attempts_before_ms.into()], &[Ty::Str]).await?.iter().map(|r| s(&r[0])).collect();
+            let ids = self.fetch_ids(&sql, &[attempts_before_ms.into()]).await?;
             if ids.is_empty() {
                 break;
             }
-            let list = vec!["?"; ids.len()].join(", ");
-            let args: Vec<Arg> = ids.iter().map(|i| Arg::from(i.as_str())).collect();
+            let (list, args) = id_list(&ids);
             self.write(vec![(Cow::Owned(format!("DELETE FROM node_attempts WHERE run_id IN ({list})")), args)]).await?;
             pruned.attempts_of += ids.len() as u64;
         }
         if let Some(before) = runs_before_ms {
             loop {
                 let sql = format!("SELECT id FROM runs WHERE started_at < ? AND {keep} LIMIT {}", batch.max(1));
-                let ids: Vec<String> = self.pool.fetch(&sql, &[before.into()], &[Ty::Str]).await?.iter().map(|r| s(&r[0])).collect();
+                let ids = self.fetch_ids(&sql, &[before.into()]).await?;
                 if ids.is_empty() {
                     break;
                 }
-                let list = vec!["?"; ids.len()].join(", ");
-                let args: Vec<Arg> = ids.iter().map(|i| Arg::from(i.as_str())).collect();
+                let (list, args) = id_list(&ids);
                 self.write(vec![
                     (Cow::Owned(format!("DELETE FROM node_attempts WHERE run_id IN ({list})")), args.clone()),
                     (Cow::Owned(format!("DELETE FROM rollup_seen WHERE run_id IN ({list})")), args.clone()),
@@ -729,17 +731,20 @@ impl Store {
                     "SELECT id FROM ingest_events WHERE id > ? AND received_at < ? AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = ingest_events.run_id) ORDER BY id LIMIT {}",
                     batch.max(1)
                 );
-                let ids: Vec<String> =
-                    self.pool.fetch(&sql, &[after.as_str().into(), before.into()], &[Ty::Str]).await?.iter().map(|r| s(&r[0])).collect();
+                let ids = self.fetch_ids(&sql, &[after.as_str().into(), before.into()]).await?;
                 let Some(last) = ids.last().cloned() else { break };
-                let list = vec!["?"; ids.len()].join(", ");
-                let args: Vec<Arg> = ids.iter().map(|i| Arg::from(i.as_str())).collect();
+                let (list, args) = id_list(&ids);
                 self.write(vec![(Cow::Owned(format!("DELETE FROM ingest_events WHERE id IN ({list})")), args)]).await?;
                 pruned.event_ids += ids.len() as u64;
                 after = last;
             }
         }
         Ok(pruned)
+    }
+
+    /// The first column of the rows `sql` selects, as text.
+    async fn fetch_ids(&self, sql: &str, args: &[Arg]) -> anyhow::Result<Vec<String>> {
+        Ok(self.pool.fetch(sql, args, &[Ty::Str]).await?.iter().map(|r| s(&r[0])).collect())
     }
 
     /// Stores a rendered report (replacing one of the same kind and period, keeping its send marks).
