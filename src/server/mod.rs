@@ -534,7 +534,7 @@ async fn scheduler_loop(shared: Arc<Shared>, _stop: watch::Receiver<bool>) {
 /// that stops before it is taken catches it up at start like any fire missed while down.
 async fn run_fire(shared: &Arc<Shared>, f: &Fire, refused: &mut Vec<Fire>) -> bool {
     if let Err(e) = shared.queue_fire(f).await {
-        if e.downcast_ref::<sqlx::Error>().is_some_and(crate::store::Pool::is_unreachable) {
+        if api::store_unreachable(&e) {
             tracing::error!(error = %format!("{e:#}"), job = %f.job, "cannot record the fire (the database is away); settled when it is back");
             return false;
         }

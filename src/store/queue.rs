@@ -87,6 +87,8 @@ impl Store {
     pub async fn enqueue_fire(&self, job: &str, at_ms: i64, r: &RunRecord, serial: bool, inputs: &str) -> anyhow::Result<bool> {
         let fire = self.fire_stmt(job, at_ms, false);
         let run = self.enqueue_stmts(r, serial, inputs);
+        // On a connection of its own, not the writer: whether the fire's row went in decides
+        // whether the run is written, and the writer answers no row counts.
         self.pool
             .with_tx(async |c| {
                 if c.exec(&fire.0, &fire.1).await? == 0 {

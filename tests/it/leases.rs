@@ -5,7 +5,7 @@
 use crate::serve::{OPERATE, READ};
 use crate::support::db::{Kind, TestDb, backends};
 use crate::support::fake_publisher::{Answer, FakePublisher};
-use crate::support::{Project, bin, spawn_serve, stderr, trigger};
+use crate::support::{Project, bin, count, spawn_serve, stderr, trigger};
 use flowguard::store::{Store, Ty};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
@@ -97,10 +97,6 @@ fn signal(pid: u32, sig: &str) {
 
 async fn strings(store: &Store, sql: &str) -> Vec<String> {
     store.pool().fetch(sql, &[], &[Ty::Str]).await.expect(sql).into_iter().filter_map(|r| r[0].str()).collect()
-}
-
-async fn count(store: &Store, sql: &str) -> i64 {
-    store.pool().fetch(sql, &[], &[Ty::I64]).await.expect(sql).first().and_then(|r| r[0].i64()).unwrap_or(0)
 }
 
 /// Polls until `pred` holds (up to two minutes).

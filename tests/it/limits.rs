@@ -5,7 +5,7 @@
 
 use crate::support::db::{Kind, TestDb, backends};
 use crate::support::proxy::Proxy;
-use crate::support::{Project, bin, stderr};
+use crate::support::{Project, bin, count, stderr};
 use flowguard::clock::SystemClock;
 use flowguard::server::{Application, Options, Shared};
 use serde_json::{Value, json};
@@ -311,7 +311,6 @@ backends! {
                 rows[0][0].i64().unwrap_or(0)
             }
         };
-        let wall = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis() as i64;
         until("both flows fire", || async { fires("cron:tick", 0, 0, i64::MAX).await > 0 && fires("cron:tock", 0, 0, i64::MAX).await > 0 }).await;
         proxy.cut();
         // Fires from here on fall due with the database away (the proxy closes its connections
@@ -424,10 +423,6 @@ async fn ticking(cron: &str, catch_up: bool) -> (App, flowguard::store::Store, t
     until("tick fires", || async { count(&store, RUNS).await > 0 }).await;
     store.pool().exec(REFUSE, &[]).await.expect("trigger");
     (app, store, dir, tick, wall())
-}
-
-async fn count(store: &flowguard::store::Store, sql: &str) -> i64 {
-    store.pool().fetch(sql, &[], &[flowguard::store::Ty::I64]).await.expect("count")[0][0].i64().unwrap_or(0)
 }
 
 const FIRED: &str = "SELECT COUNT(*) FROM cron_fires WHERE job = 'cron:tick' AND skipped = 0";

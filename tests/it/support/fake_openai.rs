@@ -82,7 +82,6 @@ impl FakeOpenAi {
     }
 
     /// How many connections the requests so far came over.
-    #[allow(dead_code)]
     pub fn connections(&self) -> usize {
         self.shared.peers.lock().unwrap().len()
     }

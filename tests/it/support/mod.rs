@@ -21,6 +21,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use tempfile::TempDir;
 
+/// The single number `sql` selects (0 for NULL).
+pub async fn count(store: &flowguard::store::Store, sql: &str) -> i64 {
+    store.pool().fetch(sql, &[], &[flowguard::store::Ty::I64]).await.expect(sql).first().and_then(|r| r[0].i64()).unwrap_or(0)
+}
+
 /// The flowguard binary built for this test run.
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_flowguard"));
