@@ -725,16 +725,16 @@ impl Store {
             // The ids kept to know a resent event (ingestion): those of runs gone are no longer
             // needed, as a resent event of a run deleted would start it anew anyway. Walked in id
             // order from where the last batch ended: one pass over the table in all.
+            // The DELETE checks the run again: another process may have ingested it anew since.
+            let gone = "NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = ingest_events.run_id)";
             let mut after = String::new();
             loop {
-                let sql = format!(
-                    "SELECT id FROM ingest_events WHERE id > ? AND received_at < ? AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = ingest_events.run_id) ORDER BY id LIMIT {}",
-                    batch.max(1)
-                );
+                let sql =
+                    format!("SELECT id FROM ingest_events WHERE id > ? AND received_at < ? AND {gone} ORDER BY id LIMIT {}", batch.max(1));
                 let ids = self.fetch_ids(&sql, &[after.as_str().into(), before.into()]).await?;
                 let Some(last) = ids.last().cloned() else { break };
                 let (list, args) = id_list(&ids);
-                self.write(vec![(Cow::Owned(format!("DELETE FROM ingest_events WHERE id IN ({list})")), args)]).await?;
+                self.write(vec![(Cow::Owned(format!("DELETE FROM ingest_events WHERE id IN ({list}) AND {gone}")), args)]).await?;
                 pruned.event_ids += ids.len() as u64;
                 after = last;
             }
